@@ -1,0 +1,4 @@
+// Kernel entry: every export is a pure function over byte offsets into the imported memory.
+// No kernel allocates; the host lays out weights, activations and state.
+export { heapBase, buildFeatures, relaxedDotProbe } from './base';
+export * from './matmul';

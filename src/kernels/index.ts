@@ -1,0 +1,3 @@
+export * from './runtime';
+export * from './types';
+export * from './matmul';

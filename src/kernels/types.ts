@@ -1,0 +1,24 @@
+import type { WasmInstance } from './runtime';
+
+export type WeightDType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
+
+/** A 2-D weight matrix [rows, cols] (HF Linear layout: out × in) resident in the arena. */
+export interface Weight {
+  ptr: number;
+  dtype: WeightDType;
+  rows: number;
+  cols: number;
+}
+
+/** The kernel context every facade function takes first. */
+export type K = WasmInstance;
+
+/** Bytes one row of `cols` elements takes in `dtype`. */
+export function rowBytes(dtype: WeightDType, cols: number): number {
+  switch (dtype) {
+    case 'f32': return cols * 4;
+    case 'f16': case 'bf16': return cols * 2;
+    case 'q8_0': return (cols / 32) * 34;
+    case 'q4_0': return (cols / 32) * 18;
+  }
+}

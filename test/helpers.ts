@@ -1,0 +1,45 @@
+// Shared test utilities: seeded random data, poisoned buffers, error metrics.
+import { instantiate, type BuildName, type WasmInstance } from '../src/kernels/runtime';
+
+/** mulberry32: small, fast, seedable; same sequence on every runtime. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Uniform in [-scale, scale). */
+export function randn(n: number, r: () => number, scale = 1): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * scale;
+  return a;
+}
+
+/** Fills with NaN so that any element a kernel fails to write shows up. */
+export function poison(a: Float32Array): void {
+  a.fill(NaN);
+}
+
+/** max |a−b| / max |b|, NaN-propagating (a NaN anywhere gives Infinity). */
+export function maxRelErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!Number.isFinite(a[i]) || !Number.isFinite(d)) return Infinity;
+    num = Math.max(num, d);
+    den = Math.max(den, Math.abs(b[i]));
+  }
+  return den === 0 ? num : num / den;
+}
+
+export const BUILDS: BuildName[] = ['simd', 'relaxed'];
+
+export async function kernels(build: BuildName): Promise<WasmInstance> {
+  return instantiate({ build });
+}
