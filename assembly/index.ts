@@ -2,3 +2,9 @@
 // No kernel allocates; the host lays out weights, activations and state.
 export { heapBase, buildFeatures, relaxedDotProbe } from './base';
 export * from './matmul';
+export * from './norm';
+export * from './act';
+export * from './rope';
+export * from './conv';
+export * from './attention';
+export * from './moe';
