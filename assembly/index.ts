@@ -8,3 +8,6 @@ export * from './rope';
 export * from './conv';
 export * from './attention';
 export * from './moe';
+export * from './linear_attention';
+export * from './ssm';
+export * from './rnn';

@@ -7,3 +7,5 @@ export * from './rope';
 export * from './conv';
 export * from './attention';
 export * from './moe';
+export * from './pool';
+export * from './linear_attention';

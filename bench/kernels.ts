@@ -1,0 +1,166 @@
+// Kernel benchmarks: memory-bandwidth probe, GEMV (decode) and batch-64 GEMM (prefill) per build.
+//   npm run bench:kernels [-- --json] [-- --quick]
+// GEMV streams several copies of each weight matrix in turn (≥ 4× the 32 MiB L3 of the reference
+// machine) so that weights come from DRAM, as they do for a whole model.
+import { statSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { matmul, reserveMatmulScratch } from '../src/kernels/matmul';
+import { attachPool, createPool, type Pool } from '../src/kernels/pool';
+import { instantiate, type BuildName, type WasmInstance } from '../src/kernels/runtime';
+import { rowBytes, type Weight, type WeightDType } from '../src/kernels/types';
+
+const args = process.argv.slice(2);
+const asJson = args.includes('--json');
+const quick = args.includes('--quick');
+const log = (s = '') => { if (!asJson) console.log(s); };
+
+const SHAPES: [number, number][] = [[4096, 4096], [2048, 8192]];
+const DTYPES: WeightDType[] = ['f32', 'f16', 'q8_0', 'q4_0'];
+const STREAM_BYTES = (quick ? 48 : 160) * 2 ** 20;
+const PROBE_BYTES = (quick ? 64 : 512) * 2 ** 20;
+const GEMM_BATCH = 64;
+
+/** Median seconds per call of fn over at least minTime seconds (after warm-up). */
+function time(fn: (i: number) => void, minTime = quick ? 0.15 : 0.6, minIters = 5): number {
+  for (let i = 0; i < 3; i++) fn(i);
+  const ts: number[] = [];
+  const t0 = performance.now();
+  for (let i = 0; ts.length < minIters || performance.now() - t0 < minTime * 1000; i++) {
+    const a = performance.now();
+    fn(i);
+    ts.push((performance.now() - a) / 1000);
+  }
+  ts.sort((a, b) => a - b);
+  return ts[ts.length >> 1];
+}
+
+function fillRandom(k: WasmInstance, ptr: number, n: number, seed: number): void {
+  const v = k.arena.f32(ptr, n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    v[i] = (s / 4294967296 - 0.5) * 0.1;
+  }
+}
+
+/** Copies of a [rows, cols] weight in dtype, together ≥ STREAM_BYTES. */
+function makeWeights(k: WasmInstance, dtype: WeightDType, rows: number, cols: number): Weight[] {
+  const bytes = rows * rowBytes(dtype, cols);
+  const copies = Math.max(2, Math.ceil(STREAM_BYTES / bytes));
+  const first = k.arena.alloc(bytes);
+  const mark = k.arena.mark();
+  const src = k.arena.alloc(rows * cols * 4);
+  fillRandom(k, src, rows * cols, rows + cols);
+  if (dtype === 'f32') k.arena.u8(first, bytes).set(k.arena.u8(src, bytes));
+  else if (dtype === 'f16' || dtype === 'bf16') {
+    const f = new Uint32Array(k.memory.buffer, src, rows * cols), h = k.arena.u16(first, rows * cols);
+    // Truncated conversions: the values only need to be finite and of ordinary size.
+    for (let i = 0; i < h.length; i++) h[i] = dtype === 'bf16' ? f[i] >>> 16 : ((f[i] >>> 16) & 0x8000) | 0x2000 | ((f[i] >>> 13) & 0x3ff);
+  } else k.exports[dtype === 'q8_0' ? 'quantizeRowsQ8_0' : 'quantizeRowsQ4_0'](first, src, rows, cols);
+  k.arena.release(mark);
+  const out: Weight[] = [{ ptr: first, dtype, rows, cols }];
+  for (let c = 1; c < copies; c++) {
+    const p = k.arena.alloc(bytes);
+    k.arena.u8(p, bytes).set(k.arena.u8(first, bytes));
+    out.push({ ptr: p, dtype, rows, cols });
+  }
+  return out;
+}
+
+interface Row {
+  build: string;
+  shape: string;
+  dtype: WeightDType;
+  gemvMs: number;
+  gemvGBs: number;
+  probeRatio: number;
+  gemmMs: number;
+  gemmGFlops: number;
+}
+
+async function probe(k: WasmInstance, pool: Pool | null): Promise<number> {
+  const chunk = 1 << 20;
+  const n = PROBE_BYTES / chunk;
+  const mark = k.arena.mark();
+  const p = k.arena.alloc(PROBE_BYTES);
+  k.arena.f32(p, PROBE_BYTES / 4).fill(1);
+  const t = time(() => {
+    if (pool) pool.run('readSum', [p, chunk], n);
+    else k.exports.readSum(p, chunk, 0, n);
+  });
+  k.arena.release(mark);
+  return PROBE_BYTES / t / 1e9;
+}
+
+async function runBuild(label: string, build: BuildName, threads: number, probeGBs: number): Promise<{ rows: Row[]; probe: number }> {
+  const k = await instantiate({ build });
+  let pool: Pool | null = null;
+  if (threads > 1) {
+    pool = await createPool(k, threads);
+    attachPool(k, pool);
+  }
+  const ownProbe = await probe(k, pool);
+  const rows: Row[] = [];
+  reserveMatmulScratch(k, GEMM_BATCH, 8192);
+  for (const [R, C] of SHAPES) {
+    const x = k.arena.f32buf(GEMM_BATCH * C), y = k.arena.f32buf(GEMM_BATCH * R);
+    fillRandom(k, x.ptr, GEMM_BATCH * C, 99);
+    for (const dtype of DTYPES) {
+      const mark = k.arena.mark();
+      const ws = makeWeights(k, dtype, R, C);
+      const bytes = R * rowBytes(dtype, C);
+      const gemv = time((i) => matmul(k, y.ptr, x.ptr, ws[i % ws.length], 1));
+      const gemm = time((i) => matmul(k, y.ptr, x.ptr, ws[i % ws.length], GEMM_BATCH), quick ? 0.2 : 1, 3);
+      rows.push({
+        build: label, shape: `${R}×${C}`, dtype,
+        gemvMs: gemv * 1e3, gemvGBs: bytes / gemv / 1e9, probeRatio: bytes / gemv / 1e9 / probeGBs,
+        gemmMs: gemm * 1e3, gemmGFlops: (2 * R * C * GEMM_BATCH) / gemm / 1e9,
+      });
+      k.arena.release(mark);
+      if (!asJson) process.stderr.write('.');
+    }
+  }
+  await pool?.destroy();
+  return { rows, probe: ownProbe };
+}
+
+function table(head: string[], body: (string | number)[][]): string {
+  const cells = body.map((r) => r.map((c) => (typeof c === 'number' ? c.toFixed(c >= 100 ? 0 : c >= 10 ? 1 : 2) : c)));
+  const w = head.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i].length)));
+  const line = (r: string[]) => `| ${r.map((c, i) => (i < 3 ? c.padEnd(w[i]) : c.padStart(w[i]))).join(' | ')} |`;
+  return [line(head), `|${w.map((n, i) => (i < 3 ? ':' : '-') + '-'.repeat(n) + (i < 3 ? '-' : ':')).join('|')}|`, ...cells.map(line)].join('\n');
+}
+
+const sizes = Object.fromEntries(['simd', 'relaxed', 'threads'].map((b) => [b, statSync(new URL(`../build/${b}.wasm`, import.meta.url)).size]));
+const cpu = cpus()[0]?.model ?? 'unknown';
+const machine = `${cpus().length}-core ${cpu}, ${process.release.name} ${process.version}`;
+log(`sparrow kernel bench — ${new Date().toISOString().slice(0, 10)} — ${machine}`);
+log(`wasm sizes: ${Object.entries(sizes).map(([b, s]) => `${b} ${(s / 1024).toFixed(1)} KB`).join(', ')}`);
+
+const single = await runBuild('simd', 'simd', 1, 0);
+const probe1 = single.probe;
+for (const r of single.rows) r.probeRatio = r.gemvGBs / probe1;
+const relaxed = await runBuild('relaxed', 'relaxed', 1, probe1);
+const threads = await runBuild('threads×2', 'threads', 2, probe1);
+const all = [...single.rows, ...relaxed.rows, ...threads.rows];
+
+const simdQ8 = (shape: string, dt: WeightDType) => single.rows.find((r) => r.shape === shape && r.dtype === dt)!;
+const result = {
+  date: new Date().toISOString(),
+  machine,
+  wasmBytes: sizes,
+  probeGBs: { singleThread: probe1, twoThreads: threads.probe },
+  rows: all.map((r) => ({ ...r, speedupVsSimd: r.gemvGBs / simdQ8(r.shape, r.dtype).gemvGBs })),
+};
+
+if (asJson) {
+  console.log(JSON.stringify(result, null, 2));
+} else {
+  log('\n');
+  log(`memory-bandwidth probe (WASM SIMD read-sum over ${PROBE_BYTES >> 20} MiB): ${probe1.toFixed(1)} GB/s single thread, ${threads.probe.toFixed(1)} GB/s with 2 threads`);
+  log('');
+  log(table(
+    ['build', 'W rows×cols', 'dtype', 'GEMV ms', 'GEMV GB/s', '÷ probe', '× simd', `GEMM b${GEMM_BATCH} ms`, 'GEMM GFLOP/s'],
+    result.rows.map((r) => [r.build, r.shape, r.dtype, r.gemvMs, r.gemvGBs, r.probeRatio, r.speedupVsSimd, r.gemmMs, r.gemmGFlops]),
+  ));
+}

@@ -1,0 +1,153 @@
+// Recurrent-scan kernels: token-by-token decode steps vs one recurrent call vs the chunked prefill.
+// Run: node --experimental-wasm-relaxed-simd --no-liftoff --import tsx bench/scan.ts [--build simd|relaxed] [--quick]
+//
+// GFLOP/s counts the nominal work of the per-token recurrence for every form, so the column compares
+// wall time on the same job:
+//   gated delta rule, per head and token: decay dk·dv, u = Sᵀk 2·dk·dv, rank-1 update 2·dk·dv, o 2·dk·dv → 7·dk·dv
+//   Mamba-1 per channel and state:  exp + decay + input 3, read-out 2 → 5·dInner·N (exp counted as 1)
+//   Mamba-2 per head: P·N·(decay 1 + input 2 + read-out 2) → 5·H·P·N
+import { instantiate, type BuildName, type WasmInstance } from '../src/kernels/runtime';
+import { linearAttention, linearAttentionScratchBytes } from '../src/kernels/linear_attention';
+import { selectiveScan, ssdScan, ssdScanScratchBytes } from '../src/kernels/ssm';
+import { randn, rng } from '../test/helpers';
+
+const args = process.argv.slice(2);
+const build = (args.includes('--build') ? args[args.indexOf('--build') + 1] : 'relaxed') as BuildName;
+const quick = args.includes('--quick');
+
+function time(fn: () => void, minMs = quick ? 150 : 600): number {
+  for (let i = 0; i < 3; i++) fn();
+  const runs: number[] = [];
+  let total = 0;
+  while (total < minMs || runs.length < 5) {
+    const t = performance.now();
+    fn();
+    const d = performance.now() - t;
+    runs.push(d);
+    total += d;
+  }
+  runs.sort((a, b) => a - b);
+  return runs[Math.floor(runs.length / 2)];
+}
+
+interface Row { kernel: string; shape: string; form: string; ms: number; tokS: number; gflops: number; ratio?: number }
+
+function l2rows(a: Float32Array, d: number): void {
+  for (let r = 0; r < a.length / d; r++) {
+    let s = 0;
+    for (let i = 0; i < d; i++) s += a[r * d + i] ** 2;
+    const inv = 1 / Math.sqrt(s + 1e-6);
+    for (let i = 0; i < d; i++) a[r * d + i] *= inv;
+  }
+}
+
+function gatedDelta(K: WasmInstance, H: number, dk: number, dv: number, T: number): Row[] {
+  const r = rng(1);
+  const a = K.arena;
+  const q = randn(T * H * dk, r), k = randn(T * H * dk, r);
+  l2rows(q, dk);
+  l2rows(k, dk);
+  const Q = a.putF32(q), Kb = a.putF32(k), V = a.putF32(randn(T * H * dv, r));
+  const G = a.putF32(Float32Array.from({ length: T * H }, () => -0.5 * r()));
+  const B = a.putF32(Float32Array.from({ length: T * H }, () => r()));
+  const O = a.f32buf(T * H * dv), S = a.f32buf(H * dk * dv);
+  const scr = a.alloc(linearAttentionScratchBytes(K, { dk, dv, decay: 'scalar', delta: true, chunk: 128 }));
+  const base = { H, dk, dv, decay: 'scalar' as const, scale: 1 / Math.sqrt(dk), scratch: scr };
+  const flops = 7 * H * dk * dv * T;
+  const rows: Row[] = [];
+  const shape = `H=${H} dk=dv=${dk} T=${T}`;
+  const add = (form: string, ms: number) => rows.push({ kernel: 'gated delta rule', shape, form, ms, tokS: T / ms * 1e3, gflops: flops / ms / 1e6 });
+  add('token by token (T=1 calls)', time(() => {
+    S.v.fill(0);
+    for (let t = 0; t < T; t++) {
+      linearAttention(K, O.ptr + t * H * dv * 4, S.ptr, Q.ptr + t * H * dk * 4, Kb.ptr + t * H * dk * 4, V.ptr + t * H * dv * 4,
+        { ...base, T: 1, g: G.ptr + t * H * 4, beta: B.ptr + t * H * 4 });
+    }
+  }));
+  add('recurrent, one call', time(() => {
+    S.v.fill(0);
+    linearAttention(K, O.ptr, S.ptr, Q.ptr, Kb.ptr, V.ptr, { ...base, T, g: G.ptr, beta: B.ptr, mode: 'recurrent' });
+  }));
+  for (const chunk of [16, 32, 64, 128] as const) {
+    add(`chunked, chunk ${chunk}`, time(() => {
+      S.v.fill(0);
+      linearAttention(K, O.ptr, S.ptr, Q.ptr, Kb.ptr, V.ptr, { ...base, T, g: G.ptr, beta: B.ptr, mode: 'chunked', chunk });
+    }));
+  }
+  const tbt = rows[0].ms;
+  for (const row of rows) row.ratio = tbt / row.ms;
+  return rows;
+}
+
+function mamba1(K: WasmInstance, dInner: number, N: number, T: number): Row[] {
+  const r = rng(2);
+  const a = K.arena;
+  const X = a.putF32(randn(T * dInner, r)), Z = a.putF32(randn(T * dInner, r));
+  const Dt = a.putF32(Float32Array.from({ length: T * dInner }, () => 0.001 + 0.1 * r()));
+  const A = a.putF32(Float32Array.from({ length: dInner * N }, (_, i) => -(1 + (i % N))));
+  const B = a.putF32(randn(T * N, r)), C = a.putF32(randn(T * N, r)), D = a.putF32(randn(dInner, r));
+  const Y = a.f32buf(T * dInner), h = a.f32buf(dInner * N);
+  const flops = 5 * dInner * N * T;
+  const shape = `dInner=${dInner} N=${N} T=${T}`;
+  const rows: Row[] = [];
+  const add = (form: string, ms: number) => rows.push({ kernel: 'Mamba-1 selective scan', shape, form, ms, tokS: T / ms * 1e3, gflops: flops / ms / 1e6 });
+  add('token by token (T=1 calls)', time(() => {
+    h.v.fill(0);
+    for (let t = 0; t < T; t++) {
+      const o = t * dInner * 4;
+      selectiveScan(K, Y.ptr + o, h.ptr, X.ptr + o, Dt.ptr + o, A.ptr, B.ptr + t * N * 4, C.ptr + t * N * 4, D.ptr, Z.ptr + o, { T: 1, dInner, N });
+    }
+  }));
+  add('one call over T', time(() => {
+    h.v.fill(0);
+    selectiveScan(K, Y.ptr, h.ptr, X.ptr, Dt.ptr, A.ptr, B.ptr, C.ptr, D.ptr, Z.ptr, { T, dInner, N });
+  }));
+  for (const row of rows) row.ratio = rows[0].ms / row.ms;
+  return rows;
+}
+
+function mamba2(K: WasmInstance, H: number, P: number, G: number, N: number, T: number): Row[] {
+  const r = rng(3);
+  const a = K.arena;
+  const X = a.putF32(randn(T * H * P, r));
+  const Dt = a.putF32(Float32Array.from({ length: T * H }, () => 0.001 + 0.1 * r()));
+  const A = a.putF32(Float32Array.from({ length: H }, () => -(1 + 8 * r())));
+  const B = a.putF32(randn(T * G * N, r)), C = a.putF32(randn(T * G * N, r)), D = a.putF32(randn(H, r));
+  const Y = a.f32buf(T * H * P), h = a.f32buf(H * P * N);
+  const scr = a.alloc(ssdScanScratchBytes(K, { P, N, chunk: 64 }));
+  const flops = 5 * H * P * N * T;
+  const shape = `H=${H} P=${P} N=${N} G=${G} T=${T}`;
+  const rows: Row[] = [];
+  const add = (form: string, ms: number) => rows.push({ kernel: 'Mamba-2 SSD', shape, form, ms, tokS: T / ms * 1e3, gflops: flops / ms / 1e6 });
+  const base = { H, P, G, N, scratch: scr };
+  add('token by token (T=1 calls)', time(() => {
+    h.v.fill(0);
+    for (let t = 0; t < T; t++) {
+      ssdScan(K, Y.ptr + t * H * P * 4, h.ptr, X.ptr + t * H * P * 4, Dt.ptr + t * H * 4, A.ptr, B.ptr + t * G * N * 4, C.ptr + t * G * N * 4, D.ptr, { ...base, T: 1 });
+    }
+  }));
+  add('recurrent, one call', time(() => {
+    h.v.fill(0);
+    ssdScan(K, Y.ptr, h.ptr, X.ptr, Dt.ptr, A.ptr, B.ptr, C.ptr, D.ptr, { ...base, T, mode: 'recurrent' });
+  }));
+  add('chunked, chunk 64', time(() => {
+    h.v.fill(0);
+    ssdScan(K, Y.ptr, h.ptr, X.ptr, Dt.ptr, A.ptr, B.ptr, C.ptr, D.ptr, { ...base, T, mode: 'chunked', chunk: 64 });
+  }));
+  for (const row of rows) row.ratio = rows[0].ms / row.ms;
+  return rows;
+}
+
+const K = await instantiate({ build, budget: 1 << 30 });
+const rows: Row[] = [];
+rows.push(...gatedDelta(K, 8, 64, 64, 512));
+rows.push(...gatedDelta(K, 8, 128, 128, 512));
+rows.push(...mamba1(K, 1536, 16, 512));
+rows.push(...mamba2(K, 24, 64, 1, 128, 512));
+
+console.log(`build ${K.build}, node ${process.version}`);
+console.log('| kernel | shape | form | ms | tokens/s | GFLOP/s | × token-by-token |');
+console.log('|---|---|---|---:|---:|---:|---:|');
+for (const r of rows) {
+  console.log(`| ${r.kernel} | ${r.shape} | ${r.form} | ${r.ms.toFixed(2)} | ${Math.round(r.tokS)} | ${r.gflops.toFixed(1)} | ${r.ratio!.toFixed(2)} |`);
+}

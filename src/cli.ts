@@ -1,0 +1,691 @@
+// sparrow's command line: generate | chat | bench | convert | info | serve.
+// Runs under Bun (`bun src/cli.ts`), Node through tsx (`node --import tsx src/cli.ts`) and Deno
+// (`deno run --allow-read --allow-env src/cli.ts`); it uses only node: modules all three provide.
+//
+// Exit status: 0 done, 1 failed (bad model file, missing file, …), 2 bad usage. Failures print one
+// line to stderr (SPARROW_DEBUG=1 adds the stack).
+
+import { existsSync, fstatSync, readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { loadModel, type LoadOptions } from './index';
+import type { ChatMessage } from './generate/chat-template';
+import { ChatTemplate } from './generate/chat-template';
+import type { GenerateParams, LanguageModel, ModelSession } from './generate/language-model';
+import { mulberry32, resolveSampling } from './generate/sampler';
+import { RequestError } from './generate/errors';
+import { convertToGGUF, CONVERT_DTYPES, type ConvertDType } from './convert';
+
+class UsageError extends Error {}
+class CliError extends Error {}
+
+// ---- options ---------------------------------------------------------------------------------------
+
+type OptType = 'string' | 'int' | 'number' | 'boolean' | 'list';
+interface Opt {
+  type: OptType;
+  arg?: string;
+  desc: string;
+}
+type Spec = Record<string, Opt>;
+
+interface Command {
+  usage: string;
+  summary: string;
+  spec: Spec;
+  positionals: [number, number];
+  run(opts: Record<string, any>, pos: string[]): Promise<void>;
+}
+
+const MODEL_OPTS: Spec = {
+  model: { type: 'string', arg: 'M', desc: 'checkpoint: HF directory, .gguf / .safetensors file, or URL (default: models/sparrow-mini)' },
+  dtype: { type: 'string', arg: 'D', desc: 'weights in memory: auto | f32 | q8_0 | q4_0 (default auto)' },
+  'max-context': { type: 'int', arg: 'N', desc: 'positions a session holds (default: min(model, 4096))' },
+  build: { type: 'string', arg: 'B', desc: 'kernel build: auto | simd | relaxed | threads (default auto)' },
+};
+
+const SAMPLING_OPTS: Spec = {
+  'max-tokens': { type: 'int', arg: 'N', desc: 'most tokens to generate (default 200)' },
+  temperature: { type: 'number', arg: 'T', desc: '0 = greedy (default: generation_config.json, else greedy)' },
+  'top-k': { type: 'int', arg: 'K', desc: 'keep the K most likely tokens' },
+  'top-p': { type: 'number', arg: 'P', desc: 'nucleus sampling mass' },
+  'min-p': { type: 'number', arg: 'P', desc: 'drop tokens below P × the top probability' },
+  'repetition-penalty': { type: 'number', arg: 'R', desc: 'transformers-style repetition penalty' },
+  'presence-penalty': { type: 'number', arg: 'X', desc: 'OpenAI presence penalty' },
+  'frequency-penalty': { type: 'number', arg: 'X', desc: 'OpenAI frequency penalty' },
+  seed: { type: 'int', arg: 'S', desc: 'seed of the sampler (same seed, same text on every runtime)' },
+  stop: { type: 'list', arg: 'S', desc: 'stop string (repeatable); it is not printed' },
+};
+
+const HELP: Opt = { type: 'boolean', desc: 'show this help' };
+
+function optName(k: string): string {
+  return `--${k}`;
+}
+
+function parseArgs(cmd: string, argv: string[], spec: Spec): { opts: Record<string, any>; pos: string[] } {
+  const opts: Record<string, any> = {};
+  const pos: string[] = [];
+  const full: Spec = { ...spec, help: HELP };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--') {
+      pos.push(...argv.slice(i + 1));
+      break;
+    }
+    if (a === '-h') {
+      opts.help = true;
+      continue;
+    }
+    if (!a.startsWith('--') || a === '-') {
+      if (a.startsWith('-') && a !== '-') throw new UsageError(`${cmd}: unknown option ${a} (see sparrow ${cmd} --help)`);
+      pos.push(a);
+      continue;
+    }
+    const eq = a.indexOf('=');
+    const key = a.slice(2, eq < 0 ? undefined : eq);
+    const o = full[key];
+    if (!o) throw new UsageError(`${cmd}: unknown option --${key} (see sparrow ${cmd} --help)`);
+    if (o.type === 'boolean') {
+      if (eq >= 0) throw new UsageError(`${cmd}: option --${key} takes no value`);
+      opts[key] = true;
+      continue;
+    }
+    let v: string;
+    if (eq >= 0) v = a.slice(eq + 1);
+    else {
+      if (i + 1 >= argv.length) throw new UsageError(`${cmd}: option --${key} needs a value (${o.arg ?? 'value'})`);
+      v = argv[++i];
+    }
+    if (o.type === 'int' || o.type === 'number') {
+      const n = Number(v);
+      if (v.trim() === '' || !Number.isFinite(n) || (o.type === 'int' && !Number.isInteger(n))) {
+        throw new UsageError(`${cmd}: option --${key} needs ${o.type === 'int' ? 'an integer' : 'a number'}, got ${JSON.stringify(v)}`);
+      }
+      opts[key] = n;
+    } else if (o.type === 'list') (opts[key] ??= []).push(v);
+    else opts[key] = v;
+  }
+  return { opts, pos };
+}
+
+function helpText(name: string, c: Command): string {
+  const rows = Object.entries({ ...c.spec, help: HELP }).map(([k, o]) => [`  ${optName(k)}${o.arg ? ` ${o.arg}` : ''}`, o.desc]);
+  const w = Math.max(...rows.map((r) => r[0].length)) + 2;
+  return `Usage: sparrow ${name} ${c.usage}\n\n${c.summary}\n\nOptions:\n${rows.map(([a, d]) => a.padEnd(w) + d).join('\n')}\n`;
+}
+
+// ---- shared helpers --------------------------------------------------------------------------------
+
+/** Where the commands write; `runCli` can redirect it (tests run commands in-process). */
+export interface CliIO {
+  out(s: string): void;
+  err(s: string): void;
+}
+const processIO: CliIO = { out: (s) => void process.stdout.write(s), err: (s) => void process.stderr.write(s) };
+let io: CliIO = processIO;
+const stdout = (s: string) => io.out(s);
+const stderr = (s: string) => io.err(s);
+
+function defaultModelDir(): string {
+  return fileURLToPath(new URL('../models/sparrow-mini/', import.meta.url));
+}
+
+function resolveModel(m: string | undefined): string {
+  if (m === undefined) {
+    const dir = defaultModelDir();
+    if (!existsSync(dir)) throw new CliError(`no --model given and the default model directory ${dir} does not exist`);
+    return dir;
+  }
+  if (/^https?:\/\//.test(m)) return m;
+  if (!existsSync(m)) throw new CliError(`model not found: ${m}`);
+  return m;
+}
+
+/** A one-line bar on stderr, drawn only when stderr is a terminal. */
+class Progress {
+  private readonly on = !!process.stderr.isTTY;
+  private last = 0;
+  constructor(private readonly label: string) {}
+  update(done: number, total: number, what = ''): void {
+    if (!this.on) return;
+    const t = Date.now();
+    if (done < total && t - this.last < 50) return;
+    this.last = t;
+    const width = 30;
+    const fill = total ? Math.round((done / total) * width) : 0;
+    const name = what.length > 40 ? '…' + what.slice(-39) : what;
+    stderr(`\r\x1b[K${this.label} [${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${done}/${total} ${name}`);
+  }
+  end(): void {
+    if (this.on) stderr('\r\x1b[K');
+  }
+}
+
+async function load(opts: Record<string, any>, extra: LoadOptions = {}): Promise<{ lm: LanguageModel; path: string; loadMs: number }> {
+  const path = resolveModel(opts.model);
+  const bar = new Progress('loading');
+  const t0 = performance.now();
+  try {
+    const lm = await loadModel(path, {
+      dtype: opts.dtype,
+      build: opts.build,
+      maxContext: opts['max-context'],
+      onProgress: (d, t, w) => bar.update(d, t, w),
+      ...extra,
+    });
+    return { lm, path, loadMs: performance.now() - t0 };
+  } finally {
+    bar.end();
+  }
+}
+
+/** Sampling flags as GenerateParams, checked before any model is loaded. */
+function samplingParams(o: Record<string, any>): GenerateParams {
+  const p: GenerateParams = {
+    maxTokens: o['max-tokens'] ?? 200,
+    temperature: o.temperature,
+    topK: o['top-k'],
+    topP: o['top-p'],
+    minP: o['min-p'],
+    repetitionPenalty: o['repetition-penalty'],
+    presencePenalty: o['presence-penalty'],
+    frequencyPenalty: o['frequency-penalty'],
+    seed: o.seed,
+    stop: o.stop,
+  };
+  resolveSampling({ ...p, seed: p.seed ?? 0 });
+  if (!(p.maxTokens! >= 1)) throw new RequestError('maxTokens', `must be an integer ≥ 1, got ${p.maxTokens}`);
+  return p;
+}
+
+/** Piped or redirected stdin (a FIFO or a file); a terminal, /dev/null or a socket count as none. */
+function stdinHasData(): boolean {
+  try {
+    const st = fstatSync(0);
+    return st.isFIFO() || st.isFile();
+  } catch {
+    return false;
+  }
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  for await (const c of process.stdin as AsyncIterable<Uint8Array | string>) chunks.push(typeof c === 'string' ? new TextEncoder().encode(c) : c);
+  const n = chunks.reduce((a, c) => a + c.length, 0);
+  const all = new Uint8Array(n);
+  let o = 0;
+  for (const c of chunks) {
+    all.set(c, o);
+    o += c.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
+function runtimeName(): string {
+  const g = globalThis as any;
+  if (g.Bun) return `bun ${g.Bun.version}`;
+  if (g.Deno) return `deno ${g.Deno.version.deno}`;
+  return `node ${process.version.slice(1)}`;
+}
+
+function fmtBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1048576) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1073741824) return `${(n / 1048576).toFixed(1)} MiB`;
+  return `${(n / 1073741824).toFixed(2)} GiB`;
+}
+
+function fmtCount(n: number): string {
+  if (n < 1e3) return String(n);
+  if (n < 1e6) return `${(n / 1e3).toFixed(1)}K`;
+  if (n < 1e9) return `${(n / 1e6).toFixed(2)}M`;
+  return `${(n / 1e9).toFixed(2)}B`;
+}
+
+/** Layer kinds as runs, and as a repeated period when there is one: "(mamba ×3, attention) ×4". */
+export function layerPattern(kinds: string[]): string {
+  const runs = (ks: string[]) => {
+    const out: string[] = [];
+    for (let i = 0; i < ks.length; ) {
+      let j = i;
+      while (j < ks.length && ks[j] === ks[i]) j++;
+      out.push(j - i > 1 ? `${ks[i]} ×${j - i}` : ks[i]);
+      i = j;
+    }
+    return out.join(', ');
+  };
+  const n = kinds.length;
+  for (let p = 2; p <= n / 2; p++) {
+    if (n % p) continue;
+    if (new Set(kinds.slice(0, p)).size < 2) continue;
+    if (kinds.every((k, i) => k === kinds[i % p])) return `(${runs(kinds.slice(0, p))}) ×${n / p}`;
+  }
+  return runs(kinds);
+}
+
+function table(rows: [string, string][]): string {
+  const w = Math.max(...rows.map((r) => r[0].length)) + 2;
+  return rows.map(([k, v]) => k.padEnd(w) + v).join('\n') + '\n';
+}
+
+// ---- commands --------------------------------------------------------------------------------------
+
+const DEFAULT_PROMPT = 'Once upon a time';
+
+const generate: Command = {
+  usage: '[--model M] [--prompt P | < prompt.txt] [options]',
+  summary: `Streams a continuation of the prompt to stdout as it is produced. Without --prompt the prompt is read
+from piped stdin; with neither, it is "${DEFAULT_PROMPT}". The prompt is echoed first when stdout is a terminal.`,
+  spec: {
+    ...MODEL_OPTS,
+    prompt: { type: 'string', arg: 'P', desc: 'prompt text' },
+    ...SAMPLING_OPTS,
+    echo: { type: 'boolean', desc: 'print the prompt before the continuation' },
+    'no-echo': { type: 'boolean', desc: 'never print the prompt' },
+    stats: { type: 'boolean', desc: 'print token counts and speed to stderr at the end' },
+  },
+  positionals: [0, 0],
+  async run(o) {
+    const params = samplingParams(o);
+    let prompt: string | undefined = o.prompt;
+    if (prompt === undefined && stdinHasData()) prompt = (await readStdin()).replace(/\r?\n$/, '');
+    if (!prompt) prompt = DEFAULT_PROMPT;
+    const { lm } = await load(o);
+    const ac = new AbortController();
+    const onInt = () => ac.abort();
+    process.on('SIGINT', onInt);
+    try {
+      const gen = lm.generate(prompt, { ...params, signal: ac.signal });
+      if (o.echo || (!o['no-echo'] && process.stdout.isTTY)) stdout(prompt);
+      for await (const t of gen) if (t.text) stdout(t.text);
+      stdout('\n');
+      if (o.stats) {
+        const s = gen.stats;
+        stderr(`[${s.promptTokens} prompt tokens (${s.cachedTokens} cached), ${s.generatedTokens} generated, finish ${gen.finishReason}, ` +
+          `prefill ${s.prefillMs.toFixed(1)} ms, decode ${(s.generatedTokens > 1 ? ((s.generatedTokens - 1) / s.decodeMs) * 1000 : 0).toFixed(1)} tok/s]\n`);
+      }
+    } finally {
+      process.off('SIGINT', onInt);
+      lm.dispose();
+    }
+  },
+};
+
+// A chat file: "SPRWCHAT" · u32 version · u32 JSON length · JSON {messages} · state snapshot bytes.
+const CHAT_MAGIC = 'SPRWCHAT';
+
+function writeChatFile(path: string, messages: ChatMessage[], snapshot: Uint8Array): void {
+  const json = new TextEncoder().encode(JSON.stringify({ messages }));
+  const out = new Uint8Array(16 + json.length + snapshot.length);
+  const dv = new DataView(out.buffer);
+  for (let i = 0; i < 8; i++) out[i] = CHAT_MAGIC.charCodeAt(i);
+  dv.setUint32(8, 1, true);
+  dv.setUint32(12, json.length, true);
+  out.set(json, 16);
+  out.set(snapshot, 16 + json.length);
+  writeFileSync(path, out);
+}
+
+function readChatFile(path: string): { messages: ChatMessage[]; snapshot: Uint8Array } {
+  const b = new Uint8Array(readFileSync(path));
+  const magic = String.fromCharCode(...b.subarray(0, 8));
+  if (b.length < 16 || magic !== CHAT_MAGIC) throw new CliError(`${path} is not a sparrow chat file`);
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const version = dv.getUint32(8, true);
+  if (version !== 1) throw new CliError(`${path}: chat file version ${version} is not supported`);
+  const n = dv.getUint32(12, true);
+  if (16 + n > b.length) throw new CliError(`${path} is truncated`);
+  const { messages } = JSON.parse(new TextDecoder().decode(b.subarray(16, 16 + n)));
+  if (!Array.isArray(messages)) throw new CliError(`${path}: no message list`);
+  return { messages, snapshot: b.slice(16 + n) };
+}
+
+/** For checkpoints without a chat template: a plain transcript the model can continue. */
+const PLAIN_TEMPLATE =
+  "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] + '\\n\\n' }}{% else %}" +
+  "{{ (m['role'] == 'user') and 'User: ' or 'Assistant: ' }}{{ m['content'] + '\\n' }}{% endif %}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}";
+
+const chat: Command = {
+  usage: '[--model M] [options]',
+  summary: `Interactive chat in the terminal with the model's own chat template. Commands at the prompt:
+  /reset        forget the conversation
+  /save FILE    write the conversation and the model state to FILE
+  /load FILE    resume a conversation saved with /save
+  /exit         quit (also Ctrl-D); Ctrl-C stops a reply`,
+  spec: { ...MODEL_OPTS, system: { type: 'string', arg: 'S', desc: 'system message' }, ...SAMPLING_OPTS },
+  positionals: [0, 0],
+  async run(o) {
+    const params = samplingParams(o);
+    params.maxTokens = o['max-tokens'] ?? 512;
+    const { lm } = await load(o);
+    let template: string | undefined;
+    const stops = [...(params.stop as string[] | undefined ?? [])];
+    if (!lm.chatTemplate) {
+      stderr('note: this model has no chat template; using a plain "User: / Assistant:" transcript\n');
+      template = PLAIN_TEMPLATE;
+      stops.push('\nUser:');
+    }
+    const fallback = template ? new ChatTemplate(template) : null;
+    const render = (msgs: ChatMessage[]) => (fallback ? fallback.render(msgs) : lm.applyChatTemplate(msgs));
+    const system: ChatMessage[] = o.system ? [{ role: 'system', content: o.system }] : [];
+    let messages: ChatMessage[] = [...system];
+    let session: ModelSession = lm.session();
+    const { createInterface } = await import('node:readline');
+    const tty = !!process.stdin.isTTY;
+    const rl = createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty });
+    let current: AbortController | null = null;
+    rl.on('SIGINT', () => {
+      if (current) current.abort();
+      else rl.close();
+    });
+    const promptUser = () => {
+      if (tty) rl.prompt();
+    };
+    rl.setPrompt('> ');
+    promptUser();
+    try {
+      for await (const raw of rl) {
+        const line = raw.trim();
+        if (!line) {
+          promptUser();
+          continue;
+        }
+        if (line.startsWith('/')) {
+          const [cmd, ...rest] = line.split(/\s+/);
+          const arg = rest.join(' ');
+          try {
+            if (cmd === '/exit' || cmd === '/quit') break;
+            else if (cmd === '/reset') {
+              messages = [...system];
+              session.reset();
+              stderr('(conversation cleared)\n');
+            } else if (cmd === '/save') {
+              if (!arg) throw new CliError('/save needs a file name');
+              writeChatFile(arg, messages, session.snapshot());
+              stderr(`(saved ${messages.length} messages, ${session.pos} tokens of state to ${arg})\n`);
+            } else if (cmd === '/load') {
+              if (!arg) throw new CliError('/load needs a file name');
+              const f = readChatFile(arg);
+              const s = lm.restore(f.snapshot);
+              session.dispose();
+              session = s;
+              messages = f.messages;
+              stderr(`(loaded ${messages.length} messages, ${session.pos} tokens of state from ${arg})\n`);
+            } else throw new CliError(`unknown command ${cmd} (/reset, /save FILE, /load FILE, /exit)`);
+          } catch (e) {
+            stderr(`error: ${(e as Error).message}\n`);
+          }
+          promptUser();
+          continue;
+        }
+        messages.push({ role: 'user', content: line });
+        current = new AbortController();
+        try {
+          const ids = lm.encode(render(messages), false);
+          const gen = lm.generate(ids, { ...params, stop: stops, session, signal: current.signal });
+          for await (const t of gen) if (t.text) stdout(t.text);
+          stdout('\n');
+          messages.push({ role: 'assistant', content: gen.text.trim() });
+        } catch (e) {
+          messages.pop();
+          stderr(`error: ${(e as Error).message}\n`);
+        } finally {
+          current = null;
+        }
+        promptUser();
+      }
+    } finally {
+      rl.close();
+      session.dispose();
+      lm.dispose();
+    }
+  },
+};
+
+const bench: Command = {
+  usage: '[--model M] [--prompt-len N] [--gen-len N] [--json]',
+  summary: 'Measures prefill and decode speed on random prompt tokens (greedy, EOS ignored) after one warm-up run.',
+  spec: {
+    ...MODEL_OPTS,
+    'prompt-len': { type: 'int', arg: 'N', desc: 'prompt tokens (default 128)' },
+    'gen-len': { type: 'int', arg: 'N', desc: 'generated tokens (default 64)' },
+    runs: { type: 'int', arg: 'N', desc: 'measured runs; the best is reported (default 3)' },
+    seed: { type: 'int', arg: 'S', desc: 'seed of the random prompt (default 0)' },
+    json: { type: 'boolean', desc: 'print one JSON object instead of the table' },
+  },
+  positionals: [0, 0],
+  async run(o) {
+    const promptLen = o['prompt-len'] ?? 128, genLen = o['gen-len'] ?? 64, runs = o.runs ?? 3;
+    if (promptLen < 1 || genLen < 1 || runs < 1) throw new UsageError('bench: --prompt-len, --gen-len and --runs must be ≥ 1');
+    const { lm, path, loadMs } = await load(o, { maxContext: o['max-context'] ?? promptLen + genLen });
+    try {
+      const V = lm.model.net.vocabSize;
+      const rand = mulberry32(o.seed ?? 0);
+      const prompt = Array.from({ length: promptLen }, () => Math.floor(rand() * V));
+      const once = async (p: number[], n: number) => {
+        const g = lm.generate(p, { maxTokens: n, temperature: 0, ignoreEos: true });
+        await g.result();
+        return g.stats;
+      };
+      await once(prompt.slice(0, Math.min(promptLen, 16)), Math.min(genLen, 4));
+      let best = { prefill: 0, decode: 0, ttft: Infinity, prefillMs: 0, decodeMs: 0 };
+      for (let r = 0; r < runs; r++) {
+        const s = await once(prompt, genLen);
+        const prefill = (promptLen / s.prefillMs) * 1000;
+        const decode = genLen > 1 ? ((s.generatedTokens - 1) / s.decodeMs) * 1000 : 0;
+        if (prefill > best.prefill) best = { ...best, prefill, prefillMs: s.prefillMs };
+        if (decode > best.decode) best = { ...best, decode, decodeMs: s.decodeMs };
+        best.ttft = Math.min(best.ttft, s.ttftMs);
+      }
+      const info = lm.info();
+      const arena = lm.model.k.arena;
+      const result = {
+        model: path, modelType: info.modelType, build: info.build, runtime: runtimeName(), dtype: o.dtype ?? 'auto',
+        params: info.params, promptTokens: promptLen, genTokens: genLen, loadMs: round(loadMs),
+        prefillTokPerS: round(best.prefill), decodeTokPerS: round(best.decode), ttftMs: round(best.ttft),
+        peakArenaBytes: arena.peak, wasmMemoryBytes: lm.model.k.memory.buffer.byteLength,
+      };
+      if (o.json) stdout(JSON.stringify(result) + '\n');
+      else {
+        stdout(table([
+          ['model', `${path} (${info.modelType}, ${fmtCount(info.params)} params)`],
+          ['runtime', `${result.runtime}, ${info.build} build, dtype ${result.dtype}`],
+          ['load', `${result.loadMs} ms`],
+          ['prefill', `${result.prefillTokPerS} tok/s  (${promptLen} tokens in ${round(best.prefillMs)} ms)`],
+          ['decode', `${result.decodeTokPerS} tok/s  (${genLen} tokens)`],
+          ['time to first token', `${result.ttftMs} ms`],
+          ['peak arena', fmtBytes(arena.peak)],
+        ]));
+      }
+    } finally {
+      lm.dispose();
+    }
+  },
+};
+
+function round(x: number): number {
+  return Math.round(x * 10) / 10;
+}
+
+const convert: Command = {
+  usage: 'IN OUT --dtype q8_0|q4_0|f16|f32',
+  summary: `Converts a checkpoint (HF directory or safetensors) to a GGUF file in sparrow's convention: HF tensor
+names, config / tokenizer / generation config as metadata, weights in the given dtype (norms, biases and
+other small tensors stay f32, as when quantizing on load).`,
+  spec: { dtype: { type: 'string', arg: 'D', desc: 'q8_0 | q4_0 | f16 | f32 (required)' } },
+  positionals: [2, 2],
+  async run(o, [input, output]) {
+    if (!o.dtype) throw new UsageError('convert: --dtype is required (q8_0, q4_0, f16 or f32)');
+    if (!CONVERT_DTYPES.includes(o.dtype)) throw new UsageError(`convert: --dtype must be one of ${CONVERT_DTYPES.join(', ')}, got ${JSON.stringify(o.dtype)}`);
+    if (!existsSync(input)) throw new CliError(`input not found: ${input}`);
+    const bar = new Progress('converting');
+    let r;
+    try {
+      r = await convertToGGUF(input, output, { dtype: o.dtype as ConvertDType, onProgress: (d, t, w) => bar.update(d, t, w) });
+    } finally {
+      bar.end();
+    }
+    stdout(`wrote ${output}: ${r.tensors} tensors, ${fmtBytes(r.bytes)} (${Object.entries(r.tensorsByDType).map(([k, v]) => `${v} ${k}`).join(', ')})\n`);
+  },
+};
+
+const info: Command = {
+  usage: '[M] [--json]',
+  summary: 'Architecture, layer pattern, parameter count, bytes by dtype and state size per token of a checkpoint.',
+  spec: { ...MODEL_OPTS, json: { type: 'boolean', desc: 'print JSON' } },
+  positionals: [0, 1],
+  async run(o, pos) {
+    const { lm, path } = await load({ ...o, model: pos[0] ?? o.model }, { maxContext: o['max-context'] });
+    try {
+      const i = lm.info();
+      if (o.json) {
+        stdout(JSON.stringify({ model: path, ...i }) + '\n');
+        return;
+      }
+      const total = Object.values(i.bytesByDType).reduce((a, b) => a + b, 0);
+      stdout(table([
+        ['model', path],
+        ['architecture', i.modelType],
+        ['layers', `${i.layers.length}: ${layerPattern(i.layers)}`],
+        ['parameters', `${fmtCount(i.params)} (${i.params})`],
+        ['weights', `${fmtBytes(total)}: ${Object.entries(i.bytesByDType).map(([k, v]) => `${k} ${fmtBytes(v)}`).join(', ')}`],
+        ['vocab / hidden', `${i.vocabSize} / ${i.hidden}`],
+        ['state', `${fmtBytes(i.stateBytesFixed)} fixed + ${fmtBytes(i.stateBytesPerToken)} per token`],
+        ['max context', `${i.maxContext} (full state ${fmtBytes(i.stateBytesFixed + i.stateBytesPerToken * i.maxContext)})`],
+        ['kernel build', i.build],
+        ['arena', fmtBytes(i.arenaBytes)],
+        ['tokenizer', i.tokenizer ? `yes (EOS ${i.eosTokenIds.join(', ') || 'none'})` : 'no'],
+        ['chat template', i.chatTemplate ? 'yes' : 'no'],
+      ]));
+    } finally {
+      lm.dispose();
+    }
+  },
+};
+
+const serve: Command = {
+  usage: '[options of the server]',
+  summary: 'Starts the local OpenAI-compatible HTTP server (edge/serve-local.ts); its options are its own.',
+  spec: {},
+  positionals: [0, Infinity],
+  async run() {
+    /* replaced in main(): serve passes its arguments through untouched */
+  },
+};
+
+const COMMANDS: Record<string, Command> = { generate, chat, bench, convert, info, serve };
+
+const USAGE = `sparrow — efficient LLMs on WebAssembly (Bun, Node, Deno)
+
+Usage: sparrow <command> [options]
+
+Commands:
+  generate   stream a continuation of a prompt
+  chat       interactive chat with the model's chat template
+  bench      prefill / decode speed, time to first token, peak memory
+  convert    checkpoint → GGUF (q8_0, q4_0, f16, f32)
+  info       architecture, parameters, memory and state size of a model
+  serve      local OpenAI-compatible server
+
+Run "sparrow <command> --help" for the options of a command.
+`;
+
+async function runServe(args: string[]): Promise<void> {
+  const url = new URL('../edge/serve-local.ts', import.meta.url);
+  let mod: any;
+  try {
+    mod = await import(url.href);
+  } catch (e) {
+    const code = (e as any)?.code;
+    if (code === 'ERR_MODULE_NOT_FOUND' || !existsSync(fileURLToPath(url)) || /Cannot find module|not found/i.test(String((e as Error)?.message))) {
+      throw new CliError(`serve: the local server (${fileURLToPath(url)}) is not available in this checkout`);
+    }
+    throw e;
+  }
+  const entry = mod.main ?? mod.default;
+  if (typeof entry !== 'function') throw new CliError('serve: edge/serve-local.ts exports no main(args) function');
+  await entry(args);
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name) {
+    stderr(USAGE);
+    return 2;
+  }
+  if (name === '--help' || name === '-h' || name === 'help') {
+    stdout(USAGE);
+    return 0;
+  }
+  const cmd = COMMANDS[name];
+  if (!cmd) throw new UsageError(`unknown command ${JSON.stringify(name)} (generate, chat, bench, convert, info, serve; see sparrow --help)`);
+  if (name === 'serve') {
+    await runServe(rest);
+    return 0;
+  }
+  const { opts, pos } = parseArgs(name, rest, cmd.spec);
+  if (opts.help) {
+    stdout(helpText(name, cmd));
+    return 0;
+  }
+  const [lo, hi] = cmd.positionals;
+  if (pos.length < lo) throw new UsageError(`${name}: expected ${cmd.usage}`);
+  if (pos.length > hi) throw new UsageError(`${name}: unexpected argument ${JSON.stringify(pos[hi])}`);
+  if (opts.dtype !== undefined && name !== 'convert' && !['auto', 'f32', 'q8_0', 'q4_0'].includes(opts.dtype)) {
+    throw new UsageError(`${name}: --dtype must be auto, f32, q8_0 or q4_0, got ${JSON.stringify(opts.dtype)}`);
+  }
+  if (opts.build !== undefined && !['auto', 'simd', 'relaxed', 'threads'].includes(opts.build)) {
+    throw new UsageError(`${name}: --build must be auto, simd, relaxed or threads, got ${JSON.stringify(opts.build)}`);
+  }
+  try {
+    await cmd.run(opts, pos);
+  } catch (e) {
+    // A request parameter named in the library's words becomes the flag that set it.
+    if (e instanceof RequestError) {
+      const flag = e.field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+      if (flag in cmd.spec) throw new UsageError(`${name}: --${flag} ${e.detail}`);
+    }
+    throw e;
+  }
+  return 0;
+}
+
+function isMain(): boolean {
+  const g = globalThis as any;
+  if (g.Deno) return (import.meta as any).main === true;
+  const argv1 = process.argv[1];
+  if (!argv1) return false;
+  try {
+    return fileURLToPath(import.meta.url) === argv1 || fileURLToPath(import.meta.url).replace(/\.ts$/, '') === argv1.replace(/\.ts$/, '');
+  } catch {
+    return false;
+  }
+}
+
+/** Runs a command line and returns the exit status; a failure is one line on `err`. */
+export async function runCli(argv: string[], to: CliIO = processIO): Promise<number> {
+  const prev = io;
+  io = to;
+  try {
+    return await main(argv);
+  } catch (e) {
+    const msg = (e as Error)?.message ?? String(e);
+    stderr(`sparrow: ${msg.split('\n')[0]}\n`);
+    if ((globalThis as any).process?.env?.SPARROW_DEBUG) stderr(`${(e as Error)?.stack}\n`);
+    return e instanceof UsageError ? 2 : 1;
+  } finally {
+    io = prev;
+  }
+}
+
+if (isMain()) {
+  // A reader that stops early (`| head`) closes the pipe: that ends the command, it is not an error.
+  process.stdout.on?.('error', (e: any) => {
+    if (e?.code === 'EPIPE') process.exit(0);
+    throw e;
+  });
+  runCli(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}

@@ -1,0 +1,386 @@
+// A loaded model with its tokenizer, chat template and generation config: streaming generation,
+// chat, and sessions that keep state between calls (prefix reuse, snapshot / restore).
+
+import type { Model, ModelInfo, Session } from '../models/model';
+import type { ChatMessage, RenderOptions } from './chat-template';
+import { ChatTemplate } from './chat-template';
+import { RequestError } from './errors';
+import { logProb, resolveSampling, Sampler, type SamplingParams } from './sampler';
+import { StopStrings, TextStream } from './stream';
+import type { Tokenizer } from './tokenizer';
+
+export interface GenerateParams extends SamplingParams {
+  /** Most tokens to generate. Default: generation_config max_new_tokens / max_length, else until the context is full. */
+  maxTokens?: number;
+  /** Text that ends generation; it and what follows are not emitted. */
+  stop?: string | string[];
+  /** Token ids that end generation, besides EOS. */
+  stopTokenIds?: number[];
+  /** Keeps going through EOS (benchmarks). */
+  ignoreEos?: boolean;
+  /** Reports each token's log-probability under the model (before penalties and warping). */
+  logprobs?: boolean;
+  signal?: AbortSignal;
+  /** Runs in this session: its cached tokens are reused when they begin the new prompt. */
+  session?: ModelSession;
+  /** For a text prompt: add BOS etc. as the tokenizer's post-processor does. Default true. */
+  addSpecialTokens?: boolean;
+}
+
+export interface ChatParams extends GenerateParams, RenderOptions {
+  /** Name of the template, when tokenizer_config.json holds several. */
+  template?: string;
+}
+
+export interface GeneratedToken {
+  token: number;
+  /** Text this token completes; '' while a character or a possible stop string is incomplete. */
+  text: string;
+  logprob?: number;
+}
+
+export type FinishReason = 'stop' | 'length' | 'abort';
+
+export interface GenerationStats {
+  promptTokens: number;
+  /** Prompt tokens whose state came from the session instead of being run again. */
+  cachedTokens: number;
+  generatedTokens: number;
+  prefillMs: number;
+  /** From the call to the first token. */
+  ttftMs: number;
+  /** From the first token to the last. */
+  decodeMs: number;
+}
+
+export interface GenerationResult {
+  text: string;
+  tokens: number[];
+  finishReason: FinishReason;
+  stats: GenerationStats;
+}
+
+const now = (): number => globalThis.performance?.now() ?? Date.now();
+
+const setImmediateFn: ((cb: () => void) => unknown) | undefined = (globalThis as any).setImmediate;
+/** A macrotask turn, so a server keeps answering and an abort can land between tokens. */
+export function yieldToHost(): Promise<void> {
+  return new Promise((r) => (setImmediateFn ? setImmediateFn(r) : setTimeout(r, 0)));
+}
+
+/** One generation: iterate it for tokens (once); the fields fill in as it runs. */
+export class Generation implements AsyncIterable<GeneratedToken> {
+  finishReason: FinishReason | null = null;
+  text = '';
+  readonly tokens: number[] = [];
+  readonly stats: GenerationStats;
+  private started = false;
+
+  constructor(promptTokens: number, private readonly body: (g: Generation) => AsyncGenerator<GeneratedToken>) {
+    this.stats = { promptTokens, cachedTokens: 0, generatedTokens: 0, prefillMs: 0, ttftMs: 0, decodeMs: 0 };
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<GeneratedToken> {
+    if (this.started) throw new RequestError('generation', 'can be iterated only once');
+    this.started = true;
+    return this.body(this);
+  }
+
+  /** Runs to the end and returns the whole text. */
+  async result(): Promise<GenerationResult> {
+    for await (const _ of this);
+    return { text: this.text, tokens: this.tokens.slice(), finishReason: this.finishReason ?? 'abort', stats: { ...this.stats } };
+  }
+}
+
+function commonPrefix(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a[i] === b[i]) i++;
+  return i;
+}
+
+/**
+ * A sequence's state across calls. Before a prompt runs, the session keeps the longest prefix of it
+ * that it can: all of its tokens when they begin the prompt; otherwise attention caches are cut back
+ * to the common prefix, while recurrent state (which cannot be cut) returns to the checkpoint taken
+ * after the previous prompt when that is still a prefix, or starts over.
+ */
+export class ModelSession {
+  /** Logits after the last token fed (so a prompt equal to the cached tokens needs no run). */
+  lastLogits: Float32Array | null = null;
+  private checkpoint: { pos: number; bytes: Uint8Array; logits: Float32Array | null } | null = null;
+  busy = false;
+  private disposed = false;
+
+  constructor(readonly model: Model, public inner: Session) {}
+
+  /** Token ids whose state this session holds. */
+  get tokens(): readonly number[] {
+    return this.inner.tokens;
+  }
+
+  get pos(): number {
+    return this.inner.pos;
+  }
+
+  /** Whether the state can be cut back to `pos` tokens (every region is a plain or unwrapped KV cache). */
+  canTruncate(pos: number): boolean {
+    if (pos >= this.inner.pos) return pos === this.inner.pos;
+    for (const r of this.model.layout.regions) {
+      if (r.kind === 'fixed') return false;
+      if (r.kind === 'ring' && this.inner.pos > (r.capacity ?? 0)) return false;
+    }
+    return true;
+  }
+
+  /** Keeps the longest usable prefix of `ids` and returns its length (< ids.length unless lastLogits hold). */
+  reuse(ids: ArrayLike<number>): number {
+    const have = this.inner.tokens;
+    const lcp = commonPrefix(have, ids);
+    if (lcp === have.length && (lcp < ids.length || this.lastLogits)) return lcp;
+    // The prompt's last token must run again unless its logits are at hand.
+    const keep = Math.min(lcp, ids.length - 1);
+    if (this.canTruncate(keep)) {
+      this.inner.tokens.length = keep;
+      this.lastLogits = null;
+      return keep;
+    }
+    const cp = this.checkpoint;
+    if (cp && cp.pos > 0 && cp.pos <= lcp && (cp.pos < ids.length || cp.logits)) {
+      this.inner.dispose();
+      this.inner = this.model.restore(cp.bytes);
+      this.lastLogits = cp.pos === ids.length ? cp.logits : null;
+      return cp.pos;
+    }
+    this.inner.reset();
+    this.lastLogits = null;
+    this.checkpoint = null;
+    return 0;
+  }
+
+  /** Feeds tokens in chunks, yielding to the host between chunks; null when aborted. */
+  async feed(ids: number[], signal?: AbortSignal): Promise<Float32Array | null> {
+    const C = this.model.maxChunk;
+    let logits: Float32Array | null = null;
+    for (let i = 0; i < ids.length; i += C) {
+      if (i > 0) {
+        await yieldToHost();
+        if (signal?.aborted) return null;
+      }
+      logits = this.inner.forward(ids.slice(i, i + C));
+      this.lastLogits = logits;
+    }
+    return logits;
+  }
+
+  /** Remembers the state at the end of a prompt when it cannot be truncated later. */
+  markCheckpoint(): void {
+    if (!this.canTruncate(0)) this.checkpoint = { pos: this.inner.pos, bytes: this.inner.snapshot(), logits: this.lastLogits };
+  }
+
+  /** Versioned, checksummed state bytes (they name the model; see LanguageModel.restore). */
+  snapshot(): Uint8Array {
+    return this.inner.snapshot();
+  }
+
+  reset(): void {
+    this.inner.reset();
+    this.lastLogits = null;
+    this.checkpoint = null;
+  }
+
+  /** An independent copy of this session's state. */
+  fork(): ModelSession {
+    const s = new ModelSession(this.model, this.inner.fork());
+    s.lastLogits = this.lastLogits?.slice() ?? null;
+    s.checkpoint = this.checkpoint;
+    return s;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.inner.dispose();
+  }
+}
+
+function idList(v: unknown): number[] {
+  return (Array.isArray(v) ? v : v === undefined || v === null ? [] : [v]).filter((x): x is number => Number.isInteger(x));
+}
+
+export interface LanguageModelInfo extends ModelInfo {
+  tokenizer: boolean;
+  chatTemplate: boolean;
+  eosTokenIds: number[];
+}
+
+export class LanguageModel {
+  /** EOS ids: generation_config eos_token_id (int or list), config eos_token_id, else the tokenizer's. */
+  readonly eosTokenIds: ReadonlySet<number>;
+
+  constructor(
+    readonly model: Model,
+    readonly tokenizer: Tokenizer | null,
+    readonly chatTemplate: ChatTemplate | null,
+    readonly generationConfig: Record<string, any> = {},
+    private readonly tokenizerConfig: Record<string, any> = {},
+  ) {
+    const eos = new Set([...idList(generationConfig.eos_token_id), ...idList(model.config.eos_token_id)]);
+    if (!eos.size && tokenizer?.eosId !== undefined) eos.add(tokenizer.eosId);
+    this.eosTokenIds = eos;
+  }
+
+  get maxContext(): number {
+    return this.model.maxContext;
+  }
+
+  info(): LanguageModelInfo {
+    return { ...this.model.info(), tokenizer: !!this.tokenizer, chatTemplate: !!this.chatTemplate, eosTokenIds: [...this.eosTokenIds] };
+  }
+
+  encode(text: string, addSpecialTokens = true): number[] {
+    if (!this.tokenizer) throw new RequestError('prompt', 'this checkpoint has no tokenizer.json; pass token ids');
+    return this.tokenizer.encode(text, { addSpecialTokens });
+  }
+
+  decode(ids: ArrayLike<number>, skipSpecialTokens = true): string {
+    if (!this.tokenizer) throw new RequestError('tokens', 'this checkpoint has no tokenizer.json to decode with');
+    return this.tokenizer.decode(ids, { skipSpecialTokens });
+  }
+
+  /** The chat template's text for these messages (with the assistant turn opened by default). */
+  applyChatTemplate(messages: ChatMessage[], opts: RenderOptions & { template?: string } = {}): string {
+    let t = this.chatTemplate;
+    if (opts.template !== undefined) t = ChatTemplate.fromConfig(this.tokenizerConfig, undefined, opts.template);
+    if (!t) throw new RequestError('messages', 'this checkpoint has no chat template (tokenizer_config.json chat_template)');
+    return t.render(messages, opts);
+  }
+
+  session(): ModelSession {
+    return new ModelSession(this.model, this.model.newSession());
+  }
+
+  /** A session resumed from `ModelSession.snapshot()` bytes of this same model. */
+  restore(bytes: Uint8Array): ModelSession {
+    return new ModelSession(this.model, this.model.restore(bytes));
+  }
+
+  /** Sampling defaults from generation_config.json: sampling only when it sets do_sample, as transformers does. */
+  private defaults(): SamplingParams {
+    const gc = this.generationConfig;
+    const d: SamplingParams = { temperature: 0 };
+    if (gc.do_sample === true) {
+      d.temperature = typeof gc.temperature === 'number' ? gc.temperature : 1;
+      if (Number.isInteger(gc.top_k)) d.topK = gc.top_k;
+      if (typeof gc.top_p === 'number') d.topP = gc.top_p;
+      if (typeof gc.min_p === 'number') d.minP = gc.min_p;
+    }
+    if (typeof gc.repetition_penalty === 'number') d.repetitionPenalty = gc.repetition_penalty;
+    return d;
+  }
+
+  private maxTokensFor(promptLen: number, p: GenerateParams): number {
+    const gc = this.generationConfig;
+    const room = this.model.maxContext - promptLen + 1;
+    let n = p.maxTokens;
+    if (n !== undefined && (!Number.isInteger(n) || n < 1)) throw new RequestError('maxTokens', `must be an integer ≥ 1, got ${JSON.stringify(n)}`);
+    if (n === undefined && Number.isInteger(gc.max_new_tokens)) n = gc.max_new_tokens;
+    if (n === undefined && Number.isInteger(gc.max_length)) n = Math.max(1, gc.max_length - promptLen);
+    return Math.min(n ?? room, room);
+  }
+
+  /** Streams a continuation of `prompt` (text, encoded with the tokenizer, or token ids). */
+  generate(prompt: string | ArrayLike<number>, params: GenerateParams = {}): Generation {
+    const ids = typeof prompt === 'string' ? this.encode(prompt, params.addSpecialTokens ?? true) : Array.from(prompt);
+    return this.start(ids, params);
+  }
+
+  /** Streams the assistant's reply to `messages`, rendered with the checkpoint's chat template. */
+  chat(messages: ChatMessage[], params: ChatParams = {}): Generation {
+    const text = this.applyChatTemplate(messages, params);
+    // The template writes BOS itself (transformers tokenizes its output without special tokens).
+    return this.start(this.encode(text, false), params);
+  }
+
+  private start(ids: number[], params: GenerateParams): Generation {
+    const V = this.model.net.vocabSize;
+    if (!ids.length) throw new RequestError('prompt', 'is empty (no tokens)');
+    for (const id of ids) if (!Number.isInteger(id) || id < 0 || id >= V) throw new RequestError('prompt', `token id ${id} is outside the vocabulary [0, ${V})`);
+    if (ids.length > this.model.maxContext) throw new RequestError('prompt', `has ${ids.length} tokens; the context holds ${this.model.maxContext}`);
+    const sampling = resolveSampling({ ...this.defaults(), ...definedOnly(params) });
+    const maxTokens = this.maxTokensFor(ids.length, params);
+    const stops = typeof params.stop === 'string' ? [params.stop] : params.stop ?? [];
+    if (!Array.isArray(stops) || stops.some((s) => typeof s !== 'string')) throw new RequestError('stop', 'must be a string or a list of strings');
+    const stopIds = new Set(idList(params.stopTokenIds));
+    const eos = params.ignoreEos ? new Set<number>() : this.eosTokenIds;
+    const session = params.session;
+    if (session && session.model !== this.model) throw new RequestError('session', 'belongs to another model');
+    if (session?.busy) throw new RequestError('session', 'is already generating');
+    const self = this;
+
+    return new Generation(ids.length, async function* (g) {
+      const t0 = now();
+      if (session?.busy) throw new RequestError('session', 'is already generating');
+      const s = session ?? self.session();
+      s.busy = true;
+      let tFirst = 0;
+      try {
+        if (params.signal?.aborted) return;
+        const cached = s.reuse(ids);
+        g.stats.cachedTokens = cached;
+        let logits = cached === ids.length ? s.lastLogits : await s.feed(ids.slice(cached), params.signal);
+        if (!logits) return;
+        if (session) s.markCheckpoint();
+        g.stats.prefillMs = now() - t0;
+        const sampler = new Sampler(sampling, ids);
+        const text = self.tokenizer ? new TextStream(self.tokenizer, ids) : null;
+        const stop = new StopStrings(stops);
+        for (let i = 0; ; i++) {
+          const tok = sampler.next(logits.slice());
+          sampler.accept(tok);
+          g.tokens.push(tok);
+          g.stats.generatedTokens++;
+          const ends = eos.has(tok) || stopIds.has(tok);
+          let out = stop.push(ends || !text ? '' : text.push(tok));
+          let finish: FinishReason | null = stop.stopped !== null || ends ? 'stop' : null;
+          if (!finish && (i + 1 >= maxTokens || s.pos >= self.model.maxContext)) finish = 'length';
+          if (finish && stop.stopped === null) {
+            out += stop.push(text?.flush() ?? '');
+            out += stop.flush();
+            if (stop.stopped !== null) finish = 'stop';
+          }
+          g.text += out;
+          if (!tFirst) {
+            tFirst = now();
+            g.stats.ttftMs = tFirst - t0;
+          }
+          g.stats.decodeMs = now() - tFirst;
+          const ev: GeneratedToken = { token: tok, text: out };
+          if (params.logprobs) ev.logprob = logProb(logits, tok);
+          if (finish) g.finishReason = finish;
+          yield ev;
+          if (finish) return;
+          await yieldToHost();
+          if (params.signal?.aborted) return;
+          logits = s.inner.forward([tok]);
+          s.lastLogits = logits;
+        }
+      } finally {
+        if (g.finishReason === null) g.finishReason = 'abort';
+        s.busy = false;
+        if (!session) s.dispose();
+      }
+    });
+  }
+
+  dispose(): void {
+    this.model.dispose();
+  }
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  const out: Partial<T> = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) (out as any)[k] = v;
+  return out;
+}

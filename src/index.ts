@@ -1,0 +1,101 @@
+// sparrow's public entry: load a checkpoint into a LanguageModel and generate from it.
+
+import { openCheckpoint, type Checkpoint, type CheckpointInput } from './formats/checkpoint';
+import { BudgetError, ConfigError } from './formats/errors';
+import { KernelError, type BuildChoice } from './kernels/runtime';
+import { buildModel, familyFor } from './models/index';
+import { WeightStore, type LoadDType } from './models/weights';
+import { ChatTemplate } from './generate/chat-template';
+import { LanguageModel } from './generate/language-model';
+import { Tokenizer } from './generate/tokenizer';
+
+export type Backend = 'wasm' | 'webgpu' | 'auto';
+export type CheckpointSource = CheckpointInput;
+
+export interface LoadOptions {
+  /** Weight dtype in memory: 'auto' keeps the file's (f16/bf16/quantized) where the kernels take it. */
+  dtype?: LoadDType;
+  /** Only 'wasm' exists; 'auto' picks it. */
+  backend?: Backend;
+  /** Kernel build: 'auto' (relaxed SIMD when it validates and passes its probe), 'simd', 'relaxed', 'threads'. */
+  build?: BuildChoice;
+  /** Worker threads for the kernels. Accepted and checked; the worker pool is not wired in yet, so 1 is used. */
+  threads?: number;
+  /** Bytes the model may take (weights, scratch, session state); larger needs fail with BudgetError. */
+  memoryBudget?: number;
+  /** Positions a session holds. Default min(config max_position_embeddings, 4096). */
+  maxContext?: number;
+  /** Most sessions alive at once. */
+  maxSessions?: number;
+  /** Parity mode: quantized weights are dequantized inside the dot product. */
+  exact?: boolean;
+  /** A Jinja chat template replacing the checkpoint's own. */
+  chatTemplate?: string;
+  onProgress?: (done: number, total: number, what: string) => void;
+}
+
+const DTYPES: LoadDType[] = ['auto', 'f32', 'q8_0', 'q4_0'];
+const BACKENDS: Backend[] = ['wasm', 'webgpu', 'auto'];
+
+function checkOptions(o: LoadOptions): void {
+  if (o.dtype !== undefined && !DTYPES.includes(o.dtype)) throw new ConfigError('options.dtype', `must be one of ${DTYPES.join(', ')}, got ${JSON.stringify(o.dtype)}`);
+  if (o.backend !== undefined && !BACKENDS.includes(o.backend)) throw new ConfigError('options.backend', `must be one of ${BACKENDS.join(', ')}, got ${JSON.stringify(o.backend)}`);
+  if (o.backend === 'webgpu') throw new ConfigError('options.backend', "'webgpu' is not available yet; use 'wasm' or 'auto'");
+  if (o.threads !== undefined && (!Number.isInteger(o.threads) || o.threads < 1)) throw new ConfigError('options.threads', `must be an integer ≥ 1, got ${JSON.stringify(o.threads)}`);
+  if (o.memoryBudget !== undefined && !(o.memoryBudget > 0)) throw new ConfigError('options.memoryBudget', `must be a positive number of bytes, got ${JSON.stringify(o.memoryBudget)}`);
+  if (o.maxContext !== undefined && (!Number.isInteger(o.maxContext) || o.maxContext < 1)) throw new ConfigError('options.maxContext', `must be an integer ≥ 1, got ${JSON.stringify(o.maxContext)}`);
+}
+
+/**
+ * Loads a checkpoint (a GGUF or safetensors file path, an HF-style directory, a URL of either, the
+ * bytes of a file, or an in-memory directory `{ files }`) and returns a LanguageModel. The weight bytes the load dtype implies are checked
+ * against `memoryBudget` before anything is allocated.
+ */
+export async function loadModel(source: CheckpointSource, options: LoadOptions = {}): Promise<LanguageModel> {
+  checkOptions(options);
+  const dtype = options.dtype ?? 'auto';
+  const ckpt: Checkpoint = await openCheckpoint(source);
+  try {
+    const family = familyFor(ckpt.config);
+    if (options.memoryBudget !== undefined) {
+      const need = WeightStore.plannedBytes(ckpt, dtype, (name) => family.keepF32?.(name, ckpt.config) ?? false);
+      if (need > options.memoryBudget) throw new BudgetError(need, options.memoryBudget);
+    }
+    let model;
+    try {
+      model = await buildModel(ckpt, {
+        dtype,
+        build: options.build,
+        memoryBudget: options.memoryBudget,
+        maxContext: options.maxContext,
+        maxSessions: options.maxSessions,
+        exact: options.exact,
+        onProgress: options.onProgress,
+      });
+    } catch (e) {
+      // The arena refuses growth past the budget (scratch, state slots) with need/budget attached.
+      if (e instanceof KernelError && typeof (e as any).need === 'number') throw new BudgetError((e as any).need, (e as any).budget);
+      throw e;
+    }
+    const tokenizer = ckpt.tokenizerJson ? Tokenizer.fromJSON(ckpt.tokenizerJson, ckpt.tokenizerConfig ?? {}) : null;
+    const template = ChatTemplate.fromConfig(ckpt.tokenizerConfig, options.chatTemplate ?? ckpt.chatTemplate);
+    return new LanguageModel(model, tokenizer, template, ckpt.generationConfig ?? {}, ckpt.tokenizerConfig ?? {});
+  } catch (e) {
+    await ckpt.close();
+    throw e;
+  }
+}
+
+export { LanguageModel, ModelSession, Generation, yieldToHost } from './generate/language-model';
+export type { GenerateParams, ChatParams, GeneratedToken, FinishReason, GenerationStats, GenerationResult, LanguageModelInfo } from './generate/language-model';
+export { Tokenizer } from './generate/tokenizer';
+export { ChatTemplate, type ChatMessage, type RenderOptions } from './generate/chat-template';
+export { Sampler, resolveSampling, type SamplingParams } from './generate/sampler';
+export { TextStream, StopStrings } from './generate/stream';
+export { RequestError } from './generate/errors';
+export { convertToGGUF, ggufFor, type ConvertDType, type ConvertOptions, type ConvertResult } from './convert';
+export { FormatError, ConfigError, BudgetError } from './formats/errors';
+export { SnapshotError } from './models/state';
+export { supportedModelTypes } from './models/index';
+export type { ModelInfo } from './models/index';
+export type { LoadDType } from './models/weights';

@@ -1,0 +1,394 @@
+// Selective state-space mixers: Mamba-1 (S6, per-channel state [dInner, N]) and Mamba-2 (SSD,
+// scalar decay per head, state [H, P, N]). Shared by the pure SSM families (mamba, falcon_mamba,
+// mamba2) and the hybrids (bamba, granitemoehybrid, jamba). Both keep a depthwise causal conv window
+// [C, W−1] and the SSM state per layer, in fp32, exactly what the next token needs.
+//
+// Mamba-1 (HF MambaMixer / FalconMambaMixer / JambaMambaMixer):
+//   [x, z] = W_in u;  x' = SiLU(conv1d(x));  [δ, B, C] = W_x x'   (Falcon, Jamba: RMSNorm on δ, B, C)
+//   Δ = softplus(W_dt δ + b_dt);  A = −exp(A_log)
+//   h_t = exp(Δ⊗A) ⊙ h_{t−1} + (Δ⊗B_t) x'_t;  y = (h_t C_t + D x') ⊙ SiLU(z);  out = W_out y
+// Mamba-2 (HF Mamba2Mixer / BambaMixer / GraniteMoeHybridMambaLayer):
+//   [z, xBC, dt] = W_in u;  xBC' = SiLU(conv1d(xBC)) = [x (H·P), B (G·N), C (G·N)]
+//   Δ_h = clamp(softplus(dt_h + dt_bias_h), time_step_limit);  A_h = −exp(A_log_h)
+//   h_h = exp(Δ_h A_h) h_h + Δ_h x_h ⊗ B_g;  y_h = h_h C_g + D_h x_h   (head h reads group h / (H/G))
+//   y = RMSNorm(y ⊙ SiLU(z)) · w  (MambaRMSNormGated, norm_before_gate=False; in transformers 5.17 one
+//   norm over all d_inner channels whatever n_groups, for mamba2, bamba and granitemoehybrid alike)
+
+import { softplus, swiglu } from '../kernels/act';
+import { conv1d } from '../kernels/conv';
+import { rmsNorm } from '../kernels/norm';
+import type { K, Weight } from '../kernels/types';
+import { ConfigError } from '../formats/errors';
+import type { RegionSpec, SeqState } from '../models/state';
+import { addBias, type Ctx, type Mixer } from './context';
+import { rowsOf } from './mlp';
+
+/** Tensors every SSM family must keep in f32 whatever the load dtype (read by host code or scans). */
+export function ssmKeepF32(name: string): boolean {
+  return /(^|\.)(A_log|D|dt_bias)$/.test(name) || name.includes('conv1d.') || /norm\.weight$/.test(name);
+}
+
+/** HF `time_step_limit` [lo, hi]; JSON has no Infinity, so transformers writes {"__float__": "Infinity"}. */
+export function timeStepLimit(c: any, field = 'time_step_limit'): [number, number] {
+  const v = c[field];
+  if (v === undefined || v === null) return [0, Infinity];
+  const val = (x: any, i: number): number => {
+    if (typeof x === 'number') return x;
+    const s = x && typeof x === 'object' ? x.__float__ : x;
+    if (s === 'Infinity' || s === 'inf' || s === 'Inf') return Infinity;
+    if (s === '-Infinity' || s === '-inf') return -Infinity;
+    if (x === null && i === 1) return Infinity;
+    throw new ConfigError(`config.${field}[${i}]`, `must be a number, got ${JSON.stringify(x)}`);
+  };
+  if (!Array.isArray(v) || v.length !== 2) throw new ConfigError(`config.${field}`, `must be [min, max], got ${JSON.stringify(v)}`);
+  const lo = val(v[0], 0), hi = val(v[1], 1);
+  if (!(lo <= hi) || Number.isNaN(lo)) throw new ConfigError(`config.${field}`, `min ${lo} > max ${hi}`);
+  return [lo, hi];
+}
+
+/** The conv kernel W: the conv1d kernel implements 2..4 (every released Mamba uses 4). */
+function convWidth(W: number, field: string): number {
+  if (!Number.isInteger(W) || W < 2 || W > 4) throw new ConfigError(`config.${field}`, `conv kernel ${W} is not supported (2, 3 or 4)`);
+  return W;
+}
+
+/** Depthwise conv weight [C, 1, W] (HF Conv1d) as an f32 [C, W] pointer. */
+function convWeight(ctx: Ctx, name: string, C: number, W: number): number {
+  const shape = ctx.ws.shape(name);
+  if (shape.length !== 3 || shape[0] !== C || shape[1] !== 1 || shape[2] !== W) {
+    throw new ConfigError(`tensors["${name}"].shape`, `is [${shape}], expected [${C}, 1, ${W}]`);
+  }
+  return ctx.ws.vec(name, C * W);
+}
+
+/** −exp(A_log) as HF computes it (A_log.float(), so an f32 result), kept in the arena. */
+function negExp(ctx: Ctx, aLog: number, n: number): number {
+  const src = ctx.f32(aLog, n);
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = -Math.exp(src[i]);
+  return ctx.k.arena.putF32(a).ptr;
+}
+
+// ---- Mamba-1 -------------------------------------------------------------------------------------
+
+export interface Mamba1Config {
+  hidden: number;
+  /** intermediate_size = expand · hidden */
+  dInner: number;
+  /** state_size */
+  N: number;
+  /** time_step_rank */
+  R: number;
+  /** conv_kernel */
+  W: number;
+  /** use_bias: in_proj and out_proj biases */
+  projBias: boolean;
+  /** use_conv_bias */
+  convBias: boolean;
+  /**
+   * RMSNorm of δ, B and C after x_proj: FalconMamba (weightless, mixer_rms_eps) or Jamba
+   * (`dt_layernorm`, `b_layernorm`, `c_layernorm` weights, rms_norm_eps).
+   */
+  innerNorm?: { eps: number; weighted: boolean } | null;
+}
+
+export class Mamba1Mixer implements Mixer {
+  readonly inX: Weight;
+  readonly inZ: Weight;
+  readonly inBias: number;
+  readonly convW: number;
+  readonly convB: number;
+  readonly xDelta: Weight;
+  readonly xB: Weight;
+  readonly xC: Weight;
+  readonly dtW: Weight;
+  readonly dtB: number;
+  readonly A: number;
+  readonly D: number;
+  readonly outW: Weight;
+  readonly outB: number;
+  readonly dtNorm: number;
+  readonly bNorm: number;
+  readonly cNorm: number;
+
+  constructor(readonly ctx: Ctx, readonly prefix: string, readonly cfg: Mamba1Config) {
+    const { ws } = ctx;
+    const { hidden, dInner, N, R } = cfg;
+    const W = convWidth(cfg.W, 'conv_kernel');
+    const p = prefix;
+    const inProj = ws.mat(`${p}.in_proj.weight`, 2 * dInner, hidden);
+    this.inX = rowsOf(inProj, 0, dInner);
+    this.inZ = rowsOf(inProj, dInner, dInner);
+    this.inBias = cfg.projBias ? ws.vec(`${p}.in_proj.bias`, 2 * dInner) : 0;
+    this.convW = convWeight(ctx, `${p}.conv1d.weight`, dInner, W);
+    this.convB = cfg.convBias ? ws.vec(`${p}.conv1d.bias`, dInner) : 0;
+    const xProj = ws.mat(`${p}.x_proj.weight`, R + 2 * N, dInner);
+    this.xDelta = rowsOf(xProj, 0, R);
+    this.xB = rowsOf(xProj, R, N);
+    this.xC = rowsOf(xProj, R + N, N);
+    this.dtW = ws.mat(`${p}.dt_proj.weight`, dInner, R);
+    this.dtB = ws.vec(`${p}.dt_proj.bias`, dInner);
+    const aShape = ws.shape(`${p}.A_log`);
+    if (aShape.length !== 2 || aShape[0] !== dInner || aShape[1] !== N) {
+      throw new ConfigError(`tensors["${p}.A_log"].shape`, `is [${aShape}], expected [${dInner}, ${N}]`);
+    }
+    this.A = negExp(ctx, ws.vec(`${p}.A_log`, dInner * N), dInner * N);
+    this.D = ws.vec(`${p}.D`, dInner);
+    this.outW = ws.mat(`${p}.out_proj.weight`, hidden, dInner);
+    this.outB = cfg.projBias ? ws.vec(`${p}.out_proj.bias`, hidden) : 0;
+    const weighted = cfg.innerNorm?.weighted ?? false;
+    this.dtNorm = weighted ? ws.vec(`${p}.dt_layernorm.weight`, R) : 0;
+    this.bNorm = weighted ? ws.vec(`${p}.b_layernorm.weight`, N) : 0;
+    this.cNorm = weighted ? ws.vec(`${p}.c_layernorm.weight`, N) : 0;
+    const T = ctx.maxChunk;
+    ctx.scratch.need('m1.x', T * dInner);
+    ctx.scratch.need('m1.z', T * dInner);
+    ctx.scratch.need('m1.xc', T * dInner);
+    ctx.scratch.need('m1.dt', T * dInner);
+    ctx.scratch.need('m1.delta', T * R);
+    ctx.scratch.need('m1.B', T * N);
+    ctx.scratch.need('m1.C', T * N);
+    ctx.scratch.need('m1.y', T * dInner);
+  }
+
+  specs(): RegionSpec[] {
+    const { dInner, N, W } = this.cfg;
+    return [
+      { name: `${this.prefix}.conv`, kind: 'fixed', floats: dInner * (W - 1) },
+      { name: `${this.prefix}.ssm`, kind: 'fixed', floats: dInner * N },
+    ];
+  }
+
+  forward(state: SeqState, u: number, out: number, T: number): void {
+    const { ctx, cfg } = this;
+    const { k } = ctx;
+    const { dInner, N, R, W } = cfg;
+    const s = ctx.scratch;
+    const x = s.get('m1.x'), z = s.get('m1.z'), xc = s.get('m1.xc'), dt = s.get('m1.dt');
+    const delta = s.get('m1.delta'), B = s.get('m1.B'), C = s.get('m1.C'), y = s.get('m1.y');
+
+    ctx.mm(x, u, this.inX, T);
+    ctx.mm(z, u, this.inZ, T);
+    if (this.inBias) {
+      addBias(ctx, x, this.inBias, T, dInner);
+      addBias(ctx, z, this.inBias + dInner * 4, T, dInner);
+    }
+    conv1d(k, xc, x, this.convW, this.convB, state.ptr(`${this.prefix}.conv`), T, dInner, W, 'silu');
+
+    ctx.mm(delta, xc, this.xDelta, T);
+    ctx.mm(B, xc, this.xB, T);
+    ctx.mm(C, xc, this.xC, T);
+    if (cfg.innerNorm) {
+      const eps = cfg.innerNorm.eps;
+      rmsNorm(k, delta, delta, this.dtNorm, T, R, eps);
+      rmsNorm(k, B, B, this.bNorm, T, N, eps);
+      rmsNorm(k, C, C, this.cNorm, T, N, eps);
+    }
+    ctx.mm(dt, delta, this.dtW, T);
+    addBias(ctx, dt, this.dtB, T, dInner);
+    softplus(k, dt, dt, T * dInner);
+
+    selectiveScan(k, y, state.ptr(`${this.prefix}.ssm`), xc, dt, this.A, B, C, this.D, z, { T, dInner, N });
+
+    ctx.mm(out, y, this.outW, T);
+    addBias(ctx, out, this.outB, T, cfg.hidden);
+  }
+}
+
+// ---- Mamba-2 -------------------------------------------------------------------------------------
+
+export interface Mamba2Config {
+  hidden: number;
+  /** num_heads */
+  H: number;
+  /** head_dim */
+  P: number;
+  /** n_groups */
+  G: number;
+  /** state_size */
+  N: number;
+  /** conv_kernel */
+  W: number;
+  /** use_bias: in_proj and out_proj biases */
+  projBias: boolean;
+  /** use_conv_bias */
+  convBias: boolean;
+  /** eps of the gated RMSNorm */
+  normEps: number;
+  /** time_step_limit */
+  dtLimit: [number, number];
+  /** chunk_size of the SSD prefill */
+  chunk: number;
+}
+
+export class Mamba2Mixer implements Mixer {
+  readonly dInner: number;
+  readonly convDim: number;
+  readonly inZ: Weight;
+  readonly inXBC: Weight;
+  readonly inDt: Weight;
+  readonly inBias: number;
+  readonly convW: number;
+  readonly convB: number;
+  readonly dtBias: Float32Array;
+  readonly A: number;
+  readonly D: number;
+  readonly normW: number;
+  readonly outW: Weight;
+  readonly outB: number;
+
+  constructor(readonly ctx: Ctx, readonly prefix: string, readonly cfg: Mamba2Config) {
+    const { ws } = ctx;
+    const { hidden, H, P, G, N } = cfg;
+    const W = convWidth(cfg.W, 'conv_kernel');
+    const p = prefix;
+    if (H % G !== 0) throw new ConfigError('config.n_groups', `${G} does not divide the ${H} heads`);
+    const dInner = (this.dInner = H * P);
+    const convDim = (this.convDim = dInner + 2 * G * N);
+    const inProj = ws.mat(`${p}.in_proj.weight`);
+    // HF splits in_proj as [gate (d_inner) | xBC (conv_dim) | dt (H)]; any other width (older
+    // checkpoints with d_mlp parts) would not load in transformers either.
+    if (inProj.rows !== dInner + convDim + H || inProj.cols !== hidden) {
+      throw new ConfigError(`tensors["${p}.in_proj.weight"].shape`, `is [${inProj.rows}, ${inProj.cols}], expected [${dInner + convDim + H}, ${hidden}]`);
+    }
+    this.inZ = rowsOf(inProj, 0, dInner);
+    this.inXBC = rowsOf(inProj, dInner, convDim);
+    this.inDt = rowsOf(inProj, dInner + convDim, H);
+    this.inBias = cfg.projBias ? ws.vec(`${p}.in_proj.bias`, dInner + convDim + H) : 0;
+    this.convW = convWeight(ctx, `${p}.conv1d.weight`, convDim, W);
+    this.convB = cfg.convBias ? ws.vec(`${p}.conv1d.bias`, convDim) : 0;
+    this.dtBias = ctx.f32(ws.vec(`${p}.dt_bias`, H), H).slice();
+    this.A = negExp(ctx, ws.vec(`${p}.A_log`, H), H);
+    this.D = ws.vec(`${p}.D`, H);
+    this.normW = ws.vec(`${p}.norm.weight`, dInner);
+    this.outW = ws.mat(`${p}.out_proj.weight`, hidden, dInner);
+    this.outB = cfg.projBias ? ws.vec(`${p}.out_proj.bias`, hidden) : 0;
+    const T = ctx.maxChunk;
+    ctx.scratch.need('m2.z', T * dInner);
+    ctx.scratch.need('m2.xbc', T * convDim);
+    ctx.scratch.need('m2.dt', T * H);
+    ctx.scratch.need('m2.x', T * dInner);
+    ctx.scratch.need('m2.B', T * G * N);
+    ctx.scratch.need('m2.C', T * G * N);
+    ctx.scratch.need('m2.y', T * dInner);
+  }
+
+  specs(): RegionSpec[] {
+    const { H, P, N, W } = this.cfg;
+    return [
+      { name: `${this.prefix}.conv`, kind: 'fixed', floats: this.convDim * (W - 1) },
+      { name: `${this.prefix}.ssm`, kind: 'fixed', floats: H * P * N },
+    ];
+  }
+
+  forward(state: SeqState, u: number, out: number, T: number): void {
+    const { ctx, cfg, dInner, convDim } = this;
+    const { k } = ctx;
+    const { H, P, G, N, W } = cfg;
+    const s = ctx.scratch;
+    const z = s.get('m2.z'), xbc = s.get('m2.xbc'), dt = s.get('m2.dt');
+    const x = s.get('m2.x'), B = s.get('m2.B'), C = s.get('m2.C'), y = s.get('m2.y');
+
+    ctx.mm(z, u, this.inZ, T);
+    ctx.mm(xbc, u, this.inXBC, T);
+    ctx.mm(dt, u, this.inDt, T);
+    if (this.inBias) {
+      addBias(ctx, z, this.inBias, T, dInner);
+      addBias(ctx, xbc, this.inBias + dInner * 4, T, convDim);
+      addBias(ctx, dt, this.inBias + (dInner + convDim) * 4, T, H);
+    }
+    conv1d(k, xbc, xbc, this.convW, this.convB, state.ptr(`${this.prefix}.conv`), T, convDim, W, 'silu');
+
+    // Split the conv output [T, x | B | C] into the contiguous operands of the scan.
+    const GN = G * N;
+    const src = ctx.f32(xbc, T * convDim), xv = ctx.f32(x, T * dInner), bv = ctx.f32(B, T * GN), cv = ctx.f32(C, T * GN);
+    for (let t = 0; t < T; t++) {
+      const o = t * convDim;
+      xv.set(src.subarray(o, o + dInner), t * dInner);
+      bv.set(src.subarray(o + dInner, o + dInner + GN), t * GN);
+      cv.set(src.subarray(o + dInner + GN, o + convDim), t * GN);
+    }
+
+    // Δ = clamp(softplus(dt + dt_bias), time_step_limit)
+    const dv = ctx.f32(dt, T * H);
+    for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) dv[t * H + h] += this.dtBias[h];
+    softplus(k, dt, dt, T * H);
+    const [lo, hi] = cfg.dtLimit;
+    if (lo > 0 || hi < Infinity) {
+      const d2 = ctx.f32(dt, T * H);
+      for (let i = 0; i < T * H; i++) d2[i] = Math.min(Math.max(d2[i], lo), hi);
+    }
+
+    ssdScan(k, y, state.ptr(`${this.prefix}.ssm`), x, dt, this.A, B, C, this.D, {
+      T, H, P, G, N, mode: T > 1 ? 'auto' : 'recurrent', chunk: cfg.chunk,
+    });
+
+    // MambaRMSNormGated: RMSNorm(y ⊙ SiLU(z)) · w
+    swiglu(k, y, z, y, T * dInner);
+    rmsNorm(k, y, y, this.normW, T, dInner, cfg.normEps);
+    ctx.mm(out, y, this.outW, T);
+    addBias(ctx, out, this.outB, T, cfg.hidden);
+  }
+}
+
+// ---- scans ---------------------------------------------------------------------------------------
+// Host loops with the signatures of the kernels/ssm.ts facade (selectiveScan, ssdScan), standing in
+// until that kernel file exists. State stays f32; each step accumulates in f64.
+
+interface SelectiveScanOpts { T: number; dInner: number; N: number }
+
+/** y[T, dInner] = (C_t·h_t + D ⊙ x_t) ⊙ SiLU(z_t) with h_t = exp(Δ_t⊗A) ⊙ h_{t−1} + (Δ_t⊗B_t) x_t. */
+function selectiveScan(k: K, y: number, h: number, x: number, delta: number, A: number, B: number, C: number, D: number, z: number, o: SelectiveScanOpts): void {
+  const { T, dInner, N } = o;
+  const a = k.arena;
+  const yv = a.f32(y, T * dInner), hv = a.f32(h, dInner * N), xv = a.f32(x, T * dInner), dv = a.f32(delta, T * dInner);
+  const Av = a.f32(A, dInner * N), Bv = a.f32(B, T * N), Cv = a.f32(C, T * N), Dv = a.f32(D, dInner);
+  const zv = z ? a.f32(z, T * dInner) : null;
+  for (let t = 0; t < T; t++) {
+    for (let c = 0; c < dInner; c++) {
+      const dt = dv[t * dInner + c], xt = xv[t * dInner + c];
+      let acc = 0;
+      for (let n = 0; n < N; n++) {
+        const i = c * N + n;
+        const hn = Math.fround(Math.exp(dt * Av[i]) * hv[i] + dt * Bv[t * N + n] * xt);
+        hv[i] = hn;
+        acc += hn * Cv[t * N + n];
+      }
+      let out = acc + Dv[c] * xt;
+      if (zv) {
+        const g = zv[t * dInner + c];
+        out *= g / (1 + Math.exp(-g));
+      }
+      yv[t * dInner + c] = out;
+    }
+  }
+}
+
+interface SsdScanOpts { T: number; H: number; P: number; G: number; N: number; mode: 'auto' | 'recurrent' | 'chunked'; chunk?: number }
+
+/** y[T, H, P] = h_t C_g + D_h x_t with h_t = exp(Δ_t A_h) h_{t−1} + Δ_t x_t ⊗ B_g; state h [H, P, N]. */
+function ssdScan(k: K, y: number, h: number, x: number, dt: number, A: number, B: number, C: number, D: number, o: SsdScanOpts): void {
+  const { T, H, P, G, N } = o;
+  const a = k.arena;
+  const yv = a.f32(y, T * H * P), hv = a.f32(h, H * P * N), xv = a.f32(x, T * H * P), dv = a.f32(dt, T * H);
+  const Av = a.f32(A, H), Bv = a.f32(B, T * G * N), Cv = a.f32(C, T * G * N), Dv = a.f32(D, H);
+  const hpg = H / G;
+  for (let t = 0; t < T; t++) {
+    for (let hh = 0; hh < H; hh++) {
+      const g = Math.floor(hh / hpg);
+      const d = dv[t * H + hh], decay = Math.exp(d * Av[hh]);
+      const bo = (t * G + g) * N;
+      for (let p = 0; p < P; p++) {
+        const xt = xv[(t * H + hh) * P + p];
+        const so = (hh * P + p) * N;
+        let acc = 0;
+        for (let n = 0; n < N; n++) {
+          const hn = Math.fround(decay * hv[so + n] + d * xt * Bv[bo + n]);
+          hv[so + n] = hn;
+          acc += hn * Cv[bo + n];
+        }
+        yv[(t * H + hh) * P + p] = acc + Dv[hh] * xt;
+      }
+    }
+  }
+}

@@ -1,0 +1,109 @@
+// Gemma 2: sandwich-normed decoder — x += post_attn_norm(attn(input_norm(x))),
+// x += post_ffn_norm(mlp(pre_ffn_norm(x))) — with zero-centred (1 + w) RMSNorms, embeddings × √hidden,
+// attention scaled by query_pre_attn_scalar^−½ with tanh soft-capping of the scores, sliding-window
+// layers per `layer_types`, a GeGLU MLP (hidden_activation) and tanh soft-capped final logits.
+// Gemma 3 (gemma3.ts) reuses buildGemmaLike with per-head q/k norms and per-layer-type RoPE.
+
+import { Attention, type RopeSpec } from '../layers/attention';
+import type { Ctx } from '../layers/context';
+import { GatedMlp, parseActivation } from '../layers/mlp';
+import { bool, int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
+import { DecoderNet, PreNormBlock, type Block, type NormSpec } from './decoder';
+import type { Family, Net } from './net';
+
+export interface GemmaVariant {
+  /** Gemma 3: (1 + w) RMSNorm of each head of q and k before RoPE. */
+  qkNorm: boolean;
+  /** Default `layer_types` rule when the config has none. */
+  defaultLayerType: (c: any, i: number) => string;
+  /** RoPE of a layer type (Gemma 3 keys its parameters by layer type). */
+  rope: (c: any, headDim: number, layerType: string) => RopeSpec;
+  /**
+   * Class default of attn_logit_softcapping (Gemma 2: 50), or 'unused': Gemma3Attention never passes
+   * it to the attention function, so HF computes uncapped scores whatever the config says.
+   */
+  attnSoftcap: number | null | 'unused';
+  /** Class default of final_logit_softcapping (Gemma 2: 30; Gemma 3: none). */
+  finalSoftcap: number | null;
+}
+
+/** A soft-cap field: null (or absent with a null default) means none. */
+function softcapField(c: any, field: string, dflt: number | null): number | undefined {
+  const v = field in c ? c[field] : dflt;
+  if (v === null || v === undefined) return undefined;
+  const cap = num({ [field]: v }, field);
+  rejectIf(!(cap > 0), field, `must be > 0 or null, got ${cap}`);
+  return cap;
+}
+
+export function buildGemmaLike(ctx: Ctx, c: any, v: GemmaVariant): Net {
+  const { ws } = ctx;
+  const hidden = int(c, 'hidden_size');
+  const nLayers = int(c, 'num_hidden_layers');
+  const nHeads = int(c, 'num_attention_heads');
+  const nKv = int(c, 'num_key_value_heads', nHeads);
+  const headDim = int(c, 'head_dim', 256);
+  const inter = int(c, 'intermediate_size');
+  const vocab = int(c, 'vocab_size');
+  const eps = num(c, 'rms_norm_eps', 1e-6);
+  // Gemma configs name the activation `hidden_activation`; older ones only `hidden_act`.
+  const act = parseActivation(c.hidden_activation ?? c.hidden_act ?? 'gelu_pytorch_tanh', 'hidden_activation');
+  const qScalar = num(c, 'query_pre_attn_scalar', 256);
+  const attnBias = bool(c, 'attention_bias', false);
+  const attnSoftcap = v.attnSoftcap === 'unused' ? undefined : softcapField(c, 'attn_logit_softcapping', v.attnSoftcap);
+  const finalSoftcap = softcapField(c, 'final_logit_softcapping', v.finalSoftcap);
+  rejectIf(nHeads % nKv !== 0, 'num_key_value_heads', `${nKv} does not divide num_attention_heads ${nHeads}`);
+  rejectIf(!(qScalar > 0), 'query_pre_attn_scalar', `must be > 0, got ${qScalar}`);
+  rejectIf(c.use_bidirectional_attention === true, 'use_bidirectional_attention', 'bidirectional (embedding) Gemma is not a causal LM');
+  const types = layerTypes(c, nLayers, ['full_attention', 'sliding_attention'], (i) => v.defaultLayerType(c, i));
+  const window = types.includes('sliding_attention') ? int(c, 'sliding_window', 4096) : 0;
+  rejectIf(types.includes('sliding_attention') && window < 1, 'sliding_window', 'must be ≥ 1 when layers slide');
+
+  // Each layer type has one RoPE table; layers of a type share it.
+  const ropes = new Map<string, RopeSpec>();
+  const ropeOf = (t: string) => ropes.get(t) ?? ropes.set(t, v.rope(c, headDim, t)).get(t)!;
+  const norm = (name: string): NormSpec => ({ w: ws.vec(name, hidden), eps, addOne: true });
+
+  const blocks: Block[] = [];
+  for (let i = 0; i < nLayers; i++) {
+    const p = `model.layers.${i}`;
+    const sliding = types[i] === 'sliding_attention';
+    const attn = new Attention(ctx, `${p}.self_attn`, {
+      hidden, nHeads, nKv, headDim, qkvBias: attnBias, oBias: attnBias,
+      qkNorm: v.qkNorm ? { eps, addOne: true } : null,
+      rope: ropeOf(types[i]),
+      scale: Math.pow(qScalar, -0.5),
+      window: sliding ? window : undefined,
+      softcap: attnSoftcap,
+    });
+    blocks.push(new PreNormBlock(ctx, {
+      kind: sliding ? 'sliding_attention' : 'attention', hidden, mixer: attn,
+      ffn: new GatedMlp(ctx, `${p}.mlp`, hidden, inter, act),
+      preMixer: norm(`${p}.input_layernorm.weight`),
+      postMixer: norm(`${p}.post_attention_layernorm.weight`),
+      preFfn: norm(`${p}.pre_feedforward_layernorm.weight`),
+      postFfn: norm(`${p}.post_feedforward_layernorm.weight`),
+    }));
+  }
+  return new DecoderNet(ctx, {
+    hidden, vocab, embed: ws.mat('model.embed_tokens.weight', vocab, hidden), blocks,
+    // HF multiplies by √hidden cast to the activation dtype; activations here are f32.
+    embedScale: Math.fround(Math.sqrt(hidden)),
+    finalNorm: norm('model.norm.weight'),
+    lmHead: lmHead(ws, c, vocab, hidden),
+    finalSoftcap,
+  });
+}
+
+export const gemma2: Family = {
+  types: ['gemma2'],
+  build: (ctx, c) => buildGemmaLike(ctx, c, {
+    qkNorm: false,
+    // Gemma2Config: even layers (0, 2, …) slide.
+    defaultLayerType: (_c, i) => ((i + 1) % 2 ? 'sliding_attention' : 'full_attention'),
+    rope: (c, headDim) => ropeSpec(c, headDim),
+    attnSoftcap: 50,
+    finalSoftcap: 30,
+  }),
+};
+

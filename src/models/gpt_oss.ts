@@ -1,0 +1,185 @@
+// gpt-oss: pre-norm decoder alternating sliding-window and full attention (`layer_types`), with
+// q/k/v/o biases, a learned per-head sink logit in every softmax denominator, YaRN RoPE, and a sparse
+// MoE: router logits W_r x + b_r, top-k of the logits, softmax over those k; each expert computes
+// gate_up = x·W_gu + b_gu, gate = min(g, limit), up = clamp(u, −limit, limit),
+// h = (up + 1) · gate · σ(α · gate), y = h·W_d + b_d (α = swiglu_alpha, limit = swiglu_limit).
+//
+// HF stores the experts transposed and interleaved: gate_up_proj [E, D, 2I] with gate = columns 0::2
+// and up = columns 1::2, down_proj [E, I, D]. The build rewrites both in place, per expert, into the
+// [out, in] row layout the matmul reads: gate_up → [2I, D] (I gate rows, then I up rows), down → [D, I].
+
+import { quantizeQ4_0, quantizeQ8_0, toF32 } from '../formats/dtype';
+import { ConfigError } from '../formats/errors';
+import { rowBytes, type WeightDType } from '../kernels/types';
+import { Attention } from '../layers/attention';
+import { addBias, type Ctx } from '../layers/context';
+import type { GatedWeights } from '../layers/mlp';
+import { Moe } from '../layers/moe';
+import { int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
+import { DecoderNet, PreNormBlock, type Block } from './decoder';
+import { expertCount } from './mixtral';
+import type { Family, Net } from './net';
+import type { WeightStore } from './weights';
+
+/** Tensors already rewritten, per weight store (a second build over the same store must not redo it). */
+const rearranged = new WeakMap<WeightStore, Set<string>>();
+
+function once(ws: WeightStore, name: string, fn: () => void): void {
+  let done = rearranged.get(ws);
+  if (!done) rearranged.set(ws, (done = new Set()));
+  if (done.has(name)) return;
+  fn();
+  done.add(name);
+}
+
+/**
+ * Rewrites each of the E matrices of a stacked tensor in place: element (r, c) of the new [R, C]
+ * matrix is element src(r, c) of the old one (flat index into the old matrix). Element dtypes are
+ * moved exactly; block-quantized matrices are dequantized, moved and re-quantized (both layouts
+ * need whole blocks of 32 along their rows).
+ */
+function permuteMatrices(ws: WeightStore, name: string, E: number, R: number, C: number, oldCols: number, src: (r: number, c: number) => number): void {
+  const w = ws.mat(name);
+  const k = ws.k;
+  const n = R * C;
+  const dtype = w.dtype as WeightDType;
+  const bytesPer = rowBytes(dtype, C) * R;
+  if (dtype === 'q8_0' || dtype === 'q4_0') {
+    if (C % 32 !== 0 || oldCols % 32 !== 0) throw new ConfigError(`tensors["${name}"]`, `cannot re-block ${dtype} rows of ${C} (needs multiples of 32)`);
+  }
+  for (let e = 0; e < E; e++) {
+    const p = w.ptr + e * bytesPer;
+    if (dtype === 'f32' || dtype === 'f16' || dtype === 'bf16') {
+      const view = dtype === 'f32' ? new Float32Array(k.memory.buffer, p, n) : new Uint16Array(k.memory.buffer, p, n);
+      const old = view.slice();
+      for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) view[r * C + c] = old[src(r, c)];
+    } else {
+      const bytes = k.arena.u8(p, bytesPer);
+      const old = toF32(dtype, bytes.slice(), n);
+      const f = new Float32Array(n);
+      for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) f[r * C + c] = old[src(r, c)];
+      k.arena.u8(p, bytesPer).set(dtype === 'q8_0' ? quantizeQ8_0(f, R, C) : quantizeQ4_0(f, R, C));
+    }
+  }
+}
+
+export function buildGptOss(ctx: Ctx, c: any): Net {
+  const { ws } = ctx;
+  const hidden = int(c, 'hidden_size');
+  const nLayers = int(c, 'num_hidden_layers');
+  const nHeads = int(c, 'num_attention_heads');
+  const nKv = int(c, 'num_key_value_heads', nHeads);
+  const headDim = int(c, 'head_dim', Math.floor(hidden / nHeads));
+  const inter = int(c, 'intermediate_size');
+  const vocab = int(c, 'vocab_size');
+  const E = expertCount(c, 128);
+  const topk = int(c, 'num_experts_per_tok', 4);
+  const eps = num(c, 'rms_norm_eps', 1e-5);
+  const attnBias = c.attention_bias ?? true;
+  const alpha = num(c, 'swiglu_alpha', 1.702);
+  const limit = num(c, 'swiglu_limit', 7.0);
+  rejectIf(typeof attnBias !== 'boolean', 'attention_bias', 'must be a boolean');
+  rejectIf(nHeads % nKv !== 0, 'num_key_value_heads', `${nKv} does not divide num_attention_heads ${nHeads}`);
+  rejectIf(topk < 1 || topk > E, 'num_experts_per_tok', `${topk} must be in [1, ${E}]`);
+  rejectIf(!(limit > 0), 'swiglu_limit', `must be > 0, got ${limit}`);
+  const types = layerTypes(c, nLayers, ['full_attention', 'sliding_attention'], (i) => ((i + 1) % 2 ? 'sliding_attention' : 'full_attention'));
+  const window = types.includes('sliding_attention') ? int(c, 'sliding_window', 128) : 0;
+  rejectIf(types.includes('sliding_attention') && window < 1, 'sliding_window', 'must be ≥ 1 when layers slide');
+  // GptOssConfig's RoPE when the config names none (YaRN ×32 over 4096 positions), and its default θ.
+  const theta = c.rope_theta ?? 150000;
+  const rp = c.rope_parameters ?? (c.rope_scaling ? { ...c.rope_scaling, rope_theta: theta } : {
+    rope_type: 'yarn', factor: 32, beta_fast: 32, beta_slow: 1, truncate: false, original_max_position_embeddings: 4096,
+  });
+  const ropeCfg = { ...c, rope_parameters: { rope_theta: theta, ...rp } };
+  const rope = ropeSpec(ropeCfg, headDim);
+
+  const blocks: Block[] = [];
+  for (let i = 0; i < nLayers; i++) {
+    const p = `model.layers.${i}`;
+    const sliding = types[i] === 'sliding_attention';
+    const attn = new Attention(ctx, `${p}.self_attn`, {
+      hidden, nHeads, nKv, headDim, qkvBias: attnBias, oBias: attnBias, rope,
+      scale: 1 / Math.sqrt(headDim), window: sliding ? window : undefined, sinks: true,
+    });
+
+    const ex = `${p}.mlp.experts`;
+    const gu = ws.shape(`${ex}.gate_up_proj`), dn = ws.shape(`${ex}.down_proj`);
+    if (gu.join() !== [E, hidden, 2 * inter].join()) throw new ConfigError(`tensors["${ex}.gate_up_proj"].shape`, `is [${gu}], expected [${E}, ${hidden}, ${2 * inter}]`);
+    if (dn.join() !== [E, inter, hidden].join()) throw new ConfigError(`tensors["${ex}.down_proj"].shape`, `is [${dn}], expected [${E}, ${inter}, ${hidden}]`);
+    const guBias = ws.vec(`${ex}.gate_up_proj_bias`, E * 2 * inter);
+    const downBias = ws.vec(`${ex}.down_proj_bias`, E * hidden);
+    once(ws, `${ex}.gate_up_proj`, () => {
+      // new row r < I is gate unit r (old column 2r); row I + r is up unit r (old column 2r + 1)
+      permuteMatrices(ws, `${ex}.gate_up_proj`, E, 2 * inter, hidden, 2 * inter,
+        (r, d) => d * 2 * inter + (r < inter ? 2 * r : 2 * (r - inter) + 1));
+      const b = ctx.f32(guBias, E * 2 * inter);
+      for (let e = 0; e < E; e++) {
+        const old = b.slice(e * 2 * inter, (e + 1) * 2 * inter);
+        for (let j = 0; j < inter; j++) {
+          b[e * 2 * inter + j] = old[2 * j];
+          b[e * 2 * inter + inter + j] = old[2 * j + 1];
+        }
+      }
+    });
+    once(ws, `${ex}.down_proj`, () => {
+      permuteMatrices(ws, `${ex}.down_proj`, E, hidden, inter, hidden, (d, j) => j * hidden + d);
+    });
+    // Now per expert: [2I, D] gate-then-up rows, and [D, I].
+    const gateUp = ws.mat(`${ex}.gate_up_proj`), down = ws.mat(`${ex}.down_proj`);
+    const expert = (e: number): GatedWeights => {
+      const guRow = rowBytes(gateUp.dtype, hidden), dRow = rowBytes(down.dtype, inter);
+      return {
+        gate: { ptr: gateUp.ptr + e * 2 * inter * guRow, dtype: gateUp.dtype, rows: inter, cols: hidden },
+        up: { ptr: gateUp.ptr + (e * 2 * inter + inter) * guRow, dtype: gateUp.dtype, rows: inter, cols: hidden },
+        down: { ptr: down.ptr + e * hidden * dRow, dtype: down.dtype, rows: hidden, cols: inter },
+        gateBias: guBias + e * 2 * inter * 4,
+        upBias: guBias + (e * 2 * inter + inter) * 4,
+        downBias: downBias + e * hidden * 4,
+      };
+    };
+    const cache: (GatedWeights | null)[] = new Array(E).fill(null);
+    const moe = new Moe(ctx, {
+      hidden, nExperts: E, topk, inter, act: 'silu',
+      routing: { mode: 'topk_softmax' },
+      router: ws.mat(`${p}.mlp.router.weight`, E, hidden),
+      routerBias: ws.vec(`${p}.mlp.router.bias`, E),
+      expert,
+      runExpert: (ctx, e, x, y, n) => clampedSwigluExpert(ctx, (cache[e] ??= expert(e)), x, y, n, alpha, limit),
+    });
+    blocks.push(new PreNormBlock(ctx, {
+      kind: sliding ? 'sliding_attention' : 'attention', hidden, mixer: attn, ffn: moe,
+      preMixer: { w: ws.vec(`${p}.input_layernorm.weight`, hidden), eps },
+      preFfn: { w: ws.vec(`${p}.post_attention_layernorm.weight`, hidden), eps },
+    }));
+  }
+  return new DecoderNet(ctx, {
+    hidden, vocab, embed: ws.mat('model.embed_tokens.weight', vocab, hidden), blocks,
+    finalNorm: { w: ws.vec('model.norm.weight', hidden), eps },
+    lmHead: lmHead(ws, { ...c, tie_word_embeddings: c.tie_word_embeddings ?? false }, vocab, hidden),
+  });
+}
+
+/** y[n, D] = down((clamp(up) + 1) · g·σ(α g)) + b_d with g = min(gate, limit) (GptOssExperts._apply_gate). */
+function clampedSwigluExpert(ctx: Ctx, w: GatedWeights, x: number, y: number, n: number, alpha: number, limit: number): void {
+  const I = w.gate.rows;
+  const g = ctx.scratch.get('moe.e.g'), u = ctx.scratch.get('moe.e.u');
+  ctx.mm(g, x, w.gate, n);
+  addBias(ctx, g, w.gateBias ?? 0, n, I);
+  ctx.mm(u, x, w.up, n);
+  addBias(ctx, u, w.upBias ?? 0, n, I);
+  const gv = ctx.f32(g, n * I), uv = ctx.f32(u, n * I);
+  for (let i = 0; i < n * I; i++) {
+    const gate = Math.min(gv[i], limit);
+    const up = Math.min(Math.max(uv[i], -limit), limit);
+    gv[i] = (up + 1) * (gate / (1 + Math.exp(-alpha * gate)));
+  }
+  ctx.mm(y, g, w.down, n);
+  addBias(ctx, y, w.downBias ?? 0, n, w.down.rows);
+}
+
+export const gptOss: Family = {
+  types: ['gpt_oss'],
+  // Biases are [E, n] matrices on disk; the host de-interleaves them and the kernels read them as f32.
+  keepF32: (name) => name.endsWith('_proj_bias') || name.endsWith('.sinks') || name.endsWith('router.bias'),
+  build: buildGptOss,
+};

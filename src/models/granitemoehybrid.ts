@@ -1,0 +1,126 @@
+// Granite 4.0-H (GraniteMoeHybridForCausalLM, model_type "granitemoehybrid"): pre-norm decoder whose
+// layers are Mamba-2 mixers or GQA attention by layer_types ("mamba"/"linear_attention",
+// "attention"/"full_attention"). Attention scores are scaled by attention_multiplier (not
+// head_dim^-0.5) and use RoPE only when position_embedding_type is "rope". The feed-forward is a
+// top-k-then-softmax MoE (GraniteMoe router) plus an always-on shared SwiGLU expert `shared_mlp`
+// (fused input_linear [2S, D] = [gate; up]), or the shared expert alone when num_local_experts is 0.
+// Granite µP multipliers: x0 = embedding_multiplier · embed, x += residual_multiplier · branch,
+// logits = lm_head(x) / logits_scaling.
+
+import { Attention, type RopeSpec } from '../layers/attention';
+import type { Ctx, Ffn } from '../layers/context';
+import { Mamba2Mixer, ssmKeepF32 } from '../layers/mamba';
+import { gatedFfn, parseActivation, reserveGatedFfn, rowsOf, type Activation, type GatedWeights } from '../layers/mlp';
+import { Moe } from '../layers/moe';
+import { ConfigError } from '../formats/errors';
+import { bool, int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
+import { attentionShape, hybridMamba2Config } from './bamba';
+import { DecoderNet, PreNormBlock, type Block } from './decoder';
+import type { Family } from './net';
+import type { WeightStore } from './weights';
+
+/** The shared SwiGLU expert alone (num_local_experts = 0). */
+class SharedMlp implements Ffn {
+  constructor(readonly ctx: Ctx, readonly w: GatedWeights, readonly act: Activation) {
+    reserveGatedFfn(ctx, w.gate.rows, ctx.maxChunk, 'gmh.s');
+  }
+  forward(x: number, out: number, T: number): void {
+    gatedFfn(this.ctx, this.w, this.act, x, out, T, 'gmh.s');
+  }
+}
+
+/** `shared_mlp.input_linear` [2S, D] holds gate rows then up rows (chunk(2) in GraniteMoeHybridMLP). */
+function sharedWeights(ws: WeightStore, p: string, S: number, D: number): GatedWeights {
+  const inp = ws.mat(`${p}.shared_mlp.input_linear.weight`, 2 * S, D);
+  return { gate: rowsOf(inp, 0, S), up: rowsOf(inp, S, S), down: ws.mat(`${p}.shared_mlp.output_linear.weight`, D, S) };
+}
+
+/**
+ * Routed experts: the checkpoint layout `block_sparse_moe.input_linear` [E, 2I, D] / `output_linear`
+ * [E, D, I] (what save_pretrained writes), or the in-memory v5 names `experts.gate_up_proj` /
+ * `experts.down_proj`; gate rows come first in both.
+ */
+function routedExperts(ws: WeightStore, moe: string, E: number, I: number, D: number): (e: number) => GatedWeights {
+  const [gu, down] = ws.has(`${moe}.input_linear.weight`)
+    ? [`${moe}.input_linear.weight`, `${moe}.output_linear.weight`]
+    : [`${moe}.experts.gate_up_proj`, `${moe}.experts.down_proj`];
+  const shape = ws.shape(gu);
+  if (shape.length !== 3 || shape[0] !== E || shape[1] !== 2 * I || shape[2] !== D) {
+    throw new ConfigError(`tensors["${gu}"].shape`, `is [${shape}], expected [${E}, ${2 * I}, ${D}]`);
+  }
+  return (e) => {
+    const w = ws.slice(gu, e, 2 * I, D);
+    return { gate: rowsOf(w, 0, I), up: rowsOf(w, I, I), down: ws.slice(down, e, D, I) };
+  };
+}
+
+export const graniteMoeHybrid: Family = {
+  types: ['granitemoehybrid'],
+  keepF32: (name) => ssmKeepF32(name),
+  build: (ctx, c) => {
+    const { ws } = ctx;
+    const hidden = int(c, 'hidden_size');
+    const nLayers = int(c, 'num_hidden_layers');
+    const vocab = int(c, 'vocab_size');
+    const eps = num(c, 'rms_norm_eps', 1e-6);
+    const act = parseActivation(c.hidden_act ?? 'silu');
+    const mix = hybridMamba2Config(c, hidden);
+    const { nHeads, nKv, headDim } = attentionShape(c, hidden);
+    const types = layerTypes(c, nLayers, ['mamba', 'linear_attention', 'attention', 'full_attention'], () => 'mamba');
+    const E = int(c, 'num_local_experts', 8);
+    const topk = int(c, 'num_experts_per_tok', 2);
+    rejectIf(E > 0 && (topk < 1 || topk > E), 'num_experts_per_tok', `${topk} must be in [1, ${E}]`);
+    const I = int(c, 'intermediate_size');
+    const S = int(c, 'shared_intermediate_size', 1024);
+
+    const pet = c.position_embedding_type ?? null;
+    rejectIf(pet !== null && pet !== 'rope' && pet !== 'nope', 'position_embedding_type', `${JSON.stringify(pet)} is not one of "rope", "nope", null`);
+    let rope: RopeSpec | null = null;
+    if (pet === 'rope') {
+      // The default rotary embedding spans the whole head; the scaled ones honour partial_rotary_factor.
+      const rp = c.rope_parameters ?? {};
+      const type = rp.rope_type ?? rp.type ?? 'default';
+      const prf = type === 'default' ? 1 : rp.partial_rotary_factor ?? 1;
+      rope = ropeSpec(c, headDim, Math.floor(headDim * prf));
+    }
+    const attnBias = bool(c, 'attention_bias', false);
+    const residualMultiplier = num(c, 'residual_multiplier', 1);
+
+    const blocks: Block[] = [];
+    for (let i = 0; i < nLayers; i++) {
+      const p = `model.layers.${i}`;
+      const isAttn = types[i] === 'attention' || types[i] === 'full_attention';
+      const mixer = isAttn
+        ? new Attention(ctx, `${p}.self_attn`, {
+          hidden, nHeads, nKv, headDim, qkvBias: attnBias, oBias: attnBias, rope, scale: num(c, 'attention_multiplier', 1),
+        })
+        : new Mamba2Mixer(ctx, `${p}.mamba`, mix);
+      const shared = sharedWeights(ws, p, S, hidden);
+      let ffn: Ffn;
+      if (E > 0) {
+        const moe = `${p}.block_sparse_moe`;
+        const routerName = ws.has(`${moe}.router.layer.weight`) ? `${moe}.router.layer.weight` : `${moe}.router.weight`;
+        ffn = new Moe(ctx, {
+          hidden, nExperts: E, topk, inter: I, act, routing: { mode: 'topk_softmax' },
+          router: ws.mat(routerName, E, hidden), expert: routedExperts(ws, moe, E, I, hidden),
+          shared: { w: shared, inter: S },
+        });
+      } else {
+        ffn = new SharedMlp(ctx, shared, act);
+      }
+      blocks.push(new PreNormBlock(ctx, {
+        kind: isAttn ? 'attention' : 'mamba2', hidden, mixer, ffn,
+        preMixer: { w: ws.vec(`${p}.input_layernorm.weight`, hidden), eps },
+        preFfn: { w: ws.vec(`${p}.post_attention_layernorm.weight`, hidden), eps },
+        residualMultiplier,
+      }));
+    }
+    return new DecoderNet(ctx, {
+      hidden, vocab, embed: ws.mat('model.embed_tokens.weight', vocab, hidden), blocks,
+      embedScale: num(c, 'embedding_multiplier', 1),
+      finalNorm: { w: ws.vec('model.norm.weight', hidden), eps },
+      lmHead: lmHead(ws, { ...c, tie_word_embeddings: c.tie_word_embeddings ?? false }, vocab, hidden),
+      logitsDivisor: num(c, 'logits_scaling', 1),
+    });
+  },
+};

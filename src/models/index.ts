@@ -1,0 +1,31 @@
+// Every family the runtime implements, registered by HF model_type.
+import { registerFamily } from './registry';
+import { llama } from './llama';
+import { mistral } from './mistral';
+import { qwen2 } from './qwen2';
+import { qwen3 } from './qwen3';
+import { gemma2 } from './gemma2';
+import { gemma3 } from './gemma3';
+import { mixtral } from './mixtral';
+import { olmoe } from './olmoe';
+import { qwen2Moe } from './qwen2_moe';
+import { qwen3Moe } from './qwen3_moe';
+import { gptOss } from './gpt_oss';
+import { qwen3Next } from './qwen3_next';
+import { lfm2 } from './lfm2';
+import { miniMax } from './minimax';
+import { recurrentGemma } from './recurrent_gemma';
+import { rwkv } from './rwkv';
+import { mamba } from './mamba';
+import { falconMamba } from './falcon_mamba';
+import { mamba2 } from './mamba2';
+import { bamba } from './bamba';
+import { graniteMoeHybrid } from './granitemoehybrid';
+import { jamba } from './jamba';
+for (const f of [llama, mistral, qwen2, qwen3]) registerFamily(f);
+for (const f of [gemma2, gemma3, mixtral, olmoe, qwen2Moe, qwen3Moe, gptOss]) registerFamily(f);
+for (const f of [qwen3Next, lfm2, miniMax, recurrentGemma, rwkv]) registerFamily(f);
+for (const f of [mamba, falconMamba, mamba2, bamba, graniteMoeHybrid, jamba]) registerFamily(f);
+
+export { supportedModelTypes, familyFor, registerFamily } from './registry';
+export { Model, Session, buildModel, type ModelOptions, type ModelInfo } from './model';

@@ -1,0 +1,208 @@
+// MiniMax-01 (MiniMaxForCausalLM): lightning-attention layers and softmax GQA layers (`layer_types`),
+// each followed by a Mixtral-style MoE, in an unusual residual wiring where the residual stream is
+// the *normed* input (HF MiniMaxDecoderLayer):
+//   h = RMSNorm₁(x);  y = α_attn·h + β_attn·mixer(h)
+//   h' = RMSNorm₂(y); x' = α_mlp·h' + β_mlp·MoE(h')
+// with (α, β) = linear_attn_{alpha,beta}_factor or full_attn_{alpha,beta}_factor, mlp_{alpha,beta}_factor.
+//
+// Lightning attention (HF MiniMaxLightningAttention), per head h of H, layer l of L:
+//   [q k v] = SiLU(qkv_proj x)                (per head [q d | k d | v d]; no scale, no RoPE)
+//   s_h = (2^(−8/H))^(h+1) · (1 − l/(L−1+1e−5) + 1e−5)
+//   S ← exp(−s_h) S + k vᵀ;  o = Sᵀ q          (S [d, d] per head, f32)
+//   out = out_proj( sigmoid(output_gate x) ⊙ RMSNorm_{H·d}(o) )   (that RMSNorm has eps 1e−6)
+// HF's block-wise prefill (block_size) is the chunked form of the same recurrence.
+
+import { addScaled, mul, scale, sigmoid, silu } from '../kernels/act';
+import { lightningAttention, linearAttentionScratchBytes } from '../kernels/linear_attention';
+import { rmsNorm } from '../kernels/norm';
+import type { Weight } from '../kernels/types';
+import { Attention } from '../layers/attention';
+import type { Ctx, Ffn, Mixer } from '../layers/context';
+import { parseActivation } from '../layers/mlp';
+import { Moe } from '../layers/moe';
+import { int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
+import { applyNorm, DecoderNet, type Block, type NormSpec } from './decoder';
+import { expertCount, expertWeights } from './mixtral';
+import type { Family, Net } from './net';
+import type { RegionSpec, SeqState } from './state';
+
+export interface LightningConfig {
+  hidden: number;
+  H: number;
+  d: number;
+  layer: number;
+  nLayers: number;
+  /** block_size of HF's block-wise prefill */
+  blockSize: number;
+}
+
+/** HF MiniMaxLightningAttention.get_slope_rate, in its float32 steps. */
+export function lightningSlopes(H: number, layer: number, nLayers: number): Float32Array {
+  const f = Math.fround;
+  const base = 1 / 2 ** (8 / H);
+  const factor = 1 - layer / (nLayers - 1 + 1e-5) + 1e-5;
+  const s = new Float32Array(H);
+  for (let h = 0; h < H; h++) s[h] = f(f(base ** (h + 1)) * factor);
+  return s;
+}
+
+export class LightningAttention implements Mixer {
+  readonly qkv: Weight;
+  readonly gate: Weight;
+  readonly out: Weight;
+  readonly normW: number;
+  /** s_h, f32[H] in the arena */
+  readonly slopes: number;
+
+  constructor(readonly ctx: Ctx, readonly prefix: string, readonly cfg: LightningConfig) {
+    const { ws } = ctx;
+    const { hidden, H, d } = cfg;
+    this.qkv = ws.mat(`${prefix}.qkv_proj.weight`, 3 * H * d, hidden);
+    this.gate = ws.mat(`${prefix}.output_gate.weight`, H * d, hidden);
+    this.out = ws.mat(`${prefix}.out_proj.weight`, hidden, H * d);
+    this.normW = ws.vec(`${prefix}.norm.weight`, H * d);
+    // HF saves slope_rate as a persistent buffer and from_pretrained uses the file's values.
+    this.slopes = ws.has(`${prefix}.slope_rate`)
+      ? ws.vec(`${prefix}.slope_rate`, H)
+      : ctx.k.arena.putF32(lightningSlopes(H, cfg.layer, cfg.nLayers)).ptr;
+    const T = ctx.maxChunk;
+    const s = ctx.scratch;
+    s.need('la.qkv', T * 3 * H * d);
+    s.need('la.q', T * H * d);
+    s.need('la.k', T * H * d);
+    s.need('la.v', T * H * d);
+    s.need('la.o', T * H * d);
+    s.need('la.gate', T * H * d);
+    s.need('la.scan', linearAttentionScratchBytes(ctx.k, { dk: d, dv: d, decay: 'scalar', delta: false }) / 4);
+  }
+
+  specs(): RegionSpec[] {
+    const { H, d } = this.cfg;
+    return [{ name: `${this.prefix}.S`, kind: 'fixed', floats: H * d * d }];
+  }
+
+  forward(state: SeqState, x: number, out: number, T: number): void {
+    const { ctx, cfg } = this;
+    const { k } = ctx;
+    const { H, d } = cfg;
+    const s = ctx.scratch;
+    const qkv = s.get('la.qkv'), q = s.get('la.q'), kk = s.get('la.k'), v = s.get('la.v');
+    const o = s.get('la.o'), gate = s.get('la.gate');
+    const n = T * H * d;
+    ctx.mm(qkv, x, this.qkv, T);
+    silu(k, qkv, qkv, 3 * n);
+    const src = ctx.f32(qkv, 3 * n), qv = ctx.f32(q, n), kv = ctx.f32(kk, n), vv = ctx.f32(v, n);
+    for (let r = 0; r < T * H; r++) {
+      const o3 = r * 3 * d;
+      qv.set(src.subarray(o3, o3 + d), r * d);
+      kv.set(src.subarray(o3 + d, o3 + 2 * d), r * d);
+      vv.set(src.subarray(o3 + 2 * d, o3 + 3 * d), r * d);
+    }
+    lightningAttention(k, o, state.ptr(`${this.prefix}.S`), q, kk, v, this.slopes, {
+      T, H, d, blockSize: cfg.blockSize, mode: 'auto', scratch: s.get('la.scan'),
+    });
+    rmsNorm(k, o, o, this.normW, T, H * d, 1e-6);
+    ctx.mm(gate, x, this.gate, T);
+    sigmoid(k, gate, gate, n);
+    mul(k, o, o, gate, n);
+    ctx.mm(out, o, this.out, T);
+  }
+}
+
+/** MiniMaxDecoderLayer: residuals taken from the normed inputs, each branch weighted by (α, β). */
+export class MiniMaxBlock implements Block {
+  constructor(
+    readonly ctx: Ctx, readonly kind: string, readonly hidden: number,
+    readonly mixer: Mixer, readonly ffn: Ffn, readonly norm1: NormSpec, readonly norm2: NormSpec,
+    readonly attn: { alpha: number; beta: number }, readonly mlp: { alpha: number; beta: number },
+  ) {
+    ctx.scratch.need('blk.o', ctx.maxChunk * hidden);
+  }
+  specs(maxContext: number): RegionSpec[] {
+    return this.mixer.specs(maxContext);
+  }
+  forward(state: SeqState, x: number, T: number, pos0: number): void {
+    const { ctx, hidden: D } = this;
+    const n = T * D;
+    const o = ctx.scratch.get('blk.o');
+    applyNorm(ctx, this.norm1, x, x, T, D);
+    this.mixer.forward(state, x, o, T, pos0);
+    scale(ctx.k, x, x, this.attn.alpha, n);
+    addScaled(ctx.k, x, o, this.attn.beta, n);
+    applyNorm(ctx, this.norm2, x, x, T, D);
+    this.ffn.forward(x, o, T);
+    scale(ctx.k, x, x, this.mlp.alpha, n);
+    addScaled(ctx.k, x, o, this.mlp.beta, n);
+  }
+}
+
+export function buildMiniMax(ctx: Ctx, c: any): Net {
+  const { ws } = ctx;
+  const hidden = int(c, 'hidden_size');
+  const nLayers = int(c, 'num_hidden_layers');
+  const nHeads = int(c, 'num_attention_heads');
+  const nKv = int(c, 'num_key_value_heads', nHeads);
+  const headDim = int(c, 'head_dim', Math.floor(hidden / nHeads));
+  const vocab = int(c, 'vocab_size');
+  const eps = num(c, 'rms_norm_eps', 1e-5);
+  const act = parseActivation(c.hidden_act ?? 'silu');
+  // The lightning qkv activation is ACT2FN[hidden_act]; SiLU is what MiniMax-01 uses.
+  rejectIf(act !== 'silu', 'hidden_act', `${JSON.stringify(c.hidden_act)} is not supported (MiniMax uses silu)`);
+  rejectIf(nHeads % nKv !== 0, 'num_key_value_heads', `${nKv} does not divide num_attention_heads ${nHeads}`);
+  const window = c.sliding_window ?? 0;
+  rejectIf(!Number.isInteger(window) || window < 0, 'sliding_window', `must be a non-negative integer or null, got ${JSON.stringify(c.sliding_window)}`);
+  const types = layerTypes(c, nLayers, ['linear_attention', 'full_attention'], (i) => ((i + 1) % 2 ? 'full_attention' : 'linear_attention'));
+  const nExperts = expertCount(c, 8);
+  const topk = int(c, 'num_experts_per_tok', 2);
+  rejectIf(topk < 1 || topk > nExperts, 'num_experts_per_tok', `${topk} must be in [1, ${nExperts}]`);
+  const inter = int(c, 'intermediate_size');
+  const factor = (f: string) => ({ alpha: num(c, `${f}_alpha_factor`, 1), beta: num(c, `${f}_beta_factor`, 1) });
+  // The default RoPE here rotates the whole head whatever partial_rotary_factor says; the scaled types
+  // would build partial tables that HF's full-head apply_rotary_pos_emb cannot take.
+  const ropeType = c.rope_parameters?.rope_type ?? c.rope_scaling?.rope_type ?? c.rope_scaling?.type ?? 'default';
+  const prf = c.rope_parameters?.partial_rotary_factor ?? c.partial_rotary_factor ?? 1;
+  rejectIf(ropeType !== 'default' && prf !== 1, 'rope_parameters.partial_rotary_factor', `${prf} is not supported with rope_type ${JSON.stringify(ropeType)}`);
+  const rope = ropeSpec(c, headDim);
+  const blockSize = int(c, 'block_size', 256);
+  // transformers v5 names the MoE `mlp`; earlier conversions `block_sparse_moe`.
+  const moeName = ws.has('model.layers.0.block_sparse_moe.gate.weight') ? 'block_sparse_moe' : 'mlp';
+
+  const blocks: Block[] = [];
+  for (let i = 0; i < nLayers; i++) {
+    const p = `model.layers.${i}`;
+    const linear = types[i] === 'linear_attention';
+    const mixer: Mixer = linear
+      ? new LightningAttention(ctx, `${p}.self_attn`, { hidden, H: nHeads, d: headDim, layer: i, nLayers, blockSize })
+      : new Attention(ctx, `${p}.self_attn`, {
+        hidden, nHeads, nKv, headDim, qkvBias: false, oBias: false, rope,
+        scale: 1 / Math.sqrt(headDim), window: window || undefined,
+      });
+    const moe = `${p}.${moeName}`;
+    const ffn = new Moe(ctx, {
+      hidden, nExperts, topk, inter, act,
+      routing: { mode: 'softmax_topk', renormalize: true },
+      router: ws.mat(`${moe}.gate.weight`, nExperts, hidden),
+      expert: expertWeights(ws, moe, nExperts, inter, hidden),
+    });
+    blocks.push(new MiniMaxBlock(
+      ctx, linear ? 'lightning_attention' : window ? 'sliding_attention' : 'attention', hidden, mixer, ffn,
+      { w: ws.vec(`${p}.input_layernorm.weight`, hidden), eps },
+      { w: ws.vec(`${p}.post_attention_layernorm.weight`, hidden), eps },
+      factor(linear ? 'linear_attn' : 'full_attn'), factor('mlp'),
+    ));
+  }
+  return new DecoderNet(ctx, {
+    hidden, vocab, embed: ws.mat('model.embed_tokens.weight', vocab, hidden), blocks,
+    finalNorm: { w: ws.vec('model.norm.weight', hidden), eps },
+    // MiniMaxConfig.tie_word_embeddings defaults to false.
+    lmHead: lmHead(ws, { tie_word_embeddings: c.tie_word_embeddings ?? false }, vocab, hidden),
+  });
+}
+
+export const miniMax: Family = {
+  types: ['minimax'],
+  keepF32: (name) => name.endsWith('.slope_rate'),
+  // The block-wise prefill's decay tables (HF buffers) are recomputed from slope_rate by the kernel.
+  ignore: (name) => /\.(query_decay|key_decay|diagonal_decay)$/.test(name),
+  build: buildMiniMax,
+};

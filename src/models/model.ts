@@ -1,0 +1,191 @@
+// A loaded model: one arena holding the weights, shared scratch, and session state slots.
+// Sessions run tokens through the net in chunks, and snapshot / restore their state as bytes.
+
+import type { Checkpoint } from '../formats/checkpoint';
+import { instantiate, type BuildChoice, type WasmInstance } from '../kernels/runtime';
+import { Ctx } from '../layers/context';
+import type { Net, Family } from './net';
+import { familyFor } from './registry';
+import { crc32, readSnapshotHeader, restoreSnapshot, SeqState, SlotPool, StateLayout, writeSnapshot, SnapshotError } from './state';
+import { WeightStore, type LoadDType } from './weights';
+
+export interface ModelOptions {
+  dtype?: LoadDType;
+  build?: BuildChoice;
+  /** Arena budget in bytes (weights + scratch + session state); exceeding it is a BudgetError. */
+  memoryBudget?: number;
+  /** Positions a session can hold (attention caches are sized for it). Default: min(config max, 4096). */
+  maxContext?: number;
+  /** Tokens per forward call during prefill. */
+  maxChunk?: number;
+  /** Dequantized-weight dot products (parity); default false. */
+  exact?: boolean;
+  /** Most sessions alive at once. */
+  maxSessions?: number;
+  onProgress?: (done: number, total: number, what: string) => void;
+}
+
+export interface ModelInfo {
+  modelType: string;
+  build: string;
+  layers: string[];
+  params: number;
+  bytesByDType: Record<string, number>;
+  vocabSize: number;
+  hidden: number;
+  maxContext: number;
+  /** Snapshot bytes at 0 tokens and per additional token (attention caches grow; recurrent state does not). */
+  stateBytesFixed: number;
+  stateBytesPerToken: number;
+  arenaBytes: number;
+}
+
+function hashHex(parts: Uint8Array[]): string {
+  let h = 0;
+  for (const p of parts) h = crc32(p, h);
+  let h2 = 0x811c9dc5;
+  for (const p of parts) for (let i = 0; i < p.length; i += 7) h2 = Math.imul(h2 ^ p[i], 0x01000193) >>> 0;
+  return h.toString(16).padStart(8, '0') + h2.toString(16).padStart(8, '0');
+}
+
+export class Model {
+  readonly layout: StateLayout;
+  readonly slots: SlotPool;
+  readonly modelType: string;
+  constructor(
+    readonly k: WasmInstance,
+    readonly ctx: Ctx,
+    readonly net: Net,
+    readonly config: any,
+    readonly ws: WeightStore,
+    readonly hash: string,
+    readonly maxContext: number,
+    readonly checkpoint: Checkpoint,
+    maxSessions = Infinity,
+  ) {
+    this.modelType = config.model_type;
+    this.layout = new StateLayout(net.specs(maxContext), maxContext);
+    this.slots = new SlotPool(k.arena, this.layout, maxSessions);
+  }
+
+  get maxChunk(): number {
+    return this.ctx.maxChunk;
+  }
+
+  newSession(): Session {
+    return new Session(this, this.slots.acquire());
+  }
+
+  /** A session resumed from snapshot bytes; refuses snapshots of another model or version. */
+  restore(bytes: Uint8Array): Session {
+    const { header } = readSnapshotHeader(bytes);
+    if (header.modelHash !== this.hash) throw new SnapshotError(`snapshot belongs to another model (hash ${header.modelHash}, this model ${this.hash})`);
+    const s = this.newSession();
+    try {
+      const h = restoreSnapshot(s.state, bytes, { modelHash: this.hash });
+      s.tokens = h.tokens.slice();
+    } catch (e) {
+      s.dispose();
+      throw e;
+    }
+    return s;
+  }
+
+  info(): ModelInfo {
+    const fixed = this.layout.snapshotFloats(0) * 4;
+    const perTok = this.layout.snapshotFloats(1) * 4 - fixed;
+    return {
+      modelType: this.modelType,
+      build: this.k.build,
+      layers: this.net.layerKinds,
+      params: this.ws.paramCount,
+      bytesByDType: { ...this.ws.bytesByDType },
+      vocabSize: this.net.vocabSize,
+      hidden: this.net.hidden,
+      maxContext: this.maxContext,
+      stateBytesFixed: fixed,
+      stateBytesPerToken: perTok,
+      arenaBytes: this.k.arena.top,
+    };
+  }
+
+  dispose(): void {
+    void this.checkpoint.close?.();
+  }
+}
+
+export class Session {
+  tokens: number[] = [];
+  readonly state: SeqState;
+  private disposed = false;
+  constructor(readonly model: Model, private readonly slot: number) {
+    this.state = new SeqState(model.k.arena, model.layout, slot);
+  }
+
+  get pos(): number {
+    return this.tokens.length;
+  }
+
+  /**
+   * Feeds tokens; returns a copy of the logits of the last one ([V]), or of every one ([T·V]) when
+   * `all` is set.
+   */
+  forward(ids: ArrayLike<number>, all = false): Float32Array {
+    if (this.disposed) throw new Error('session was disposed');
+    const m = this.model;
+    const V = m.net.vocabSize;
+    const n = ids.length;
+    if (n === 0) throw new RangeError('forward needs at least one token');
+    if (this.pos + n > m.maxContext) throw new RangeError(`context full: ${this.pos} + ${n} tokens > max context ${m.maxContext}`);
+    for (let i = 0; i < n; i++) {
+      const id = ids[i];
+      if (!Number.isInteger(id) || id < 0 || id >= V) throw new RangeError(`token id ${id} outside the vocabulary [0, ${V})`);
+    }
+    const out = new Float32Array(all ? n * V : V);
+    for (let i = 0; i < n; i += m.maxChunk) {
+      const chunk = Int32Array.from(Array.prototype.slice.call(ids, i, Math.min(n, i + m.maxChunk)));
+      const last = i + chunk.length === n;
+      const p = m.net.forward(this.state, chunk, this.pos, all);
+      if (all) out.set(m.k.arena.f32(p, chunk.length * V), i * V);
+      else if (last) out.set(m.k.arena.f32(p, V));
+      for (let j = 0; j < chunk.length; j++) this.tokens.push(chunk[j]);
+    }
+    return out;
+  }
+
+  snapshot(): Uint8Array {
+    return writeSnapshot(this.state, { modelHash: this.model.hash, modelType: this.model.modelType, pos: this.pos, tokens: this.tokens });
+  }
+
+  reset(): void {
+    this.state.clear();
+    this.tokens = [];
+  }
+
+  /** A new session with the same state (prefix sharing between requests). */
+  fork(): Session {
+    return this.model.restore(this.snapshot());
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.model.slots.release(this.slot);
+  }
+}
+
+export async function buildModel(ckpt: Checkpoint, opts: ModelOptions = {}): Promise<Model> {
+  const config = ckpt.config;
+  const family: Family = familyFor(config);
+  const k = await instantiate({ build: opts.build, budget: opts.memoryBudget });
+  const ws = new WeightStore(k, ckpt);
+  await ws.loadAll({ dtype: opts.dtype, onProgress: opts.onProgress }, (name) => family.keepF32?.(name, config) ?? false);
+  const maxChunk = opts.maxChunk ?? 64;
+  const ctx = new Ctx(k, ws, { exact: opts.exact ?? false, maxChunk });
+  const net = family.build(ctx, config);
+  ctx.scratch.allocate();
+  const cfgMax = Number(config.max_position_embeddings) || 4096;
+  const maxContext = opts.maxContext ?? Math.min(cfgMax, 4096);
+  const parts: Uint8Array[] = [new TextEncoder().encode(JSON.stringify(config)), ...ws.digestParts];
+  return new Model(k, ctx, net, config, ws, hashHex(parts), maxContext, ckpt, opts.maxSessions);
+}

@@ -1,0 +1,27 @@
+// The contract between a family (src/models/<family>.ts) and the model runtime (model.ts).
+
+import type { Ctx } from '../layers/context';
+import type { RegionSpec, SeqState } from './state';
+
+export interface Net {
+  readonly vocabSize: number;
+  readonly hidden: number;
+  /** Layer kinds in order, for `info` (e.g. ['attention', 'linear_attention', …]). */
+  readonly layerKinds: string[];
+  specs(maxContext: number): RegionSpec[];
+  /**
+   * Runs T ≤ ctx.maxChunk tokens at positions pos0 … pos0+T−1 through the network, updating the
+   * state. Returns the arena offset of logits: [T, V] when `all`, else [1, V] for the last token.
+   */
+  forward(state: SeqState, ids: Int32Array, pos0: number, all: boolean): number;
+}
+
+export interface Family {
+  /** HF `model_type` values this family implements. */
+  types: string[];
+  /** Tensors read as f32 whatever the load dtype (decay parameters, small matrices used by host code). */
+  keepF32?: (name: string, config: any) => boolean;
+  /** Tensor names present in checkpoints but never used (e.g. tied lm_head copies, rotary caches). */
+  ignore?: (name: string, config: any) => boolean;
+  build(ctx: Ctx, config: any): Net;
+}

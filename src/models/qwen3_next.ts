@@ -1,0 +1,264 @@
+// Qwen3-Next (Qwen3NextForCausalLM): a hybrid decoder of Gated DeltaNet layers and gated softmax
+// attention layers (`layer_types`, every full_attention_interval-th layer full), each followed by a
+// sparse MoE with a sigmoid-gated shared expert (or a dense MLP on mlp_only_layers /
+// decoder_sparse_step / num_experts 0). Every RMSNorm except the gated one is zero-centred: x̂·(1+w).
+//
+// Gated DeltaNet (HF Qwen3NextGatedDeltaNet), per value head h of Hv, key head h / (Hv/Hk):
+//   [q k v z] = in_proj_qkvz x,  [b a] = in_proj_ba x
+//   [q k v] = SiLU(causal_conv1d_K([q; k; v]))            (depthwise, no bias)
+//   q, k = l2norm(q), l2norm(k) (eps 1e-6);  q ← q · dk^−½
+//   β = sigmoid(b),  g = −exp(A_log) · softplus(a + dt_bias)
+//   S ← exp(g) S;  S ← S + k (β (v − Sᵀk))ᵀ;  o = Sᵀ q        (S [dk, dv] per head, f32)
+//   out = out_proj( RMSNorm(o)·w ⊙ SiLU(z) )                (norm per head over dv, then gate)
+
+import { mul, silu } from '../kernels/act';
+import { conv1d } from '../kernels/conv';
+import { linearAttention, linearAttentionScratchBytes } from '../kernels/linear_attention';
+import { l2Norm, rmsNorm } from '../kernels/norm';
+import { rowBytes, type Weight } from '../kernels/types';
+import { Attention } from '../layers/attention';
+import type { Ctx, Ffn, Mixer } from '../layers/context';
+import { GatedMlp, parseActivation, rowsOf } from '../layers/mlp';
+import { Moe } from '../layers/moe';
+import { bool, int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
+import { DecoderNet, PreNormBlock, type Block } from './decoder';
+import { expertWeights, qwenSparseLayers } from './mixtral';
+import type { Family, Net } from './net';
+import type { RegionSpec, SeqState } from './state';
+
+export interface GatedDeltaNetConfig {
+  hidden: number;
+  /** linear_num_key_heads, linear_num_value_heads */
+  Hk: number;
+  Hv: number;
+  /** linear_key_head_dim, linear_value_head_dim */
+  dk: number;
+  dv: number;
+  /** linear_conv_kernel_dim */
+  convK: number;
+  /** rms_norm_eps of the gated output norm */
+  eps: number;
+}
+
+/**
+ * Reorders the rows of a weight in place: new row i is old row order[i]. Used once at load to turn
+ * HF's per-key-head interleaved projections into contiguous blocks (quantized rows move whole).
+ */
+export function permuteRows(ctx: Ctx, w: Weight, order: Int32Array): void {
+  const rb = rowBytes(w.dtype, w.cols);
+  const mem = ctx.k.arena.u8(w.ptr, w.rows * rb);
+  const old = mem.slice();
+  for (let i = 0; i < order.length; i++) mem.set(old.subarray(order[i] * rb, (order[i] + 1) * rb), i * rb);
+}
+
+export class GatedDeltaNet implements Mixer {
+  readonly convDim: number;
+  /** in_proj_qkvz with rows regrouped to [q (Hk·dk) | k (Hk·dk) | v (Hv·dv) | z (Hv·dv)]. */
+  readonly qkvz: Weight;
+  /** in_proj_ba with rows regrouped to [b (Hv) | a (Hv)]. */
+  readonly ba: Weight;
+  readonly convW: number;
+  readonly aLog: Float32Array;
+  readonly dtBias: Float32Array;
+  readonly normW: number;
+  readonly out: Weight;
+
+  constructor(readonly ctx: Ctx, readonly prefix: string, readonly cfg: GatedDeltaNetConfig) {
+    const { ws } = ctx;
+    const { hidden, Hk, Hv, dk, dv, convK } = cfg;
+    const r = Hv / Hk;
+    this.convDim = 2 * Hk * dk + Hv * dv;
+    const qkvzRows = 2 * Hk * dk + 2 * Hv * dv;
+    this.qkvz = ws.mat(`${prefix}.in_proj_qkvz.weight`, qkvzRows, hidden);
+    this.ba = ws.mat(`${prefix}.in_proj_ba.weight`, 2 * Hv, hidden);
+    // HF fix_query_key_value_ordering: rows come in Hk groups of [q dk | k dk | v r·dv | z r·dv]
+    // (in_proj_ba: groups of [b r | a r]); value head j belongs to key head j / r.
+    const G = 2 * dk + 2 * r * dv;
+    const order = new Int32Array(qkvzRows);
+    let n = 0;
+    const take = (off: number, len: number) => {
+      for (let g = 0; g < Hk; g++) for (let i = 0; i < len; i++) order[n++] = g * G + off + i;
+    };
+    take(0, dk);
+    take(dk, dk);
+    take(2 * dk, r * dv);
+    take(2 * dk + r * dv, r * dv);
+    permuteRows(ctx, this.qkvz, order);
+    const orderBa = new Int32Array(2 * Hv);
+    n = 0;
+    for (const off of [0, r]) for (let g = 0; g < Hk; g++) for (let i = 0; i < r; i++) orderBa[n++] = g * 2 * r + off + i;
+    permuteRows(ctx, this.ba, orderBa);
+
+    this.convW = ws.vec(`${prefix}.conv1d.weight`, this.convDim * convK);
+    this.aLog = ctx.f32(ws.vec(`${prefix}.A_log`, Hv), Hv).slice();
+    this.dtBias = ctx.f32(ws.vec(`${prefix}.dt_bias`, Hv), Hv).slice();
+    this.normW = ws.vec(`${prefix}.norm.weight`, dv);
+    this.out = ws.mat(`${prefix}.out_proj.weight`, hidden, Hv * dv);
+
+    const T = ctx.maxChunk;
+    const s = ctx.scratch;
+    s.need('gdn.mixed', T * this.convDim);
+    s.need('gdn.z', T * Hv * dv);
+    s.need('gdn.ba', T * 2 * Hv);
+    s.need('gdn.g', T * Hv);
+    s.need('gdn.beta', T * Hv);
+    s.need('gdn.q', T * Hv * dk);
+    s.need('gdn.k', T * Hv * dk);
+    s.need('gdn.v', T * Hv * dv);
+    s.need('gdn.o', T * Hv * dv);
+    s.need('gdn.scan', linearAttentionScratchBytes(ctx.k, { dk, dv, decay: 'scalar', delta: true }) / 4);
+  }
+
+  specs(): RegionSpec[] {
+    const { Hv, dk, dv, convK } = this.cfg;
+    return [
+      { name: `${this.prefix}.conv`, kind: 'fixed', floats: this.convDim * (convK - 1) },
+      { name: `${this.prefix}.S`, kind: 'fixed', floats: Hv * dk * dv },
+    ];
+  }
+
+  forward(state: SeqState, x: number, out: number, T: number): void {
+    const { ctx, cfg, convDim } = this;
+    const { k } = ctx;
+    const { Hk, Hv, dk, dv, convK } = cfg;
+    const r = Hv / Hk;
+    const s = ctx.scratch;
+    const mixed = s.get('gdn.mixed'), z = s.get('gdn.z'), ba = s.get('gdn.ba');
+    const g = s.get('gdn.g'), beta = s.get('gdn.beta');
+    const q = s.get('gdn.q'), kk = s.get('gdn.k'), v = s.get('gdn.v'), o = s.get('gdn.o');
+
+    ctx.mm(mixed, x, rowsOf(this.qkvz, 0, convDim), T);
+    ctx.mm(z, x, rowsOf(this.qkvz, convDim, Hv * dv), T);
+    ctx.mm(ba, x, this.ba, T);
+    conv1d(k, mixed, mixed, this.convW, 0, state.ptr(`${this.prefix}.conv`), T, convDim, convK, 'silu');
+
+    // β = sigmoid(b); g = −exp(A_log)·softplus(a + dt_bias) (torch softplus threshold 20).
+    const bav = ctx.f32(ba, T * 2 * Hv), gv = ctx.f32(g, T * Hv), bv = ctx.f32(beta, T * Hv);
+    for (let t = 0; t < T; t++) {
+      for (let h = 0; h < Hv; h++) {
+        const a = bav[t * 2 * Hv + Hv + h] + this.dtBias[h];
+        const sp = a > 20 ? a : Math.log1p(Math.exp(a));
+        gv[t * Hv + h] = -Math.exp(this.aLog[h]) * sp;
+        bv[t * Hv + h] = 1 / (1 + Math.exp(-bav[t * 2 * Hv + h]));
+      }
+    }
+
+    // q, k repeat_interleave'd from Hk to Hv heads; v made contiguous [T, Hv, dv].
+    const mv = ctx.f32(mixed, T * convDim);
+    const qv = ctx.f32(q, T * Hv * dk), kv = ctx.f32(kk, T * Hv * dk), vv = ctx.f32(v, T * Hv * dv);
+    for (let t = 0; t < T; t++) {
+      const row = t * convDim;
+      for (let h = 0; h < Hv; h++) {
+        const src = row + Math.floor(h / r) * dk, dst = (t * Hv + h) * dk;
+        qv.set(mv.subarray(src, src + dk), dst);
+        kv.set(mv.subarray(src + Hk * dk, src + Hk * dk + dk), dst);
+      }
+      vv.set(mv.subarray(row + 2 * Hk * dk, row + convDim), t * Hv * dv);
+    }
+    l2Norm(k, q, q, T * Hv, dk, 1e-6);
+    l2Norm(k, kk, kk, T * Hv, dk, 1e-6);
+    // Prefill chunks of ≥ 64 tokens take the chunked (WY) form, decode steps the recurrent one.
+    linearAttention(k, o, state.ptr(`${this.prefix}.S`), q, kk, v, {
+      T, H: Hv, dk, dv, decay: 'scalar', g, beta, scale: 1 / Math.sqrt(dk), mode: 'auto', scratch: s.get('gdn.scan'),
+    });
+
+    // Qwen3NextRMSNormGated: norm before gate, plain weight.
+    rmsNorm(k, o, o, this.normW, T * Hv, dv, cfg.eps);
+    silu(k, z, z, T * Hv * dv);
+    mul(k, o, o, z, T * Hv * dv);
+    ctx.mm(out, o, this.out, T);
+  }
+}
+
+export function buildQwen3Next(ctx: Ctx, c: any): Net {
+  const { ws } = ctx;
+  const hidden = int(c, 'hidden_size');
+  const nLayers = int(c, 'num_hidden_layers');
+  const nHeads = int(c, 'num_attention_heads');
+  const nKv = int(c, 'num_key_value_heads', nHeads);
+  const headDim = int(c, 'head_dim', Math.floor(hidden / nHeads));
+  const vocab = int(c, 'vocab_size');
+  const eps = num(c, 'rms_norm_eps', 1e-6);
+  const actName = c.hidden_act ?? 'silu';
+  const act = parseActivation(actName);
+  // The conv activation is ACT2FN[hidden_act]; the conv kernel implements SiLU.
+  rejectIf(act !== 'silu', 'hidden_act', `${JSON.stringify(actName)} is not supported (Qwen3-Next uses silu for its MLPs and convolutions)`);
+  rejectIf(nHeads % nKv !== 0, 'num_key_value_heads', `${nKv} does not divide num_attention_heads ${nHeads}`);
+  const gdn: GatedDeltaNetConfig = {
+    hidden,
+    Hk: int(c, 'linear_num_key_heads', 16),
+    Hv: int(c, 'linear_num_value_heads', 32),
+    dk: int(c, 'linear_key_head_dim', 128),
+    dv: int(c, 'linear_value_head_dim', 128),
+    convK: int(c, 'linear_conv_kernel_dim', 4),
+    eps,
+  };
+  rejectIf(gdn.Hk < 1 || gdn.Hv % gdn.Hk !== 0, 'linear_num_value_heads', `${gdn.Hv} is not a multiple of linear_num_key_heads ${gdn.Hk}`);
+  rejectIf(gdn.convK < 2 || gdn.convK > 4, 'linear_conv_kernel_dim', `${gdn.convK} is not supported (2 … 4)`);
+  const interval = int(c, 'full_attention_interval', 4);
+  const types = layerTypes(c, nLayers, ['linear_attention', 'full_attention'], (i) => ((i + 1) % interval ? 'linear_attention' : 'full_attention'));
+  const prf = num(c.rope_parameters ?? {}, 'partial_rotary_factor', num(c, 'partial_rotary_factor', 0.25));
+  const rotaryDim = Math.floor(headDim * prf);
+  rejectIf(rotaryDim < 2 || rotaryDim % 2 !== 0, 'partial_rotary_factor', `gives ${rotaryDim} rotary dims of head_dim ${headDim}; need an even number ≥ 2`);
+  const rope = ropeSpec(c, headDim, rotaryDim);
+  const attnBias = bool(c, 'attention_bias', false);
+
+  const nExperts = int(c, 'num_experts', 512);
+  const sparse = qwenSparseLayers(c, nExperts);
+  const topk = int(c, 'num_experts_per_tok', 10);
+  if (nExperts > 0) rejectIf(topk < 1 || topk > nExperts, 'num_experts_per_tok', `${topk} must be in [1, ${nExperts}]`);
+
+  const blocks: Block[] = [];
+  for (let i = 0; i < nLayers; i++) {
+    const p = `model.layers.${i}`;
+    const linear = types[i] === 'linear_attention';
+    const mixer: Mixer = linear
+      ? new GatedDeltaNet(ctx, `${p}.linear_attn`, gdn)
+      : new Attention(ctx, `${p}.self_attn`, {
+        hidden, nHeads, nKv, headDim, qkvBias: attnBias, oBias: attnBias,
+        qkNorm: { eps, addOne: true }, rope, scale: 1 / Math.sqrt(headDim), gated: true,
+      });
+    let ffn: Ffn;
+    if (sparse(i)) {
+      const moe = `${p}.mlp`;
+      const I = int(c, 'moe_intermediate_size', 512);
+      const sharedI = int(c, 'shared_expert_intermediate_size', 512);
+      ffn = new Moe(ctx, {
+        hidden, nExperts, topk, inter: I, act,
+        routing: { mode: 'softmax_topk', renormalize: bool(c, 'norm_topk_prob', true) },
+        router: ws.mat(`${moe}.gate.weight`, nExperts, hidden),
+        expert: expertWeights(ws, moe, nExperts, I, hidden),
+        shared: {
+          inter: sharedI,
+          w: {
+            gate: ws.mat(`${moe}.shared_expert.gate_proj.weight`, sharedI, hidden),
+            up: ws.mat(`${moe}.shared_expert.up_proj.weight`, sharedI, hidden),
+            down: ws.mat(`${moe}.shared_expert.down_proj.weight`, hidden, sharedI),
+          },
+          gate: ws.mat(`${moe}.shared_expert_gate.weight`, 1, hidden),
+        },
+      });
+    } else {
+      ffn = new GatedMlp(ctx, `${p}.mlp`, hidden, int(c, 'intermediate_size'), act);
+    }
+    blocks.push(new PreNormBlock(ctx, {
+      kind: linear ? 'linear_attention' : 'attention', hidden, mixer, ffn,
+      preMixer: { w: ws.vec(`${p}.input_layernorm.weight`, hidden), eps, addOne: true },
+      preFfn: { w: ws.vec(`${p}.post_attention_layernorm.weight`, hidden), eps, addOne: true },
+    }));
+  }
+  return new DecoderNet(ctx, {
+    hidden, vocab, embed: ws.mat('model.embed_tokens.weight', vocab, hidden), blocks,
+    finalNorm: { w: ws.vec('model.norm.weight', hidden), eps, addOne: true },
+    // Qwen3NextConfig.tie_word_embeddings defaults to false.
+    lmHead: lmHead(ws, { tie_word_embeddings: c.tie_word_embeddings ?? false }, vocab, hidden),
+  });
+}
+
+export const qwen3Next: Family = {
+  types: ['qwen3_next'],
+  keepF32: (name) => name.endsWith('.conv1d.weight') || name.endsWith('.A_log') || name.endsWith('.dt_bias'),
+  // Multi-token-prediction heads of the released checkpoints (HF _keys_to_ignore_on_load_unexpected).
+  ignore: (name) => name.startsWith('mtp.'),
+  build: buildQwen3Next,
+};

@@ -1,0 +1,211 @@
+// RecurrentGemma / Griffin (RecurrentGemmaForCausalLM): pre-norm residual blocks whose temporal
+// mixer follows `block_types` cyclically — RG-LRU recurrent blocks or local sliding-window MQA —
+// each followed by a GeGLU MLP (intermediate_size / 2, with biases). RMSNorms are (1 + w); the
+// embeddings are scaled by √hidden rounded to bfloat16 (HF keeps `normalizer` as a bf16 buffer);
+// logits are soft-capped at logits_soft_cap.
+//
+// Recurrent block (HF RecurrentGemmaRecurrentBlock + RecurrentGemmaRglru), W = lru_width, H heads:
+//   y = GeLU_tanh(linear_y x);  xb = conv1d_K(linear_x x)            (depthwise, with bias)
+//   per head (block-diagonal [H, W/H, W/H], applied as xb_h · M_h):
+//     i = sigmoid(xb M_i + b_i);  r = sigmoid(xb M_a + b_a)
+//     log a = −8 r softplus(Λ);  h ← a h + (i ⊙ xb) sqrt(1 − a²)   (a = 0, multiplier 1 at position 0)
+//   out = linear_out(h ⊙ y)
+
+import { gelu, mul, sigmoid } from '../kernels/act';
+import { conv1d } from '../kernels/conv';
+import type { Weight } from '../kernels/types';
+import { Attention } from '../layers/attention';
+import { addBias, type Ctx, type Mixer } from '../layers/context';
+import { GatedMlp, parseActivation } from '../layers/mlp';
+import { bool, int, lmHead, num, rejectIf, ropeSpec } from './common';
+import { DecoderNet, PreNormBlock, type Block } from './decoder';
+import type { Family, Net } from './net';
+import { rglru } from './recurrent_ops';
+import type { RegionSpec, SeqState } from './state';
+
+/** x rounded to the nearest bfloat16 (ties to even), as torch.tensor(x, dtype=torch.bfloat16). */
+export function bf16Round(x: number): number {
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer);
+  u[0] = (u[0] + 0x7fff + ((u[0] >>> 16) & 1)) & 0xffff0000;
+  return f[0];
+}
+
+export interface RglruConfig {
+  hidden: number;
+  /** lru_width */
+  W: number;
+  /** num_attention_heads: blocks of the block-diagonal gates */
+  H: number;
+  /** conv1d_width */
+  convK: number;
+}
+
+export class RecurrentBlock implements Mixer {
+  readonly linY: Weight;
+  readonly linX: Weight;
+  readonly linOut: Weight;
+  readonly bY: number;
+  readonly bX: number;
+  readonly bOut: number;
+  readonly convW: number;
+  readonly convB: number;
+  /** Per head, the input / recurrence gate matrices transposed in place to Linear layout [out, in]. */
+  readonly gateI: Weight[] = [];
+  readonly gateA: Weight[] = [];
+  readonly bI: number;
+  readonly bA: number;
+  /** softplus(Λ) [W], f32 */
+  readonly spl: number;
+
+  constructor(readonly ctx: Ctx, readonly prefix: string, readonly cfg: RglruConfig) {
+    const { ws } = ctx;
+    const { hidden, W, H, convK } = cfg;
+    const bw = W / H;
+    this.linY = ws.mat(`${prefix}.linear_y.weight`, W, hidden);
+    this.linX = ws.mat(`${prefix}.linear_x.weight`, W, hidden);
+    this.linOut = ws.mat(`${prefix}.linear_out.weight`, hidden, W);
+    this.bY = ws.vec(`${prefix}.linear_y.bias`, W);
+    this.bX = ws.vec(`${prefix}.linear_x.bias`, W);
+    this.bOut = ws.vec(`${prefix}.linear_out.bias`, hidden);
+    this.convW = ws.vec(`${prefix}.conv_1d.weight`, W * convK);
+    this.convB = ws.vec(`${prefix}.conv_1d.bias`, W);
+    const lru = `${prefix}.rg_lru`;
+    for (const [name, list] of [['input_gate_weight', this.gateI], ['recurrent_gate_weight', this.gateA]] as const) {
+      const ptr = ws.vec(`${lru}.${name}`, H * bw * bw);
+      // HF applies x · M (torch.baddbmm); the matmul kernel computes x · Wᵀ, so each block is transposed.
+      const m = ctx.f32(ptr, H * bw * bw);
+      for (let h = 0; h < H; h++) {
+        const o = h * bw * bw;
+        for (let i = 0; i < bw; i++) {
+          for (let j = i + 1; j < bw; j++) {
+            const t = m[o + i * bw + j];
+            m[o + i * bw + j] = m[o + j * bw + i];
+            m[o + j * bw + i] = t;
+          }
+        }
+        list.push({ ptr: ptr + o * 4, dtype: 'f32', rows: bw, cols: bw });
+      }
+    }
+    this.bI = ws.vec(`${lru}.input_gate_bias`, W);
+    this.bA = ws.vec(`${lru}.recurrent_gate_bias`, W);
+    const lambda = ctx.f32(ws.vec(`${lru}.recurrent_param`, W), W);
+    const spl = new Float32Array(W);
+    for (let c = 0; c < W; c++) spl[c] = lambda[c] > 20 ? lambda[c] : Math.log1p(Math.exp(lambda[c]));
+    this.spl = ctx.k.arena.putF32(spl).ptr;
+
+    const T = ctx.maxChunk;
+    const s = ctx.scratch;
+    for (const key of ['rg.y', 'rg.x', 'rg.gi', 'rg.ga']) s.need(key, T * W);
+    for (const key of ['rg.xs', 'rg.is', 'rg.as']) s.need(key, T * bw);
+  }
+
+  specs(): RegionSpec[] {
+    const { W, convK } = this.cfg;
+    return [
+      { name: `${this.prefix}.conv`, kind: 'fixed', floats: W * (convK - 1) },
+      { name: `${this.prefix}.h`, kind: 'fixed', floats: W },
+    ];
+  }
+
+  forward(state: SeqState, x: number, out: number, T: number, pos0: number): void {
+    const { ctx, cfg } = this;
+    const { k } = ctx;
+    const { W, H, convK } = cfg;
+    const bw = W / H;
+    const s = ctx.scratch;
+    const y = s.get('rg.y'), xb = s.get('rg.x'), gi = s.get('rg.gi'), ga = s.get('rg.ga');
+    const xs = s.get('rg.xs'), is = s.get('rg.is'), as = s.get('rg.as');
+
+    ctx.mm(y, x, this.linY, T);
+    addBias(ctx, y, this.bY, T, W);
+    gelu(k, y, y, T * W, 'tanh');
+    ctx.mm(xb, x, this.linX, T);
+    addBias(ctx, xb, this.bX, T, W);
+    conv1d(k, xb, xb, this.convW, this.convB, state.ptr(`${this.prefix}.conv`), T, W, convK, 'none');
+
+    for (let h = 0; h < H; h++) {
+      const xv = ctx.f32(xb, T * W), xsv = ctx.f32(xs, T * bw);
+      for (let t = 0; t < T; t++) xsv.set(xv.subarray(t * W + h * bw, t * W + (h + 1) * bw), t * bw);
+      ctx.mm(is, xs, this.gateI[h], T);
+      ctx.mm(as, xs, this.gateA[h], T);
+      const iv = ctx.f32(is, T * bw), av = ctx.f32(as, T * bw);
+      const giv = ctx.f32(gi, T * W), gav = ctx.f32(ga, T * W);
+      for (let t = 0; t < T; t++) {
+        giv.set(iv.subarray(t * bw, (t + 1) * bw), t * W + h * bw);
+        gav.set(av.subarray(t * bw, (t + 1) * bw), t * W + h * bw);
+      }
+    }
+    addBias(ctx, gi, this.bI, T, W);
+    addBias(ctx, ga, this.bA, T, W);
+    sigmoid(k, gi, gi, T * W);
+    sigmoid(k, ga, ga, T * W);
+    rglru(ctx, xb, state.ptr(`${this.prefix}.h`), xb, gi, ga, this.spl, T, W, pos0);
+    mul(k, xb, xb, y, T * W);
+    ctx.mm(out, xb, this.linOut, T);
+    addBias(ctx, out, this.bOut, T, cfg.hidden);
+  }
+}
+
+export function buildRecurrentGemma(ctx: Ctx, c: any): Net {
+  const { ws } = ctx;
+  const hidden = int(c, 'hidden_size');
+  const nLayers = int(c, 'num_hidden_layers');
+  const nHeads = int(c, 'num_attention_heads');
+  const nKv = int(c, 'num_key_value_heads', nHeads);
+  // RecurrentGemmaConfig sets head_dim = hidden_size // num_attention_heads whatever the file says.
+  const headDim = Math.floor(hidden / nHeads);
+  const vocab = int(c, 'vocab_size');
+  const eps = num(c, 'rms_norm_eps', 1e-6);
+  const W = int(c, 'lru_width', hidden);
+  const convK = int(c, 'conv1d_width', 4);
+  const window = int(c, 'attention_window_size', 2048);
+  const act = parseActivation(c.hidden_activation ?? 'gelu_pytorch_tanh', 'hidden_activation');
+  rejectIf(nHeads % nKv !== 0, 'num_key_value_heads', `${nKv} does not divide num_attention_heads ${nHeads}`);
+  rejectIf(W % nHeads !== 0, 'lru_width', `${W} is not a multiple of num_attention_heads ${nHeads}`);
+  rejectIf(convK < 2 || convK > 4, 'conv1d_width', `${convK} is not supported (2 … 4)`);
+  // The recurrent block's y branch uses ACT2FN[hidden_activation], as the MLP does.
+  rejectIf(act !== 'gelu_tanh', 'hidden_activation', `${JSON.stringify(c.hidden_activation)} is not supported (gelu_pytorch_tanh)`);
+  const pattern: string[] = c.block_types ?? ['recurrent', 'recurrent', 'attention'];
+  rejectIf(!Array.isArray(pattern) || !pattern.length || pattern.some((t) => t !== 'recurrent' && t !== 'attention'), 'block_types', 'must be a non-empty list of "recurrent" / "attention"');
+  const prf = num(c.rope_parameters ?? {}, 'partial_rotary_factor', num(c, 'partial_rotary_factor', 0.5));
+  const rotaryDim = Math.floor(headDim * prf);
+  rejectIf(rotaryDim < 2 || rotaryDim % 2 !== 0, 'partial_rotary_factor', `gives ${rotaryDim} rotary dims of head_dim ${headDim}; need an even number ≥ 2`);
+  const rtype = c.rope_parameters?.rope_type ?? c.rope_scaling?.rope_type ?? 'default';
+  rejectIf(rtype !== 'default', 'rope_parameters.rope_type', `${JSON.stringify(rtype)} is not supported by RecurrentGemma (default only)`);
+  const rope = ropeSpec(c, headDim, rotaryDim);
+  const attnBias = bool(c, 'attention_bias', false);
+  const inter = Math.floor(int(c, 'intermediate_size') / 2);
+
+  const blocks: Block[] = [];
+  for (let i = 0; i < nLayers; i++) {
+    const p = `model.layers.${i}`;
+    const recurrent = pattern[i % pattern.length] === 'recurrent';
+    const mixer: Mixer = recurrent
+      ? new RecurrentBlock(ctx, `${p}.temporal_block`, { hidden, W, H: nHeads, convK })
+      : new Attention(ctx, `${p}.temporal_block`, {
+        hidden, nHeads, nKv, headDim, qkvBias: attnBias, oBias: true, rope,
+        scale: 1 / Math.sqrt(headDim), window,
+      });
+    blocks.push(new PreNormBlock(ctx, {
+      kind: recurrent ? 'rg_lru' : 'sliding_attention', hidden, mixer,
+      ffn: new GatedMlp(ctx, `${p}.mlp_block`, hidden, inter, act, true),
+      preMixer: { w: ws.vec(`${p}.temporal_pre_norm.weight`, hidden), eps, addOne: true },
+      preFfn: { w: ws.vec(`${p}.channel_pre_norm.weight`, hidden), eps, addOne: true },
+    }));
+  }
+  const cap = num(c, 'logits_soft_cap', 30);
+  return new DecoderNet(ctx, {
+    hidden, vocab, embed: ws.mat('model.embed_tokens.weight', vocab, hidden), blocks,
+    embedScale: bf16Round(Math.sqrt(hidden)),
+    finalNorm: { w: ws.vec('model.final_norm.weight', hidden), eps, addOne: true },
+    lmHead: lmHead(ws, c, vocab, hidden),
+    finalSoftcap: cap > 0 ? cap : undefined,
+  });
+}
+
+export const recurrentGemma: Family = {
+  types: ['recurrent_gemma'],
+  keepF32: (name) => name.endsWith('.conv_1d.weight') || name.endsWith('_gate_weight') || name.endsWith('.recurrent_param'),
+  build: buildRecurrentGemma,
+};

@@ -1,0 +1,187 @@
+// RWKV-4 (RwkvForCausalLM): LayerNorm pre-norm blocks of time-mix (WKV linear attention with
+// per-channel decay) and channel-mix, both fed by a token shift (the previous token's normed input).
+// Layer 0 also LayerNorms the embeddings (pre_ln). ln_out has nn.LayerNorm's default eps 1e−5.
+//
+// Time mix (HF RwkvSelfAttention), x̄ = the previous token's ln1 output:
+//   k = W_k lerp(x̄, x, μ_k);  v = W_v lerp(x̄, x, μ_v);  r = sigmoid(W_r lerp(x̄, x, μ_r))
+//   wkv_t = (Σ_{i<t} e^{−(t−1−i)w + k_i} v_i + e^{u + k_t} v_t) / (same with v ≡ 1),  w = exp(time_decay), u = time_first
+//   out = W_o (r ⊙ wkv)            (numerator, denominator and running max kept per channel, f32)
+// Channel mix (HF RwkvFeedForward): out = sigmoid(W_r lerp(x̄, x, μ_r)) ⊙ W_v relu(W_k lerp(x̄, x, μ_k))²
+// with lerp(x̄, x, μ) = x·μ + x̄·(1 − μ).
+//
+// Eval-mode rescaling (HF RwkvModel._rescale_layers, applied by every forward outside training when
+// rescale_every > 0): block i's attention.output and feed_forward.value are divided by
+// 2^⌊i / rescale_every⌋ and the residual stream is halved after every rescale_every-th block. It is
+// not a no-op — LayerNorm's eps then acts on a scaled stream — so it is reproduced exactly (powers of
+// two: the branch outputs are scaled instead of the weights).
+
+import { add, mul, relu2, scale, sigmoid } from '../kernels/act';
+import { layerNorm } from '../kernels/norm';
+import type { Weight } from '../kernels/types';
+import type { Ctx } from '../layers/context';
+import { int, num, rejectIf } from './common';
+import { DecoderNet, type Block, type NormSpec } from './decoder';
+import type { Family, Net } from './net';
+import { wkv4 } from './recurrent_ops';
+import type { RegionSpec, SeqState } from './state';
+
+export interface RwkvBlockConfig {
+  hidden: number;
+  /** attention_hidden_size */
+  A: number;
+  /** intermediate_size */
+  I: number;
+  eps: number;
+  /** 2^−⌊i / rescale_every⌋: the scale of this block's branch outputs. */
+  branchScale: number;
+  /** Halve the residual stream after this block. */
+  halveAfter: boolean;
+}
+
+export class RwkvBlock implements Block {
+  readonly kind = 'rwkv';
+  readonly preLn: NormSpec | null;
+  readonly ln1: NormSpec;
+  readonly ln2: NormSpec;
+  readonly att: { mk: Float32Array; mv: Float32Array; mr: Float32Array; k: Weight; v: Weight; r: Weight; o: Weight; w: number; u: number };
+  readonly ffn: { mk: Float32Array; mr: Float32Array; k: Weight; r: Weight; v: Weight };
+
+  constructor(readonly ctx: Ctx, readonly prefix: string, readonly layer: number, readonly cfg: RwkvBlockConfig) {
+    const { ws } = ctx;
+    const { hidden: D, A, I, eps } = cfg;
+    const ln = (n: string): NormSpec => ({ kind: 'layer', w: ws.vec(`${prefix}.${n}.weight`, D), b: ws.vec(`${prefix}.${n}.bias`, D), eps });
+    this.preLn = layer === 0 ? ln('pre_ln') : null;
+    this.ln1 = ln('ln1');
+    this.ln2 = ln('ln2');
+    const host = (name: string, n: number) => ctx.f32(ws.vec(name, n), n).slice();
+    const a = `${prefix}.attention`, f = `${prefix}.feed_forward`;
+    // w = −exp(time_decay), held once in the arena for the WKV scan.
+    const td = host(`${a}.time_decay`, A);
+    for (let c = 0; c < A; c++) td[c] = -Math.exp(td[c]);
+    this.att = {
+      mk: host(`${a}.time_mix_key`, D), mv: host(`${a}.time_mix_value`, D), mr: host(`${a}.time_mix_receptance`, D),
+      k: ws.mat(`${a}.key.weight`, A, D), v: ws.mat(`${a}.value.weight`, A, D), r: ws.mat(`${a}.receptance.weight`, A, D),
+      o: ws.mat(`${a}.output.weight`, D, A),
+      w: ctx.k.arena.putF32(td).ptr, u: ws.vec(`${a}.time_first`, A),
+    };
+    this.ffn = {
+      mk: host(`${f}.time_mix_key`, D), mr: host(`${f}.time_mix_receptance`, D),
+      k: ws.mat(`${f}.key.weight`, I, D), r: ws.mat(`${f}.receptance.weight`, D, D), v: ws.mat(`${f}.value.weight`, D, I),
+    };
+    const T = ctx.maxChunk;
+    const s = ctx.scratch;
+    s.need('rwkv.h', T * D);
+    s.need('rwkv.xk', T * D);
+    s.need('rwkv.xv', T * D);
+    s.need('rwkv.xr', T * D);
+    s.need('rwkv.k', T * Math.max(A, I));
+    s.need('rwkv.v', T * A);
+    s.need('rwkv.r', T * Math.max(A, D));
+    s.need('rwkv.o', T * D);
+  }
+
+  specs(): RegionSpec[] {
+    const { hidden: D, A } = this.cfg;
+    const p = this.prefix;
+    return [
+      { name: `${p}.att_shift`, kind: 'fixed', floats: D },
+      { name: `${p}.ffn_shift`, kind: 'fixed', floats: D },
+      { name: `${p}.wkv_num`, kind: 'fixed', floats: A },
+      { name: `${p}.wkv_den`, kind: 'fixed', floats: A },
+      { name: `${p}.wkv_max`, kind: 'fixed', floats: A },
+    ];
+  }
+
+  /**
+   * The token-shift lerps of h [T, D]: out_j[t] = h[t]·μ_j + h[t−1]·(1 − μ_j), h[−1] = shift state;
+   * then the shift state takes h[T−1].
+   */
+  private lerps(h: number, shift: number, T: number, mixes: Float32Array[], outs: number[]): void {
+    const D = this.cfg.hidden;
+    const hv = this.ctx.f32(h, T * D), sv = this.ctx.f32(shift, D);
+    const ov = outs.map((o) => this.ctx.f32(o, T * D));
+    for (let t = 0; t < T; t++) {
+      for (let d = 0; d < D; d++) {
+        const x = hv[t * D + d], xp = t ? hv[(t - 1) * D + d] : sv[d];
+        for (let j = 0; j < mixes.length; j++) ov[j][t * D + d] = x * mixes[j][d] + xp * (1 - mixes[j][d]);
+      }
+    }
+    sv.set(hv.subarray((T - 1) * D, T * D));
+  }
+
+  forward(state: SeqState, x: number, T: number, pos0: number): void {
+    const { ctx, cfg, prefix: p } = this;
+    const { k } = ctx;
+    const { hidden: D, A, I } = cfg;
+    const s = ctx.scratch;
+    const h = s.get('rwkv.h'), xk = s.get('rwkv.xk'), xv = s.get('rwkv.xv'), xr = s.get('rwkv.xr');
+    const kb = s.get('rwkv.k'), vb = s.get('rwkv.v'), rb = s.get('rwkv.r'), o = s.get('rwkv.o');
+    const n = T * D;
+    if (this.preLn) layerNorm(k, x, x, this.preLn.w, this.preLn.b!, T, D, this.preLn.eps);
+
+    // time mix
+    layerNorm(k, h, x, this.ln1.w, this.ln1.b!, T, D, this.ln1.eps);
+    const att = this.att;
+    this.lerps(h, state.ptr(`${p}.att_shift`), T, [att.mk, att.mv, att.mr], [xk, xv, xr]);
+    ctx.mm(kb, xk, att.k, T);
+    ctx.mm(vb, xv, att.v, T);
+    ctx.mm(rb, xr, att.r, T);
+    sigmoid(k, rb, rb, T * A);
+    const num = state.ptr(`${p}.wkv_num`), den = state.ptr(`${p}.wkv_den`), max = state.ptr(`${p}.wkv_max`);
+    // A fresh sequence starts the running max at −1e38 (HF rwkv_linear_attention_cpu), not at the
+    // zero a new state slot holds.
+    if (pos0 === 0) ctx.f32(max, A).fill(-1e38);
+    wkv4(ctx, vb, kb, vb, att.w, att.u, num, den, max, T, A);
+    mul(k, vb, vb, rb, T * A);
+    ctx.mm(o, vb, att.o, T);
+    if (cfg.branchScale !== 1) scale(k, o, o, cfg.branchScale, n);
+    add(k, x, x, o, n);
+
+    // channel mix
+    layerNorm(k, h, x, this.ln2.w, this.ln2.b!, T, D, this.ln2.eps);
+    const ffn = this.ffn;
+    this.lerps(h, state.ptr(`${p}.ffn_shift`), T, [ffn.mk, ffn.mr], [xk, xr]);
+    ctx.mm(kb, xk, ffn.k, T);
+    relu2(k, kb, kb, T * I);
+    ctx.mm(o, kb, ffn.v, T);
+    ctx.mm(rb, xr, ffn.r, T);
+    sigmoid(k, rb, rb, n);
+    mul(k, o, o, rb, n);
+    if (cfg.branchScale !== 1) scale(k, o, o, cfg.branchScale, n);
+    add(k, x, x, o, n);
+    if (cfg.halveAfter) scale(k, x, x, 0.5, n);
+  }
+}
+
+export function buildRwkv(ctx: Ctx, c: any): Net {
+  const { ws } = ctx;
+  const D = int(c, 'hidden_size');
+  const nLayers = int(c, 'num_hidden_layers');
+  const vocab = int(c, 'vocab_size');
+  const A = int(c, 'attention_hidden_size', D);
+  const I = int(c, 'intermediate_size', 4 * D);
+  const eps = num(c, 'layer_norm_epsilon', 1e-5);
+  const R = c.rescale_every ?? 6;
+  rejectIf(!Number.isInteger(R), 'rescale_every', `must be an integer, got ${JSON.stringify(R)}`);
+  // The time-mix output r ⊙ wkv [A] meets the residual through output [D, A]; A = D in every release.
+  const blocks: Block[] = [];
+  for (let i = 0; i < nLayers; i++) {
+    blocks.push(new RwkvBlock(ctx, `rwkv.blocks.${i}`, i, {
+      hidden: D, A, I, eps,
+      branchScale: R > 0 ? 2 ** -Math.floor(i / R) : 1,
+      halveAfter: R > 0 && (i + 1) % R === 0,
+    }));
+  }
+  const tied = c.tie_word_embeddings ?? false;
+  return new DecoderNet(ctx, {
+    hidden: D, vocab, embed: ws.mat('rwkv.embeddings.weight', vocab, D), blocks,
+    finalNorm: { kind: 'layer', w: ws.vec('rwkv.ln_out.weight', D), b: ws.vec('rwkv.ln_out.bias', D), eps: 1e-5 },
+    lmHead: tied && !ws.has('head.weight') ? ws.mat('rwkv.embeddings.weight', vocab, D) : ws.mat('head.weight', vocab, D),
+  });
+}
+
+export const rwkv: Family = {
+  types: ['rwkv'],
+  keepF32: (name) => /\.time_(mix_key|mix_value|mix_receptance|decay|first)$/.test(name),
+  build: buildRwkv,
+};

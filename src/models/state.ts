@@ -1,0 +1,204 @@
+// Per-sequence state: the union of every layer's cache (KV rings or linear caches, conv windows,
+// SSM / linear-attention states, token-shift vectors), laid out in one contiguous slot of the
+// arena so that a session is one block to allocate, snapshot, restore and free.
+
+import { KernelError, type Arena } from '../kernels/runtime';
+
+export type RegionKind =
+  /** Grows with the context: `perToken` floats for every position (linear cache). */
+  | 'kv'
+  /** Ring buffer of `capacity` positions (sliding window); bounded. */
+  | 'ring'
+  /** Constant size whatever the context (recurrent state). */
+  | 'fixed';
+
+export interface RegionSpec {
+  name: string;
+  kind: RegionKind;
+  /** floats per position (kv, ring) */
+  perToken?: number;
+  /** positions held (ring) */
+  capacity?: number;
+  /** floats (fixed) */
+  floats?: number;
+}
+
+export interface Region extends RegionSpec {
+  /** byte offset of the region inside the slot */
+  offset: number;
+  /** floats the region occupies in the slot */
+  size: number;
+}
+
+export class StateLayout {
+  readonly regions: Region[] = [];
+  readonly byName = new Map<string, Region>();
+  readonly bytes: number;
+  constructor(specs: RegionSpec[], readonly maxContext: number) {
+    let off = 0;
+    for (const s of specs) {
+      if (this.byName.has(s.name)) throw new KernelError('state', `duplicate state region ${s.name}`);
+      const size = s.kind === 'kv' ? s.perToken! * maxContext : s.kind === 'ring' ? s.perToken! * Math.min(s.capacity!, maxContext) : s.floats!;
+      if (!Number.isInteger(size) || size < 0) throw new KernelError('state', `bad size for state region ${s.name}`);
+      const r: Region = { ...s, capacity: s.kind === 'ring' ? Math.min(s.capacity!, maxContext) : s.capacity, offset: off, size };
+      this.regions.push(r);
+      this.byName.set(s.name, r);
+      off += Math.ceil((size * 4) / 64) * 64;
+    }
+    this.bytes = Math.max(off, 64);
+  }
+  /** Floats a snapshot holds for `pos` processed tokens. */
+  snapshotFloats(pos: number): number {
+    let n = 0;
+    for (const r of this.regions) n += r.kind === 'kv' ? r.perToken! * pos : r.kind === 'ring' ? r.perToken! * Math.min(pos, r.capacity!) : r.size;
+    return n;
+  }
+}
+
+/** Fixed-size slots for session state, reused after release (a free list over arena blocks). */
+export class SlotPool {
+  private free: number[] = [];
+  private live = new Set<number>();
+  constructor(private readonly arena: Arena, readonly layout: StateLayout, readonly maxSlots = Infinity) {}
+  acquire(): number {
+    const p = this.free.pop() ?? (this.live.size >= this.maxSlots ? -1 : this.arena.alloc(this.layout.bytes));
+    if (p < 0) throw new KernelError('state', `all ${this.maxSlots} session slots are in use`);
+    this.live.add(p);
+    this.arena.u8(p, this.layout.bytes).fill(0);
+    return p;
+  }
+  release(p: number): void {
+    if (!this.live.delete(p)) return;
+    this.free.push(p);
+  }
+  get inUse(): number {
+    return this.live.size;
+  }
+}
+
+/** A view of one session slot: region pointers by name. */
+export class SeqState {
+  constructor(readonly arena: Arena, readonly layout: StateLayout, readonly base: number) {}
+  ptr(name: string): number {
+    const r = this.layout.byName.get(name);
+    if (!r) throw new KernelError('state', `no state region ${name}`);
+    return this.base + r.offset;
+  }
+  region(name: string): Region {
+    return this.layout.byName.get(name)!;
+  }
+  clear(): void {
+    this.arena.u8(this.base, this.layout.bytes).fill(0);
+  }
+}
+
+// ---- snapshots ----------------------------------------------------------------------------------
+// Layout: "SPRWSNAP" | u32 version | u32 headerLen | header JSON (utf-8) | payload f32[] | u32 crc32
+// The header names the model hash, model type, position and processed token ids; the payload holds
+// each region in layout order, trimmed to the positions in use (kv, ring) or whole (fixed).
+
+export const SNAPSHOT_VERSION = 1;
+const MAGIC = 'SPRWSNAP';
+
+export class SnapshotError extends Error {
+  readonly code = 'SNAPSHOT';
+  constructor(message: string) {
+    super(message);
+    this.name = 'SnapshotError';
+  }
+}
+
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+export function crc32(bytes: Uint8Array, crc = 0): number {
+  let c = ~crc >>> 0;
+  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
+  return ~c >>> 0;
+}
+
+export interface SnapshotHeader {
+  modelHash: string;
+  modelType: string;
+  pos: number;
+  tokens: number[];
+  maxContext: number;
+  regions: { name: string; floats: number }[];
+}
+
+export function writeSnapshot(state: SeqState, header: Omit<SnapshotHeader, 'regions' | 'maxContext'>): Uint8Array {
+  const { layout, arena } = state;
+  const pos = header.pos;
+  const regions = layout.regions.map((r) => ({
+    name: r.name,
+    floats: r.kind === 'kv' ? r.perToken! * pos : r.kind === 'ring' ? r.perToken! * Math.min(pos, r.capacity!) : r.size,
+  }));
+  const head = new TextEncoder().encode(JSON.stringify({ ...header, maxContext: layout.maxContext, regions }));
+  const payloadFloats = regions.reduce((a, r) => a + r.floats, 0);
+  const out = new Uint8Array(8 + 8 + head.length + payloadFloats * 4 + 4);
+  const dv = new DataView(out.buffer);
+  for (let i = 0; i < 8; i++) out[i] = MAGIC.charCodeAt(i);
+  dv.setUint32(8, SNAPSHOT_VERSION, true);
+  dv.setUint32(12, head.length, true);
+  out.set(head, 16);
+  let o = 16 + head.length;
+  for (let i = 0; i < regions.length; i++) {
+    const r = layout.regions[i];
+    const n = regions[i].floats;
+    // A ring region is stored whole (slot order): positions wrap, so trimming by count would
+    // only be valid before the first wrap.
+    const src = arena.u8(state.base + r.offset, n * 4);
+    out.set(src, o);
+    o += n * 4;
+  }
+  dv.setUint32(o, crc32(out.subarray(0, o)), true);
+  return out;
+}
+
+export function readSnapshotHeader(bytes: Uint8Array): { header: SnapshotHeader; payloadOffset: number } {
+  if (bytes.length < 20) throw new SnapshotError('snapshot is truncated (shorter than its header)');
+  for (let i = 0; i < 8; i++) if (bytes[i] !== MAGIC.charCodeAt(i)) throw new SnapshotError('not a sparrow state snapshot (bad magic)');
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const version = dv.getUint32(8, true);
+  if (version !== SNAPSHOT_VERSION) throw new SnapshotError(`snapshot version ${version} is not supported (expected ${SNAPSHOT_VERSION})`);
+  const hl = dv.getUint32(12, true);
+  if (16 + hl + 4 > bytes.length) throw new SnapshotError('snapshot is truncated (header length beyond end)');
+  const stored = dv.getUint32(bytes.length - 4, true);
+  if (crc32(bytes.subarray(0, bytes.length - 4)) !== stored) throw new SnapshotError('snapshot checksum mismatch (corrupted bytes)');
+  let header: SnapshotHeader;
+  try {
+    header = JSON.parse(new TextDecoder().decode(bytes.subarray(16, 16 + hl)));
+  } catch {
+    throw new SnapshotError('snapshot header is not valid JSON');
+  }
+  return { header, payloadOffset: 16 + hl };
+}
+
+export function restoreSnapshot(state: SeqState, bytes: Uint8Array, expect: { modelHash: string }): SnapshotHeader {
+  const { header, payloadOffset } = readSnapshotHeader(bytes);
+  if (header.modelHash !== expect.modelHash) {
+    throw new SnapshotError(`snapshot belongs to another model (hash ${header.modelHash}, this model ${expect.modelHash})`);
+  }
+  const { layout, arena } = state;
+  if (header.pos > layout.maxContext) throw new SnapshotError(`snapshot holds ${header.pos} positions; this session allows ${layout.maxContext}`);
+  if (header.regions.length !== layout.regions.length) throw new SnapshotError('snapshot state layout differs from this model');
+  state.clear();
+  let o = payloadOffset;
+  for (let i = 0; i < layout.regions.length; i++) {
+    const r = layout.regions[i];
+    const n = header.regions[i].floats;
+    if (header.regions[i].name !== r.name || n > r.size) throw new SnapshotError(`snapshot region ${header.regions[i].name} does not fit region ${r.name}`);
+    if (o + n * 4 > bytes.length - 4) throw new SnapshotError('snapshot is truncated (payload)');
+    arena.u8(state.base + r.offset, n * 4).set(bytes.subarray(o, o + n * 4));
+    o += n * 4;
+  }
+  if (o !== bytes.length - 4) throw new SnapshotError('snapshot has trailing bytes');
+  return header;
+}

@@ -1,0 +1,38 @@
+// npm run parity -- [dirs…] [--quantized] [--build simd|relaxed]
+// Runs every fixture found under the given directories (default: the committed fixtures) and
+// prints one row per fixture, then "N passed, N failed". Exit code 1 on any failure.
+
+import { findFixtures, formatRow, HEADER, isDir, runFixture } from './parity-lib';
+
+const args = process.argv.slice(2);
+const quantized = args.includes('--quantized') || args.includes('-q');
+const bi = args.indexOf('--build');
+const build = bi >= 0 ? (args[bi + 1] as any) : 'auto';
+const dirs = args.filter((a, i) => !a.startsWith('-') && args[i - 1] !== '--build');
+const roots = dirs.length ? dirs : ['test/fixtures/parity', 'models'];
+let fixtures: string[] = [];
+for (const r of roots) {
+  if (!(await isDir(r))) {
+    if (dirs.length) {
+      console.error(`parity: ${r} is not a directory`);
+      process.exit(2);
+    }
+    continue;
+  }
+  fixtures.push(...(await findFixtures(r)));
+}
+fixtures = [...new Set(fixtures)];
+if (!fixtures.length) {
+  console.error(`parity: no fixtures (directories holding reference.json) under ${roots.join(', ')}`);
+  process.exit(2);
+}
+console.log(HEADER);
+let passed = 0, failed = 0;
+for (const f of fixtures) {
+  const r = await runFixture(f, { quantized, build });
+  console.log(formatRow(r));
+  if (r.pass) passed++;
+  else failed++;
+}
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
