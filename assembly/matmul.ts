@@ -5,7 +5,7 @@
 // element is computed by the same code whatever the split, so split results are bit-identical.
 // Weight rows are the outer loop and X rows are taken four at a time inside it: a weight row is
 // read from memory once and reused from L1 for the whole batch.
-import { DT_BF16, DT_F16, DT_F32, f16HiToF32, f16ToF32, i8ToF32, loadBF16x4, loadF16x4 } from './quant';
+import { DT_BF16, DT_F16, DT_F32, f16HiToF32, f16ToF32, i8ToF32, KC, loadBF16x4, loadF16x4 } from './quant';
 
 export { dequantRow, quantizeActQ8, quantizeRowsQ4_0, quantizeRowsQ8_0 } from './quant';
 
@@ -178,42 +178,92 @@ export function matmulBF16(y: usize, x: usize, w: usize, batch: i32, rows: i32, 
   return bdot(v128.load8x8_s(w), v128.load8x8_s(w, 8), v128.load8x8_s(w, 16), v128.load8x8_s(w, 24), x);
 }
 
-/** One X row (quants xr; scales/sums at xd/xs + b·4, `st` bytes between blocks) · one weight row. */
-@inline function qdot1(q4: bool, wr: usize, xr: usize, xd: usize, xs: usize, st: usize, nb: i32): f32 {
+// One X row against one weight row (decode). The loop takes two blocks per iteration and closes a
+// group of four every second iteration inside a branch: V8 hoists every load of a straight-line
+// loop body to its top, and with four blocks' loads in one body it runs out of registers.
+// The second activation stream (ax, x16) comes from quantizeActQ8.
+
+/** Relaxed Q8_0 block: Σ (w ⊙ sign x)·|x| with |x| at ax and the sign masks at ax + moff. */
+@inline function rdot8(w: usize, ax: usize, moff: usize, ones: v128): v128 {
+  const m0 = v128.load(ax + moff), m1 = v128.load(ax + moff, 16);
+  const p0 = i16x8.relaxed_dot_i8x16_i7x16_s(i8x16.sub(v128.xor(v128.load(w), m0), m0), v128.load(ax));
+  const p1 = i16x8.relaxed_dot_i8x16_i7x16_s(i8x16.sub(v128.xor(v128.load(w, 16), m1), m1), v128.load(ax, 16));
+  return i32x4.add(i32x4.dot_i16x8_s(p0, ones), i32x4.dot_i16x8_s(p1, ones));
+}
+
+/** Relaxed Q4_0 block: Σ q·x with x (int8) first and the nibbles second; both halves summed in i16 (|Σ| ≤ 4·15·127). */
+@inline function rdot4(w: usize, x: usize, ones: v128): v128 {
+  const v = v128.load(w), m = v128.load(KC, 80);
+  const lo = v128.and(v, m), hi = v128.and(i16x8.shr_u(v, 4), m);
+  const p = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(x), lo), i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(x, 16), hi));
+  return i32x4.dot_i16x8_s(p, ones);
+}
+
+/** Baseline Q8_0 block · X as i16. */
+@inline function bdot8w(w: usize, x: usize): v128 {
+  const a = i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(w), v128.load(x)), i32x4.dot_i16x8_s(v128.load8x8_s(w, 8), v128.load(x, 16)));
+  const b = i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(w, 16), v128.load(x, 32)), i32x4.dot_i16x8_s(v128.load8x8_s(w, 24), v128.load(x, 48)));
+  return i32x4.add(a, b);
+}
+
+/** Baseline Q4_0 block: Σ q·x, nibbles widened to i16, X as i16. */
+@inline function bdot4w(w: usize, x: usize): v128 {
+  const v = v128.load(w), m = v128.load(KC, 80);
+  const lo = v128.and(v, m), hi = v128.and(i16x8.shr_u(v, 4), m);
+  const a = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(lo), v128.load(x)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(lo), v128.load(x, 16)));
+  const b = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(hi), v128.load(x, 32)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(hi), v128.load(x, 48)));
+  return i32x4.add(a, b);
+}
+
+/** Block k of the decode dot: w at the block's quants, x8 the int8 row, x2 the second stream at block k. */
+@inline function gemvBlock(q4: bool, w: usize, x8: usize, x2: usize, moff: usize, ones: v128): v128 {
+  if (q4) return ASC_FEATURE_RELAXED_SIMD ? rdot4(w, x8, ones) : bdot4w(w, x2);
+  return ASC_FEATURE_RELAXED_SIMD ? rdot8(w, x2, moff, ones) : bdot8w(w, x2);
+}
+
+/** Four consecutive f32/i32 at p, `st` bytes apart. */
+@inline function gather4(p: usize, st: usize): v128 {
+  if (st == 4) return v128.load(p);
+  let v = v128.load32_zero(p);
+  v = v128.load32_lane(p + st, v, 1);
+  v = v128.load32_lane(p + 2 * st, v, 2);
+  return v128.load32_lane(p + 3 * st, v, 3);
+}
+
+/**
+ * One X row · one weight row. x8: int8 row; x2: relaxed |x| row (masks moff further) or baseline
+ * i16 row; scales/sums at xd/xs for block 0, `st` bytes between blocks.
+ */
+@inline function qdot1(q4: bool, wr: usize, x8: usize, x2: usize, moff: usize, xd: usize, xs: usize, st: usize, nb: i32): f32 {
   const bs: usize = q4 ? 18 : 34;
-  let acc = f32x4.splat(0);
-  let k = 0;
-  let pd = xd, ps = xs;
-  for (; k + 4 <= nb; k += 4) {
-    const w = wr + <usize>k * bs, x = xr + (<usize>k << 5);
-    let t = hsum4(blockDot(q4, w + 2, x), blockDot(q4, w + bs + 2, x + 32), blockDot(q4, w + 2 * bs + 2, x + 64), blockDot(q4, w + 3 * bs + 2, x + 96));
-    if (q4) {
-      let sx = v128.load32_zero(ps);
-      sx = v128.load32_lane(ps + st, sx, 1);
-      sx = v128.load32_lane(ps + 2 * st, sx, 2);
-      sx = v128.load32_lane(ps + 3 * st, sx, 3);
-      t = i32x4.sub(t, i32x4.shl(sx, 3));
-    }
-    let hw = v128.load16_lane(w, i32x4.splat(0), 1);
-    hw = v128.load16_lane(w + bs, hw, 3);
-    hw = v128.load16_lane(w + 2 * bs, hw, 5);
-    hw = v128.load16_lane(w + 3 * bs, hw, 7);
-    let dx = v128.load32_zero(pd);
-    dx = v128.load32_lane(pd + st, dx, 1);
-    dx = v128.load32_lane(pd + 2 * st, dx, 2);
-    dx = v128.load32_lane(pd + 3 * st, dx, 3);
-    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(t), f32x4.mul(f16HiToF32(hw), dx)));
-    pd += 4 * st;
-    ps += 4 * st;
+  const x2s: usize = ASC_FEATURE_RELAXED_SIMD ? 32 : 64;
+  const ones = v128.load(KC, 64);
+  const nb4 = nb & ~3;
+  let acc = f32x4.splat(0), pend = i32x4.splat(0);
+  for (let k = 0; k < nb4; k += 2) {
+    const w = wr + <usize>k * bs, xa = x8 + (<usize>k << 5), xb = x2 + <usize>k * x2s;
+    const a = gemvBlock(q4, w + 2, xa, xb, moff, ones);
+    const b = gemvBlock(q4, w + bs + 2, xa + 32, xb + x2s, moff, ones);
+    const ab = i32x4.add(i32x4.shuffle(a, b, 0, 1, 4, 5), i32x4.shuffle(a, b, 2, 3, 6, 7));
+    if (k & 2) {
+      // Blocks k−2 … k+1: integer totals, then Σ f32(total)·(d_w·d_x).
+      let t = i32x4.add(i32x4.shuffle(pend, ab, 0, 2, 4, 6), i32x4.shuffle(pend, ab, 1, 3, 5, 7));
+      const g = <usize>(k - 2) * st;
+      if (q4) t = i32x4.sub(t, i32x4.shl(gather4(xs + g, st), 3));
+      const w0 = w - 2 * bs;
+      let hw = v128.load16_lane(w0, i32x4.splat(0), 1);
+      hw = v128.load16_lane(w0 + bs, hw, 3);
+      hw = v128.load16_lane(w0 + 2 * bs, hw, 5);
+      hw = v128.load16_lane(w0 + 3 * bs, hw, 7);
+      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(t), f32x4.mul(f16HiToF32(hw), gather4(xd + g, st))));
+    } else pend = ab;
   }
   let s = hsumF(acc);
-  for (; k < nb; k++) {
+  for (let k = nb4; k < nb; k++) {
     const w = wr + <usize>k * bs;
-    let t = hsumI(blockDot(q4, w + 2, xr + (<usize>k << 5)));
-    if (q4) t -= load<i32>(ps) << 3;
-    s += <f32>t * (f16ToF32(load<u16>(w)) * load<f32>(pd));
-    pd += st;
-    ps += st;
+    let t = hsumI(blockDot(q4, w + 2, x8 + (<usize>k << 5)));
+    if (q4) t -= load<i32>(xs + <usize>k * st) << 3;
+    s += <f32>t * (f16ToF32(load<u16>(w)) * load<f32>(xd + <usize>k * st));
   }
   return s;
 }
@@ -259,6 +309,8 @@ export function matmulBF16(y: usize, x: usize, w: usize, batch: i32, rows: i32, 
   const nb = cols >> 5;
   const wrb = <usize>nb * (q4 ? 18 : 34);
   const st = <usize>batch << 2, ys = <usize>rows << 2;
+  const n = <usize>batch * cols;
+  const x2rs: usize = ASC_FEATURE_RELAXED_SIMD ? <usize>cols : <usize>cols << 1;
   for (let r = r0; r < r1; r++) {
     const wr = w + <usize>r * wrb, yr = y + (<usize>r << 2);
     let b = 0;
@@ -266,7 +318,8 @@ export function matmulBF16(y: usize, x: usize, w: usize, batch: i32, rows: i32, 
       qdot4(q4, wr, xq + <usize>b * cols, cols, xd + (<usize>b << 2), xs + (<usize>b << 2), st, nb, yr + <usize>b * ys, ys);
     }
     for (; b < batch; b++) {
-      store<f32>(yr + <usize>b * ys, qdot1(q4, wr, xq + <usize>b * cols, xd + (<usize>b << 2), xs + (<usize>b << 2), st, nb));
+      const x8 = xq + <usize>b * cols;
+      store<f32>(yr + <usize>b * ys, qdot1(q4, wr, x8, xq + n + <usize>b * x2rs, n, xd + (<usize>b << 2), xs + (<usize>b << 2), st, nb));
     }
   }
 }

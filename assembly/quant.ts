@@ -17,16 +17,32 @@ export const DT_Q8_0 = 3;
 export const DT_Q4_0 = 4;
 
 /**
- * f16 → f32 for four lanes that hold the half in bits 16..31 (bits 0..15 are ignored).
- * Shifting the half right by 3 (arithmetic) lines its exponent and mantissa up with the f32 fields
+ * Vector constants kept in static memory: V8 (11.3) rebuilds a splatted constant with three
+ * instructions at every use, while a load from here folds into the using instruction.
+ * Offsets: 0 f16 magnitude+sign mask, 16 2^112, 32 f16 exponent field (in the high half),
+ * 48 f32 exponent field, 64 i16 ones, 80 low-nibble mask.
+ */
+export const KC: usize = memory.data<i32>([
+  <i32>0x8fffe000, <i32>0x8fffe000, <i32>0x8fffe000, <i32>0x8fffe000,
+  0x77800000, 0x77800000, 0x77800000, 0x77800000,
+  0x7c000000, 0x7c000000, 0x7c000000, 0x7c000000,
+  0x7f800000, 0x7f800000, 0x7f800000, 0x7f800000,
+  0x00010001, 0x00010001, 0x00010001, 0x00010001,
+  0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f,
+], 16);
+
+/**
+ * f16 → f32 for four lanes that hold the half in bits 16..31 (bits 0..15 zero).
+ * Shifting right by 3 (arithmetic) lines the half's exponent and mantissa up with the f32 fields
  * shifted by the bias difference 112, so one multiply by 2^112 rebiases normals and turns
- * subnormals into exactly m·2^-24; exponent 31 (inf/NaN) takes the exponent 255 instead.
+ * subnormals into exactly m·2^-24. Exponent 31 (inf/NaN) would come out as 2^16·(1.m); setting
+ * all exponent bits of those lanes keeps the mantissa and gives inf/NaN.
  */
 @inline export function f16HiToF32(x: v128): v128 {
-  const b = v128.and(i32x4.shr_s(x, 3), i32x4.splat(<i32>0x8fffe000));
-  const v = f32x4.mul(b, f32x4.splat(TWO112));
-  const special = i32x4.eq(v128.and(x, i32x4.splat(0x7c000000)), i32x4.splat(0x7c000000));
-  return v128.bitselect(v128.or(b, i32x4.splat(0x7f800000)), v, special);
+  const b = v128.and(i32x4.shr_s(x, 3), v128.load(KC));
+  const v = f32x4.mul(b, v128.load(KC, 16));
+  const e = v128.load(KC, 32);
+  return v128.or(v, v128.and(i32x4.eq(v128.and(x, e), e), v128.load(KC, 48)));
 }
 
 /** Four f16 at p (8 bytes) as f32x4. */
@@ -104,22 +120,42 @@ export function f32ToF16(f: f32): u32 {
 
 /**
  * Activation quantization for the integer matmul paths: each 32-block of each X row becomes 32 int8
- * (d = amax/127 kept in f32, q = roundf(x/d)). Layouts: xq int8 [batch, cols];
- * xd f32 [cols/32, batch] (block-major, so a tile of X rows reads its scales with one load);
- * xs i32 [cols/32, batch] = Σq of each block (the Q4_0 kernels fold the −8 offset through it).
+ * (d = amax/127 kept in f32, q = roundf(x/d), so q ∈ [−127, 127]). Layouts (n = batch·cols):
+ *   xq        int8 q [batch, cols]
+ *   xq + n    relaxed build: |q| [batch, cols], then at xq + 2n the sign masks (q < 0 ? −1 : 0);
+ *             baseline builds: q widened to i16 [batch, cols]
+ *   xd        f32 d [cols/32, batch] (block-major: a tile of X rows reads its scales with one load)
+ *   xs        i32 Σq [cols/32, batch] (the Q4_0 kernels fold the −8 offset through it)
+ * The scratch holds 3n bytes at xq.
  */
 export function quantizeActQ8(xq: usize, xd: usize, xs: usize, x: usize, batch: i32, cols: i32): void {
   const nb = cols >> 5;
+  const n = <usize>batch * cols;
+  const z = i8x16.splat(0);
   for (let b = 0; b < batch; b++) {
     for (let k = 0; k < nb; k++) {
-      const src = x + ((<usize>b * cols + (<usize>k << 5)) << 2);
+      const e = <usize>b * cols + (<usize>k << 5);
+      const src = x + (e << 2), q = xq + e;
       const amax = absMax32(src);
       const d: f32 = amax / 127;
       const id: f32 = d != 0 ? <f32>1 / d : 0;
-      const s = quantBlock8(xq + <usize>b * cols + (<usize>k << 5), src, id);
+      const s = quantBlock8(q, src, id);
       const o = (<usize>k * batch + b) << 2;
       store<f32>(xd + o, d);
       store<i32>(xs + o, s);
+      const v0 = v128.load(q), v1 = v128.load(q, 16);
+      if (ASC_FEATURE_RELAXED_SIMD) {
+        v128.store(q + n, i8x16.abs(v0));
+        v128.store(q + n, i8x16.abs(v1), 16);
+        v128.store(q + 2 * n, i8x16.lt_s(v0, z));
+        v128.store(q + 2 * n, i8x16.lt_s(v1, z), 16);
+      } else {
+        const w = xq + n + (e << 1);
+        v128.store(w, i16x8.extend_low_i8x16_s(v0));
+        v128.store(w, i16x8.extend_high_i8x16_s(v0), 16);
+        v128.store(w, i16x8.extend_low_i8x16_s(v1), 32);
+        v128.store(w, i16x8.extend_high_i8x16_s(v1), 48);
+      }
     }
   }
 }

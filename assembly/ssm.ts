@@ -7,7 +7,7 @@
 // The SSD chunked form is simple-GLA with q = C, k = B, v = dt·x, g = dt·A (families.md §2.5, §2.13):
 //   per chunk, b_i = Σ_{m≤i} dt_m A,  Y = e^b ⊙ (C hᵀ) + ((C Bᵀ) ⊙ Γ)(dt·x) + D·x,
 //   h ← e^{b_last} h + ((dt·x) ⊙ e^{b_last − b})ᵀ B;  Γ_ij = exp(Σ_{j<m≤i} dt_m A), run as sums.
-import { expV } from './vmath';
+import { expV, sigmoidV } from './vmath';
 import { gemmNN, madd } from './scan_gemm';
 
 @inline function hsum(v: v128): f32 {
@@ -16,50 +16,78 @@ import { gemmNN, madd } from './scan_gemm';
 
 /**
  * Mamba-1 selective scan over T tokens. x, delta, z, y [T, dInner]; A [dInner, N]; B, C [T, N];
- * D [dInner]; z = 0: no gate. h [dInner, N] in/out. Channel by channel, so a channel's state row
- * stays in registers/L1 for the whole sequence.
+ * D [dInner]; z = 0: no gate. h [dInner, N] in/out. Lanes run over four channels, so Δ, x, z and y
+ * are contiguous vector loads and nothing needs a horizontal sum; the block's state and A are
+ * transposed to [N, 4] in scr (8·N floats) for the whole sequence.
  */
 export function selectiveScanF32(y: usize, h: usize, x: usize, delta: usize, A: usize, B: usize, C: usize, D: usize, z: usize,
-  T: i32, dI: i32, N: i32): void {
+  T: i32, dI: i32, N: i32, scr: usize): void {
   const N4 = <usize>N << 2, rs = <usize>dI << 2;
-  const nv = N & ~3;
-  for (let c = 0; c < dI; c++) {
-    const hc = h + <usize>c * N4, ac = A + <usize>c * N4;
-    const Dc = load<f32>(D + (<usize>c << 2));
-    let px = x + (<usize>c << 2), pd = delta + (<usize>c << 2), py = y + (<usize>c << 2), pz = z + (<usize>c << 2);
+  const hT = scr, AT = scr + (N4 << 2);
+  let c = 0;
+  for (; c + 4 <= dI; c += 4) {
+    for (let n = 0; n < N; n++) {
+      for (let l = 0; l < 4; l++) {
+        const src = <usize>(c + l) * N4 + (<usize>n << 2), dst = (<usize>(n * 4 + l)) << 2;
+        store<f32>(hT + dst, load<f32>(h + src));
+        store<f32>(AT + dst, load<f32>(A + src));
+      }
+    }
+    const D4 = v128.load(D + (<usize>c << 2));
+    let po = <usize>c << 2;
     let pB = B, pC = C;
     for (let t = 0; t < T; t++) {
-      const dt = load<f32>(pd), xv = load<f32>(px);
-      const dtv = f32x4.splat(dt), xvv = f32x4.splat(xv);
+      const dt4 = v128.load(delta + po), x4 = v128.load(x + po);
       let acc = f32x4.splat(0);
-      let n = 0;
-      for (; n < nv; n += 4) {
-        const o = <usize>n << 2;
-        // HF: discrete_A = exp(A·Δ); deltaB_u = (Δ·B)·x; h = discrete_A·h + deltaB_u
-        const dA = expV(f32x4.mul(v128.load(ac + o), dtv));
-        const dBu = f32x4.mul(f32x4.mul(dtv, v128.load(pB + o)), xvv);
-        const hn = f32x4.add(f32x4.mul(dA, v128.load(hc + o)), dBu);
-        v128.store(hc + o, hn);
-        acc = madd(hn, v128.load(pC + o), acc);
+      for (let n = 0; n < N; n++) {
+        const o = <usize>n << 4;
+        // HF: discrete_A = exp(A·Δ); deltaB_u = (Δ·B)·x; h = discrete_A·h + deltaB_u; y = h·C
+        const dA = expV(f32x4.mul(v128.load(AT + o), dt4));
+        const dBu = f32x4.mul(f32x4.mul(dt4, v128.load32_splat(pB + (<usize>n << 2))), x4);
+        const hn = f32x4.add(f32x4.mul(dA, v128.load(hT + o)), dBu);
+        v128.store(hT + o, hn);
+        acc = madd(hn, v128.load32_splat(pC + (<usize>n << 2)), acc);
       }
-      let s = hsum(acc);
-      for (; n < N; n++) {
+      let out = f32x4.add(acc, f32x4.mul(x4, D4));
+      if (z != 0) {
+        const z4 = v128.load(z + po);
+        out = f32x4.mul(out, f32x4.mul(z4, sigmoidV(z4)));
+      }
+      v128.store(y + po, out);
+      po += rs; pB += N4; pC += N4;
+    }
+    for (let n = 0; n < N; n++) {
+      for (let l = 0; l < 4; l++) store<f32>(h + <usize>(c + l) * N4 + (<usize>n << 2), load<f32>(hT + ((<usize>(n * 4 + l)) << 2)));
+    }
+  }
+  for (; c < dI; c++) {
+    const hc = h + <usize>c * N4, ac = A + <usize>c * N4;
+    const Dc = load<f32>(D + (<usize>c << 2));
+    let po = <usize>c << 2;
+    let pB = B, pC = C;
+    for (let t = 0; t < T; t++) {
+      const dt = load<f32>(delta + po), xv = load<f32>(x + po);
+      let s: f32 = 0;
+      for (let n = 0; n < N; n++) {
         const o = <usize>n << 2;
-        const dA = Mathf.exp(load<f32>(ac + o) * dt);
-        const hn = dA * load<f32>(hc + o) + dt * load<f32>(pB + o) * xv;
+        const hn = Mathf.exp(load<f32>(ac + o) * dt) * load<f32>(hc + o) + dt * load<f32>(pB + o) * xv;
         store<f32>(hc + o, hn);
         s += hn * load<f32>(pC + o);
       }
       let out = s + xv * Dc;
       if (z != 0) {
-        const zv = load<f32>(pz);
+        const zv = load<f32>(z + po);
         out *= zv / (1 + Mathf.exp(-zv));
-        pz += rs;
       }
-      store<f32>(py, out);
-      px += rs; pd += rs; py += rs; pB += N4; pC += N4;
+      store<f32>(y + po, out);
+      po += rs; pB += N4; pC += N4;
     }
   }
+}
+
+/** Floats of scratch selectiveScanF32 uses. */
+export function selectiveScanScratchFloats(N: i32): i32 {
+  return 8 * N;
 }
 
 /**

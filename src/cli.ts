@@ -41,6 +41,7 @@ const MODEL_OPTS: Spec = {
   dtype: { type: 'string', arg: 'D', desc: 'weights in memory: auto | f32 | q8_0 | q4_0 (default auto)' },
   'max-context': { type: 'int', arg: 'N', desc: 'positions a session holds (default: min(model, 4096))' },
   build: { type: 'string', arg: 'B', desc: 'kernel build: auto | simd | relaxed | threads (default auto)' },
+  threads: { type: 'int', arg: 'N', desc: 'threads for the matrix products, this one included (default 1)' },
 };
 
 const SAMPLING_OPTS: Spec = {
@@ -170,6 +171,7 @@ async function load(opts: Record<string, any>, extra: LoadOptions = {}): Promise
       dtype: opts.dtype,
       build: opts.build,
       maxContext: opts['max-context'],
+      threads: opts.threads,
       onProgress: (d, t, w) => bar.update(d, t, w),
       ...extra,
     });
@@ -306,7 +308,7 @@ from piped stdin; with neither, it is "${DEFAULT_PROMPT}". The prompt is echoed 
       }
     } finally {
       process.off('SIGINT', onInt);
-      lm.dispose();
+      await lm.dispose();
     }
   },
 };
@@ -438,7 +440,7 @@ const chat: Command = {
     } finally {
       rl.close();
       session.dispose();
-      lm.dispose();
+      await lm.dispose();
     }
   },
 };
@@ -499,7 +501,7 @@ const bench: Command = {
         ]));
       }
     } finally {
-      lm.dispose();
+      await lm.dispose();
     }
   },
 };
@@ -559,7 +561,7 @@ const info: Command = {
         ['chat template', i.chatTemplate ? 'yes' : 'no'],
       ]));
     } finally {
-      lm.dispose();
+      await lm.dispose();
     }
   },
 };
@@ -635,6 +637,7 @@ async function main(argv: string[]): Promise<number> {
   if (opts.dtype !== undefined && name !== 'convert' && !['auto', 'f32', 'q8_0', 'q4_0'].includes(opts.dtype)) {
     throw new UsageError(`${name}: --dtype must be auto, f32, q8_0 or q4_0, got ${JSON.stringify(opts.dtype)}`);
   }
+  if (opts.threads !== undefined && opts.threads < 1) throw new UsageError(`${name}: --threads must be ≥ 1, got ${opts.threads}`);
   if (opts.build !== undefined && !['auto', 'simd', 'relaxed', 'threads'].includes(opts.build)) {
     throw new UsageError(`${name}: --build must be auto, simd, relaxed or threads, got ${JSON.stringify(opts.build)}`);
   }

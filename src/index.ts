@@ -2,7 +2,8 @@
 
 import { openCheckpoint, type Checkpoint, type CheckpointInput } from './formats/checkpoint';
 import { BudgetError, ConfigError } from './formats/errors';
-import { KernelError, type BuildChoice } from './kernels/runtime';
+import { KernelError, threadsAvailable, type BuildChoice } from './kernels/runtime';
+import { attachPool, createPool, type Pool } from './kernels/pool';
 import { buildModel, familyFor } from './models/index';
 import { WeightStore, type LoadDType } from './models/weights';
 import { ChatTemplate } from './generate/chat-template';
@@ -19,7 +20,10 @@ export interface LoadOptions {
   backend?: Backend;
   /** Kernel build: 'auto' (relaxed SIMD when it validates and passes its probe), 'simd', 'relaxed', 'threads'. */
   build?: BuildChoice;
-  /** Worker threads for the kernels. Accepted and checked; the worker pool is not wired in yet, so 1 is used. */
+  /**
+   * Threads for the matrix products (the calling thread counts): > 1 loads the 'threads' build and
+   * starts a worker pool (Node, Bun, Deno; not Cloudflare Workers, which have no threads). Default 1.
+   */
   threads?: number;
   /** Bytes the model may take (weights, scratch, session state); larger needs fail with BudgetError. */
   memoryBudget?: number;
@@ -54,6 +58,13 @@ function checkOptions(o: LoadOptions): void {
 export async function loadModel(source: CheckpointSource, options: LoadOptions = {}): Promise<LanguageModel> {
   checkOptions(options);
   const dtype = options.dtype ?? 'auto';
+  const threads = options.threads ?? 1;
+  if (threads > 1) {
+    if (options.build && options.build !== 'auto' && options.build !== 'threads') {
+      throw new ConfigError('options.threads', `${threads} threads need the 'threads' build, but build is '${options.build}'`);
+    }
+    if (!threadsAvailable()) throw new ConfigError('options.threads', 'this runtime has no shared memory and workers; use threads: 1');
+  }
   const ckpt: Checkpoint = await openCheckpoint(source);
   try {
     const family = familyFor(ckpt.config);
@@ -65,7 +76,7 @@ export async function loadModel(source: CheckpointSource, options: LoadOptions =
     try {
       model = await buildModel(ckpt, {
         dtype,
-        build: options.build,
+        build: threads > 1 ? 'threads' : options.build,
         memoryBudget: options.memoryBudget,
         maxContext: options.maxContext,
         maxSessions: options.maxSessions,
@@ -77,9 +88,16 @@ export async function loadModel(source: CheckpointSource, options: LoadOptions =
       if (e instanceof KernelError && typeof (e as any).need === 'number') throw new BudgetError((e as any).need, (e as any).budget);
       throw e;
     }
+    let pool: Pool | null = null;
+    if (threads > 1) {
+      pool = await createPool(model.k, threads);
+      attachPool(model.k, pool);
+    }
     const tokenizer = ckpt.tokenizerJson ? Tokenizer.fromJSON(ckpt.tokenizerJson, ckpt.tokenizerConfig ?? {}) : null;
     const template = ChatTemplate.fromConfig(ckpt.tokenizerConfig, options.chatTemplate ?? ckpt.chatTemplate);
-    return new LanguageModel(model, tokenizer, template, ckpt.generationConfig ?? {}, ckpt.tokenizerConfig ?? {});
+    const lm = new LanguageModel(model, tokenizer, template, ckpt.generationConfig ?? {}, ckpt.tokenizerConfig ?? {});
+    if (pool) lm.onDispose(() => pool.destroy());
+    return lm;
   } catch (e) {
     await ckpt.close();
     throw e;

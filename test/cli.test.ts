@@ -35,10 +35,10 @@ interface Run {
 }
 
 /** Runs the CLI; stdin is the given text, or /dev/null. */
-function cli(rt: Runtime, args: string[], input?: string): Promise<Run> {
+function cli(rt: Runtime, args: string[], input?: string, env: Record<string, string> = {}): Promise<Run> {
   const [cmd, ...pre] = COMMAND[rt];
   return new Promise((resolve, reject) => {
-    const p = spawn(cmd, [...pre, ...args], { cwd: ROOT, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+    const p = spawn(cmd, [...pre, ...args], { cwd: ROOT, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', ...env } });
     let stdout = '', stderr = '';
     p.stdout!.setEncoding('utf8').on('data', (d) => (stdout += d));
     p.stderr!.setEncoding('utf8').on('data', (d) => (stderr += d));
@@ -70,9 +70,15 @@ describe('runtimes agree', () => {
     expect(available('bun')).toBe(true);
   });
 
+  // The sampler is integer PRNG + exact float64 arithmetic, so equal logits give equal text. The
+  // baseline SIMD build gives equal logits on every engine; the relaxed build does not (V8 fuses
+  // f32x4.relaxed_madd, JavaScriptCore does not), so these runs pin SPARROW_WASM=simd.
+  const SIMD = { SPARROW_WASM: 'simd' };
+  const runtimes = (): Runtime[] => ['node', 'bun', ...(available('deno') ? ['deno' as const] : [])];
+
   it('generate with a fixed seed prints the same text under Node+tsx, Bun and Deno', async () => {
-    const rts: Runtime[] = ['node', 'bun', ...(available('deno') ? ['deno' as const] : [])];
-    const runs = await Promise.all(rts.map((rt) => cli(rt, ['generate', '--model', model, ...GEN])));
+    const rts = runtimes();
+    const runs = await Promise.all(rts.map((rt) => cli(rt, ['generate', '--model', model, ...GEN], undefined, SIMD)));
     for (const [i, r] of runs.entries()) {
       expect(r.stderr, rts[i]).toBe('');
       expect(r.status, rts[i]).toBe(0);
@@ -80,8 +86,17 @@ describe('runtimes agree', () => {
     expect(runs[0].stdout.length).toBeGreaterThan(2);
     for (const r of runs.slice(1)) expect(r.stdout).toBe(runs[0].stdout);
     // Another seed, another text.
-    const other = await cli('node', ['generate', '--model', model, ...GEN.slice(0, -4), '--seed', '8']);
+    const other = await cli('node', ['generate', '--model', model, ...GEN.slice(0, -4), '--seed', '8'], undefined, SIMD);
     expect(other.stdout).not.toBe(runs[0].stdout);
+  });
+
+  it.skipIf(!existsSync(join(ROOT, 'models/sparrow-mini/config.json')))('the default model (npm start) gives the same story on every runtime', async () => {
+    const rts = runtimes();
+    const args = ['generate', '--max-tokens', '40', '--seed', '3'];
+    const runs = await Promise.all(rts.map((rt) => cli(rt, args, undefined, SIMD)));
+    for (const [i, r] of runs.entries()) expect([rts[i], r.status, r.stderr]).toEqual([rts[i], 0, '']);
+    expect(runs[0].stdout.trim().split(/\s+/).length).toBeGreaterThan(10);
+    for (const r of runs.slice(1)) expect(r.stdout).toBe(runs[0].stdout);
   });
 });
 
@@ -213,10 +228,12 @@ describe('info, bench, chat', () => {
   it('chat: /save then /load continues the same conversation as never stopping', async () => {
     const file = join(work, 'conv.chat');
     const args = ['chat', '--model', model, '--max-tokens', '8', '--seed', '2', '--temperature', '0.8'];
-    const straight = await cli('node', args, 'Hello there\nWhat next?\n');
-    const saved = await cli('bun', args, `Hello there\n/save ${file}\n/exit\n`);
+    // Saved under Bun, resumed under Node: the baseline build keeps their logits equal.
+    const simd = { SPARROW_WASM: 'simd' };
+    const straight = await cli('node', args, 'Hello there\nWhat next?\n', simd);
+    const saved = await cli('bun', args, `Hello there\n/save ${file}\n/exit\n`, simd);
     expect(saved.stderr).toMatch(/saved 2 messages/);
-    const resumed = await cli('node', args, `/load ${file}\nWhat next?\n`);
+    const resumed = await cli('node', args, `/load ${file}\nWhat next?\n`, simd);
     expect(resumed.stderr).toMatch(/loaded 2 messages/);
     const [reply1, reply2] = straight.stdout.split('\n');
     expect(saved.stdout.split('\n')[0]).toBe(reply1);

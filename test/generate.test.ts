@@ -1,7 +1,8 @@
 // Generation with real models (tiny random Llama and Mamba checkpoints written by test/tiny-models.ts,
 // plus a parity fixture when one exists): streaming, EOS / stop handling, abort, sessions with
 // prefix reuse, and snapshot → restore → continue equal to never stopping.
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BudgetError, ConfigError, loadModel, RequestError, type LanguageModel } from '../src/index';
@@ -261,8 +262,10 @@ describe('loadModel', () => {
     await expect(loadModel(dir, { backend: 'webgpu' })).rejects.toThrow(/webgpu.*not available/);
     await expect(loadModel(dir, { dtype: 'q3' as any })).rejects.toThrow(ConfigError);
     await expect(loadModel(dir, { threads: 0 })).rejects.toThrow(/threads/);
+    await expect(loadModel(dir, { threads: 2, build: 'simd' })).rejects.toThrow(/threads.*build/);
     const lm = await loadModel(dir, { backend: 'auto', threads: 2 });
-    lm.dispose();
+    expect(lm.info().build).toBe('threads');
+    await lm.dispose();
   });
 
   it('a checkpoint without a tokenizer generates from token ids', async () => {
@@ -283,15 +286,51 @@ describe('loadModel', () => {
   });
 });
 
-// A trained or parity checkpoint with its own tokenizer, when the repository has one.
-const PARITY = new URL('./fixtures/parity/', import.meta.url).pathname;
-const parityDirs = existsSync(PARITY) ? readdirSync(PARITY).map((d) => join(PARITY, d)).filter((d) => existsSync(join(d, 'tokenizer.json'))) : [];
-describe.skipIf(!parityDirs.length)('parity fixture with a tokenizer', () => {
-  it('generates deterministically', async () => {
-    const lm = await loadModel(parityDirs[0]);
-    const a = await lm.generate('Hello', { maxTokens: 8, seed: 1 }).result();
-    const b = await lm.generate('Hello', { maxTokens: 8, seed: 1 }).result();
+// The embedded default model: a trained hybrid (linear attention + attention + MoE) with its own
+// tokenizer, chat template and sampling defaults.
+const MINI = fileURLToPath(new URL('../models/sparrow-mini/', import.meta.url));
+describe.skipIf(!existsSync(join(MINI, 'config.json')))('models/sparrow-mini', () => {
+  let lm: LanguageModel;
+  beforeAll(async () => {
+    lm = await loadModel(MINI, { maxContext: 512 });
+  });
+  afterAll(() => lm?.dispose());
+
+  it('uses generation_config.json sampling and stops at its EOS', async () => {
+    expect(lm.generationConfig.do_sample).toBe(true);
+    const a = await lm.generate('Once upon a time', { maxTokens: 30, seed: 1 }).result();
+    const b = await lm.generate('Once upon a time', { maxTokens: 30, seed: 1 }).result();
     expect(a.tokens).toEqual(b.tokens);
-    lm.dispose();
+    expect(a.text).toBe(lm.decode(a.tokens));
+    expect(a.text).toMatch(/[a-z]+ [a-z]+/);
+    const eos = [...lm.eosTokenIds][0];
+    const e = await lm.generate('Once upon a time', { maxTokens: 5, seed: 1, logitBias: { [eos]: 50 } }).result();
+    expect([e.tokens, e.finishReason]).toEqual([[eos], 'stop']);
+  });
+
+  it('snapshot mid-conversation → restore → continue equals never stopping (hybrid state)', async () => {
+    const p = { maxTokens: 16, seed: 9 };
+    const turn1 = [{ role: 'user', content: 'Tell me a story about a cat.' }];
+    const live = lm.session();
+    const r1 = await lm.chat(turn1, { ...p, session: live }).result();
+    const bytes = live.snapshot();
+    const turn2 = [...turn1, { role: 'assistant', content: r1.text }, { role: 'user', content: 'What happened next?' }];
+    const g2 = lm.chat(turn2, { ...p, session: live });
+    const r2 = await g2.result();
+    const resumed = lm.restore(bytes);
+    const g3 = lm.chat(turn2, { ...p, session: resumed });
+    const r3 = await g3.result();
+    expect(r3.tokens).toEqual(r2.tokens);
+    expect(g3.stats.cachedTokens).toBeGreaterThan(0);
+    live.dispose();
+    resumed.dispose();
+  });
+
+  it('a worker pool gives the same tokens as one thread', async () => {
+    const [pooled, single] = await Promise.all([loadModel(MINI, { threads: 2, maxContext: 64 }), loadModel(MINI, { build: 'simd', maxContext: 64 })]);
+    const p = { maxTokens: 12, seed: 4 };
+    expect((await pooled.generate('The dog', p).result()).tokens).toEqual((await single.generate('The dog', p).result()).tokens);
+    await pooled.dispose();
+    await single.dispose();
   });
 });

@@ -4,7 +4,8 @@
 // into a fresh model gives identical next-token logits, and config fields that change the math are
 // honoured or rejected.
 
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { openCheckpoint } from '../src/formats/checkpoint';
@@ -12,7 +13,7 @@ import { ConfigError } from '../src/formats/errors';
 import { writeSafetensors } from '../src/formats/safetensors';
 import { buildModel, type Model } from '../src/models/index';
 import { readSnapshotHeader } from '../src/models/state';
-import { runFixture, TOLERANCE } from '../tools/parity-lib';
+import { loadFixtureModel, relMaxErr, runFixture, TOLERANCE } from '../tools/parity-lib';
 import { maxRelErr, rng } from './helpers';
 
 // ---- tiny random checkpoints ---------------------------------------------------------------------
@@ -292,8 +293,10 @@ describe('SSM config fields', () => {
 // ---- HF parity fixtures --------------------------------------------------------------------------
 
 const FAMILIES = ['mamba', 'falcon_mamba', 'mamba2', 'bamba', 'granitemoehybrid', 'jamba'];
-const ROOT = 'test/fixtures/parity';
+// PARITY_FIXTURES points the parity cases at another fixture directory.
+const ROOT = process.env.PARITY_FIXTURES ?? 'test/fixtures/parity';
 
+/** Fixture directories whose reference.json names one of these families' model types. */
 function ssmFixtures(): string[] {
   let names: string[] = [];
   try {
@@ -301,8 +304,13 @@ function ssmFixtures(): string[] {
   } catch {
     return [];
   }
-  // `mamba-…` must not also claim `mamba2-…`: match the family name followed by a separator or the end.
-  return names.filter((n) => FAMILIES.some((f) => n === f || new RegExp(`^${f}[-_.]`).test(n) && !(f === 'mamba' && /^mamba2/.test(n)))).map((n) => join(ROOT, n));
+  return names.map((n) => join(ROOT, n)).filter((dir) => {
+    try {
+      return FAMILIES.includes(JSON.parse(readFileSync(join(dir, 'reference.json'), 'utf8')).model_type);
+    } catch {
+      return false;
+    }
+  });
 }
 
 const fixtures = ssmFixtures();
@@ -314,5 +322,15 @@ describe.skipIf(fixtures.length === 0)('HF transformers parity (test/fixtures/pa
     expect(r.prefillErr).toBeLessThanOrEqual(TOLERANCE);
     expect(r.decodeErr).toBeLessThanOrEqual(TOLERANCE);
     expect(r.greedyAgree).toBe(r.greedyTotal);
+  }, 120_000);
+
+  // runFixture prefills in chunks of 64, so short prompts take the recurrent scan; chunks of 16 run
+  // the SSD chunked form (and the conv/state hand-over between chunks) against the same reference.
+  it.each(fixtures)('%s, prefill in chunks of 16', async (dir) => {
+    const ref = JSON.parse(await readFile(join(dir, 'reference.json'), 'utf8'));
+    const buf = await readFile(join(dir, 'reference_logits.f32'));
+    const refLogits = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+    const model = await loadFixtureModel(dir, ref, { maxChunk: 16 });
+    expect(relMaxErr(model.newSession().forward(ref.input_ids, true), refLogits)).toBeLessThanOrEqual(TOLERANCE);
   }, 120_000);
 });

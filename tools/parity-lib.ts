@@ -144,6 +144,7 @@ export async function runFixture(dir: string, opts: { quantized?: boolean; build
       if (i + 1 < ref.greedy_tokens.length) logits = s3.forward([tok]);
     }
     s3.dispose();
+    model.dispose();
 
     if (opts.quantized) {
       for (const dt of ['q8_0', 'q4_0'] as const) {
@@ -154,6 +155,7 @@ export async function runFixture(dir: string, opts: { quantized?: boolean; build
           if (dt === 'q8_0') res.q8Err = relL2(q, refLogits);
           else res.q4Err = relL2(q, refLogits);
           s.dispose();
+          qm.dispose();
         } catch {
           /* a family whose shapes cannot be quantized reports no figure */
         }

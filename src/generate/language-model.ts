@@ -374,8 +374,18 @@ export class LanguageModel {
     });
   }
 
-  dispose(): void {
+  private readonly cleanups: (() => unknown)[] = [];
+
+  /** Runs `fn` when the model is disposed (e.g. stopping a worker pool). */
+  onDispose(fn: () => unknown): void {
+    this.cleanups.push(fn);
+  }
+
+  /** Releases the checkpoint and any workers; await it to know the workers have stopped. */
+  async dispose(): Promise<void> {
+    const fns = this.cleanups.splice(0);
     this.model.dispose();
+    for (const fn of fns) await fn();
   }
 }
 

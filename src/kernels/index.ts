@@ -9,3 +9,5 @@ export * from './attention';
 export * from './moe';
 export * from './pool';
 export * from './linear_attention';
+export * from './ssm';
+export * from './rnn';

@@ -17,7 +17,8 @@
 import { softplus, swiglu } from '../kernels/act';
 import { conv1d } from '../kernels/conv';
 import { rmsNorm } from '../kernels/norm';
-import type { K, Weight } from '../kernels/types';
+import { selectiveScan, ssdScan, ssdScanScratchBytes } from '../kernels/ssm';
+import type { Weight } from '../kernels/types';
 import { ConfigError } from '../formats/errors';
 import type { RegionSpec, SeqState } from '../models/state';
 import { addBias, type Ctx, type Mixer } from './context';
@@ -149,6 +150,8 @@ export class Mamba1Mixer implements Mixer {
     ctx.scratch.need('m1.B', T * N);
     ctx.scratch.need('m1.C', T * N);
     ctx.scratch.need('m1.y', T * dInner);
+    // selectiveScan work space: 32·N bytes
+    ctx.scratch.need('m1.scan', 8 * N);
   }
 
   specs(): RegionSpec[] {
@@ -188,7 +191,7 @@ export class Mamba1Mixer implements Mixer {
     addBias(ctx, dt, this.dtB, T, dInner);
     softplus(k, dt, dt, T * dInner);
 
-    selectiveScan(k, y, state.ptr(`${this.prefix}.ssm`), xc, dt, this.A, B, C, this.D, z, { T, dInner, N });
+    selectiveScan(k, y, state.ptr(`${this.prefix}.ssm`), xc, dt, this.A, B, C, this.D, z, { T, dInner, N, scratch: s.get('m1.scan') });
 
     ctx.mm(out, y, this.outW, T);
     addBias(ctx, out, this.outB, T, cfg.hidden);
@@ -217,8 +220,6 @@ export interface Mamba2Config {
   normEps: number;
   /** time_step_limit */
   dtLimit: [number, number];
-  /** chunk_size of the SSD prefill */
-  chunk: number;
 }
 
 export class Mamba2Mixer implements Mixer {
@@ -236,6 +237,8 @@ export class Mamba2Mixer implements Mixer {
   readonly normW: number;
   readonly outW: Weight;
   readonly outB: number;
+  /** SSD chunk length; HF's chunk_size only sets its own padding, the result is the same. */
+  readonly chunk: 16 | 32 | 64;
 
   constructor(readonly ctx: Ctx, readonly prefix: string, readonly cfg: Mamba2Config) {
     const { ws } = ctx;
@@ -271,6 +274,8 @@ export class Mamba2Mixer implements Mixer {
     ctx.scratch.need('m2.B', T * G * N);
     ctx.scratch.need('m2.C', T * G * N);
     ctx.scratch.need('m2.y', T * dInner);
+    this.chunk = T >= 64 ? 64 : T >= 32 ? 32 : 16;
+    ctx.scratch.need('m2.ssd', ssdScanScratchBytes(ctx.k, { P, N, chunk: this.chunk }) / 4);
   }
 
   specs(): RegionSpec[] {
@@ -320,7 +325,7 @@ export class Mamba2Mixer implements Mixer {
     }
 
     ssdScan(k, y, state.ptr(`${this.prefix}.ssm`), x, dt, this.A, B, C, this.D, {
-      T, H, P, G, N, mode: T > 1 ? 'auto' : 'recurrent', chunk: cfg.chunk,
+      T, H, P, G, N, mode: 'auto', chunk: this.chunk, scratch: s.get('m2.ssd'),
     });
 
     // MambaRMSNormGated: RMSNorm(y ⊙ SiLU(z)) · w
@@ -328,67 +333,5 @@ export class Mamba2Mixer implements Mixer {
     rmsNorm(k, y, y, this.normW, T, dInner, cfg.normEps);
     ctx.mm(out, y, this.outW, T);
     addBias(ctx, out, this.outB, T, cfg.hidden);
-  }
-}
-
-// ---- scans ---------------------------------------------------------------------------------------
-// Host loops with the signatures of the kernels/ssm.ts facade (selectiveScan, ssdScan), standing in
-// until that kernel file exists. State stays f32; each step accumulates in f64.
-
-interface SelectiveScanOpts { T: number; dInner: number; N: number }
-
-/** y[T, dInner] = (C_t·h_t + D ⊙ x_t) ⊙ SiLU(z_t) with h_t = exp(Δ_t⊗A) ⊙ h_{t−1} + (Δ_t⊗B_t) x_t. */
-function selectiveScan(k: K, y: number, h: number, x: number, delta: number, A: number, B: number, C: number, D: number, z: number, o: SelectiveScanOpts): void {
-  const { T, dInner, N } = o;
-  const a = k.arena;
-  const yv = a.f32(y, T * dInner), hv = a.f32(h, dInner * N), xv = a.f32(x, T * dInner), dv = a.f32(delta, T * dInner);
-  const Av = a.f32(A, dInner * N), Bv = a.f32(B, T * N), Cv = a.f32(C, T * N), Dv = a.f32(D, dInner);
-  const zv = z ? a.f32(z, T * dInner) : null;
-  for (let t = 0; t < T; t++) {
-    for (let c = 0; c < dInner; c++) {
-      const dt = dv[t * dInner + c], xt = xv[t * dInner + c];
-      let acc = 0;
-      for (let n = 0; n < N; n++) {
-        const i = c * N + n;
-        const hn = Math.fround(Math.exp(dt * Av[i]) * hv[i] + dt * Bv[t * N + n] * xt);
-        hv[i] = hn;
-        acc += hn * Cv[t * N + n];
-      }
-      let out = acc + Dv[c] * xt;
-      if (zv) {
-        const g = zv[t * dInner + c];
-        out *= g / (1 + Math.exp(-g));
-      }
-      yv[t * dInner + c] = out;
-    }
-  }
-}
-
-interface SsdScanOpts { T: number; H: number; P: number; G: number; N: number; mode: 'auto' | 'recurrent' | 'chunked'; chunk?: number }
-
-/** y[T, H, P] = h_t C_g + D_h x_t with h_t = exp(Δ_t A_h) h_{t−1} + Δ_t x_t ⊗ B_g; state h [H, P, N]. */
-function ssdScan(k: K, y: number, h: number, x: number, dt: number, A: number, B: number, C: number, D: number, o: SsdScanOpts): void {
-  const { T, H, P, G, N } = o;
-  const a = k.arena;
-  const yv = a.f32(y, T * H * P), hv = a.f32(h, H * P * N), xv = a.f32(x, T * H * P), dv = a.f32(dt, T * H);
-  const Av = a.f32(A, H), Bv = a.f32(B, T * G * N), Cv = a.f32(C, T * G * N), Dv = a.f32(D, H);
-  const hpg = H / G;
-  for (let t = 0; t < T; t++) {
-    for (let hh = 0; hh < H; hh++) {
-      const g = Math.floor(hh / hpg);
-      const d = dv[t * H + hh], decay = Math.exp(d * Av[hh]);
-      const bo = (t * G + g) * N;
-      for (let p = 0; p < P; p++) {
-        const xt = xv[(t * H + hh) * P + p];
-        const so = (hh * P + p) * N;
-        let acc = 0;
-        for (let n = 0; n < N; n++) {
-          const hn = Math.fround(decay * hv[so + n] + d * xt * Bv[bo + n]);
-          hv[so + n] = hn;
-          acc += hn * Cv[bo + n];
-        }
-        yv[(t * H + hh) * P + p] = acc + Dv[hh] * xt;
-      }
-    }
   }
 }

@@ -23,7 +23,7 @@ export function hybridMamba2Config(c: any, hidden: number): Mamba2Config {
   return {
     hidden, H, P, G: int(c, 'mamba_n_groups', 1), N: int(c, 'mamba_d_state', 256), W: int(c, 'mamba_d_conv', 4),
     projBias: bool(c, 'mamba_proj_bias', false), convBias: bool(c, 'mamba_conv_bias', true),
-    normEps: num(c, 'rms_norm_eps', 1e-5), dtLimit: timeStepLimit(c), chunk: int(c, 'mamba_chunk_size', 256),
+    normEps: num(c, 'rms_norm_eps', 1e-5), dtLimit: timeStepLimit(c),
   };
 }
 

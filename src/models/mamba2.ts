@@ -24,7 +24,7 @@ export const mamba2: Family = {
     const mix = {
       hidden, H, P, G: int(c, 'n_groups', 8), N: int(c, 'state_size', 128), W: int(c, 'conv_kernel', 4),
       projBias: bool(c, 'use_bias', false), convBias: bool(c, 'use_conv_bias', true), normEps: eps,
-      dtLimit: timeStepLimit(c), chunk: int(c, 'chunk_size', 256),
+      dtLimit: timeStepLimit(c)
     };
     const embedName = ws.has('backbone.embeddings.weight') ? 'backbone.embeddings.weight' : 'backbone.embedding.weight';
     const blocks: Block[] = [];

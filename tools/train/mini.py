@@ -196,6 +196,7 @@ def lr_at(step, max_steps, peak, warmup):
 def eval_bpb(model, valid, lens, device, dtype, max_windows=None, batch=16):
     """Bits per byte over non-overlapping SEQ-token windows of the validation tokens: every token
     but the first of each window is predicted; bytes are the UTF-8 bytes of the predicted tokens."""
+    was_training = model.training
     model.eval()
     n = (len(valid) // SEQ) * SEQ
     wins = torch.from_numpy(valid[:n].astype(np.int64)).view(-1, SEQ)
@@ -217,7 +218,7 @@ def eval_bpb(model, valid, lens, device, dtype, max_windows=None, batch=16):
         nats -= lp.gather(-1, tgt.unsqueeze(-1)).sum().item()
         nbytes += int(lens_t[tgt.cpu()].sum())
         ntok += tgt.numel()
-    model.train()
+    model.train(was_training)
     return {"nats": nats, "bytes": nbytes, "tokens": ntok, "windows": len(wins),
             "loss": nats / ntok, "bpb": nats / math.log(2) / nbytes}
 

@@ -169,7 +169,7 @@ def main():
     ap.add_argument("--arch", choices=["hybrid", "llama"], required=True)
     ap.add_argument("--minutes", type=float, required=True, help="wall-clock budget of this invocation")
     ap.add_argument("--max-steps", type=int, default=None,
-                    help="total steps of the schedule (default 2500; fixed by the first run)")
+                    help="total steps of the schedule (default 2000; fixed by the first run)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seq", type=int, default=SEQ_LEN)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -186,13 +186,16 @@ def main():
     ap.add_argument("--experts-impl", default="eager", help="MoE experts implementation while training")
     ap.add_argument("--until-step", type=int, default=None,
                     help="pause this invocation once this step is reached (the schedule is unchanged)")
+    ap.add_argument("--probe", type=int, default=0, metavar="N",
+                    help="time N full-size steps (after 3 untimed ones), print steps/s and the --max-steps that "
+                         "fits --minutes, then exit without writing anything")
     ap.add_argument("--smoke", action="store_true", help="tiny run: batch 4, 12 steps, 8 eval windows")
     ap.add_argument("--device", default=None)
     args = ap.parse_args()
 
     import torch
 
-    default_steps = 2500
+    default_steps = 2000
     eval_max_windows = None
     if args.smoke:
         args.batch = min(args.batch, 4)
@@ -254,7 +257,6 @@ def main():
     n_params = count_params(model)
     model.to(device)
     model.train()
-    write_json(os.path.join(args.work, "model_kwargs.json"), {"arch": args.arch, "model_kwargs": model_kwargs})
     print(f"{args.arch}: {n_params:,} parameters ({model_cls.__name__}), device {device}, "
           f"transformers {transformers.__version__}, torch {torch.__version__}", flush=True)
 
@@ -287,7 +289,44 @@ def main():
             random.setstate(rng["python"])
         print(f"resumed at step {step}/{max_steps}, {tokens:,} tokens, {elapsed_before / 60:.1f} min trained", flush=True)
         del ckpt
-    else:
+    fresh = step == 0 and not os.path.exists(ckpt_path)
+
+    if args.probe:
+        import torch.nn.functional as F
+
+        autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
+        aux_coef = float(getattr(config, "router_aux_loss_coef", 0.0) or 0.0) if args.arch == "hybrid" else 0.0
+        for g in opt.param_groups:
+            g["lr"] = args.lr * 0.1
+        t0 = None
+        for i in range(args.probe + 3):
+            if i == 3:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.time()
+            x = get_batch(train_stream, batch_offsets(args.seed, i, len(train_stream), args.batch, args.seq),
+                          args.seq, device, torch)
+            with autocast:
+                kw = {"output_router_logits": True} if aux_coef > 0 else {}
+                out = model(input_ids=x[:, :-1], use_cache=False, **kw)
+            loss = F.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]), x[:, 1:].reshape(-1))
+            aux = getattr(out, "aux_loss", None)
+            if aux_coef > 0 and torch.is_tensor(aux):
+                loss = loss + aux_coef * aux.float()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        sps = args.probe / (time.time() - t0)
+        mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
+        fit = int(sps * (args.minutes * 60.0 - 60.0))
+        print(f"probe: {sps:.3f} steps/s ({sps * args.batch * args.seq / 1e3:.0f}k tokens/s), peak memory "
+              f"{mem:.1f} GiB; about {fit} steps fit in {args.minutes} min (minus 1 min for evals/saves)", flush=True)
+        return
+
+    write_json(os.path.join(args.work, "model_kwargs.json"), {"arch": args.arch, "model_kwargs": model_kwargs})
+    if fresh:
         append_log(log_path, {"kind": "start", "arch": args.arch, "params": n_params, "max_steps": max_steps,
                               "batch": args.batch, "seq": args.seq, "lr": args.lr, "model_kwargs": model_kwargs})
 
