@@ -35,7 +35,7 @@ const SB = 8;
 }
 
 /** Static work area for callers without scratch (single caller at a time): the recurrent forms fit. */
-const STATIC_SCRATCH_BYTES = 16 * 1024;
+const STATIC_SCRATCH_BYTES = 4 * 1024;
 const staticScratch: usize = memory.data(STATIC_SCRATCH_BYTES, 64);
 
 export function scanStaticScratch(): usize {

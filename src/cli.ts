@@ -53,7 +53,7 @@ const SAMPLING_OPTS: Spec = {
   'repetition-penalty': { type: 'number', arg: 'R', desc: 'transformers-style repetition penalty' },
   'presence-penalty': { type: 'number', arg: 'X', desc: 'OpenAI presence penalty' },
   'frequency-penalty': { type: 'number', arg: 'X', desc: 'OpenAI frequency penalty' },
-  seed: { type: 'int', arg: 'S', desc: 'seed of the sampler (same seed, same text on every runtime)' },
+  seed: { type: 'int', arg: 'S', desc: 'seed of the sampler (same seed, same text; on every runtime with --build simd)' },
   stop: { type: 'list', arg: 'S', desc: 'stop string (repeatable); it is not printed' },
 };
 
@@ -355,7 +355,12 @@ const chat: Command = {
   /save FILE    write the conversation and the model state to FILE
   /load FILE    resume a conversation saved with /save
   /exit         quit (also Ctrl-D); Ctrl-C stops a reply`,
-  spec: { ...MODEL_OPTS, system: { type: 'string', arg: 'S', desc: 'system message' }, ...SAMPLING_OPTS },
+  spec: {
+    ...MODEL_OPTS,
+    system: { type: 'string', arg: 'S', desc: 'system message' },
+    ...SAMPLING_OPTS,
+    'max-tokens': { type: 'int', arg: 'N', desc: 'most tokens per reply (default 512)' },
+  },
   positionals: [0, 0],
   async run(o) {
     const params = samplingParams(o);

@@ -171,6 +171,21 @@ describe.each(BUILDS)('linearAttention (%s build)', (build) => {
     }
   });
 
+  it('without scratch or free memory: auto runs the recurrent form on the static area, chunked refuses', async () => {
+    const K = await kernels(build);
+    for (const decay of ['vector', 'scalar'] as const) {
+      const c: Case = { T: 80, H: 2, dk: 40, dv: 24, decay, delta: true, norm: true };
+      const d = makeData(c, 21);
+      const b = upload(K, c, d);
+      K.arena.alloc(K.memory.buffer.byteLength - K.arena.top - 8, 4); // nothing left above the top
+      expect(() => call(K, c, b, c.T, 0, 'chunked', 32)).toThrow(/scratch: the chunked form needs/);
+      call(K, c, b, c.T, 0, 'auto', 32);
+      const ref = reference(c, d);
+      expect(maxRelErr(view(K, b.o, c.T * c.H * c.dv), ref.o)).toBeLessThan(1e-5);
+      expect(maxRelErr(view(K, b.S, c.H * c.dk * c.dv), ref.S)).toBeLessThan(1e-5);
+    }
+  });
+
   it('validates its arguments', async () => {
     const K = await kernels(build);
     const B = K.arena.f32buf(4096);

@@ -172,6 +172,23 @@ describe.each(BUILDS)('ssdScan (%s build)', (build) => {
     expect(maxRelErr(Y.v, ssdScanRef(d.x, d.dt, d.A, d.B, d.C, d.D, d.h, T, H, P, G, N).y)).toBeLessThan(1e-5);
   });
 
+  it('without scratch or free memory: auto runs the recurrent form, chunked refuses', async () => {
+    const K = await kernels(build);
+    const T = 70, H = 2, P = 6, G = 1, N = 10;
+    const d = ssdData(T, H, P, G, N, 12);
+    const a = K.arena;
+    const X = a.putF32(d.x), Dt = a.putF32(d.dt), A = a.putF32(d.A), B = a.putF32(d.B), C = a.putF32(d.C), D = a.putF32(d.D);
+    const h = a.putF32(d.h), Y = a.f32buf(T * H * P);
+    poison(Y.v);
+    a.alloc(K.memory.buffer.byteLength - a.top - 8, 4);
+    const run = (mode: 'auto' | 'chunked') => ssdScan(K, Y.ptr, h.ptr, X.ptr, Dt.ptr, A.ptr, B.ptr, C.ptr, D.ptr, { T, H, P, G, N, mode, chunk: 32 });
+    expect(() => run('chunked')).toThrow(/scratch: the chunked form needs/);
+    run('auto');
+    const ref = ssdScanRef(d.x, d.dt, d.A, d.B, d.C, d.D, d.h, T, H, P, G, N);
+    expect(maxRelErr(Y.v, ref.y)).toBeLessThan(1e-5);
+    expect(maxRelErr(h.v, ref.h)).toBeLessThan(1e-5);
+  });
+
   it('validates its arguments', async () => {
     const K = await kernels(build);
     const B = K.arena.f32buf(1024);

@@ -297,7 +297,7 @@ function synthGptOss(): Synth {
   const config = {
     ...base, model_type: 'gpt_oss', num_local_experts: E, num_experts_per_tok: K, intermediate_size: I, rms_norm_eps: 1e-5,
     sliding_window: W, layer_types: layerTypes, rope_parameters: yarn, attention_bias: true, tie_word_embeddings: false,
-    swiglu_limit: 0.9, hidden_act: 'silu',
+    hidden_act: 'silu',
   };
   g.common(D, V, 1, true);
   for (let i = 0; i < L; i++) {
@@ -307,7 +307,7 @@ function synthGptOss(): Synth {
     g.add(`${p}.post_attention_layernorm.weight`, [D], 0.2, 1);
     g.add(`${p}.mlp.router.weight`, [E, D], 0.5);
     g.add(`${p}.mlp.router.bias`, [E], 0.5);
-    g.add(`${p}.mlp.experts.gate_up_proj`, [E, D, 2 * I], 2 / Math.sqrt(D));
+    g.add(`${p}.mlp.experts.gate_up_proj`, [E, D, 2 * I], 10 / Math.sqrt(D)); // large enough that the ±7 clamp binds
     g.add(`${p}.mlp.experts.gate_up_proj_bias`, [E, 2 * I], 0.3);
     g.add(`${p}.mlp.experts.down_proj`, [E, I, D], 1 / Math.sqrt(I));
     g.add(`${p}.mlp.experts.down_proj_bias`, [E, D], 0.1);
@@ -318,7 +318,7 @@ function synthGptOss(): Synth {
       hidden: D, nLayers: L, nHeads: H, nKv: KV, headDim: HD, vocab: V, eps: 1e-5, gemma: false, embedScale: 1,
       qkNorm: 'none', qkvBias: true, oBias: true, scale: HD ** -0.5, sinks: true,
       window: (i) => (layerTypes[i] === 'sliding_attention' ? W : 0), rope: () => r,
-      ffn: (i) => ({ kind: 'moe', E, k: K, routing: 'topk_softmax', layout: 'gptoss', prefix: `model.layers.${i}.mlp`, swiglu: { alpha: 1.702, limit: 0.9 } }),
+      ffn: (i) => ({ kind: 'moe', E, k: K, routing: 'topk_softmax', layout: 'gptoss', prefix: `model.layers.${i}.mlp`, swiglu: { alpha: 1.702, limit: 7 } }),
       lmHead: 'lm_head.weight',
     },
   };

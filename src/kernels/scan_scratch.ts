@@ -22,7 +22,7 @@ export function scanScratch(k: K, kernel: string, given: number | undefined, nee
   return top + need <= end ? { ptr: top, bytes: end - top } : null;
 }
 
-/** The module's small static area (16 KB): enough for the recurrent forms' per-token-group buffers. */
+/** The module's small static area (4 KB): the recurrent forms' per-token-group buffers (dk ≤ 1016), Mamba-1's block state (N ≤ 128). */
 export function staticScanScratch(k: K): ScratchArea {
   return { ptr: k.exports.scanStaticScratch(), bytes: k.exports.scanStaticScratchBytes() };
 }

@@ -2,7 +2,9 @@
 // q/k/v/o biases, a learned per-head sink logit in every softmax denominator, YaRN RoPE, and a sparse
 // MoE: router logits W_r x + b_r, top-k of the logits, softmax over those k; each expert computes
 // gate_up = x·W_gu + b_gu, gate = min(g, limit), up = clamp(u, −limit, limit),
-// h = (up + 1) · gate · σ(α · gate), y = h·W_d + b_d (α = swiglu_alpha, limit = swiglu_limit).
+// h = (up + 1) · gate · σ(α · gate), y = h·W_d + b_d with α = 1.702 and limit = 7.0 fixed, as
+// transformers 5.17's GptOssExperts has them (its GptOssConfig has no swiglu_limit / swiglu_alpha field,
+// so a config's `swiglu_limit` key does not reach the math there either).
 //
 // HF stores the experts transposed and interleaved: gate_up_proj [E, D, 2I] with gate = columns 0::2
 // and up = columns 1::2, down_proj [E, I, D]. The build rewrites both in place, per expert, into the
@@ -76,12 +78,10 @@ export function buildGptOss(ctx: Ctx, c: any): Net {
   const topk = int(c, 'num_experts_per_tok', 4);
   const eps = num(c, 'rms_norm_eps', 1e-5);
   const attnBias = c.attention_bias ?? true;
-  const alpha = num(c, 'swiglu_alpha', 1.702);
-  const limit = num(c, 'swiglu_limit', 7.0);
+  const alpha = 1.702, limit = 7.0;
   rejectIf(typeof attnBias !== 'boolean', 'attention_bias', 'must be a boolean');
   rejectIf(nHeads % nKv !== 0, 'num_key_value_heads', `${nKv} does not divide num_attention_heads ${nHeads}`);
   rejectIf(topk < 1 || topk > E, 'num_experts_per_tok', `${topk} must be in [1, ${E}]`);
-  rejectIf(!(limit > 0), 'swiglu_limit', `must be > 0, got ${limit}`);
   const types = layerTypes(c, nLayers, ['full_attention', 'sliding_attention'], (i) => ((i + 1) % 2 ? 'sliding_attention' : 'full_attention'));
   const window = types.includes('sliding_attention') ? int(c, 'sliding_window', 128) : 0;
   rejectIf(types.includes('sliding_attention') && window < 1, 'sliding_window', 'must be ≥ 1 when layers slide');

@@ -303,7 +303,7 @@ def build_specs() -> list[Spec]:
         variants=lambda C: [common(257, 64, 3, intermediate_size=96, num_attention_heads=8, num_key_value_heads=2,
                                    head_dim=16, num_experts=8, num_experts_per_tok=3, moe_intermediate_size=32,
                                    norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[0],
-                                   use_sliding_window=False, max_position_embeddings=512, rms_norm_eps=1e-6,
+                                   max_position_embeddings=512, rms_norm_eps=1e-6,
                                    tie_word_embeddings=False, output_router_logits=False, attention_dropout=0.0,
                                    **rope_kwargs(C, rope(1000000.0)))],
         expected_rotary_dims={16}, moe=True,
@@ -331,16 +331,18 @@ def build_specs() -> list[Spec]:
         seq_len=54,
         notes="learned attention sinks per head (perturbed, std 1), layer_types sliding/full/sliding with "
               "sliding_window 10, attention_bias, 4 experts top-2 (top-k → softmax), expert biases, clamped SwiGLU "
-              "(alpha 1.702, swiglu_limit 1.5 so the clamp is hit), interleaved gate/up columns; rope yarn "
+              "(alpha 1.702, swiglu_limit 1.5 so the clamp is hit; config variant 1 = a release without the "
+              "swiglu_limit field, limit 7.0), interleaved gate/up columns; rope yarn "
               "factor 8 original 32 theta 150000 truncate False; GQA 4q:2kv head_dim 16; vocab 131",
-        variants=lambda C: [common(131, 64, 3, intermediate_size=32, num_attention_heads=4, num_key_value_heads=2,
-                                   head_dim=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=10,
-                                   layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-                                   swiglu_limit=1.5, max_position_embeddings=256, rms_norm_eps=1e-5,
-                                   tie_word_embeddings=False, attention_bias=True, output_router_logits=False,
-                                   attention_dropout=0.0,
-                                   **rope_kwargs(C, rope(150000.0, "yarn", factor=8.0, original_max_position_embeddings=32,
-                                                         beta_fast=32.0, beta_slow=1.0, truncate=False)))],
+        variants=lambda C: [dict(v, **lim) for v in [common(
+            131, 64, 3, intermediate_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+            num_local_experts=4, num_experts_per_tok=2, sliding_window=10,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"], max_position_embeddings=256,
+            rms_norm_eps=1e-5, tie_word_embeddings=False, attention_bias=True, output_router_logits=False,
+            attention_dropout=0.0,
+            **rope_kwargs(C, rope(150000.0, "yarn", factor=8.0, original_max_position_embeddings=32, beta_fast=32.0,
+                                  beta_slow=1.0, truncate=False)))]
+                            for lim in ({"swiglu_limit": 1.5}, {})],
         expected_rotary_dims={16}, moe=True,
     ))
     S.append(Spec(
@@ -350,14 +352,16 @@ def build_specs() -> list[Spec]:
               "index_topk 12 < T so later queries attend to 12 selected keys; indexer scores are computed in float32 "
               "by HF even in a float64 run; MLA as deepseekv3-mla (yarn mscale); router as deepseekv3; "
               "first_k_dense_replace 1; vocab 97",
-        variants=lambda C: [common(97, 64, 3, intermediate_size=96, moe_intermediate_size=32, num_attention_heads=4,
-                                   num_key_value_heads=4, n_shared_experts=1, n_routed_experts=8,
-                                   routed_scaling_factor=2.5, kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8,
-                                   v_head_dim=16, qk_nope_head_dim=16, n_group=4, topk_group=2, num_experts_per_tok=2,
-                                   first_k_dense_replace=1, norm_topk_prob=True, index_topk=12, index_head_dim=16,
-                                   index_n_heads=4, max_position_embeddings=256, rms_norm_eps=1e-6,
-                                   tie_word_embeddings=False, attention_bias=False, attention_dropout=0.0,
-                                   **rope_kwargs(C, ds_rope))],
+        variants=lambda C: [dict(common(97, 64, 3, intermediate_size=96, moe_intermediate_size=32,
+                                        num_attention_heads=4, num_key_value_heads=4, n_shared_experts=1,
+                                        n_routed_experts=8, routed_scaling_factor=2.5, kv_lora_rank=16, q_lora_rank=24,
+                                        qk_rope_head_dim=8, v_head_dim=16, qk_nope_head_dim=16, n_group=4,
+                                        topk_group=2, num_experts_per_tok=2, norm_topk_prob=True, index_topk=12,
+                                        index_head_dim=16, index_n_heads=4, max_position_embeddings=256,
+                                        rms_norm_eps=1e-6, tie_word_embeddings=False, attention_bias=False,
+                                        attention_dropout=0.0, **rope_kwargs(C, ds_rope)), **dense)
+                            for dense in ({"first_k_dense_replace": 1},
+                                          {"mlp_layer_types": ["dense", "sparse", "sparse"]})],
         expected_rotary_dims={8}, moe=True,
         checks=[lambda c: (None if not hasattr(c, "mlp_layer_types") or c.mlp_layer_types is None
                            else check_attr("mlp_layer_types", ["dense", "sparse", "sparse"])(c))],

@@ -253,8 +253,10 @@ def train_log_summary(work: str) -> dict:
     return out
 
 
-def evaluate_arch(model, config, info, work, stream, n_bytes, device, dtype, torch, batch, label) -> dict:
-    """bpb of the float32 checkpoint weights and of the Q8_0-rounded weights, both computed in `dtype`."""
+def evaluate_arch(model, config, info, work, stream, n_bytes, device, dtype, torch, batch, label,
+                  q8_0_result: dict | None = None) -> dict:
+    """bpb of the float32 checkpoint weights and of the Q8_0-rounded weights (unless `q8_0_result`
+    already holds that evaluation), both computed in `dtype`."""
     n_params = count_params(model)
     n_active = active_params(model, config)
     res = {
@@ -277,10 +279,13 @@ def evaluate_arch(model, config, info, work, stream, n_bytes, device, dtype, tor
     res["valid_fp32_weights"] = {"loss": ev["loss_per_token"], "bpb": ev["bpb"], "dtype": str(dtype).replace("torch.", "")}
     print(f"[{label}] float32 weights: valid loss {ev['loss_per_token']:.4f} bpb {ev['bpb']:.4f} ({ev['seconds']}s)",
           flush=True)
-    m = m.to(dtype=torch.float32).cpu()
-    round_to_q8_0(m, torch)
-    m = m.to(device=device, dtype=dtype)
-    ev = eval_f64(m, stream, n_bytes, device, torch, batch)
+    if q8_0_result is None:
+        m = m.to(dtype=torch.float32).cpu()
+        round_to_q8_0(m, torch)
+        m = m.to(device=device, dtype=dtype)
+        ev = eval_f64(m, stream, n_bytes, device, torch, batch)
+    else:
+        ev = q8_0_result
     res["valid_q8_0_weights"] = {"loss": ev["loss_per_token"], "bpb": ev["bpb"], "dtype": str(dtype).replace("torch.", "")}
     print(f"[{label}] Q8_0 weights:    valid loss {ev['loss_per_token']:.4f} bpb {ev['bpb']:.4f} ({ev['seconds']}s)",
           flush=True)
@@ -456,7 +461,7 @@ def main():
         "sparrow_weight_bytes": audit["bytes_as_stored_by_sparrow"],
     }
     card["hybrid"] = evaluate_arch(model, config, info, args.work, stream, n_bytes, device, torch.float64, torch,
-                                   args.eval_batch, "hybrid")
+                                   args.eval_batch, "hybrid", q8_0_result=ev)
     del model
     if args.baseline_work:
         b_model, b_config, b_info = load_checkpoint_model(args.baseline_work, torch, transformers)
