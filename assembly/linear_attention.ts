@@ -229,9 +229,10 @@ function sliceTail(o: usize, Sj: usize, q: usize, kp: usize, v: usize, rsK: usiz
   }
 }
 
-function recurrentHead(o: usize, S: usize, q: usize, kp: usize, v: usize, T: i32, H: i32, dk: i32, dv: i32,
+function recurrentHead(o: usize, S: usize, q: usize, kp: usize, v: usize, T: i32, H: i32, Hk: i32, dk: i32, dv: i32,
   decay: i32, g: usize, gScale: f32, gsT: i32, beta: usize, scale: f32, z: usize, scr: usize, group: i32, h: i32): void {
-  const rsK = <usize>(H * dk) << 2, rsV = <usize>(H * dv) << 2;
+  const rsK = <usize>(Hk * dk) << 2, rsV = <usize>(H * dv) << 2;
+  const hk = h / (H / Hk);
   const Sh = S + <usize>h * (<usize>(dk * dv) << 2);
   const zh = z != 0 ? z + <usize>h * (<usize>dk << 2) : 0;
   // scratch: group gate rows (exp(g): dk per token for decay 2, one per token for decay 1), denominators
@@ -240,8 +241,8 @@ function recurrentHead(o: usize, S: usize, q: usize, kp: usize, v: usize, T: i32
   const bStride = <usize>H << 2;
   for (let tg = 0; tg < T; tg += group) {
     const n = min(group, T - tg);
-    const qg = q + <usize>tg * rsK + (<usize>(h * dk) << 2);
-    const kg = kp + <usize>tg * rsK + (<usize>(h * dk) << 2);
+    const qg = q + <usize>tg * rsK + (<usize>(hk * dk) << 2);
+    const kg = kp + <usize>tg * rsK + (<usize>(hk * dk) << 2);
     const vg = v + <usize>tg * rsV + (<usize>(h * dv) << 2);
     const og = o + <usize>tg * rsV + (<usize>(h * dv) << 2);
     const bg: usize = beta != 0 ? beta + (<usize>(tg * H + h) << 2) : 0;
@@ -286,14 +287,15 @@ function recurrentHead(o: usize, S: usize, q: usize, kp: usize, v: usize, T: i32
  * Tokens t0..t0+c−1 of head h. Carves its buffers from scr in the order linearAttentionScratchFloats
  * counts them.
  */
-function chunkHead(o: usize, S: usize, q: usize, kp: usize, v: usize, H: i32, dk: i32, dv: i32,
+function chunkHead(o: usize, S: usize, q: usize, kp: usize, v: usize, H: i32, Hk: i32, dk: i32, dv: i32,
   decay: i32, g: usize, gScale: f32, gsT: i32, beta: usize, scale: f32, z: usize, scr: usize, C: i32,
   h: i32, t0: i32, c: i32): void {
-  const rsKf = H * dk, rsVf = H * dv;
+  const rsKf = Hk * dk, rsVf = H * dv;
   const rsK = <usize>rsKf << 2;
+  const hk = h / (H / Hk);
   const dk4 = <usize>dk << 2, dv4 = <usize>dv << 2, C4 = <usize>C << 2;
-  const qh = q + (<usize>(t0 * rsKf + h * dk) << 2);
-  const kh = kp + (<usize>(t0 * rsKf + h * dk) << 2);
+  const qh = q + (<usize>(t0 * rsKf + hk * dk) << 2);
+  const kh = kp + (<usize>(t0 * rsKf + hk * dk) << 2);
   const vh = v + (<usize>(t0 * rsVf + h * dv) << 2);
   const oh = o + (<usize>(t0 * rsVf + h * dv) << 2);
   const Sh = S + <usize>h * (<usize>(dk * dv) << 2);
@@ -327,7 +329,7 @@ function chunkHead(o: usize, S: usize, q: usize, kp: usize, v: usize, H: i32, dk
   }
   // Per-channel gate row of token i of the chunk.
   const gRow = (<usize>H * dk4);
-  const g0: usize = decay == 2 ? g + (<usize>(t0 * rsKf + h * dk) << 2) : 0;
+  const g0: usize = decay == 2 ? g + (<usize>((t0 * H + h) * dk) << 2) : 0;
 
   // 1. Gates: e^{b_i} (prefix sums) and e^{b_last − b_i} (suffix sums).
   if (decay == 1) {
@@ -521,23 +523,24 @@ function chunkHead(o: usize, S: usize, q: usize, kp: usize, v: usize, H: i32, dk
 }
 
 /**
- * Linear attention over T tokens for heads h0..h1−1 (see the top of this file).
+ * Linear attention over T tokens for heads h0..h1−1 (see the top of this file). q and k have Hk heads
+ * (Hk divides H): head h reads q/k head h / (H / Hk), as after HF's repeat_interleave.
  * decay: 0 none, 1 one gate per head (g at g[t·gsT + h], times gScale; gsT = 0 gives a constant gate
  * per head), 2 one gate per key channel (g [T, H, dk], times gScale). beta: 0, or [T, H] (delta rule).
  * z: 0, or the normalizer state [H, dk]. chunk: 0 recurrent, else the chunk length of the chunked
  * form. scr: scratch of scrFloats floats (the chunked form needs linearAttentionScratchFloats).
  */
-export function linearAttentionF32(o: usize, S: usize, q: usize, kp: usize, v: usize, T: i32, H: i32, dk: i32, dv: i32,
+export function linearAttentionF32(o: usize, S: usize, q: usize, kp: usize, v: usize, T: i32, H: i32, Hk: i32, dk: i32, dv: i32,
   decay: i32, g: usize, gScale: f32, gsT: i32, beta: usize, scale: f32, z: usize, chunk: i32, scr: usize, scrFloats: i32,
   h0: i32, h1: i32): void {
   if (chunk == 0) {
     const per = decay == 2 ? dk : 1;
     let group = GROUP;
     while (group > 1 && al4(group * per) + al4(group) > (<usize>scrFloats << 2)) group--;
-    for (let h = h0; h < h1; h++) recurrentHead(o, S, q, kp, v, T, H, dk, dv, decay, g, gScale, gsT, beta, scale, z, scr, group, h);
+    for (let h = h0; h < h1; h++) recurrentHead(o, S, q, kp, v, T, H, Hk, dk, dv, decay, g, gScale, gsT, beta, scale, z, scr, group, h);
   } else {
     for (let h = h0; h < h1; h++) {
-      for (let t0 = 0; t0 < T; t0 += chunk) chunkHead(o, S, q, kp, v, H, dk, dv, decay, g, gScale, gsT, beta, scale, z, scr, chunk, h, t0, min(chunk, T - t0));
+      for (let t0 = 0; t0 < T; t0 += chunk) chunkHead(o, S, q, kp, v, H, Hk, dk, dv, decay, g, gScale, gsT, beta, scale, z, scr, chunk, h, t0, min(chunk, T - t0));
     }
   }
 }

@@ -5,7 +5,9 @@
 // element is computed by the same code whatever the split, so split results are bit-identical.
 // Weight rows are the outer loop and X rows are taken four at a time inside it: a weight row is
 // read from memory once and reused from L1 for the whole batch.
-import { DT_BF16, DT_F16, DT_F32, f16HiToF32, f16ToF32, i8ToF32, KC, loadBF16x4, loadF16x4 } from './quant';
+import {
+  DT_BF16, DT_F16, DT_F32, f16Finite8, f16HiToF32, f16ToF32, i8ToF32, KC, loadBF16x4, loadF16x4, loadF16x4Finite,
+} from './quant';
 
 export { dequantRow, quantizeActQ8, quantizeRowsQ4_0, quantizeRowsQ8_0 } from './quant';
 
@@ -37,20 +39,58 @@ export { dequantRow, quantizeActQ8, quantizeRowsQ4_0, quantizeRowsQ8_0 } from '.
   return reinterpret<f32>(<u32>load<u16>(w + (<usize>c << 1)) << 16);
 }
 
-@inline function dotFloat1(dt: i32, w: usize, x: usize, cols: i32): f32 {
-  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+/**
+ * Weights c … c+7 of a row as two f32x4 (lo, hi). f16 takes the short conversion when none of the
+ * eight is inf/NaN (checked per eight), else the full one.
+ */
+@inline function w8lo(dt: i32, w: usize, c: i32, finite: bool): v128 {
+  if (dt == DT_F16 && finite) return loadF16x4Finite(w + (<usize>c << 1));
+  return wv(dt, w, c);
+}
+
+@inline function w8hi(dt: i32, w: usize, c: i32, finite: bool): v128 {
+  if (dt == DT_F16 && finite) return loadF16x4Finite(w + (<usize>c << 1) + 8);
+  return wv(dt, w, c + 4);
+}
+
+@inline function finite8(dt: i32, w: usize, c: i32): bool {
+  return dt == DT_F16 ? f16Finite8(w + (<usize>c << 1)) : true;
+}
+
+/**
+ * One X row · weight rows wa and (when `two`) wb, results to ya / yb. Decode streams two distant
+ * weight rows at once: two sequential streams keep more cache misses in flight than one (about
+ * 1.4× the bandwidth on the reference machine). Each row's arithmetic is the same with or without
+ * a partner, so any split of the rows gives the same bits.
+ */
+@inline function dotFloatRows(dt: i32, two: bool, wa: usize, wb: usize, x: usize, cols: i32, ya: usize, yb: usize): void {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), b0 = f32x4.splat(0), b1 = f32x4.splat(0);
   let c = 0;
-  for (; c + 16 <= cols; c += 16) {
-    const xo = x + (<usize>c << 2);
-    a0 = madd(wv(dt, w, c), v128.load(xo), a0);
-    a1 = madd(wv(dt, w, c + 4), v128.load(xo, 16), a1);
-    a2 = madd(wv(dt, w, c + 8), v128.load(xo, 32), a2);
-    a3 = madd(wv(dt, w, c + 12), v128.load(xo, 48), a3);
+  for (; c + 8 <= cols; c += 8) {
+    const o = <usize>c << 2;
+    const x0 = v128.load(x + o), x1 = v128.load(x + o, 16);
+    const fa = finite8(dt, wa, c);
+    a0 = madd(w8lo(dt, wa, c, fa), x0, a0);
+    a1 = madd(w8hi(dt, wa, c, fa), x1, a1);
+    if (two) {
+      const fb = finite8(dt, wb, c);
+      b0 = madd(w8lo(dt, wb, c, fb), x0, b0);
+      b1 = madd(w8hi(dt, wb, c, fb), x1, b1);
+    }
   }
-  for (; c + 4 <= cols; c += 4) a0 = madd(wv(dt, w, c), v128.load(x + (<usize>c << 2)), a0);
-  let s = hsumF(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)));
-  for (; c < cols; c++) s += ws(dt, w, c) * load<f32>(x + (<usize>c << 2));
-  return s;
+  for (; c + 4 <= cols; c += 4) {
+    const xv = v128.load(x + (<usize>c << 2));
+    a0 = madd(wv(dt, wa, c), xv, a0);
+    if (two) b0 = madd(wv(dt, wb, c), xv, b0);
+  }
+  let sa = hsumF(f32x4.add(a0, a1)), sb = hsumF(f32x4.add(b0, b1));
+  for (; c < cols; c++) {
+    const xs = load<f32>(x + (<usize>c << 2));
+    sa += ws(dt, wa, c) * xs;
+    if (two) sb += ws(dt, wb, c) * xs;
+  }
+  store<f32>(ya, sa);
+  if (two) store<f32>(yb, sb);
 }
 
 /** Four X rows (xs bytes apart) against one weight row; results to y, y + ys, y + 2ys, y + 3ys. */
@@ -61,7 +101,8 @@ export { dequantRow, quantizeActQ8, quantizeRowsQ4_0, quantizeRowsQ8_0 } from '.
   let c = 0;
   for (; c + 8 <= cols; c += 8) {
     const o = <usize>c << 2;
-    const u = wv(dt, w, c), v = wv(dt, w, c + 4);
+    const f = finite8(dt, w, c);
+    const u = w8lo(dt, w, c, f), v = w8hi(dt, w, c, f);
     a0 = madd(u, v128.load(x + o), a0);
     a1 = madd(u, v128.load(x1 + o), a1);
     a2 = madd(u, v128.load(x2 + o), a2);
@@ -95,14 +136,29 @@ export { dequantRow, quantizeActQ8, quantizeRowsQ4_0, quantizeRowsQ8_0 } from '.
   store<f32>(y + 3 * ys, s3);
 }
 
+/**
+ * Rows [r0, r1) taken as pairs (r0 + i, r0 + h + i), h = ⌊(r1 − r0)/2⌋, plus the last row when the
+ * count is odd; X rows four at a time (one weight row each), the rest against the pair.
+ */
 @inline function matmulFloat(dt: i32, y: usize, x: usize, w: usize, batch: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
   const wrb: usize = dt == DT_F32 ? <usize>cols << 2 : <usize>cols << 1;
   const xs = <usize>cols << 2, ys = <usize>rows << 2;
-  for (let r = r0; r < r1; r++) {
+  const h = (r1 - r0) >> 1;
+  const b4 = batch & ~3;
+  for (let i = 0; i < h; i++) {
+    const ra = r0 + i, rb = ra + h;
+    const wa = w + <usize>ra * wrb, wb = w + <usize>rb * wrb, ya = y + (<usize>ra << 2), yb = y + (<usize>rb << 2);
+    for (let b = 0; b < b4; b += 4) {
+      dotFloat4(dt, wa, x + <usize>b * xs, xs, cols, ya + <usize>b * ys, ys);
+      dotFloat4(dt, wb, x + <usize>b * xs, xs, cols, yb + <usize>b * ys, ys);
+    }
+    for (let b = b4; b < batch; b++) dotFloatRows(dt, true, wa, wb, x + <usize>b * xs, cols, ya + <usize>b * ys, yb + <usize>b * ys);
+  }
+  if ((r1 - r0) & 1) {
+    const r = r1 - 1;
     const wr = w + <usize>r * wrb, yr = y + (<usize>r << 2);
-    let b = 0;
-    for (; b + 4 <= batch; b += 4) dotFloat4(dt, wr, x + <usize>b * xs, xs, cols, yr + <usize>b * ys, ys);
-    for (; b < batch; b++) store<f32>(yr + <usize>b * ys, dotFloat1(dt, wr, x + <usize>b * xs, cols));
+    for (let b = 0; b < b4; b += 4) dotFloat4(dt, wr, x + <usize>b * xs, xs, cols, yr + <usize>b * ys, ys);
+    for (let b = b4; b < batch; b++) dotFloatRows(dt, false, wr, wr, x + <usize>b * xs, cols, yr + <usize>b * ys, yr + <usize>b * ys);
   }
 }
 
@@ -230,35 +286,18 @@ export function matmulBF16(y: usize, x: usize, w: usize, batch: i32, rows: i32, 
   return v128.load32_lane(p + 3 * st, v, 3);
 }
 
-/**
- * One X row · one weight row. x8: int8 row; x2: relaxed |x| row (masks moff further) or baseline
- * i16 row; scales/sums at xd/xs for block 0, `st` bytes between blocks.
- */
-@inline function qdot1(q4: bool, wr: usize, x8: usize, x2: usize, moff: usize, xd: usize, xs: usize, st: usize, nb: i32): f32 {
+/** Scales (f16 d at w, w + bs, w + 2bs, w + 3bs) × d_x of four blocks. */
+@inline function scales4(w: usize, bs: usize, dx: v128): v128 {
+  let hw = v128.load16_lane(w, i32x4.splat(0), 1);
+  hw = v128.load16_lane(w + bs, hw, 3);
+  hw = v128.load16_lane(w + 2 * bs, hw, 5);
+  hw = v128.load16_lane(w + 3 * bs, hw, 7);
+  return f32x4.mul(f16HiToF32(hw), dx);
+}
+
+/** Blocks nb4 … nb−1 (fewer than four) of one row, one at a time. */
+@inline function qtail(q4: bool, wr: usize, x8: usize, xd: usize, xs: usize, st: usize, nb4: i32, nb: i32, s: f32): f32 {
   const bs: usize = q4 ? 18 : 34;
-  const x2s: usize = ASC_FEATURE_RELAXED_SIMD ? 32 : 64;
-  const ones = v128.load(KC, 64);
-  const nb4 = nb & ~3;
-  let acc = f32x4.splat(0), pend = i32x4.splat(0);
-  for (let k = 0; k < nb4; k += 2) {
-    const w = wr + <usize>k * bs, xa = x8 + (<usize>k << 5), xb = x2 + <usize>k * x2s;
-    const a = gemvBlock(q4, w + 2, xa, xb, moff, ones);
-    const b = gemvBlock(q4, w + bs + 2, xa + 32, xb + x2s, moff, ones);
-    const ab = i32x4.add(i32x4.shuffle(a, b, 0, 1, 4, 5), i32x4.shuffle(a, b, 2, 3, 6, 7));
-    if (k & 2) {
-      // Blocks k−2 … k+1: integer totals, then Σ f32(total)·(d_w·d_x).
-      let t = i32x4.add(i32x4.shuffle(pend, ab, 0, 2, 4, 6), i32x4.shuffle(pend, ab, 1, 3, 5, 7));
-      const g = <usize>(k - 2) * st;
-      if (q4) t = i32x4.sub(t, i32x4.shl(gather4(xs + g, st), 3));
-      const w0 = w - 2 * bs;
-      let hw = v128.load16_lane(w0, i32x4.splat(0), 1);
-      hw = v128.load16_lane(w0 + bs, hw, 3);
-      hw = v128.load16_lane(w0 + 2 * bs, hw, 5);
-      hw = v128.load16_lane(w0 + 3 * bs, hw, 7);
-      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(t), f32x4.mul(f16HiToF32(hw), gather4(xd + g, st))));
-    } else pend = ab;
-  }
-  let s = hsumF(acc);
   for (let k = nb4; k < nb; k++) {
     const w = wr + <usize>k * bs;
     let t = hsumI(blockDot(q4, w + 2, x8 + (<usize>k << 5)));
@@ -266,6 +305,52 @@ export function matmulBF16(y: usize, x: usize, w: usize, batch: i32, rows: i32, 
     s += <f32>t * (f16ToF32(load<u16>(w)) * load<f32>(xd + <usize>k * st));
   }
   return s;
+}
+
+/**
+ * One X row · weight rows wa and (when `two`) wb, results to ya / yb. x8: the int8 row; x2: the
+ * relaxed |x| row (sign masks moff further) or the baseline i16 row; scales/sums of block 0 at
+ * xd/xs, `st` bytes between blocks. Two distant weight rows stream at once (see dotFloatRows);
+ * each row's arithmetic does not depend on its partner.
+ */
+@inline function qdotRows(q4: bool, two: bool, wa: usize, wb: usize, x8: usize, x2: usize, moff: usize, xd: usize, xs: usize, st: usize, nb: i32, ya: usize, yb: usize): void {
+  const bs: usize = q4 ? 18 : 34;
+  const x2s: usize = ASC_FEATURE_RELAXED_SIMD ? 32 : 64;
+  const ones = v128.load(KC, 64);
+  const nb4 = nb & ~3;
+  let accA = f32x4.splat(0), pendA = i32x4.splat(0), accB = f32x4.splat(0), pendB = i32x4.splat(0);
+  for (let k = 0; k < nb4; k += 2) {
+    const o = <usize>k * bs, xa = x8 + (<usize>k << 5), xb = x2 + <usize>k * x2s;
+    const a0 = gemvBlock(q4, wa + o + 2, xa, xb, moff, ones);
+    const a1 = gemvBlock(q4, wa + o + bs + 2, xa + 32, xb + x2s, moff, ones);
+    const pa = i32x4.add(i32x4.shuffle(a0, a1, 0, 1, 4, 5), i32x4.shuffle(a0, a1, 2, 3, 6, 7));
+    let pb = pendB;
+    if (two) {
+      const b0 = gemvBlock(q4, wb + o + 2, xa, xb, moff, ones);
+      const b1 = gemvBlock(q4, wb + o + bs + 2, xa + 32, xb + x2s, moff, ones);
+      pb = i32x4.add(i32x4.shuffle(b0, b1, 0, 1, 4, 5), i32x4.shuffle(b0, b1, 2, 3, 6, 7));
+    }
+    if (k & 2) {
+      // Blocks k−2 … k+1: exact integer totals, then Σ f32(total)·(d_w·d_x).
+      let ta = i32x4.add(i32x4.shuffle(pendA, pa, 0, 2, 4, 6), i32x4.shuffle(pendA, pa, 1, 3, 5, 7));
+      let tb = i32x4.add(i32x4.shuffle(pendB, pb, 0, 2, 4, 6), i32x4.shuffle(pendB, pb, 1, 3, 5, 7));
+      const g = <usize>(k - 2) * st;
+      if (q4) {
+        const sx = i32x4.shl(gather4(xs + g, st), 3);
+        ta = i32x4.sub(ta, sx);
+        tb = i32x4.sub(tb, sx);
+      }
+      const dx = gather4(xd + g, st);
+      const w0 = o - 2 * bs;
+      accA = f32x4.add(accA, f32x4.mul(f32x4.convert_i32x4_s(ta), scales4(wa + w0, bs, dx)));
+      if (two) accB = f32x4.add(accB, f32x4.mul(f32x4.convert_i32x4_s(tb), scales4(wb + w0, bs, dx)));
+    } else {
+      pendA = pa;
+      pendB = pb;
+    }
+  }
+  store<f32>(ya, qtail(q4, wa, x8, xd, xs, st, nb4, nb, hsumF(accA)));
+  if (two) store<f32>(yb, qtail(q4, wb, x8, xd, xs, st, nb4, nb, hsumF(accB)));
 }
 
 /** Four X rows (quants xr, xr + cols, …; scales at xd/xs + k·st, contiguous over the four) · one weight row. */
@@ -311,15 +396,23 @@ export function matmulBF16(y: usize, x: usize, w: usize, batch: i32, rows: i32, 
   const st = <usize>batch << 2, ys = <usize>rows << 2;
   const n = <usize>batch * cols;
   const x2rs: usize = ASC_FEATURE_RELAXED_SIMD ? <usize>cols : <usize>cols << 1;
-  for (let r = r0; r < r1; r++) {
-    const wr = w + <usize>r * wrb, yr = y + (<usize>r << 2);
-    let b = 0;
-    for (; b + 4 <= batch; b += 4) {
-      qdot4(q4, wr, xq + <usize>b * cols, cols, xd + (<usize>b << 2), xs + (<usize>b << 2), st, nb, yr + <usize>b * ys, ys);
+  const b4 = batch & ~3;
+  const h = (r1 - r0) >> 1;
+  // Row pairs as in matmulFloat; the odd row last on its own.
+  for (let i = 0; i <= h; i++) {
+    const two = i < h;
+    if (!two && ((r1 - r0) & 1) == 0) break;
+    const ra = two ? r0 + i : r1 - 1, rb = ra + h;
+    const wa = w + <usize>ra * wrb, wb = w + <usize>rb * wrb, ya = y + (<usize>ra << 2), yb = y + (<usize>rb << 2);
+    for (let b = 0; b < b4; b += 4) {
+      const xb = xq + <usize>b * cols, xdb = xd + (<usize>b << 2), xsb = xs + (<usize>b << 2), yo = <usize>b * ys;
+      qdot4(q4, wa, xb, cols, xdb, xsb, st, nb, ya + yo, ys);
+      if (two) qdot4(q4, wb, xb, cols, xdb, xsb, st, nb, yb + yo, ys);
     }
-    for (; b < batch; b++) {
-      const x8 = xq + <usize>b * cols;
-      store<f32>(yr + <usize>b * ys, qdot1(q4, wr, x8, xq + n + <usize>b * x2rs, n, xd + (<usize>b << 2), xs + (<usize>b << 2), st, nb));
+    for (let b = b4; b < batch; b++) {
+      const x8 = xq + <usize>b * cols, x2 = xq + n + <usize>b * x2rs, xdb = xd + (<usize>b << 2), xsb = xs + (<usize>b << 2), yo = <usize>b * ys;
+      if (two) qdotRows(q4, true, wa, wb, x8, x2, n, xdb, xsb, st, nb, ya + yo, yb + yo);
+      else qdotRows(q4, false, wa, wa, x8, x2, n, xdb, xsb, st, nb, ya + yo, ya + yo);
     }
   }
 }

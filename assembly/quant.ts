@@ -20,7 +20,7 @@ export const DT_Q4_0 = 4;
  * Vector constants kept in static memory: V8 (11.3) rebuilds a splatted constant with three
  * instructions at every use, while a load from here folds into the using instruction.
  * Offsets: 0 f16 magnitude+sign mask, 16 2^112, 32 f16 exponent field (in the high half),
- * 48 f32 exponent field, 64 i16 ones, 80 low-nibble mask.
+ * 48 f32 exponent field, 64 i16 ones, 80 low-nibble mask, 96 f16 exponent field (i16 lanes).
  */
 export const KC: usize = memory.data<i32>([
   <i32>0x8fffe000, <i32>0x8fffe000, <i32>0x8fffe000, <i32>0x8fffe000,
@@ -29,6 +29,7 @@ export const KC: usize = memory.data<i32>([
   0x7f800000, 0x7f800000, 0x7f800000, 0x7f800000,
   0x00010001, 0x00010001, 0x00010001, 0x00010001,
   0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f,
+  0x7c007c00, 0x7c007c00, 0x7c007c00, 0x7c007c00,
 ], 16);
 
 /**
@@ -48,6 +49,17 @@ export const KC: usize = memory.data<i32>([
 /** Four f16 at p (8 bytes) as f32x4. */
 @inline export function loadF16x4(p: usize): v128 {
   return f16HiToF32(i32x4.shl(v128.load16x4_u(p), 16));
+}
+
+/** True when none of the eight f16 at p is inf or NaN (exponent 31), so loadF16x4Finite applies. */
+@inline export function f16Finite8(p: usize): bool {
+  const e = v128.load(KC, 96);
+  return !v128.any_true(i16x8.eq(v128.and(v128.load(p), e), e));
+}
+
+/** Four finite f16 at p as f32x4: the sign-extended half shifted left by 13 is the f32 pattern / 2^112. */
+@inline export function loadF16x4Finite(p: usize): v128 {
+  return f32x4.mul(v128.and(i32x4.shl(v128.load16x4_s(p), 13), v128.load(KC)), v128.load(KC, 16));
 }
 
 /** Four bf16 at p as f32x4: bf16 is the top half of an f32. */

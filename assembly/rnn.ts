@@ -19,7 +19,7 @@ export function rglruScanF32(y: usize, h: usize, logA: usize, x: usize, reset: u
       const o = <usize>w << 2;
       const la = v128.load(lt + o);
       let a = expV(la);
-      let m = f32x4.sqrt(f32x4.sub(one, expV(f32x4.mul(la, one))));
+      let m = f32x4.sqrt(f32x4.sub(one, expV(f32x4.mul(la, two))));
       if (rst) { a = zero; m = one; }
       const hn = f32x4.add(f32x4.mul(a, v128.load(h + o)), f32x4.mul(v128.load(xt + o), m));
       v128.store(h + o, hn);

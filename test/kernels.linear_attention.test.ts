@@ -146,6 +146,28 @@ describe.each(BUILDS)('linearAttention (%s build)', (build) => {
     });
   });
 
+  it.each(['scalar', 'vector'] as const)('qkHeads (decay %s): q, k shared by groups of value heads = HF repeat_interleave', async (decay) => {
+    const K = await kernels(build);
+    const T = 70, H = 6, Hk = 2, dk = 16, dv = 12, rep = H / Hk;
+    const small = makeData({ T, H: Hk, dk, dv, decay, delta: true, norm: false }, 31);
+    const full = makeData({ T, H, dk, dv, decay, delta: true, norm: false }, 32);
+    // Expanded copies: head h of q/k is head floor(h / rep) of the Hk-head buffers.
+    for (const [src, dst] of [[small.q, full.q], [small.k, full.k]]) {
+      for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) for (let i = 0; i < dk; i++) dst[(t * H + h) * dk + i] = src[(t * Hk + Math.floor(h / rep)) * dk + i];
+    }
+    const c: Case = { T, H, dk, dv, decay, delta: true, norm: false };
+    const ref = reference(c, full);
+    const a = K.arena;
+    const Q = a.putF32(small.q), Kk = a.putF32(small.k), V = a.putF32(full.v), G = a.putF32(full.g!), B = a.putF32(full.beta!);
+    for (const mode of ['recurrent', 'chunked'] as const) {
+      const S = a.putF32(full.S), O = a.f32buf(T * H * dv);
+      poison(O.v);
+      linearAttention(K, O.ptr, S.ptr, Q.ptr, Kk.ptr, V.ptr, { T, H, qkHeads: Hk, dk, dv, decay, g: G.ptr, beta: B.ptr, scale: 1 / Math.sqrt(dk), mode, chunk: 32 });
+      expect(maxRelErr(O.v, ref.o)).toBeLessThan(1e-5);
+      expect(maxRelErr(S.v, ref.S)).toBeLessThan(1e-5);
+    }
+  });
+
   it('a decode step (T = 1) is the same in every mode', async () => {
     const K = await kernels(build);
     const c: Case = { T: 1, H: 4, dk: 32, dv: 40, decay: 'scalar', delta: true, norm: false };
@@ -193,6 +215,7 @@ describe.each(BUILDS)('linearAttention (%s build)', (build) => {
     expect(() => linearAttention(K, B.ptr, B.ptr, B.ptr, B.ptr, B.ptr, { ...base, decay: 'scalar' })).toThrow(/g: decay 'scalar' needs/);
     expect(() => linearAttention(K, B.ptr, B.ptr, B.ptr, B.ptr, B.ptr, { ...base, decay: 'none', chunk: 48 as 64 })).toThrow(/chunk must be/);
     expect(() => linearAttention(K, B.ptr, B.ptr, B.ptr, B.ptr, B.ptr, { ...base, decay: 'none', dk: 0 })).toThrow(/dk must be/);
+    expect(() => linearAttention(K, B.ptr, B.ptr, B.ptr, B.ptr, B.ptr, { ...base, decay: 'none', H: 3, qkHeads: 2 })).toThrow(/qkHeads 2 does not divide H 3/);
     expect(() => linearAttention(K, B.ptr, K.memory.buffer.byteLength - 64, B.ptr, B.ptr, B.ptr, { ...base, decay: 'none' })).toThrow(/S: .* run past the end/);
   });
 });

@@ -11,9 +11,15 @@ export type ScanMode = 'recurrent' | 'chunked' | 'auto';
 
 export interface LinearAttentionOptions {
   T: number;
+  /** Heads of v, o, S, g, β. */
   H: number;
   dk: number;
   dv: number;
+  /**
+   * Heads of q and k (default H; must divide H): head h reads q/k head floor(h / (H / qkHeads)), which is
+   * HF's repeat_interleave of q, k to the value heads (Qwen3-Next linear_num_key_heads) without the copy.
+   */
+  qkHeads?: number;
   /** 'scalar': S ← exp(g)·S with g [T, H]; 'vector': S ← Diag(exp(g))·S with g [T, H, dk] (row-wise over dk). */
   decay: LinearDecay;
   /** Log-decay (≤ 0), see `decay`. */
@@ -62,6 +68,9 @@ export function linearAttention(k: K, o: number, S: number, q: number, kk: numbe
   checkInt(kernel, 'H', H);
   checkInt(kernel, 'dk', dk);
   checkInt(kernel, 'dv', dv);
+  const Hk = opts.qkHeads ?? H;
+  checkInt(kernel, 'qkHeads', Hk);
+  if (H % Hk !== 0) throw new KernelError(kernel, `qkHeads ${Hk} does not divide H ${H}`);
   const decay = DECAY[opts.decay];
   if (decay === undefined) throw new KernelError(kernel, `decay must be 'none', 'scalar' or 'vector', got ${opts.decay}`);
   if (!Number.isFinite(opts.scale)) throw new KernelError(kernel, `scale must be finite, got ${opts.scale}`);
@@ -70,17 +79,17 @@ export function linearAttention(k: K, o: number, S: number, q: number, kk: numbe
   if (decay === 0 && g !== 0) throw new KernelError(kernel, `g: given with decay 'none'`);
   checkBuf(k, kernel, 'o', o, T * H * dv * 4);
   checkBuf(k, kernel, 'S', S, H * dk * dv * 4);
-  checkBuf(k, kernel, 'q', q, T * H * dk * 4);
-  checkBuf(k, kernel, 'k', kk, T * H * dk * 4);
+  checkBuf(k, kernel, 'q', q, T * Hk * dk * 4);
+  checkBuf(k, kernel, 'k', kk, T * Hk * dk * 4);
   checkBuf(k, kernel, 'v', v, T * H * dv * 4);
   if (decay === 1) checkBuf(k, kernel, 'g', g, T * H * 4);
   if (decay === 2) checkBuf(k, kernel, 'g', g, T * H * dk * 4);
   if (beta !== 0) checkBuf(k, kernel, 'beta', beta, T * H * 4);
   if (z !== 0) checkBuf(k, kernel, 'normalizer', z, H * dk * 4);
-  run(k, kernel, o, S, q, kk, v, T, H, dk, dv, decay, g, 1, H, beta, opts.scale, z, opts.mode ?? 'auto', opts.chunk ?? 64, opts.scratch);
+  run(k, kernel, o, S, q, kk, v, T, H, Hk, dk, dv, decay, g, 1, H, beta, opts.scale, z, opts.mode ?? 'auto', opts.chunk ?? 64, opts.scratch);
 }
 
-function run(k: K, kernel: string, o: number, S: number, q: number, kk: number, v: number, T: number, H: number, dk: number, dv: number,
+function run(k: K, kernel: string, o: number, S: number, q: number, kk: number, v: number, T: number, H: number, Hk: number, dk: number, dv: number,
   decay: number, g: number, gScale: number, gsT: number, beta: number, scale: number, z: number, mode: ScanMode, chunk: number, scratch: number | undefined): void {
   if (mode !== 'recurrent' && mode !== 'chunked' && mode !== 'auto') throw new KernelError(kernel, `mode must be 'recurrent', 'chunked' or 'auto', got ${mode}`);
   if (!CHUNKS.has(chunk)) throw new KernelError(kernel, `chunk must be 16, 32, 64 or 128, got ${chunk}`);
@@ -91,11 +100,11 @@ function run(k: K, kernel: string, o: number, S: number, q: number, kk: number, 
   if (!scr) {
     if (mode === 'chunked') throw new KernelError(kernel, `scratch: the chunked form needs ${need} bytes (linearAttentionScratchBytes); pass opts.scratch`);
     useChunk = false;
-    // The recurrent form's token-group buffers fit the module's static area for dk ≤ 1000.
+    // The recurrent form's token-group buffers fit the module's static area for dk ≤ 1016.
     scr = staticScanScratch(k);
     if (scr.bytes < (dk + 8) * 4) throw new KernelError(kernel, `scratch: needs ${need} bytes (linearAttentionScratchBytes); pass opts.scratch`);
   }
-  k.exports.linearAttentionF32(o, S, q, kk, v, T, H, dk, dv, decay, g, gScale, gsT, beta, scale, z, useChunk ? chunk : 0,
+  k.exports.linearAttentionF32(o, S, q, kk, v, T, H, Hk, dk, dv, decay, g, gScale, gsT, beta, scale, z, useChunk ? chunk : 0,
     scr.ptr, Math.floor(scr.bytes / 4), 0, H);
 }
 
@@ -130,5 +139,5 @@ export function lightningAttention(k: K, o: number, S: number, q: number, kk: nu
   checkBuf(k, kernel, 'slopes', slopes, H * 4);
   const chunk = opts.blockSize >= 64 ? 64 : opts.blockSize >= 32 ? 32 : 16;
   // g = −s_h for every token: gate pointer at the slopes with a token stride of 0 and gScale −1.
-  run(k, kernel, o, S, q, kk, v, T, H, d, d, 1, slopes, -1, 0, 0, 1, 0, opts.mode ?? 'auto', chunk, opts.scratch);
+  run(k, kernel, o, S, q, kk, v, T, H, H, d, d, 1, slopes, -1, 0, 0, 1, 0, opts.mode ?? 'auto', chunk, opts.scratch);
 }

@@ -13,6 +13,7 @@
 
 import { gelu, mul, sigmoid } from '../kernels/act';
 import { conv1d } from '../kernels/conv';
+import { rglruScan } from '../kernels/rnn';
 import type { Weight } from '../kernels/types';
 import { Attention } from '../layers/attention';
 import { addBias, type Ctx, type Mixer } from '../layers/context';
@@ -20,7 +21,6 @@ import { GatedMlp, parseActivation } from '../layers/mlp';
 import { bool, int, lmHead, num, rejectIf, ropeSpec } from './common';
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
 import type { Family, Net } from './net';
-import { rglru } from './recurrent_ops';
 import type { RegionSpec, SeqState } from './state';
 
 /** x rounded to the nearest bfloat16 (ties to even), as torch.tensor(x, dtype=torch.bfloat16). */
@@ -55,8 +55,8 @@ export class RecurrentBlock implements Mixer {
   readonly gateA: Weight[] = [];
   readonly bI: number;
   readonly bA: number;
-  /** softplus(Λ) [W], f32 */
-  readonly spl: number;
+  /** −8·softplus(Λ) [W]: log a = r ⊙ this */
+  readonly logABase: Float32Array;
 
   constructor(readonly ctx: Ctx, readonly prefix: string, readonly cfg: RglruConfig) {
     const { ws } = ctx;
@@ -90,14 +90,14 @@ export class RecurrentBlock implements Mixer {
     this.bI = ws.vec(`${lru}.input_gate_bias`, W);
     this.bA = ws.vec(`${lru}.recurrent_gate_bias`, W);
     const lambda = ctx.f32(ws.vec(`${lru}.recurrent_param`, W), W);
-    const spl = new Float32Array(W);
-    for (let c = 0; c < W; c++) spl[c] = lambda[c] > 20 ? lambda[c] : Math.log1p(Math.exp(lambda[c]));
-    this.spl = ctx.k.arena.putF32(spl).ptr;
+    this.logABase = new Float32Array(W);
+    for (let c = 0; c < W; c++) this.logABase[c] = -8 * (lambda[c] > 20 ? lambda[c] : Math.log1p(Math.exp(lambda[c])));
 
     const T = ctx.maxChunk;
     const s = ctx.scratch;
-    for (const key of ['rg.y', 'rg.x', 'rg.gi', 'rg.ga']) s.need(key, T * W);
+    for (const key of ['rg.y', 'rg.x', 'rg.gi', 'rg.ga', 'rg.h']) s.need(key, T * W);
     for (const key of ['rg.xs', 'rg.is', 'rg.as']) s.need(key, T * bw);
+    s.need('rg.reset', Math.ceil(T / 4));
   }
 
   specs(): RegionSpec[] {
@@ -115,7 +115,7 @@ export class RecurrentBlock implements Mixer {
     const bw = W / H;
     const s = ctx.scratch;
     const y = s.get('rg.y'), xb = s.get('rg.x'), gi = s.get('rg.gi'), ga = s.get('rg.ga');
-    const xs = s.get('rg.xs'), is = s.get('rg.is'), as = s.get('rg.as');
+    const xs = s.get('rg.xs'), is = s.get('rg.is'), as = s.get('rg.as'), hs = s.get('rg.h');
 
     ctx.mm(y, x, this.linY, T);
     addBias(ctx, y, this.bY, T, W);
@@ -140,9 +140,19 @@ export class RecurrentBlock implements Mixer {
     addBias(ctx, ga, this.bA, T, W);
     sigmoid(k, gi, gi, T * W);
     sigmoid(k, ga, ga, T * W);
-    rglru(ctx, xb, state.ptr(`${this.prefix}.h`), xb, gi, ga, this.spl, T, W, pos0);
-    mul(k, xb, xb, y, T * W);
-    ctx.mm(out, xb, this.linOut, T);
+    // x̃ = i ⊙ xb;  log a = −8 · r · softplus(Λ)
+    mul(k, gi, gi, xb, T * W);
+    const gav = ctx.f32(ga, T * W);
+    for (let t = 0; t < T; t++) for (let c = 0; c < W; c++) gav[t * W + c] *= this.logABase[c];
+    // HF resets the recurrence where position_ids == 0: a = 0 and multiplier 1 for the first token.
+    let reset = 0;
+    if (pos0 === 0) {
+      reset = s.get('rg.reset');
+      k.arena.u8(reset, T).fill(0)[0] = 1;
+    }
+    rglruScan(k, hs, state.ptr(`${this.prefix}.h`), ga, gi, reset, T, W);
+    mul(k, hs, hs, y, T * W);
+    ctx.mm(out, hs, this.linOut, T);
     addBias(ctx, out, this.bOut, T, cfg.hidden);
   }
 }

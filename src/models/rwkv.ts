@@ -17,12 +17,12 @@
 
 import { add, mul, relu2, scale, sigmoid } from '../kernels/act';
 import { layerNorm } from '../kernels/norm';
+import { wkv4, wkv4InitState } from '../kernels/rnn';
 import type { Weight } from '../kernels/types';
 import type { Ctx } from '../layers/context';
 import { int, num, rejectIf } from './common';
 import { DecoderNet, type Block, type NormSpec } from './decoder';
 import type { Family, Net } from './net';
-import { wkv4 } from './recurrent_ops';
 import type { RegionSpec, SeqState } from './state';
 
 export interface RwkvBlockConfig {
@@ -43,7 +43,7 @@ export class RwkvBlock implements Block {
   readonly preLn: NormSpec | null;
   readonly ln1: NormSpec;
   readonly ln2: NormSpec;
-  readonly att: { mk: Float32Array; mv: Float32Array; mr: Float32Array; k: Weight; v: Weight; r: Weight; o: Weight; w: number; u: number };
+  readonly att: { mk: Float32Array; mv: Float32Array; mr: Float32Array; k: Weight; v: Weight; r: Weight; o: Weight; timeDecay: number; timeFirst: number };
   readonly ffn: { mk: Float32Array; mr: Float32Array; k: Weight; r: Weight; v: Weight };
 
   constructor(readonly ctx: Ctx, readonly prefix: string, readonly layer: number, readonly cfg: RwkvBlockConfig) {
@@ -55,14 +55,11 @@ export class RwkvBlock implements Block {
     this.ln2 = ln('ln2');
     const host = (name: string, n: number) => ctx.f32(ws.vec(name, n), n).slice();
     const a = `${prefix}.attention`, f = `${prefix}.feed_forward`;
-    // w = −exp(time_decay), held once in the arena for the WKV scan.
-    const td = host(`${a}.time_decay`, A);
-    for (let c = 0; c < A; c++) td[c] = -Math.exp(td[c]);
     this.att = {
       mk: host(`${a}.time_mix_key`, D), mv: host(`${a}.time_mix_value`, D), mr: host(`${a}.time_mix_receptance`, D),
       k: ws.mat(`${a}.key.weight`, A, D), v: ws.mat(`${a}.value.weight`, A, D), r: ws.mat(`${a}.receptance.weight`, A, D),
       o: ws.mat(`${a}.output.weight`, D, A),
-      w: ctx.k.arena.putF32(td).ptr, u: ws.vec(`${a}.time_first`, A),
+      timeDecay: ws.vec(`${a}.time_decay`, A), timeFirst: ws.vec(`${a}.time_first`, A),
     };
     this.ffn = {
       mk: host(`${f}.time_mix_key`, D), mr: host(`${f}.time_mix_receptance`, D),
@@ -78,6 +75,7 @@ export class RwkvBlock implements Block {
     s.need('rwkv.v', T * A);
     s.need('rwkv.r', T * Math.max(A, D));
     s.need('rwkv.o', T * D);
+    s.need('rwkv.wkv', T * A);
   }
 
   specs(): RegionSpec[] {
@@ -86,9 +84,8 @@ export class RwkvBlock implements Block {
     return [
       { name: `${p}.att_shift`, kind: 'fixed', floats: D },
       { name: `${p}.ffn_shift`, kind: 'fixed', floats: D },
-      { name: `${p}.wkv_num`, kind: 'fixed', floats: A },
-      { name: `${p}.wkv_den`, kind: 'fixed', floats: A },
-      { name: `${p}.wkv_max`, kind: 'fixed', floats: A },
+      // HF's (num_state, den_state, max_state) of this layer, [3, A]
+      { name: `${p}.wkv`, kind: 'fixed', floats: 3 * A },
     ];
   }
 
@@ -127,13 +124,13 @@ export class RwkvBlock implements Block {
     ctx.mm(vb, xv, att.v, T);
     ctx.mm(rb, xr, att.r, T);
     sigmoid(k, rb, rb, T * A);
-    const num = state.ptr(`${p}.wkv_num`), den = state.ptr(`${p}.wkv_den`), max = state.ptr(`${p}.wkv_max`);
+    const wkvState = state.ptr(`${p}.wkv`), wkv = s.get('rwkv.wkv');
     // A fresh sequence starts the running max at −1e38 (HF rwkv_linear_attention_cpu), not at the
     // zero a new state slot holds.
-    if (pos0 === 0) ctx.f32(max, A).fill(-1e38);
-    wkv4(ctx, vb, kb, vb, att.w, att.u, num, den, max, T, A);
-    mul(k, vb, vb, rb, T * A);
-    ctx.mm(o, vb, att.o, T);
+    if (pos0 === 0) wkv4InitState(k, wkvState, A);
+    wkv4(k, wkv, wkvState, kb, vb, att.timeDecay, att.timeFirst, T, A);
+    mul(k, wkv, wkv, rb, T * A);
+    ctx.mm(o, wkv, att.o, T);
     if (cfg.branchScale !== 1) scale(k, o, o, cfg.branchScale, n);
     add(k, x, x, o, n);
 
@@ -163,7 +160,6 @@ export function buildRwkv(ctx: Ctx, c: any): Net {
   const eps = num(c, 'layer_norm_epsilon', 1e-5);
   const R = c.rescale_every ?? 6;
   rejectIf(!Number.isInteger(R), 'rescale_every', `must be an integer, got ${JSON.stringify(R)}`);
-  // The time-mix output r ⊙ wkv [A] meets the residual through output [D, A]; A = D in every release.
   const blocks: Block[] = [];
   for (let i = 0; i < nLayers; i++) {
     blocks.push(new RwkvBlock(ctx, `rwkv.blocks.${i}`, i, {

@@ -98,6 +98,9 @@ def main():
     ap.add_argument("--fixture")
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--tokenizer", help="directory with tokenizer.json: also write greedy text for --prompt")
+    ap.add_argument("--prompt", default="Once upon a time")
+    ap.add_argument("--new-tokens", type=int, default=48)
     a = ap.parse_args()
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
@@ -130,6 +133,25 @@ def main():
         stored = np.fromfile(os.path.join(a.fixture, "reference_logits.f32"), dtype="<f4").reshape(check.shape)
     res = {"cached": cached, "full_forward": full, "fixture_greedy": ref["greedy_tokens"],
            "cached_step_rel_diff": diffs, "fixture_logits_rel_diff": float(np.abs(check - stored).max() / np.abs(stored).max())}
+    if a.tokenizer:
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(a.tokenizer)
+        pids = tok.encode(a.prompt, add_special_tokens=False)
+        with torch.no_grad():
+            g = model.generate(torch.tensor([pids], device=a.device), do_sample=False, max_new_tokens=a.new_tokens,
+                               min_new_tokens=a.new_tokens, use_cache=True, pad_token_id=eos)[0, len(pids):].tolist()
+        res["greedy_text"] = {"prompt": a.prompt, "prompt_ids": pids, "tokens": g, "text": tok.decode(g),
+                              "note": "transformers greedy decoding, float64, EOS masked for the first new_tokens steps"}
+        samples = []
+        m32 = model.to(torch.float32)
+        for i, p in enumerate(["Once upon a time", "The old king said", "In the morning, the children"]):
+            torch.manual_seed(100 + i)
+            pi = tok.encode(p, add_special_tokens=False)
+            with torch.no_grad():
+                o = m32.generate(torch.tensor([pi], device=a.device), do_sample=True, temperature=0.8, top_k=40,
+                                 top_p=0.95, max_new_tokens=80, pad_token_id=eos)[0, len(pi):].tolist()
+            samples.append({"prompt": p, "text": tok.decode(o)})
+        res["samples"] = samples
     json.dump(res, open(a.out, "w"), indent=1)
     print(json.dumps(res))
 

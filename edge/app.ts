@@ -1,0 +1,538 @@
+// One Hono app for every runtime (Cloudflare Workers, Deno, Bun, Node): an OpenAI-compatible API
+// (models, completions, chat completions, streamed as server-sent events), conversation sessions
+// that resume from saved state instead of re-running their prefix, and a small chat page.
+//
+// Each runtime adapter passes its own model source (`loadModel`) and session store. The model is
+// loaded on first use and shared by all requests; generations interleave token by token on the one
+// thread, bounded by a queue (N running, M waiting, 429 beyond).
+
+import { Hono, type Context } from 'hono';
+import { cors as corsMiddleware } from 'hono/cors';
+import {
+  BudgetError, RequestError, SnapshotError, resolveSampling,
+  type ChatMessage, type GenerateParams, type GeneratedToken, type Generation, type LanguageModel, type ModelSession,
+} from '../src/index';
+import { ApiError, apiParamName, badRequest, parseChatRequest, parseCompletionRequest, randomId, type ParsedRequest } from './openai';
+import { GenerationQueue, QueueAbortError, QueueFullError } from './queue';
+import { SESSION_ID, type SessionStore, type StoredSession } from './store';
+import { chatPage } from './page';
+
+export interface AppOptions {
+  /** Loads the model; called once, on the first request that needs it (or from `ready()`). */
+  loadModel: () => Promise<LanguageModel>;
+  /** The id clients name in `model` (and that /v1/models lists). */
+  modelId: string;
+  store: SessionStore;
+  /** Generations running at once. */
+  maxConcurrent: number;
+  /** Generations waiting for a place; more are refused with 429. */
+  maxQueue: number;
+  /** When set, /v1/* needs `Authorization: Bearer <apiKey>`. */
+  apiKey?: string;
+  /** CORS for /v1/*: true for any origin, or the allowed origin(s). Off by default. */
+  cors?: boolean | string | string[];
+  /** Largest request body accepted (413 beyond). */
+  maxBodyBytes: number;
+  /** Serves the chat page at GET / (default true). */
+  page?: boolean;
+  /** Name of the runtime, reported by /healthz. */
+  runtime?: string;
+  /** Where unexpected errors are reported (default console.error). */
+  log?: (msg: string, err?: unknown) => void;
+}
+
+export interface SparrowApp extends Hono {
+  /** Loads the model now (adapters call it at start-up so the first request does not wait). */
+  ready(): Promise<LanguageModel>;
+  /** Stops new work and disposes the model once the running generations end. */
+  close(): Promise<void>;
+}
+
+/** Tokens that end a chat turn in the templates of common families; each is used if the vocabulary has it. */
+const END_OF_TURN = ['<|im_end|>', '<|eot_id|>', '<end_of_turn>', '<|end|>', '<|endoftext|>', '</s>'];
+
+const SSE_HEADERS = {
+  'content-type': 'text/event-stream; charset=utf-8',
+  'cache-control': 'no-cache, no-transform',
+  'x-accel-buffering': 'no',
+};
+
+function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json; charset=utf-8', ...headers } });
+}
+
+function errorResponse(e: ApiError): Response {
+  return json(e.status, e.body(), e.headers);
+}
+
+/** Reads the body as UTF-8, refusing more than `max` bytes whether or not Content-Length says so. */
+async function readBody(req: Request, max: number): Promise<string> {
+  const tooLarge = () => new ApiError(413, `request body is larger than ${max} bytes`, 'invalid_request_error', null, 'request_too_large', { max_bytes: max });
+  const len = req.headers.get('content-length');
+  if (len !== null && /^\d+$/.test(len) && Number(len) > max) throw tooLarge();
+  if (!req.body) return '';
+  const reader = req.body.getReader();
+  const parts: Uint8Array[] = [];
+  let n = 0;
+  for (;;) {
+    let r: ReadableStreamReadResult<Uint8Array>;
+    try {
+      r = await reader.read();
+    } catch {
+      throw badRequest('the request body could not be read', null, 'invalid_body');
+    }
+    if (r.done) break;
+    n += r.value.byteLength;
+    if (n > max) {
+      void reader.cancel().catch(() => {});
+      throw tooLarge();
+    }
+    parts.push(r.value);
+  }
+  const all = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) {
+    all.set(p, o);
+    o += p.byteLength;
+  }
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(all);
+  } catch {
+    throw badRequest('the request body is not valid UTF-8', null, 'invalid_body');
+  }
+}
+
+async function readJson(req: Request, max: number): Promise<Record<string, unknown>> {
+  const text = await readBody(req, max);
+  if (!text.trim()) throw badRequest('the request body is empty; send a JSON object', null, 'invalid_body');
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw badRequest(`the request body is not valid JSON: ${(e as Error).message.slice(0, 200)}`, null, 'invalid_json');
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw badRequest('the request body must be a JSON object', null, 'invalid_body');
+  return v as Record<string, unknown>;
+}
+
+/** Constant-time comparison, so the key cannot be found byte by byte from response times. */
+function sameSecret(a: string, b: string): boolean {
+  const x = new TextEncoder().encode(a), y = new TextEncoder().encode(b);
+  let d = x.length ^ y.length;
+  for (let i = 0; i < Math.max(x.length, y.length); i++) d |= (x[i % (x.length || 1)] ?? 0) ^ (y[i % (y.length || 1)] ?? 0);
+  return d === 0 && x.length === y.length;
+}
+
+function budgetError(need: number, budget: number): ApiError {
+  const mib = (n: number) => (n / 1048576).toFixed(1);
+  return new ApiError(503,
+    `the model needs ${need} bytes (${mib(need)} MiB) but the memory budget is ${budget} bytes (${mib(budget)} MiB)`,
+    'server_error', null, 'model_over_memory_budget', { need_bytes: need, budget_bytes: budget });
+}
+
+/** Errors from the library or the runtime as API errors; anything unknown is a 500 (a bug, logged). */
+function toApiError(e: unknown): ApiError | null {
+  if (e instanceof ApiError) return e;
+  if (e instanceof RequestError) {
+    const param = apiParamName(e.field);
+    const code = e.field === 'prompt' && /context holds/.test(e.detail) ? 'context_length_exceeded' : 'invalid_value';
+    return badRequest(`'${param}' ${e.detail}`, param, code);
+  }
+  if (e instanceof BudgetError) return budgetError(e.need, e.budget);
+  // The arena refuses growth past its budget (a session slot) with the sizes attached.
+  const any = e as any;
+  if (any && typeof any.need === 'number' && typeof any.budget === 'number') return budgetError(any.need, any.budget);
+  if (any?.code === 'KERNEL' && /session slots are in use/.test(String(any.message))) {
+    return new ApiError(429, String(any.message), 'rate_limit_error', null, 'rate_limit_exceeded', {}, { 'retry-after': '1' });
+  }
+  if (e instanceof QueueFullError) {
+    return new ApiError(429, `${e.message}; retry after ${e.retryAfterS} s`, 'rate_limit_error', null, 'rate_limit_exceeded', {}, { 'retry-after': String(e.retryAfterS) });
+  }
+  return null;
+}
+
+interface Served {
+  lm: LanguageModel;
+  created: number;
+  chatStopIds: number[];
+  fingerprint: string;
+}
+
+export function createApp(opts: AppOptions): SparrowApp {
+  if (!(opts.maxBodyBytes > 0)) throw new RangeError(`maxBodyBytes must be > 0, got ${opts.maxBodyBytes}`);
+  const queue = new GenerationQueue(opts.maxConcurrent, opts.maxQueue);
+  const log = opts.log ?? ((m: string, e?: unknown) => console.error(`sparrow: ${m}`, e ?? ''));
+  const created = Math.floor(Date.now() / 1000);
+  const busySessions = new Set<string>();
+  let closed = false;
+
+  // ---- the model, loaded once ---------------------------------------------------------------------
+  let loading: Promise<Served> | null = null;
+  let served: Served | null = null;
+  let loadFailure: ApiError | null = null;
+
+  function model(): Promise<Served> {
+    if (loadFailure) return Promise.reject(loadFailure);
+    if (!loading) {
+      loading = opts.loadModel().then((lm) => {
+        const ids = new Set<number>();
+        for (const t of END_OF_TURN) {
+          const id = lm.tokenizer?.tokenToId(t);
+          if (id !== undefined && id !== null) ids.add(id);
+        }
+        served = { lm, created, chatStopIds: [...ids], fingerprint: `fp_${lm.model.hash.slice(0, 10)}` };
+        return served;
+      }, (e) => {
+        const api = toApiError(e);
+        // A model over budget stays over budget: remember it. Other failures are retried next time.
+        if (api?.status === 503) loadFailure = api;
+        else loading = null;
+        log('the model failed to load', e);
+        throw api ?? new ApiError(503, `the model could not be loaded: ${(e as Error)?.message ?? e}`, 'server_error', null, 'model_unavailable');
+      });
+    }
+    return loading;
+  }
+
+  const app = new Hono() as unknown as SparrowApp;
+
+  app.onError((e, c) => {
+    const api = toApiError(e);
+    if (api) return errorResponse(api);
+    log(`${c.req.method} ${c.req.path} failed`, e);
+    return errorResponse(new ApiError(500, 'internal error', 'server_error', null, 'internal_error'));
+  });
+  app.notFound((c) => errorResponse(new ApiError(404, `unknown request URL: ${c.req.method} ${c.req.path}`, 'invalid_request_error', null, 'unknown_url')));
+
+  if (opts.cors) {
+    const origin = opts.cors === true ? '*' : opts.cors;
+    app.use('/v1/*', corsMiddleware({
+      origin,
+      allowMethods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
+      allowHeaders: ['authorization', 'content-type', 'x-session-id', 'openai-organization', 'openai-project', 'x-stainless-os', 'x-stainless-lang',
+        'x-stainless-package-version', 'x-stainless-runtime', 'x-stainless-runtime-version', 'x-stainless-arch', 'x-stainless-retry-count',
+        'x-stainless-timeout'],
+      exposeHeaders: ['x-session-id', 'retry-after', 'x-request-id'],
+      maxAge: 600,
+    }));
+  }
+
+  if (opts.apiKey) {
+    const key = opts.apiKey;
+    app.use('/v1/*', async (c, next) => {
+      if (c.req.method === 'OPTIONS') return next();
+      const h = c.req.header('authorization') ?? '';
+      const m = /^Bearer\s+(.+)$/i.exec(h.trim());
+      if (!m || !sameSecret(m[1], key)) {
+        return errorResponse(new ApiError(401, m ? 'incorrect API key provided' : 'missing API key: send "Authorization: Bearer <key>"',
+          'invalid_request_error', null, 'invalid_api_key', {}, { 'www-authenticate': 'Bearer' }));
+      }
+      return next();
+    });
+  }
+
+  // ---- informational routes -----------------------------------------------------------------------
+
+  app.get('/healthz', (c) => {
+    const lm = served?.lm;
+    const body: Record<string, unknown> = {
+      status: loadFailure ? 'unavailable' : 'ok',
+      model: opts.modelId,
+      loaded: !!lm,
+      runtime: opts.runtime ?? null,
+      queue: { running: queue.running, waiting: queue.waiting, max_running: queue.maxRunning, max_waiting: queue.maxWaiting },
+    };
+    if (loadFailure) body.error = loadFailure.body().error;
+    if (lm) {
+      body.build = lm.model.k.build;
+      body.memory = { wasm_bytes: lm.model.k.memory.buffer.byteLength, arena_bytes: lm.model.k.arena.top, arena_peak_bytes: lm.model.k.arena.peak };
+      body.sessions_in_use = lm.model.slots.inUse;
+      body.max_context = lm.maxContext;
+    }
+    return c.json(body, loadFailure ? 503 : 200);
+  });
+
+  const modelObject = () => ({ id: opts.modelId, object: 'model', created, owned_by: 'sparrow' });
+  app.get('/v1/models', (c) => c.json({ object: 'list', data: [modelObject()] }));
+  app.get('/v1/models/:id{.+}', (c) => {
+    if (c.req.param('id') !== opts.modelId) throw new ApiError(404, `the model '${c.req.param('id')}' does not exist`, 'invalid_request_error', 'model', 'model_not_found');
+    return c.json(modelObject());
+  });
+
+  if (opts.page !== false) app.get('/', (c) => c.html(chatPage(opts.modelId)));
+
+  // ---- sessions -----------------------------------------------------------------------------------
+
+  function sessionId(c: Context, r?: ParsedRequest): string | undefined {
+    const h = c.req.header('x-session-id');
+    const id = r?.session ?? (h === undefined || h === '' ? undefined : h);
+    if (id !== undefined && !SESSION_ID.test(id)) {
+      throw badRequest(`session id must be 1–128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit`, 'session', 'invalid_value');
+    }
+    return id;
+  }
+
+  function pathSession(c: Context): string {
+    const id = c.req.param('id') ?? '';
+    if (!SESSION_ID.test(id)) throw badRequest(`session id must be 1–128 characters of letters, digits, '.', '_' or '-'`, 'id', 'invalid_value');
+    return id;
+  }
+
+  app.get('/v1/sessions/:id', async (c) => {
+    const id = pathSession(c);
+    const m = await opts.store.meta(id);
+    if (!m) throw new ApiError(404, `no session '${id}'`, 'invalid_request_error', 'id', 'session_not_found');
+    return c.json({ id, object: 'session', model: m.model, tokens: m.tokens, bytes: m.bytes, created: Math.floor(m.createdAt / 1000), updated: Math.floor(m.updatedAt / 1000), busy: busySessions.has(id) });
+  });
+
+  app.delete('/v1/sessions/:id', async (c) => {
+    const id = pathSession(c);
+    if (busySessions.has(id)) throw new ApiError(409, `session '${id}' is generating; delete it when the request ends`, 'invalid_request_error', 'id', 'session_busy');
+    if (!(await opts.store.delete(id))) throw new ApiError(404, `no session '${id}'`, 'invalid_request_error', 'id', 'session_not_found');
+    return c.json({ id, object: 'session.deleted', deleted: true });
+  });
+
+  // ---- generation ---------------------------------------------------------------------------------
+
+  app.post('/v1/completions', async (c) => generate(c, parseCompletionRequest(await readJson(c.req.raw, opts.maxBodyBytes))));
+  app.post('/v1/chat/completions', async (c) => generate(c, parseChatRequest(await readJson(c.req.raw, opts.maxBodyBytes))));
+
+  async function generate(c: Context, r: ParsedRequest): Promise<Response> {
+    if (closed) throw new ApiError(503, 'the server is shutting down', 'server_error', null, 'shutting_down');
+    if (r.model !== undefined && r.model !== opts.modelId) {
+      throw badRequest(`the model '${r.model}' does not exist; this server serves '${opts.modelId}'`, 'model', 'model_not_found');
+    }
+    const sid = sessionId(c, r);
+    const m = await model();
+    const lm = m.lm;
+
+    // Prompt tokens, and every check the library would make, before taking a place in the queue.
+    let ids: number[];
+    let echoText = '';
+    if (r.kind === 'chat') {
+      if (!lm.chatTemplate) throw badRequest('this model has no chat template; use /v1/completions', 'messages', 'unsupported_model');
+      ids = lm.encode(lm.applyChatTemplate(r.messages as ChatMessage[]), false);
+      r.params.stopTokenIds = m.chatStopIds;
+    } else if (typeof r.prompt === 'string') {
+      if (r.prompt === '') throw badRequest(`'prompt' is empty`, 'prompt', 'invalid_value');
+      ids = lm.encode(r.prompt);
+      echoText = r.echo ? r.prompt : '';
+    } else {
+      ids = r.prompt as number[];
+      if (r.echo) echoText = lm.tokenizer ? lm.decode(ids) : '';
+    }
+    const V = lm.model.net.vocabSize;
+    if (!ids.length) throw badRequest(`the prompt encodes to no tokens`, r.kind === 'chat' ? 'messages' : 'prompt', 'invalid_value');
+    const bad = ids.find((id) => id >= V);
+    if (bad !== undefined) throw badRequest(`token id ${bad} is outside the vocabulary [0, ${V})`, 'prompt', 'invalid_value');
+    if (ids.length >= lm.maxContext) {
+      throw badRequest(`the prompt has ${ids.length} tokens; this model's context holds ${lm.maxContext} (prompt and completion)`, r.kind === 'chat' ? 'messages' : 'prompt', 'context_length_exceeded');
+    }
+    for (const k of Object.keys(r.params.logitBias ?? {})) {
+      if (Number(k) >= V) throw badRequest(`'logit_bias' token id ${k} is outside the vocabulary [0, ${V})`, 'logit_bias', 'invalid_value');
+    }
+    resolveSampling({ ...r.params, seed: r.params.seed ?? 0 });
+
+    if (sid !== undefined && busySessions.has(sid)) {
+      throw new ApiError(409, `session '${sid}' is already generating`, 'invalid_request_error', 'session', 'session_busy');
+    }
+    if (sid !== undefined) busySessions.add(sid);
+
+    // Cancelled by the client going away (request signal) or by the response stream being cancelled.
+    const ac = new AbortController();
+    const reqSignal = c.req.raw.signal;
+    const onReqAbort = () => ac.abort();
+    reqSignal?.addEventListener?.('abort', onReqAbort, { once: true });
+
+    let release: (() => void) | null = null;
+    let ms: ModelSession | null = null;
+    let prev: StoredSession | null = null;
+    const cleanup = () => {
+      reqSignal?.removeEventListener?.('abort', onReqAbort);
+      ms?.dispose();
+      ms = null;
+      if (sid !== undefined) busySessions.delete(sid);
+      release?.();
+      release = null;
+    };
+
+    let gen: Generation;
+    try {
+      release = await queue.acquire(ac.signal);
+      if (sid !== undefined) {
+        prev = await opts.store.get(sid);
+        ms = resume(lm, prev, ids, opts.modelId, log);
+      }
+      ms ??= lm.session();
+      gen = lm.generate(ids, { ...r.params, session: ms, signal: ac.signal });
+    } catch (e) {
+      cleanup();
+      if (e instanceof QueueAbortError) return new Response(null, { status: 499 });
+      throw e;
+    }
+
+    const id = randomId(r.kind === 'chat' ? 'chatcmpl' : 'cmpl');
+    const createdAt = Math.floor(Date.now() / 1000);
+    const headers: Record<string, string> = sid !== undefined ? { 'x-session-id': sid } : {};
+
+    /** After a finished generation: the state covers every generated token, then it is stored. */
+    const save = async () => {
+      if (sid === undefined || !ms || gen.finishReason === 'abort' || gen.finishReason === null) return;
+      const last = gen.tokens[gen.tokens.length - 1];
+      // The last token was sampled but not fed. An end-of-turn token is part of the next chat prompt,
+      // so it is fed; EOS never is.
+      if (last !== undefined && !lm.eosTokenIds.has(last) && ms.pos < lm.maxContext) {
+        await ms.feed([last]);
+      }
+      const now = Date.now();
+      try {
+        await opts.store.put({ id: sid, model: opts.modelId, tokens: [...ms.tokens], bytes: ms.snapshot(), createdAt: prev?.createdAt ?? now, updatedAt: now });
+      } catch (e) {
+        log(`session '${sid}' could not be stored`, e);
+      }
+    };
+
+    const usage = () => ({
+      prompt_tokens: gen.stats.promptTokens,
+      completion_tokens: gen.stats.generatedTokens,
+      total_tokens: gen.stats.promptTokens + gen.stats.generatedTokens,
+      prompt_tokens_details: { cached_tokens: gen.stats.cachedTokens },
+    });
+    const finish = () => (gen.finishReason === 'length' ? 'length' : 'stop');
+    const tokenText = (t: GeneratedToken) => (lm.tokenizer ? lm.decode([t.token], false) : '');
+    const chatLogprobs = (ts: GeneratedToken[]) => ({
+      content: ts.map((t) => {
+        const s = tokenText(t);
+        return { token: s, logprob: t.logprob ?? 0, bytes: Array.from(new TextEncoder().encode(s)), top_logprobs: [] };
+      }),
+      refusal: null,
+    });
+
+    if (!r.stream) {
+      try {
+        const toks: GeneratedToken[] = [];
+        for await (const t of gen) toks.push(t);
+        if (gen.finishReason === 'abort') return new Response(null, { status: 499 });
+        await save();
+        if (r.kind === 'chat') {
+          return json(200, {
+            id, object: 'chat.completion', created: createdAt, model: opts.modelId, system_fingerprint: m.fingerprint,
+            choices: [{ index: 0, message: { role: 'assistant', content: gen.text, refusal: null }, logprobs: r.logprobs ? chatLogprobs(toks) : null, finish_reason: finish() }],
+            usage: usage(),
+          }, headers);
+        }
+        let logprobs = null;
+        if (r.logprobs) {
+          let off = echoText.length;
+          const offsets: number[] = [];
+          for (const t of toks) {
+            offsets.push(off);
+            off += t.text.length;
+          }
+          logprobs = { tokens: toks.map(tokenText), token_logprobs: toks.map((t) => t.logprob ?? 0), top_logprobs: null, text_offset: offsets };
+        }
+        return json(200, {
+          id, object: 'text_completion', created: createdAt, model: opts.modelId, system_fingerprint: m.fingerprint,
+          choices: [{ index: 0, text: echoText + gen.text, logprobs, finish_reason: finish() }],
+          usage: usage(),
+        }, headers);
+      } finally {
+        cleanup();
+      }
+    }
+
+    // Streaming: one `data:` event per token that completes text, then the finish, usage and [DONE].
+    const enc = new TextEncoder();
+    let ctrl!: ReadableStreamDefaultController<Uint8Array>;
+    let open = true;
+    const send = (obj: unknown) => {
+      if (!open) return;
+      try {
+        ctrl.enqueue(enc.encode(`data: ${typeof obj === 'string' ? obj : JSON.stringify(obj)}\n\n`));
+      } catch {
+        open = false;
+      }
+    };
+    const base = r.kind === 'chat'
+      ? { id, object: 'chat.completion.chunk', created: createdAt, model: opts.modelId, system_fingerprint: m.fingerprint }
+      : { id, object: 'text_completion', created: createdAt, model: opts.modelId, system_fingerprint: m.fingerprint };
+    const chunk = (text: string, finishReason: string | null, t?: GeneratedToken) => {
+      if (r.kind === 'chat') {
+        const delta = finishReason ? {} : { content: text };
+        return { ...base, choices: [{ index: 0, delta, logprobs: r.logprobs && t ? chatLogprobs([t]) : null, finish_reason: finishReason }], ...(r.includeUsage ? { usage: null } : {}) };
+      }
+      const lp = r.logprobs && t ? { tokens: [tokenText(t)], token_logprobs: [t.logprob ?? 0], top_logprobs: null, text_offset: [0] } : null;
+      return { ...base, choices: [{ index: 0, text, logprobs: lp, finish_reason: finishReason }], ...(r.includeUsage ? { usage: null } : {}) };
+    };
+
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        ctrl = controller;
+      },
+      cancel() {
+        open = false;
+        ac.abort();
+      },
+    });
+
+    const run = async () => {
+      try {
+        if (r.kind === 'chat') send({ ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }], ...(r.includeUsage ? { usage: null } : {}) });
+        else if (echoText) send(chunk(echoText, null));
+        for await (const t of gen) {
+          if (!open) break;
+          // A token that completes no text yet (half a character, a possible stop string) is sent
+          // only when its logprob was asked for.
+          if (t.text || r.logprobs) send(chunk(t.text, null, t));
+        }
+        if (!open || gen.finishReason === 'abort') return;
+        await save();
+        send(chunk('', finish()));
+        if (r.includeUsage) send({ ...base, choices: [], usage: usage() });
+        send('[DONE]');
+      } catch (e) {
+        const api = toApiError(e);
+        if (!api) log(`streamed ${r.kind} failed`, e);
+        send((api ?? new ApiError(500, 'internal error', 'server_error', null, 'internal_error')).body());
+        send('[DONE]');
+      } finally {
+        cleanup();
+        if (open) {
+          open = false;
+          try {
+            ctrl.close();
+          } catch {
+            /* already cancelled */
+          }
+        }
+      }
+    };
+    void run();
+    return new Response(body, { status: 200, headers: { ...SSE_HEADERS, ...headers } });
+  }
+
+  app.ready = async () => (await model()).lm;
+  app.close = async () => {
+    closed = true;
+    while (queue.running > 0) await new Promise((r) => setTimeout(r, 20));
+    if (served) await served.lm.dispose();
+  };
+  return app;
+}
+
+/**
+ * A session for `ids`: the stored state when its tokens begin the prompt (only the rest is then
+ * run), else a fresh one. A snapshot that fails its checks (another model, corrupt bytes) counts as
+ * no snapshot.
+ */
+function resume(lm: LanguageModel, prev: StoredSession | null, ids: number[], modelId: string, log: (m: string, e?: unknown) => void): ModelSession | null {
+  if (!prev || prev.model !== modelId || prev.tokens.length === 0 || prev.tokens.length >= ids.length) return null;
+  for (let i = 0; i < prev.tokens.length; i++) if (prev.tokens[i] !== ids[i]) return null;
+  try {
+    return lm.restore(prev.bytes);
+  } catch (e) {
+    if (!(e instanceof SnapshotError)) throw e;
+    log(`session '${prev.id}' has an unusable snapshot; starting over`, e);
+    return null;
+  }
+}
