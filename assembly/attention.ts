@@ -1,3 +1,4 @@
+import { FUSE_MADD } from './base';
 // Softmax attention over a KV cache with an online (FlashAttention-style) softmax: no score buffer.
 //
 // Work is done in packs of up to four "lanes"; a lane is one (query token, query head) pair, and the
@@ -47,7 +48,7 @@ const laneState: usize = memory.data(16 * 1024, 16);
   for (; i + 4 <= n; i += 4) {
     const o = <usize>i << 2;
     const kv = v128.load(k + o);
-    if (ASC_FEATURE_RELAXED_SIMD) {
+    if (FUSE_MADD) {
       a0 = f32x4.relaxed_madd(v128.load(q0 + o), kv, a0);
       a1 = f32x4.relaxed_madd(v128.load(q1 + o), kv, a1);
       a2 = f32x4.relaxed_madd(v128.load(q2 + o), kv, a2);

@@ -31,3 +31,11 @@ export function relaxedDotProbe(a: usize, b: usize): i32 {
   }
   return i32x4.extract_lane(acc, 0) + i32x4.extract_lane(acc, 1) + i32x4.extract_lane(acc, 2) + i32x4.extract_lane(acc, 3);
 }
+
+/**
+ * Whether f32 multiply-adds use f32x4.relaxed_madd. Engines differ in whether they fuse it (V8
+ * emits an FMA, JavaScriptCore a multiply then an add), so fused f32 paths would give different
+ * logits on Node/Deno and on Bun, and seeded generation would not give the same text on every
+ * runtime. The relaxed build keeps only the integer relaxed dot, which is exact everywhere.
+ */
+export const FUSE_MADD: bool = false;

@@ -22,8 +22,7 @@
 //   and K Kᵀ ⊙ Γ are built per 8-token sub-block: against the sub-block's first token r,
 //   q_i e^{b_i − b_r} · k_j e^{b_r − b_j} has both factors ≤ 1 for j < r ≤ i; pairs inside a
 //   sub-block take exp of their own running sums.
-import { expV } from './vmath';
-import { dotF, gemmNN, gemmNT, madd } from './scan_gemm';
+import { dotF, expF, expS, gemmNN, gemmNT, madd } from './scan_util';
 
 /** Tokens per group of the recurrent driver (upper bound; a small scratch gives fewer). */
 const GROUP = 16;
@@ -87,8 +86,8 @@ function copyScaled(y: usize, x: usize, s: f32, w: usize, n: i32): void {
 function expRow(y: usize, x: usize, s: f32, n: i32): void {
   const sv = f32x4.splat(s);
   let i = 0;
-  for (; i + 4 <= n; i += 4) v128.store(y + (<usize>i << 2), expV(f32x4.mul(v128.load(x + (<usize>i << 2)), sv)));
-  for (; i < n; i++) store<f32>(y + (<usize>i << 2), Mathf.exp(s * load<f32>(x + (<usize>i << 2))));
+  for (; i + 4 <= n; i += 4) v128.store(y + (<usize>i << 2), expF(f32x4.mul(v128.load(x + (<usize>i << 2)), sv)));
+  for (; i < n; i++) store<f32>(y + (<usize>i << 2), expS(s * load<f32>(x + (<usize>i << 2))));
 }
 
 /** y[i] = x[i]·exp(a[i]) */
@@ -96,9 +95,9 @@ function mulExp(y: usize, x: usize, a: usize, n: i32): void {
   let i = 0;
   for (; i + 4 <= n; i += 4) {
     const o = <usize>i << 2;
-    v128.store(y + o, f32x4.mul(v128.load(x + o), expV(v128.load(a + o))));
+    v128.store(y + o, f32x4.mul(v128.load(x + o), expF(v128.load(a + o))));
   }
-  for (; i < n; i++) store<f32>(y + (<usize>i << 2), load<f32>(x + (<usize>i << 2)) * Mathf.exp(load<f32>(a + (<usize>i << 2))));
+  for (; i < n; i++) store<f32>(y + (<usize>i << 2), load<f32>(x + (<usize>i << 2)) * expS(load<f32>(a + (<usize>i << 2))));
 }
 
 /** y[i] = x[i]·w[i] */
@@ -249,7 +248,7 @@ function recurrentHead(o: usize, S: usize, q: usize, kp: usize, v: usize, T: i32
     for (let ti = 0; ti < n; ti++) {
       const t = tg + ti;
       if (decay == 1) {
-        store<f32>(eg + (<usize>ti << 2), Mathf.exp(gScale * load<f32>(g + (<usize>(t * gsT + h) << 2))));
+        store<f32>(eg + (<usize>ti << 2), expS(gScale * load<f32>(g + (<usize>(t * gsT + h) << 2))));
       } else if (decay == 2) {
         expRow(eg + <usize>ti * (<usize>dk << 2), g + (<usize>((t * H + h) * dk) << 2), gScale, dk);
       }
@@ -337,11 +336,11 @@ function chunkHead(o: usize, S: usize, q: usize, kp: usize, v: usize, H: i32, Hk
     let b: f32 = 0;
     for (let i = 0; i < c; i++) {
       b += load<f32>(gl + (<usize>i << 2));
-      store<f32>(eb + (<usize>i << 2), Mathf.exp(b));
+      store<f32>(eb + (<usize>i << 2), expS(b));
     }
     let s: f32 = 0;
     for (let i = c - 1; i >= 0; i--) {
-      store<f32>(ebc + (<usize>i << 2), Mathf.exp(s));
+      store<f32>(ebc + (<usize>i << 2), expS(s));
       s += load<f32>(gl + (<usize>i << 2));
     }
   } else if (decay == 2) {
@@ -392,7 +391,7 @@ function chunkHead(o: usize, S: usize, q: usize, kp: usize, v: usize, H: i32, Hk
           const oj = <usize>j << 2;
           const dsum = f32x4.add(v128.load(drow + oj), gi);
           v128.store(drow + oj, dsum);
-          const gam = expV(dsum);
+          const gam = expF(dsum);
           v128.store(pr + oj, f32x4.mul(v128.load(pr + oj), gam));
           if (delta) v128.store(gr + oj, f32x4.mul(v128.load(gr + oj), gam));
         }
@@ -400,7 +399,7 @@ function chunkHead(o: usize, S: usize, q: usize, kp: usize, v: usize, H: i32, Hk
           const oj = <usize>j << 2;
           const dsum = load<f32>(drow + oj) + f32x4.extract_lane(gi, 0);
           store<f32>(drow + oj, dsum);
-          const gam = Mathf.exp(dsum);
+          const gam = expS(dsum);
           store<f32>(pr + oj, load<f32>(pr + oj) * gam);
           if (delta) store<f32>(gr + oj, load<f32>(gr + oj) * gam);
         }
@@ -444,7 +443,7 @@ function chunkHead(o: usize, S: usize, q: usize, kp: usize, v: usize, H: i32, Hk
           let d = 0;
           for (; d + 4 <= dk; d += 4) {
             const od = <usize>d << 2;
-            const kg = f32x4.mul(v128.load(kj + od), expV(v128.load(acc + od)));
+            const kg = f32x4.mul(v128.load(kj + od), expF(v128.load(acc + od)));
             sp = madd(v128.load(qs + od), kg, sp);
             if (delta) sg = madd(v128.load(ki + od), kg, sg);
           }
@@ -452,7 +451,7 @@ function chunkHead(o: usize, S: usize, q: usize, kp: usize, v: usize, H: i32, Hk
           let rg = f32x4.extract_lane(sg, 0) + f32x4.extract_lane(sg, 1) + f32x4.extract_lane(sg, 2) + f32x4.extract_lane(sg, 3);
           for (; d < dk; d++) {
             const od = <usize>d << 2;
-            const kg = load<f32>(kj + od) * Mathf.exp(load<f32>(acc + od));
+            const kg = load<f32>(kj + od) * expS(load<f32>(acc + od));
             rp += load<f32>(qs + od) * kg;
             rg += load<f32>(ki + od) * kg;
           }

@@ -1,5 +1,5 @@
 // Elementwise linear recurrences (families.md §2.11, RWKV-4): state per channel, lanes over channels.
-import { expV } from './vmath';
+import { expF, expS } from './scan_util';
 
 /**
  * RG-LRU scan (HF RecurrentGemmaRglru + _rnn_scan), per channel over T tokens:
@@ -18,8 +18,8 @@ export function rglruScanF32(y: usize, h: usize, logA: usize, x: usize, reset: u
     for (; w + 4 <= W; w += 4) {
       const o = <usize>w << 2;
       const la = v128.load(lt + o);
-      let a = expV(la);
-      let m = f32x4.sqrt(f32x4.sub(one, expV(f32x4.mul(la, two))));
+      let a = expF(la);
+      let m = f32x4.sqrt(f32x4.sub(one, expF(f32x4.mul(la, two))));
       if (rst) { a = zero; m = one; }
       const hn = f32x4.add(f32x4.mul(a, v128.load(h + o)), f32x4.mul(v128.load(xt + o), m));
       v128.store(h + o, hn);
@@ -28,8 +28,8 @@ export function rglruScanF32(y: usize, h: usize, logA: usize, x: usize, reset: u
     for (; w < W; w++) {
       const o = <usize>w << 2;
       const la = load<f32>(lt + o);
-      let a = Mathf.exp(la);
-      let m = Mathf.sqrt(1 - Mathf.exp(2 * la));
+      let a = expS(la);
+      let m = Mathf.sqrt(1 - expS(2 * la));
       if (rst) { a = 0; m = 1; }
       const hn = a * load<f32>(h + o) + load<f32>(xt + o) * m;
       store<f32>(h + o, hn);
@@ -51,7 +51,7 @@ export function wkv4F32(out: usize, state: usize, key: usize, value: usize, time
   let c = 0;
   for (; c + 4 <= C; c += 4) {
     const o = <usize>c << 2;
-    const w = f32x4.neg(expV(v128.load(timeDecay + o)));
+    const w = f32x4.neg(expF(v128.load(timeDecay + o)));
     const u = v128.load(timeFirst + o);
     let aa = v128.load(sa + o), bb = v128.load(sb + o), pp = v128.load(sp + o);
     let pk = key + o, pv = value + o, po = out + o;
@@ -59,12 +59,12 @@ export function wkv4F32(out: usize, state: usize, key: usize, value: usize, time
       const k = v128.load(pk), v = v128.load(pv);
       const ww = f32x4.add(u, k);
       let p = f32x4.max(pp, ww);
-      let e1 = expV(f32x4.sub(pp, p)), e2 = expV(f32x4.sub(ww, p));
+      let e1 = expF(f32x4.sub(pp, p)), e2 = expF(f32x4.sub(ww, p));
       v128.store(po, f32x4.div(f32x4.add(f32x4.mul(e1, aa), f32x4.mul(e2, v)), f32x4.add(f32x4.mul(e1, bb), e2)));
       const ww2 = f32x4.add(pp, w);
       p = f32x4.max(ww2, k);
-      e1 = expV(f32x4.sub(ww2, p));
-      e2 = expV(f32x4.sub(k, p));
+      e1 = expF(f32x4.sub(ww2, p));
+      e2 = expF(f32x4.sub(k, p));
       aa = f32x4.add(f32x4.mul(e1, aa), f32x4.mul(e2, v));
       bb = f32x4.add(f32x4.mul(e1, bb), e2);
       pp = p;
@@ -74,19 +74,19 @@ export function wkv4F32(out: usize, state: usize, key: usize, value: usize, time
   }
   for (; c < C; c++) {
     const o = <usize>c << 2;
-    const w = -Mathf.exp(load<f32>(timeDecay + o));
+    const w = -expS(load<f32>(timeDecay + o));
     const u = load<f32>(timeFirst + o);
     let aa = load<f32>(sa + o), bb = load<f32>(sb + o), pp = load<f32>(sp + o);
     for (let t = 0; t < T; t++) {
       const k = load<f32>(key + <usize>t * rs + o), v = load<f32>(value + <usize>t * rs + o);
       const ww = u + k;
       let p = max(pp, ww);
-      let e1 = Mathf.exp(pp - p), e2 = Mathf.exp(ww - p);
+      let e1 = expS(pp - p), e2 = expS(ww - p);
       store<f32>(out + <usize>t * rs + o, (e1 * aa + e2 * v) / (e1 * bb + e2));
       const ww2 = pp + w;
       p = max(ww2, k);
-      e1 = Mathf.exp(ww2 - p);
-      e2 = Mathf.exp(k - p);
+      e1 = expS(ww2 - p);
+      e2 = expS(k - p);
       aa = e1 * aa + e2 * v;
       bb = e1 * bb + e2;
       pp = p;

@@ -1,3 +1,4 @@
+import { FUSE_MADD } from './base';
 // Lane-wise f32 transcendentals shared by the elementwise, attention and routing kernels.
 // Not re-exported from index.ts: these take v128 and are inlined into the kernels.
 
@@ -68,7 +69,7 @@
   let i = 0;
   for (; i + 16 <= n; i += 16) {
     const o = <usize>i << 2;
-    if (ASC_FEATURE_RELAXED_SIMD) {
+    if (FUSE_MADD) {
       a0 = f32x4.relaxed_madd(v128.load(a + o), v128.load(b + o), a0);
       a1 = f32x4.relaxed_madd(v128.load(a + o, 16), v128.load(b + o, 16), a1);
       a2 = f32x4.relaxed_madd(v128.load(a + o, 32), v128.load(b + o, 32), a2);

@@ -41,34 +41,37 @@ function l2rows(a: Float32Array, d: number): void {
   }
 }
 
-function gatedDelta(K: WasmInstance, H: number, dk: number, dv: number, T: number): Row[] {
+/** decay 'scalar' = Gated DeltaNet (Qwen3-Next); 'vector' = KDA (per-key-channel gates). */
+function gatedDelta(K: WasmInstance, H: number, dk: number, dv: number, T: number, decay: 'scalar' | 'vector' = 'scalar'): Row[] {
   const r = rng(1);
   const a = K.arena;
   const q = randn(T * H * dk, r), k = randn(T * H * dk, r);
   l2rows(q, dk);
   l2rows(k, dk);
   const Q = a.putF32(q), Kb = a.putF32(k), V = a.putF32(randn(T * H * dv, r));
-  const G = a.putF32(Float32Array.from({ length: T * H }, () => -0.5 * r()));
+  const gPerTok = decay === 'vector' ? H * dk : H;
+  const G = a.putF32(Float32Array.from({ length: T * gPerTok }, () => -0.5 * r()));
   const B = a.putF32(Float32Array.from({ length: T * H }, () => r()));
   const O = a.f32buf(T * H * dv), S = a.f32buf(H * dk * dv);
-  const scr = a.alloc(linearAttentionScratchBytes(K, { dk, dv, decay: 'scalar', delta: true, chunk: 128 }));
-  const base = { H, dk, dv, decay: 'scalar' as const, scale: 1 / Math.sqrt(dk), scratch: scr };
+  const scr = a.alloc(linearAttentionScratchBytes(K, { dk, dv, decay, delta: true, chunk: 128 }));
+  const base = { H, dk, dv, decay, scale: 1 / Math.sqrt(dk), scratch: scr };
   const flops = 7 * H * dk * dv * T;
   const rows: Row[] = [];
   const shape = `H=${H} dk=dv=${dk} T=${T}`;
-  const add = (form: string, ms: number) => rows.push({ kernel: 'gated delta rule', shape, form, ms, tokS: T / ms * 1e3, gflops: flops / ms / 1e6 });
+  const name = decay === 'scalar' ? 'gated delta rule' : 'KDA (per-channel gates, delta)';
+  const add = (form: string, ms: number) => rows.push({ kernel: name, shape, form, ms, tokS: T / ms * 1e3, gflops: flops / ms / 1e6 });
   add('token by token (T=1 calls)', time(() => {
     S.v.fill(0);
     for (let t = 0; t < T; t++) {
       linearAttention(K, O.ptr + t * H * dv * 4, S.ptr, Q.ptr + t * H * dk * 4, Kb.ptr + t * H * dk * 4, V.ptr + t * H * dv * 4,
-        { ...base, T: 1, g: G.ptr + t * H * 4, beta: B.ptr + t * H * 4 });
+        { ...base, T: 1, g: G.ptr + t * gPerTok * 4, beta: B.ptr + t * H * 4 });
     }
   }));
   add('recurrent, one call', time(() => {
     S.v.fill(0);
     linearAttention(K, O.ptr, S.ptr, Q.ptr, Kb.ptr, V.ptr, { ...base, T, g: G.ptr, beta: B.ptr, mode: 'recurrent' });
   }));
-  for (const chunk of [16, 32, 64, 128] as const) {
+  for (const chunk of [16, 32, 64] as const) {
     add(`chunked, chunk ${chunk}`, time(() => {
       S.v.fill(0);
       linearAttention(K, O.ptr, S.ptr, Q.ptr, Kb.ptr, V.ptr, { ...base, T, g: G.ptr, beta: B.ptr, mode: 'chunked', chunk });
@@ -142,6 +145,7 @@ const K = await instantiate({ build, budget: 1 << 30 });
 const rows: Row[] = [];
 rows.push(...gatedDelta(K, 8, 64, 64, 512));
 rows.push(...gatedDelta(K, 8, 128, 128, 512));
+rows.push(...gatedDelta(K, 8, 128, 128, 512, 'vector'));
 rows.push(...mamba1(K, 1536, 16, 512));
 rows.push(...mamba2(K, 24, 64, 1, 128, 512));
 

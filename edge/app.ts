@@ -75,13 +75,13 @@ async function readBody(req: Request, max: number): Promise<string> {
   const parts: Uint8Array[] = [];
   let n = 0;
   for (;;) {
-    let r: ReadableStreamReadResult<Uint8Array>;
+    let r: { done: boolean; value?: Uint8Array };
     try {
       r = await reader.read();
     } catch {
       throw badRequest('the request body could not be read', null, 'invalid_body');
     }
-    if (r.done) break;
+    if (r.done || !r.value) break;
     n += r.value.byteLength;
     if (n > max) {
       void reader.cancel().catch(() => {});
@@ -421,7 +421,7 @@ export function createApp(opts: AppOptions): SparrowApp {
             usage: usage(),
           }, headers);
         }
-        let logprobs = null;
+        let logprobs: Record<string, unknown> | null = null;
         if (r.logprobs) {
           let off = echoText.length;
           const offsets: number[] = [];

@@ -81,6 +81,29 @@ describe.each(BUILDS)('matmul (%s build)', (build) => {
     }
   });
 
+  it('f16 weights with inf and NaN give inf/NaN in exactly the rows that hold them', () => {
+    const rows = 9, cols = 21;
+    for (const batch of [1, 2, 5]) {
+      const m = k.arena.mark();
+      const r = rng(batch + 40);
+      const wb = randomWeight('f16', rows, cols, r);
+      const h = new Uint16Array(wb.buffer);
+      h[2 * cols + 3] = 0x7c00; // +inf in row 2 (vector part of the row)
+      h[5 * cols + 18] = 0xfc00; // −inf in row 5 (scalar tail of the row)
+      h[7 * cols + 9] = 0x7e01; // NaN in row 7
+      const x = randn(batch * cols, r).map((v) => Math.abs(v) + 0.5); // > 0: the signs of ±inf survive
+      const y = runMatmul(k, put(k, 'f16', wb, rows, cols), x, batch);
+      const want = matmulRef(x, dequantRef('f16', wb, rows, cols), batch, rows, cols);
+      for (let b = 0; b < batch; b++) for (let i = 0; i < rows; i++) {
+        const g = y[b * rows + i], e = want[b * rows + i];
+        if (!Number.isFinite(e)) expect(g, `batch ${b} row ${i}`).toBe(e);
+        else expect(Math.abs(g - e), `batch ${b} row ${i}`).toBeLessThan(1e-4 * Math.max(1, Math.abs(e)));
+      }
+      expect([y[2], y[5], y[7]]).toEqual([Infinity, -Infinity, NaN]);
+      k.arena.release(m);
+    }
+  });
+
   it('quantizes activations exactly as the reference (q, d, Σq)', () => {
     for (const cols of Q_COLS) for (const batch of BATCHES) {
       const m = k.arena.mark();

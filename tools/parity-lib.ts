@@ -106,7 +106,13 @@ export async function loadFixtureModel(dir: string, ref: FixtureReference, opts:
   return buildModel(ckpt, { exact: true, maxContext: Math.max(ref.input_ids.length, ref.greedy_prompt.length + ref.greedy_tokens.length) + 8, ...opts });
 }
 
-export async function runFixture(dir: string, opts: { quantized?: boolean; build?: 'auto' | 'simd' | 'relaxed'; dtype?: 'auto' | 'f32' } = {}): Promise<ParityResult> {
+/** A session of either backend (the WebGPU one resolves its logits asynchronously). */
+interface AnySession {
+  forward(ids: ArrayLike<number>, all?: boolean): Float32Array | Promise<Float32Array>;
+  dispose(): void;
+}
+
+export async function runFixture(dir: string, opts: { quantized?: boolean; build?: 'auto' | 'simd' | 'relaxed'; dtype?: 'auto' | 'f32'; backend?: 'wasm' | 'webgpu' } = {}): Promise<ParityResult> {
   const name = dir.split('/').pop()!;
   let ref: FixtureReference;
   try {
@@ -122,26 +128,33 @@ export async function runFixture(dir: string, opts: { quantized?: boolean; build
     const refLogits = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
     const model = await loadFixtureModel(dir, ref, { build: opts.build, dtype: opts.dtype ?? 'auto' });
     if (model.net.vocabSize !== V) throw new Error(`vocab ${model.net.vocabSize} != reference ${V}`);
+    let newSession: () => AnySession = () => model.newSession();
+    if (opts.backend === 'webgpu') {
+      const { acquireGpu } = await import('../src/webgpu/device');
+      const { gpuModel } = await import('../src/webgpu/model');
+      const gm = gpuModel(model, await acquireGpu());
+      newSession = () => gm.newSession();
+    }
 
-    const s1 = model.newSession();
-    const full = s1.forward(ref.input_ids, true);
+    const s1 = newSession();
+    const full = await s1.forward(ref.input_ids, true);
     res.prefillErr = relMaxErr(full, refLogits);
     s1.dispose();
 
-    const s2 = model.newSession();
+    const s2 = newSession();
     const dec = new Float32Array(T * V);
-    for (let t = 0; t < T; t++) dec.set(s2.forward([ref.input_ids[t]]), t * V);
+    for (let t = 0; t < T; t++) dec.set(await s2.forward([ref.input_ids[t]]), t * V);
     res.decodeErr = relMaxErr(dec, refLogits);
     s2.dispose();
 
     const eos = eosIds(model);
-    const s3 = model.newSession();
-    let logits = s3.forward(ref.greedy_prompt);
+    const s3 = newSession();
+    let logits = await s3.forward(ref.greedy_prompt);
     for (let i = 0; i < ref.greedy_tokens.length; i++) {
       const tok = argmax(logits, eos);
       if (tok !== ref.greedy_tokens[i]) break;
       res.greedyAgree++;
-      if (i + 1 < ref.greedy_tokens.length) logits = s3.forward([tok]);
+      if (i + 1 < ref.greedy_tokens.length) logits = await s3.forward([tok]);
     }
     s3.dispose();
     model.dispose();

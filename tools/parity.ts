@@ -1,4 +1,5 @@
-// npm run parity -- [dirs…] [--quantized] [--build simd|relaxed]
+// npm run parity -- [dirs…] [--quantized] [--build simd|relaxed] [--backend wasm|webgpu]
+// (--backend webgpu needs a runtime with WebGPU: `npm run parity:webgpu -- [dirs…]` runs it under Deno)
 // Runs every fixture found under the given directories (default: the committed fixtures) and
 // prints one row per fixture, then "N passed, N failed". Exit code 1 on any failure.
 
@@ -8,7 +9,13 @@ const args = process.argv.slice(2);
 const quantized = args.includes('--quantized') || args.includes('-q');
 const bi = args.indexOf('--build');
 const build = bi >= 0 ? (args[bi + 1] as any) : 'auto';
-const dirs = args.filter((a, i) => !a.startsWith('-') && args[i - 1] !== '--build');
+const bk = args.indexOf('--backend');
+const backend = bk >= 0 ? (args[bk + 1] as 'wasm' | 'webgpu') : 'wasm';
+if (backend !== 'wasm' && backend !== 'webgpu') {
+  console.error(`parity: --backend must be wasm or webgpu, got ${backend}`);
+  process.exit(2);
+}
+const dirs = args.filter((a, i) => !a.startsWith('-') && args[i - 1] !== '--build' && args[i - 1] !== '--backend');
 const roots = dirs.length ? dirs : ['test/fixtures/parity', 'models'];
 let fixtures: string[] = [];
 for (const r of roots) {
@@ -29,7 +36,7 @@ if (!fixtures.length) {
 console.log(HEADER);
 let passed = 0, failed = 0;
 for (const f of fixtures) {
-  const r = await runFixture(f, { quantized, build });
+  const r = await runFixture(f, { quantized, build, backend });
   console.log(formatRow(r));
   if (r.pass) passed++;
   else failed++;

@@ -17,9 +17,9 @@ const SEQ = 0, NEXT = 1, DONE = 2, FN = 3, NARGS = 4, ROWS = 5, CHUNK = 6, QUIT 
 const ARGS_AT = 64, MAX_ARGS = 16, CTRL_BYTES = ARGS_AT + 8 * MAX_ARGS;
 
 export interface PoolOptions {
-  /** How long an idle worker spins before it sleeps (ms). Default 2. */
+  /** How long an idle worker (and the host waiting for workers) spins before sleeping, in ms. Default 2. */
   spinMs?: number;
-  /** Smallest rows·cols·batch for which matmul hands work to the pool. Default 2^18. */
+  /** Smallest rows·cols·batch for which matmul hands work to the pool. Default 2^17. */
   minWork?: number;
 }
 
@@ -34,7 +34,10 @@ export interface Pool {
    * the calling thread; returns when every row is done.
    */
   run(fn: string, args: number[], rows: number): void;
-  /** Stops and terminates the workers; the pool cannot run afterwards. */
+  /**
+   * Stops and terminates the workers; the pool cannot run afterwards. Under Deno a live pool keeps
+   * the process from exiting (its Worker has no unref), so destroy it when done.
+   */
   destroy(): Promise<void>;
 }
 
@@ -62,6 +65,8 @@ const webWorkers = typeof g.Deno !== 'undefined' || typeof g.Bun !== 'undefined'
 async function spawn(url: URL): Promise<WorkerHandle> {
   if (webWorkers) {
     const w = new g.Worker(url.href, { type: 'module' });
+    // Bun's Worker has unref (a forgotten pool then does not keep the process alive); Deno's has not.
+    w.unref?.();
     const h: WorkerHandle = { post: (m) => w.postMessage(m), terminate: () => w.terminate(), error: null };
     w.onmessage = (e: any) => { if (e.data?.error) h.error = e.data.error; };
     w.onerror = (e: any) => { h.error = String(e?.message ?? e); e?.preventDefault?.(); };
@@ -69,10 +74,12 @@ async function spawn(url: URL): Promise<WorkerHandle> {
   }
   const { Worker } = await import('node:worker_threads');
   const w = new Worker(url);
-  w.unref();
   const h: WorkerHandle = { post: (m) => w.postMessage(m), terminate: () => w.terminate(), error: null };
   w.on('message', (d: any) => { if (d?.error) h.error = d.error; });
   w.on('error', (e) => { h.error = e.message; });
+  // After the listeners: adding a 'message' listener refs the worker again. Unref'd, a pool that
+  // is never destroyed does not keep the process alive.
+  w.unref();
   return h;
 }
 
@@ -143,7 +150,7 @@ export async function createPool(k: K, nThreads: number, opts: PoolOptions = {})
 
   const pool: Pool = {
     nThreads,
-    minWork: opts.minWork ?? 1 << 18,
+    minWork: opts.minWork ?? 1 << 17,
     get workerChunks() {
       return Atomics.load(c, WCHUNKS);
     },
@@ -182,12 +189,14 @@ export async function createPool(k: K, nThreads: number, opts: PoolOptions = {})
         Atomics.store(c, NEXT, 1 << 30);
       }
       // Every worker acknowledges every job, so the control block is free for the next one on return.
+      // The rest of a job is at most a chunk per worker: spin (a futex wake-up costs tens of µs),
+      // and only sleep once the wait has gone on for longer than any chunk should take.
+      const t0 = performance.now();
       let spins = 0;
-      const t0 = Date.now();
       for (let d = Atomics.load(c, DONE); d < nWorkers; d = Atomics.load(c, DONE)) {
-        if (++spins > 4096) {
+        if ((++spins & 255) === 0 && performance.now() - t0 > spinMs) {
           Atomics.wait(c, DONE, d, 100);
-          if (Date.now() - t0 > 60_000) {
+          if (performance.now() - t0 > 60_000) {
             alive = false;
             throw new KernelError('pool', `workers did not finish ${fn} within 60 s`);
           }

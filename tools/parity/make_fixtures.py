@@ -752,7 +752,8 @@ def compute_reference(model, input_ids, prompt, n_new: int, device: str, torch):
             seq = g.sequences
             if getattr(g, "logits", None) is not None:
                 step_logits = torch.stack([s[0] for s in g.logits], 0)
-        except TypeError:
+        except Exception as e:  # noqa: BLE001
+            print(f"    generate(output_logits=True) failed ({type(e).__name__}: {e}); retrying without it")
             seq = model.generate(**gen_kwargs)
     new_tokens = seq[0, len(prompt):].tolist()
     if len(new_tokens) != n_new:

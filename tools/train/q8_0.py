@@ -42,13 +42,14 @@ def roundf(v: np.ndarray) -> np.ndarray:
 
 
 def q8_0_quantize(x: np.ndarray):
-    """Quantise float32 `x` (last dim a multiple of 32) as gguf-py does for Q8_0.
+    """Quantise float32 `x` (last dim a multiple of 32) exactly as ggml's quantize_row_q8_0_ref and
+    sparrow's quantizeQ8_0 (src/formats/dtype.ts) do.
 
-    Per block of 32 along the last dim: amax = max|x|; d = amax / 127 (float32); q = roundf(x / d)
-    (float32 division, round half away from zero), q = 0 where d == 0; the stored scale is float16(d).
+    Per block of 32 along the last dim, all in float32: amax = max|x|; d = amax / 127; id = 1 / d
+    (0 when d == 0); q = roundf(x * id) (round half away from zero); the stored scale is float16(d).
     Returns (q int8 [..., nblocks, 32], d float16 [..., nblocks, 1]).
-    Note: ggml's C reference multiplies by 1/d instead of dividing by d; the two can differ by one
-    step in rare near-tie cases. This module follows gguf-py (x / d).
+    gguf-py divides (x / d) instead of multiplying by id; the two can differ by one step in rare
+    near-tie cases, so this module follows the C reference that the runtime mirrors.
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.shape[-1] % QK8_0 != 0:
@@ -57,8 +58,8 @@ def q8_0_quantize(x: np.ndarray):
     amax = np.abs(blocks).max(axis=-1, keepdims=True)
     d = (amax / np.float32(127)).astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
-        v = (blocks / d).astype(np.float32)
-    v = np.where(d == 0, np.float32(0), v)
+        inv = np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
+    v = (blocks * inv).astype(np.float32)
     q = roundf(v)
     if np.abs(q).max(initial=0) > 127:
         raise AssertionError("Q8_0 quant out of range")

@@ -150,6 +150,29 @@ class _null:
         return False
 
 
+def keep_delta_rule_fp32(model, torch) -> int:
+    """Run each gated-delta-rule kernel with autocast disabled.
+
+    The PyTorch fallback of Qwen3-Next casts q, k, v, g, beta to float32 but, under bf16 autocast, its
+    matmuls would still produce bf16 tensors and the chunk-to-chunk recurrent state would be carried
+    in bf16. Disabling autocast inside the kernel keeps that state float32, as at inference.
+    """
+    n = 0
+    for module in model.modules():
+        fn = getattr(module, "chunk_gated_delta_rule", None)
+        if fn is None or getattr(fn, "_sparrow_fp32", False):
+            continue
+
+        def wrapped(*a, _fn=fn, **kw):
+            with torch.autocast(device_type="cuda", enabled=False):
+                return _fn(*a, **kw)
+
+        wrapped._sparrow_fp32 = True
+        module.chunk_gated_delta_rule = wrapped
+        n += 1
+    return n
+
+
 def save_checkpoint(path: str, state: dict, torch) -> None:
     tmp = path + ".tmp"
     torch.save(state, tmp)
@@ -167,7 +190,8 @@ def main():
     ap.add_argument("--tok", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--arch", choices=["hybrid", "llama"], required=True)
-    ap.add_argument("--minutes", type=float, required=True, help="wall-clock budget of this invocation")
+    ap.add_argument("--minutes", type=float, required=True,
+                    help="wall-clock budget of this invocation, counted from process start (tokenization included)")
     ap.add_argument("--max-steps", type=int, default=None,
                     help="total steps of the schedule (default 2000; fixed by the first run)")
     ap.add_argument("--batch", type=int, default=64)
@@ -192,6 +216,7 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="tiny run: batch 4, 12 steps, 8 eval windows")
     ap.add_argument("--device", default=None)
     args = ap.parse_args()
+    t_process = time.time()
 
     import torch
 
@@ -255,6 +280,9 @@ def main():
     torch.manual_seed(args.seed)
     model = model_cls(config)
     n_params = count_params(model)
+    wrapped = keep_delta_rule_fp32(model, torch)
+    if wrapped:
+        print(f"delta rule runs outside autocast in {wrapped} layers (its state stays float32)")
     model.to(device)
     model.train()
     print(f"{args.arch}: {n_params:,} parameters ({model_cls.__name__}), device {device}, "
@@ -320,7 +348,7 @@ def main():
             torch.cuda.synchronize()
         sps = args.probe / (time.time() - t0)
         mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
-        fit = int(sps * (args.minutes * 60.0 - 60.0))
+        fit = int(sps * (args.minutes * 60.0 - 60.0))  # one minute kept for start-up, evals and saves
         print(f"probe: {sps:.3f} steps/s ({sps * args.batch * args.seq / 1e3:.0f}k tokens/s), peak memory "
               f"{mem:.1f} GiB; about {fit} steps fit in {args.minutes} min (minus 1 min for evals/saves)", flush=True)
         return
@@ -396,7 +424,7 @@ def main():
         if args.until_step is not None and step >= args.until_step:
             print(f"reached --until-step {args.until_step}", flush=True)
             break
-        if time.time() - t_start > budget - eval_cost - 10.0:
+        if time.time() - t_process > budget - eval_cost - 10.0:
             print("time budget reached", flush=True)
             break
         lr = lr_at(step, args.lr, args.warmup, max_steps, args.min_lr_ratio)
@@ -448,7 +476,7 @@ def main():
             save_checkpoint(ckpt_path, make_state(), torch)
             last_ckpt = time.time()
 
-    if stop["signal"] is None and (step >= max_steps or time.time() - t_start < budget - 5.0):
+    if stop["signal"] is None and (step >= max_steps or time.time() - t_process < budget - 5.0):
         run_eval()
     save_checkpoint(ckpt_path, make_state(), torch)
     state = "complete" if step >= max_steps else "paused"

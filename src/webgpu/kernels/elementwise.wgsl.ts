@@ -1,0 +1,40 @@
+// Elementwise ops over n floats of `a` (y, x, b offsets): 0 add x+b, 1 mul x·b, 2 SwiGLU SiLU(x)·b,
+// 3 x·sigmoid(b), 4 copy x, 5 SiLU(x), 6 sigmoid(x).
+// copy: nChunks chunks of len floats from a (strided) into a or st (strided), the destination
+// offset advanced by step.pos · posStride (KV cache appends, head (de)interleaving).
+
+import { kernelSource } from './common.wgsl';
+
+export const EW_PARAMS = ['n', 'op', 'yOff', 'xOff', 'bOff', 'nx'];
+export const elementwiseWgsl = kernelSource(EW_PARAMS, ['p', 'a'], `
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x + gid.y * p.nx * 256u;
+  if (i >= p.n) { return; }
+  let x = a[p.xOff + i];
+  var y = x;
+  switch p.op {
+    case 0u: { y = x + a[p.bOff + i]; }
+    case 1u: { y = x * a[p.bOff + i]; }
+    case 2u: { y = x / (1.0 + exp(-x)) * a[p.bOff + i]; }
+    case 3u: { y = x / (1.0 + exp(-a[p.bOff + i])); }
+    case 5u: { y = x / (1.0 + exp(-x)); }
+    case 6u: { y = 1.0 / (1.0 + exp(-x)); }
+    default: {}
+  }
+  a[p.yOff + i] = y;
+}
+`);
+
+export const COPY_PARAMS = ['nChunks', 'len', 'srcOff', 'srcStride', 'dstOff', 'dstStride', 'posStride', 'toState'];
+export const copyWgsl = kernelSource(COPY_PARAMS, ['p', 'a', 'st', 'step'], `
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x;
+  let ch = gid.y;
+  if (i >= p.len || ch >= p.nChunks) { return; }
+  let v = a[p.srcOff + ch * p.srcStride + i];
+  let d = p.dstOff + step.pos * p.posStride + ch * p.dstStride + i;
+  if (p.toState != 0u) { st[d] = v; } else { a[d] = v; }
+}
+`);

@@ -1,0 +1,295 @@
+// The WebGPU kernel facade: the WGSL kernels of ./kernels behind builders that mirror the WASM
+// facade (src/kernels/*), over offsets (in floats) into a few device buffers instead of arena
+// pointers. A builder returns a Dispatch (pipeline + bind group + grid) fixed at build time; a
+// forward pass replays a list of them, so per-token host work is one small uniform write.
+
+import { KernelError } from '../kernels/runtime';
+import type { GpuDevice } from './device';
+import { attentionWgsl, ATTN_PARAMS } from './kernels/attention.wgsl';
+import { copyWgsl, COPY_PARAMS, elementwiseWgsl, EW_PARAMS } from './kernels/elementwise.wgsl';
+import { convWgsl, CONV_PARAMS, deltaWgsl, DELTA_PARAMS, gatesWgsl, GATES_PARAMS } from './kernels/linear_attention.wgsl';
+import { embedWgsl, EMBED_PARAMS, matmulWgsl, MATMUL_PARAMS, type GpuWeightDType } from './kernels/matmul.wgsl';
+import { combineWgsl, COMBINE_PARAMS, routeWgsl, ROUTE_PARAMS } from './kernels/moe.wgsl';
+import { normWgsl, NORM_PARAMS } from './kernels/norm.wgsl';
+import { ropeWgsl, ROPE_PARAMS } from './kernels/rope.wgsl';
+import { softmaxWgsl, SOFTMAX_PARAMS } from './kernels/softmax.wgsl';
+
+export type { GpuWeightDType };
+
+/** A weight matrix on the device: raw u32 words; `off` / `eStride` in bytes (quantized) or words (f32). */
+export interface GpuWeight {
+  buf: GPUBuffer;
+  dtype: GpuWeightDType;
+  rows: number;
+  cols: number;
+  off: number;
+  /** Distance between stacked experts (0 for a single matrix). */
+  eStride: number;
+}
+
+/** The buffers a dispatch binds: activations, state, constants, integer scratch, step uniform. */
+export interface GpuBufs {
+  a: GPUBuffer;
+  st: GPUBuffer;
+  c: GPUBuffer;
+  ids: GPUBuffer;
+  step: GPUBuffer;
+}
+
+export interface Dispatch {
+  pipeline: GPUComputePipeline;
+  bind: GPUBindGroup;
+  grid: [number, number, number];
+}
+
+/** Elementwise op codes of kernels/elementwise.wgsl. */
+export const EW = { add: 0, mul: 1, swiglu: 2, mulSigmoid: 3, copy: 4, silu: 5, sigmoid: 6 } as const;
+
+const ceil = (a: number, b: number) => Math.ceil(a / b);
+
+/** Words of a GGUF-layout or f32 weight, zero-padded to a whole word. */
+export function weightWords(bytes: Uint8Array): Uint8Array {
+  if (bytes.byteLength % 4 === 0) return bytes;
+  const out = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+  out.set(bytes);
+  return out;
+}
+
+export class GpuKernels {
+  readonly device: GPUDevice;
+  readonly layout: GPUBindGroupLayout;
+  private readonly pipelineLayout: GPUPipelineLayout;
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private dummy: GPUBuffer | null = null;
+  constructor(readonly gpu: GpuDevice) {
+    this.device = gpu.device;
+    const S = GPUShaderStage.COMPUTE;
+    this.layout = this.device.createBindGroupLayout({
+      entries: [
+        { binding: 0, visibility: S, buffer: { type: 'uniform' } },
+        { binding: 1, visibility: S, buffer: { type: 'storage' } },
+        { binding: 2, visibility: S, buffer: { type: 'storage' } },
+        { binding: 3, visibility: S, buffer: { type: 'read-only-storage' } },
+        { binding: 4, visibility: S, buffer: { type: 'read-only-storage' } },
+        { binding: 5, visibility: S, buffer: { type: 'uniform' } },
+        { binding: 6, visibility: S, buffer: { type: 'storage' } },
+      ],
+    });
+    this.pipelineLayout = this.device.createPipelineLayout({ bindGroupLayouts: [this.layout] });
+  }
+
+  pipeline(key: string, code: string): GPUComputePipeline {
+    let p = this.pipelines.get(key);
+    if (!p) {
+      p = this.device.createComputePipeline({ layout: this.pipelineLayout, compute: { module: this.device.createShaderModule({ code, label: key }), entryPoint: 'main' } });
+      this.pipelines.set(key, p);
+    }
+    return p;
+  }
+
+  buffer(bytes: number, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC, label?: string): GPUBuffer {
+    return this.device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 16) * 16), usage, label });
+  }
+
+  /** A 16-byte placeholder for bindings a kernel does not use. */
+  placeholder(): GPUBuffer {
+    return (this.dummy ??= this.buffer(16, GPUBufferUsage.STORAGE | GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, 'placeholder'));
+  }
+
+  upload(data: ArrayBufferView, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label?: string): GPUBuffer {
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const buf = this.buffer(bytes.byteLength, usage, label);
+    if (bytes.byteLength > this.gpu.limits.maxStorageBufferBindingSize) {
+      throw new KernelError('webgpu', `${label ?? 'buffer'}: ${bytes.byteLength} bytes exceed the device's storage binding limit ${this.gpu.limits.maxStorageBufferBindingSize}`);
+    }
+    const padded = weightWords(bytes);
+    // Chunked writes keep the staging copies small for large weights.
+    const CH = 64 << 20;
+    for (let o = 0; o < padded.byteLength; o += CH) this.device.queue.writeBuffer(buf, o, padded, o, Math.min(CH, padded.byteLength - o));
+    return buf;
+  }
+
+  /** Uploads one weight (or a stack of `experts` equally sized ones) in its file layout. */
+  weight(bytes: Uint8Array, dtype: GpuWeightDType, rows: number, cols: number, experts = 1, label?: string): GpuWeight {
+    if (dtype !== 'f32' && cols % 32) throw new KernelError('webgpu', `${label}: cols ${cols} is not a multiple of 32`);
+    if (dtype === 'f32' && cols % 4) throw new KernelError('webgpu', `${label}: f32 cols ${cols} must be a multiple of 4`);
+    const per = bytes.byteLength / experts;
+    return { buf: this.upload(bytes, undefined, label), dtype, rows, cols, off: 0, eStride: dtype === 'f32' ? per / 4 : per };
+  }
+
+  private params(fields: string[], values: Record<string, number>): GPUBuffer {
+    const n = Math.ceil(fields.length / 4) * 4;
+    const u = new Uint32Array(n), f = new Float32Array(u.buffer);
+    fields.forEach((spec, i) => {
+      const [name, t] = spec.split(':');
+      const v = values[name] ?? 0;
+      if (t === 'f') f[i] = v;
+      else {
+        if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new KernelError('webgpu', `parameter ${name} = ${v} is not a u32`);
+        u[i] = v;
+      }
+    });
+    const buf = this.buffer(u.byteLength, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+    this.device.queue.writeBuffer(buf, 0, u);
+    return buf;
+  }
+
+  private dispatch(key: string, code: string, fields: string[], values: Record<string, number>, b: GpuBufs, grid: [number, number, number], w?: GPUBuffer): Dispatch {
+    const pipeline = this.pipeline(key, code);
+    const bind = this.device.createBindGroup({
+      layout: this.layout,
+      entries: [
+        { binding: 0, resource: { buffer: this.params(fields, values) } },
+        { binding: 1, resource: { buffer: b.a } },
+        { binding: 2, resource: { buffer: b.st } },
+        { binding: 3, resource: { buffer: w ?? this.placeholder() } },
+        { binding: 4, resource: { buffer: b.c } },
+        { binding: 5, resource: { buffer: b.step } },
+        { binding: 6, resource: { buffer: b.ids } },
+      ],
+    });
+    const max = this.gpu.limits.maxComputeWorkgroupsPerDimension;
+    if (grid.some((g) => g > max)) throw new KernelError('webgpu', `${key}: grid [${grid}] exceeds ${max} workgroups per dimension`);
+    return { pipeline, bind, grid: grid.map((g) => Math.max(1, g)) as [number, number, number] };
+  }
+
+  private split(rows: number): { nx: number; ny: number } {
+    const max = this.gpu.limits.maxComputeWorkgroupsPerDimension;
+    const nx = Math.min(rows, max);
+    return { nx, ny: ceil(rows, nx) };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Builders. Offsets are in floats of `a` (activations), `st` (state) or `c` (constants).
+
+  /**
+   * y[z, w.rows] = W · x[z, w.cols] for z < batch (x rows xStride apart, y rows yStride apart).
+   * `rowOff` selects rows [rowOff, rowOff + rows) of w; `ids` picks expert ids[idsOff + z] of a stack.
+   */
+  matmul(b: GpuBufs, y: number, x: number, w: GpuWeight, batch: number, o: { rows?: number; rowOff?: number; xStride?: number; yStride?: number; idsOff?: number } = {}): Dispatch {
+    const rows = o.rows ?? w.rows;
+    const rowUnits = w.dtype === 'f32' ? w.cols : (w.cols / 32) * (w.dtype === 'q8_0' ? 34 : 18);
+    const { nx, ny } = this.split(rows);
+    return this.dispatch(`matmul_${w.dtype}`, matmulWgsl(w.dtype), MATMUL_PARAMS, {
+      rows, cols: w.cols, nx, wOff: w.off + (o.rowOff ?? 0) * rowUnits, xOff: x, xStride: o.xStride ?? w.cols, yOff: y, yStride: o.yStride ?? rows,
+      useIds: o.idsOff === undefined ? 0 : 1, idsOff: o.idsOff ?? 0, eStride: w.eStride,
+    }, b, [nx, ny, batch], w.buf);
+  }
+
+  /** out[cols] = row (step.tok, or `row`) of the table, times scale. */
+  embed(b: GpuBufs, out: number, table: GpuWeight, o: { row?: number; scale?: number } = {}): Dispatch {
+    return this.dispatch(`embed_${table.dtype}`, embedWgsl(table.dtype), EMBED_PARAMS, {
+      cols: table.cols, outOff: out, useStep: o.row === undefined ? 1 : 0, row: o.row ?? 0, scale: o.scale ?? 1,
+    }, b, [ceil(table.cols, 64), 1, 1], table.buf);
+  }
+
+  /** RMSNorm of rows×dim (weight at c[w], or none when w < 0), optionally ⊙ SiLU(z). */
+  rmsNorm(b: GpuBufs, y: number, x: number, w: number, rows: number, dim: number, eps: number, o: { addOne?: boolean; gateZ?: number; xStride?: number } = {}): Dispatch {
+    return this.dispatch('norm', normWgsl, NORM_PARAMS, {
+      rows, dim, xOff: x, xStride: o.xStride ?? dim, yOff: y, yStride: dim, wOff: Math.max(w, 0), hasW: w >= 0 ? 1 : 0, addOne: o.addOne ? 1 : 0,
+      mode: 0, gate: o.gateZ === undefined ? 0 : 1, zOff: o.gateZ ?? 0, eps,
+    }, b, [rows, 1, 1]);
+  }
+
+  l2Norm(b: GpuBufs, y: number, x: number, rows: number, dim: number, eps: number): Dispatch {
+    return this.dispatch('norm', normWgsl, NORM_PARAMS, { rows, dim, xOff: x, xStride: dim, yOff: y, yStride: dim, mode: 1, eps }, b, [rows, 1, 1]);
+  }
+
+  /** RoPE in place on x[T, nHeads, headDim] at positions step.pos + t; cos/sin tables at c[cos], c[sin]. */
+  rope(b: GpuBufs, x: number, T: number, nHeads: number, headDim: number, rotaryDim: number, style: 'neox' | 'interleaved', cos: number, sin: number, rowStride = nHeads * headDim): Dispatch {
+    return this.dispatch('rope', ropeWgsl, ROPE_PARAMS, {
+      T, nHeads, headDim, rotaryDim, neox: style === 'neox' ? 1 : 0, xOff: x, rowStride, cosOff: cos, sinOff: sin,
+    }, b, [ceil(nHeads * rotaryDim / 2, 64), T, 1]);
+  }
+
+  softmax(b: GpuBufs, x: number, rows: number, n: number): Dispatch {
+    return this.dispatch('softmax', softmaxWgsl, SOFTMAX_PARAMS, { rows, n, off: x }, b, [rows, 1, 1]);
+  }
+
+  /** Decode attention of one query over st-resident caches holding positions 0 … step.pos. */
+  attention(b: GpuBufs, out: number, q: number, kCache: number, vCache: number, o: { nHeads: number; nKv: number; headDim: number; vDim: number; scale: number; scores: number; maxN: number }): Dispatch {
+    if (o.headDim > 512) throw new KernelError('webgpu', `attention: headDim ${o.headDim} > 512`);
+    return this.dispatch('attention', attentionWgsl, ATTN_PARAMS, {
+      nHeads: o.nHeads, nKv: o.nKv, headDim: o.headDim, vDim: o.vDim, qOff: q, oOff: out, kOff: kCache, vOff: vCache,
+      kStride: o.nKv * o.headDim, vStride: o.nKv * o.vDim, sOff: o.scores, maxN: o.maxN, scale: o.scale,
+    }, b, [o.nHeads, 1, 1]);
+  }
+
+  /** Causal depthwise conv1d in place on x[T, C] with state st[state] ([C, W−1]); taps c[w] ([C, W]). */
+  conv1d(b: GpuBufs, x: number, w: number, state: number, T: number, C: number, W: number, act: 'none' | 'silu'): Dispatch {
+    return this.dispatch('conv', convWgsl, CONV_PARAMS, { T, C, W, xOff: x, wOff: w, stOff: state, silu: act === 'silu' ? 1 : 0 }, b, [ceil(C, 64), 1, 1]);
+  }
+
+  /** Gated DeltaNet gates from ba = [b (H) | a (H)]: g, β. */
+  deltaGates(b: GpuBufs, g: number, beta: number, ba: number, aLog: number, dtBias: number, H: number): Dispatch {
+    return this.dispatch('gates', gatesWgsl, GATES_PARAMS, { H, baOff: ba, gOff: g, betaOff: beta, aLogOff: aLog, dtOff: dtBias }, b, [ceil(H, 64), 1, 1]);
+  }
+
+  /** One gated-delta-rule step for Hv value heads (q, k per key head; normQK L2-normalises them). */
+  deltaStep(b: GpuBufs, out: number, S: number, q: number, k: number, v: number, g: number, beta: number, o: { Hv: number; Hk: number; dk: number; dv: number; scale: number; normQK: boolean }): Dispatch {
+    if (o.dk > 256) throw new KernelError('webgpu', `deltaStep: dk ${o.dk} > 256`);
+    return this.dispatch('delta', deltaWgsl, DELTA_PARAMS, {
+      Hv: o.Hv, Hk: o.Hk, dk: o.dk, dv: o.dv, qOff: q, kOff: k, vOff: v, oOff: out, gOff: g, betaOff: beta, sOff: S, normQK: o.normQK ? 1 : 0, scale: o.scale,
+    }, b, [o.Hv, 1, 1]);
+  }
+
+  /** softmax → top-k (→ renormalise) over T rows of E logits: ids to ids[idsOff], weights to a[w]. */
+  route(b: GpuBufs, idsOff: number, w: number, logits: number, T: number, E: number, K: number, renormalize: boolean): Dispatch {
+    return this.dispatch('route', routeWgsl, ROUTE_PARAMS, { T, E, K, logitsOff: logits, wOff: w, idsOff, renorm: renormalize ? 1 : 0 }, b, [T, 1, 1]);
+  }
+
+  /** out[D] = Σ_j w[j]·y[j, :] (+ sigmoid(a[sg])·a[shared] when given). */
+  moeCombine(b: GpuBufs, out: number, y: number, w: number, D: number, K: number, shared?: { y: number; gate?: number }): Dispatch {
+    return this.dispatch('combine', combineWgsl, COMBINE_PARAMS, {
+      D, K, yOff: y, wOff: w, outOff: out, shOff: shared?.y ?? 0, sgOff: shared?.gate ?? 0, hasShared: shared ? 1 : 0, hasGate: shared?.gate !== undefined ? 1 : 0,
+    }, b, [ceil(D, 64), 1, 1]);
+  }
+
+  elementwise(b: GpuBufs, op: number, y: number, x: number, other: number, n: number): Dispatch {
+    const groups = ceil(n, 256);
+    const { nx, ny } = this.split(groups);
+    return this.dispatch('ew', elementwiseWgsl, EW_PARAMS, { n, op, yOff: y, xOff: x, bOff: other, nx }, b, [nx, ny, 1]);
+  }
+
+  /** nChunks chunks of len floats a[src + i·srcStride] → (st or a)[dst + step.pos·posStride + i·dstStride]. */
+  copy(b: GpuBufs, dst: number, src: number, nChunks: number, len: number, o: { srcStride?: number; dstStride?: number; posStride?: number; toState?: boolean } = {}): Dispatch {
+    return this.dispatch('copy', copyWgsl, COPY_PARAMS, {
+      nChunks, len, srcOff: src, srcStride: o.srcStride ?? len, dstOff: dst, dstStride: o.dstStride ?? len, posStride: o.posStride ?? 0, toState: o.toState ? 1 : 0,
+    }, b, [ceil(len, 64), nChunks, 1]);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  encode(pass: GPUComputePassEncoder, list: Dispatch[]): void {
+    for (const d of list) {
+      pass.setPipeline(d.pipeline);
+      pass.setBindGroup(0, d.bind);
+      pass.dispatchWorkgroups(d.grid[0], d.grid[1], d.grid[2]);
+    }
+  }
+
+  /** Runs dispatches and reads back floats [off, off + n) of `src` (null: no read). */
+  async run(list: Dispatch[], read: { src: GPUBuffer; off: number; n: number } | null = null): Promise<Float32Array | null> {
+    const enc = this.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    this.encode(pass, list);
+    pass.end();
+    let rd: GPUBuffer | null = null;
+    if (read) {
+      rd = this.device.createBuffer({ size: Math.max(16, Math.ceil(read.n * 4 / 16) * 16), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      enc.copyBufferToBuffer(read.src, read.off * 4, rd, 0, read.n * 4);
+    }
+    this.device.queue.submit([enc.finish()]);
+    if (!rd) return null;
+    await rd.mapAsync(GPUMapMode.READ);
+    const out = new Float32Array(rd.getMappedRange().slice(0, read!.n * 4));
+    rd.unmap();
+    rd.destroy();
+    return out;
+  }
+}
+
+/** Step uniform: token id and position of the step being run. */
+export function writeStep(device: GPUDevice, step: GPUBuffer, tok: number, pos: number): void {
+  device.queue.writeBuffer(step, 0, new Uint32Array([tok, pos, pos + 1, 0]));
+}

@@ -1,0 +1,179 @@
+// The one app on four real runtimes: Node (@hono/node-server through tsx), Bun (Bun.serve), Deno
+// (Deno.serve) as processes, and the Worker in local workerd (wrangler.jsonc, Durable Object
+// sessions, static-asset model). Each is driven with the official `openai` client, streamed and
+// not, and with raw fetch for the error cases; the same seed gives the same text on all four.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { postJson, startProcess, startWorker, stopAll, type RuntimeKind, type Server } from './edge-helpers';
+
+const KINDS: RuntimeKind[] = ['node', 'bun', 'deno', 'workers'];
+const API_KEY = 'sk-edge-test';
+const servers = {} as Record<RuntimeKind, Server>;
+const sessionDir = mkdtempSync(join(tmpdir(), 'sparrow-edge-sessions-'));
+
+beforeAll(async () => {
+  // Bun requires a key; Node keeps sessions on disk too; Deno and the Worker run with the defaults.
+  const started = await Promise.all([
+    startProcess('node', { args: ['--session-dir', sessionDir] }),
+    startProcess('bun', { env: { SPARROW_API_KEY: API_KEY } }),
+    startProcess('deno'),
+    startWorker(),
+  ]);
+  for (const s of started) servers[s.kind] = s;
+}, 120_000);
+
+afterAll(async () => {
+  await stopAll();
+  rmSync(sessionDir, { recursive: true, force: true });
+});
+
+const client = (k: RuntimeKind) => new OpenAI({ baseURL: `${servers[k].url}/v1`, apiKey: k === 'bun' ? API_KEY : 'unused', maxRetries: 0, timeout: 60_000 });
+const auth = (k: RuntimeKind): Record<string, string> => (k === 'bun' ? { authorization: `Bearer ${API_KEY}` } : {});
+
+const CHAT = { model: 'sparrow-mini', messages: [{ role: 'user' as const, content: 'Tell me a story about a fox.' }], max_tokens: 24, seed: 11, temperature: 0.9 };
+const COMPLETION = { model: 'sparrow-mini', prompt: 'Once upon a time, a little fox', max_tokens: 24, seed: 7, temperature: 0.8, top_p: 0.95 };
+
+const results: Record<string, Record<string, string>> = {};
+
+describe.each(KINDS)('%s', (kind) => {
+  it('lists the model and answers non-streamed and streamed requests through the openai client', async () => {
+    const c = client(kind);
+    const models = await c.models.list();
+    expect(models.data.map((m) => m.id)).toEqual(['sparrow-mini']);
+
+    const done = await c.completions.create(COMPLETION);
+    expect(done.object).toBe('text_completion');
+    expect(done.choices[0].finish_reason).toBe('length');
+    expect(done.usage?.completion_tokens).toBe(24);
+
+    const chat = await c.chat.completions.create(CHAT);
+    expect(chat.object).toBe('chat.completion');
+    expect(chat.choices[0].message.role).toBe('assistant');
+
+    const stream = await c.chat.completions.create({ ...CHAT, stream: true, stream_options: { include_usage: true } });
+    let text = '';
+    let chunks = 0;
+    let usage: any = null;
+    for await (const ch of stream) {
+      chunks++;
+      text += ch.choices[0]?.delta?.content ?? '';
+      if (ch.usage) usage = ch.usage;
+    }
+    expect(chunks).toBeGreaterThan(5);
+    expect(text).toBe(chat.choices[0].message.content);
+    expect(usage).toMatchObject({ completion_tokens: chat.usage!.completion_tokens });
+
+    const cstream = await c.completions.create({ ...COMPLETION, stream: true });
+    let ctext = '';
+    for await (const ch of cstream) ctext += ch.choices[0]?.text ?? '';
+    expect(ctext).toBe(done.choices[0].text);
+
+    results[kind] = { chat: chat.choices[0].message.content ?? '', completion: done.choices[0].text };
+  });
+
+  it('errors come back in the OpenAI shape, never as a 5xx', async () => {
+    const url = servers[kind].url;
+    const cases: [string, number, string | null][] = [
+      ['{"prompt": "x", ', 400, 'invalid_json'],
+      [JSON.stringify({ model: 'nope', prompt: 'x' }), 400, 'model_not_found'],
+      [JSON.stringify({ prompt: 'x', temperature: -1 }), 400, 'invalid_value'],
+      [JSON.stringify({ prompt: 'x', stop: { a: 1 } }), 400, 'invalid_type'],
+      [JSON.stringify({ prompt: 'x'.repeat(2 << 20) }), 413, 'request_too_large'],
+    ];
+    for (const [body, status, code] of cases) {
+      const res = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth(kind) }, body });
+      expect(res.status, body.slice(0, 60)).toBe(status);
+      const b = await res.json();
+      expect(Object.keys(b.error).slice(0, 4)).toEqual(['message', 'type', 'param', 'code']);
+      expect(b.error.code).toBe(code);
+    }
+    const nf = await fetch(`${url}/v1/nothing`, { headers: auth(kind) });
+    expect(nf.status).toBe(404);
+    await expect(client(kind).chat.completions.create({ ...CHAT, model: 'gpt-4o' })).rejects.toMatchObject({ status: 400, code: 'model_not_found' });
+  });
+
+  it('a session resumes its saved state; GET and DELETE /v1/sessions/:id', async () => {
+    const url = servers[kind].url;
+    const id = `sess-${kind}-${Date.now()}`;
+    const h = { ...auth(kind), 'x-session-id': id };
+    const m1 = [{ role: 'user', content: 'Hello, who are you?' }];
+    const r1 = await (await postJson(`${url}/v1/chat/completions`, { messages: m1, max_tokens: 12, seed: 1 }, h)).json();
+    const meta = await (await fetch(`${url}/v1/sessions/${id}`, { headers: auth(kind) })).json();
+    expect(meta).toMatchObject({ id, object: 'session', model: 'sparrow-mini', tokens: r1.usage.total_tokens });
+    expect(meta.bytes).toBeGreaterThan(200_000);
+    const m2 = [...m1, { role: 'assistant', content: r1.choices[0].message.content }, { role: 'user', content: 'Tell me more.' }];
+    const r2 = await (await postJson(`${url}/v1/chat/completions`, { messages: m2, max_tokens: 12, seed: 1, stream: true, stream_options: { include_usage: true } }, h)).text();
+    const usage = JSON.parse(r2.split('\n\n').filter((e) => e.includes('"usage":{')).pop()!.slice(6)).usage;
+    expect(usage.prompt_tokens_details.cached_tokens).toBe(meta.tokens);
+    expect((await fetch(`${url}/v1/sessions/${id}`, { method: 'DELETE', headers: auth(kind) })).status).toBe(200);
+    expect((await fetch(`${url}/v1/sessions/${id}`, { headers: auth(kind) })).status).toBe(404);
+  });
+
+  it('a client that goes away mid-stream frees its place', async () => {
+    const url = servers[kind].url;
+    const res = await postJson(`${url}/v1/completions`, { prompt: 'Once', max_tokens: 1500, ignore_eos: true, stream: true }, auth(kind));
+    const reader = res.body!.getReader();
+    await reader.read();
+    await reader.cancel();
+    const deadline = Date.now() + 10_000;
+    let h: any;
+    do {
+      await new Promise((r) => setTimeout(r, 50));
+      h = await (await fetch(`${url}/healthz`)).json();
+    } while (h.queue.running > 0 && Date.now() < deadline);
+    expect(h.queue.running).toBe(0);
+    expect(h.sessions_in_use).toBe(0);
+  });
+});
+
+describe('across runtimes', () => {
+  it('the same seed gives the same text on all four', () => {
+    expect(Object.keys(results).sort()).toEqual([...KINDS].sort());
+    for (const k of KINDS) {
+      expect(results[k].chat.length).toBeGreaterThan(0);
+      expect(results[k]).toEqual(results.node);
+    }
+  });
+
+  it('Bun refuses requests without the key (401) and the openai client maps it', async () => {
+    const res = await fetch(`${servers.bun.url}/v1/models`);
+    expect(res.status).toBe(401);
+    expect((await res.json()).error.code).toBe('invalid_api_key');
+    const bad = new OpenAI({ baseURL: `${servers.bun.url}/v1`, apiKey: 'sk-wrong', maxRetries: 0 });
+    await expect(bad.models.list()).rejects.toMatchObject({ status: 401 });
+  });
+
+  it('Node keeps sessions on disk: they survive a restart', async () => {
+    const id = 'disk-session';
+    const m1 = [{ role: 'user', content: 'Remember me.' }];
+    const r1 = await (await postJson(`${servers.node.url}/v1/chat/completions`, { messages: m1, max_tokens: 8, seed: 4 }, { 'x-session-id': id })).json();
+    await servers.node.stop();
+    servers.node = await startProcess('node', { args: ['--session-dir', sessionDir] });
+    const meta = await (await fetch(`${servers.node.url}/v1/sessions/${id}`)).json();
+    expect(meta.tokens).toBe(r1.usage.total_tokens);
+    const m2 = [...m1, { role: 'assistant', content: r1.choices[0].message.content }, { role: 'user', content: 'Again.' }];
+    const r2 = await (await postJson(`${servers.node.url}/v1/chat/completions`, { messages: m2, max_tokens: 8, seed: 4 }, { 'x-session-id': id })).json();
+    expect(r2.usage.prompt_tokens_details.cached_tokens).toBe(meta.tokens);
+  });
+
+  it('the Worker answers 503 with the numbers when the model does not fit its memory limit', async () => {
+    const small = await startWorker({ MEMORY_LIMIT_MB: '32' });
+    try {
+      const res = await postJson(`${small.url}/v1/chat/completions`, CHAT);
+      expect(res.status).toBe(503);
+      const b = await res.json();
+      expect(b.error).toMatchObject({ type: 'server_error', code: 'model_over_memory_budget', budget_bytes: 32 * 1048576 });
+      expect(b.error.need_bytes).toBeGreaterThan(32 * 1048576);
+      expect(b.error.message).toMatch(/needs \d+ bytes \(\d+\.\d MiB\) but the memory budget is 33554432 bytes \(32\.0 MiB\)/);
+      // The default 128 MB fits, and the budget is reported.
+      const h = await (await fetch(`${servers.workers.url}/healthz`)).json();
+      expect(h).toMatchObject({ status: 'ok', loaded: true, build: 'simd' });
+      expect(h.memory.wasm_bytes).toBeLessThan(64 * 1048576);
+    } finally {
+      await small.stop();
+    }
+  });
+});

@@ -1,0 +1,321 @@
+// WebGPU kernel checks against the WASM kernels (matmul `exact` path) and the naive TS references,
+// on random data at odd sizes. Runs where WebGPU exists (Deno here: `deno run --allow-read
+// --allow-env --unstable-sloppy-imports test/webgpu/kernel-checks.ts`) and prints one JSON line:
+// { adapter, results: [{ name, err, tol, pass }] } or { error } when no device was acquired.
+
+import { acquireGpu } from '../../src/webgpu/device';
+import { EW, GpuKernels, type GpuBufs, type Dispatch } from '../../src/webgpu/ops';
+import { instantiate } from '../../src/kernels/runtime';
+import { matmul, quantizeRowsQ4_0, quantizeRowsQ8_0 } from '../../src/kernels/matmul';
+import { rowBytes } from '../../src/kernels/types';
+import { rmsNormRef, l2NormRef } from '../../src/kernels/norm.ref';
+import { ropeRef } from '../../src/kernels/rope.ref';
+import { softmaxRef } from '../../src/kernels/act.ref';
+import { attentionRef } from '../../src/kernels/attention.ref';
+import { linearAttentionRef } from '../../src/kernels/linear_attention.ref';
+import { conv1dRef } from '../../src/kernels/conv.ref';
+import { routeRef } from '../../src/kernels/moe.ref';
+
+let seed = 12345;
+const rnd = () => {
+  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+  return (seed / 2 ** 32) * 2 - 1;
+};
+const randn = (n: number, s = 1) => Float32Array.from({ length: n }, () => rnd() * s);
+
+/** max |a − b| / max |b| */
+function rel(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < b.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!Number.isFinite(d)) return Infinity;
+    num = Math.max(num, d);
+    den = Math.max(den, Math.abs(b[i]));
+  }
+  return den ? num / den : num;
+}
+
+const out: { name: string; err: number; tol: number; pass: boolean }[] = [];
+function check(name: string, err: number, tol: number) {
+  out.push({ name, err, tol, pass: err <= tol });
+}
+
+async function main() {
+  let gpu;
+  try {
+    gpu = await acquireGpu();
+  } catch (e) {
+    console.log(JSON.stringify({ error: (e as Error).message }));
+    return;
+  }
+  const K = new GpuKernels(gpu);
+  const dev = gpu.device;
+  const k = await instantiate({});
+
+  // One activation buffer and one state buffer per check, filled from host arrays.
+  const ACT = 1 << 20;
+  const mk = (cData?: Float32Array): GpuBufs => ({
+    a: K.buffer(ACT * 4),
+    st: K.buffer(ACT * 4),
+    c: cData ? K.upload(cData) : K.buffer(16),
+    ids: K.buffer(4096),
+    step: K.buffer(16, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST),
+  });
+  const put = (buf: GPUBuffer, off: number, d: Float32Array) => dev.queue.writeBuffer(buf, off * 4, d);
+  const setStep = (b: GpuBufs, tok: number, pos: number) => dev.queue.writeBuffer(b.step, 0, new Uint32Array([tok, pos, pos + 1, 0]));
+  const run = (list: Dispatch[], src: GPUBuffer, off: number, n: number) => K.run(list, { src, off, n }) as Promise<Float32Array>;
+
+  // --- matmul: f32, Q8_0, Q4_0 against the WASM exact path; batch 3, odd row counts --------------
+  for (const dt of ['f32', 'q8_0', 'q4_0'] as const) {
+    for (const [rows, cols, batch] of [[37, 96, 1], [131, 320, 3], [1, 64, 2]]) {
+      const W = randn(rows * cols, 0.5), X = randn(batch * cols);
+      const xp = k.arena.putF32(X).ptr, yp = k.arena.f32buf(batch * rows).ptr;
+      let wptr: number;
+      if (dt === 'f32') wptr = k.arena.putF32(W).ptr;
+      else {
+        const src = k.arena.putF32(W).ptr;
+        wptr = k.arena.alloc(rows * rowBytes(dt, cols), 4);
+        (dt === 'q8_0' ? quantizeRowsQ8_0 : quantizeRowsQ4_0)(k, wptr, src, rows, cols);
+      }
+      const w = { ptr: wptr, dtype: dt, rows, cols };
+      matmul(k, yp, xp, w, batch, { exact: true });
+      const want = k.arena.f32(yp, batch * rows).slice();
+      const bytes = k.arena.u8(wptr, rows * rowBytes(dt, cols)).slice();
+      const b = mk();
+      const gw = K.weight(bytes, dt, rows, cols);
+      put(b.a, 0, X);
+      const got = await run([K.matmul(b, 8192, 0, gw, batch)], b.a, 8192, batch * rows);
+      check(`matmul ${dt} ${rows}x${cols} batch ${batch}`, rel(got, want), 1e-5);
+
+      // embedding row lookup through the same weight
+      const e = mk();
+      const row = rows - 1;
+      const g2 = await run([K.embed(e, 0, gw, { row, scale: 0.5 })], e.a, 0, cols);
+      const { dequantRow } = k.exports as any;
+      const dq = k.arena.f32buf(cols).ptr;
+      dequantRow(dq, wptr + row * rowBytes(dt, cols), { f32: 0, q8_0: 3, q4_0: 4 }[dt], cols, 0.5);
+      check(`embed ${dt} row ${row} of ${rows}x${cols}`, rel(g2, k.arena.f32(dq, cols)), 1e-6);
+    }
+  }
+
+  // matmul with routed expert ids (stack of 5 experts, 3 slots)
+  {
+    const E = 5, rows = 19, cols = 64, slots = 3;
+    const Ws = Array.from({ length: E }, () => randn(rows * cols));
+    const X = randn(cols);
+    const stack = new Uint8Array(E * rows * rowBytes('q8_0', cols));
+    const wps: number[] = [];
+    for (let e = 0; e < E; e++) {
+      const src = k.arena.putF32(Ws[e]).ptr, dst = k.arena.alloc(rows * rowBytes('q8_0', cols), 4);
+      quantizeRowsQ8_0(k, dst, src, rows, cols);
+      stack.set(k.arena.u8(dst, rows * rowBytes('q8_0', cols)), e * rows * rowBytes('q8_0', cols));
+      wps.push(dst);
+    }
+    const sel = [4, 0, 2];
+    const xp = k.arena.putF32(X).ptr, yp = k.arena.f32buf(rows).ptr;
+    const want = new Float32Array(slots * rows);
+    sel.forEach((e, j) => {
+      matmul(k, yp, xp, { ptr: wps[e], dtype: 'q8_0', rows, cols }, 1, { exact: true });
+      want.set(k.arena.f32(yp, rows), j * rows);
+    });
+    const b = mk();
+    put(b.a, 0, X);
+    dev.queue.writeBuffer(b.ids, 0, new Uint32Array(sel));
+    const gw = K.weight(stack, 'q8_0', rows, cols, E);
+    const got = await run([K.matmul(b, 1024, 0, gw, slots, { idsOff: 0, xStride: 0 })], b.a, 1024, slots * rows);
+    check('matmul q8_0 routed experts', rel(got, want), 1e-5);
+  }
+
+  // --- RMSNorm (plain, zero-centred, gated) and L2 norm ------------------------------------------
+  for (const [rows, dim] of [[3, 67], [5, 256]]) {
+    const X = randn(rows * dim), Wt = randn(dim, 0.3), Z = randn(rows * dim);
+    for (const addOne of [false, true]) {
+      const b = mk(Wt);
+      put(b.a, 0, X);
+      const got = await run([K.rmsNorm(b, 4096, 0, 0, rows, dim, 1e-6, { addOne })], b.a, 4096, rows * dim);
+      check(`rmsNorm ${rows}x${dim}${addOne ? ' (1+w)' : ''}`, rel(got, rmsNormRef(X, Wt, rows, dim, 1e-6, addOne)), 1e-5);
+    }
+    const b = mk(Wt);
+    put(b.a, 0, X);
+    put(b.a, 8192, Z);
+    const got = await run([K.rmsNorm(b, 0, 0, 0, rows, dim, 1e-6, { gateZ: 8192 })], b.a, 0, rows * dim);
+    const r = rmsNormRef(X, Wt, rows, dim, 1e-6);
+    const want = r.map((v, i) => v * (Z[i] / (1 + Math.exp(-Z[i]))));
+    check(`rmsNorm gated ${rows}x${dim}`, rel(got, want), 1e-5);
+    const b2 = mk();
+    put(b2.a, 0, X);
+    const g2 = await run([K.l2Norm(b2, 0, 0, rows, dim, 1e-6)], b2.a, 0, rows * dim);
+    check(`l2Norm ${rows}x${dim}`, rel(g2, l2NormRef(X, rows, dim, 1e-6)), 1e-5);
+  }
+
+  // --- RoPE (neox partial, interleaved full) at positions 1000 … 1002 ---------------------------------
+  for (const [style, headDim, rotaryDim] of [['neox', 64, 16], ['interleaved', 32, 32]] as const) {
+    const T = 3, H = 5, pos0 = 1000, maxPos = 1100, half = rotaryDim / 2;
+    const invFreq = Float32Array.from({ length: half }, (_, i) => 1 / 10000 ** ((2 * i) / rotaryDim));
+    const cos = new Float32Array(maxPos * half), sin = new Float32Array(maxPos * half);
+    for (let p = 0; p < maxPos; p++) for (let i = 0; i < half; i++) {
+      const ang = Math.fround(p * invFreq[i]);
+      cos[p * half + i] = Math.cos(ang);
+      sin[p * half + i] = Math.sin(ang);
+    }
+    const cData = new Float32Array(2 * maxPos * half);
+    cData.set(cos);
+    cData.set(sin, maxPos * half);
+    const X = randn(T * H * headDim);
+    const b = mk(cData);
+    put(b.a, 0, X);
+    setStep(b, 0, pos0);
+    const got = await run([K.rope(b, 0, T, H, headDim, rotaryDim, style, 0, maxPos * half)], b.a, 0, X.length);
+    const want = ropeRef(X, T, H, headDim, [pos0, pos0 + 1, pos0 + 2], invFreq, rotaryDim, style);
+    check(`rope ${style} ${headDim}/${rotaryDim}`, rel(got, want), 1e-5);
+  }
+
+  // --- softmax ------------------------------------------------------------------------------------
+  {
+    const rows = 7, n = 1001, X = randn(rows * n, 8);
+    const b = mk();
+    put(b.a, 0, X);
+    const got = await run([K.softmax(b, 0, rows, n)], b.a, 0, rows * n);
+    check(`softmax ${rows}x${n}`, rel(got, softmaxRef(X, rows, n)), 1e-5);
+  }
+
+  // --- decode attention (GQA 6 heads over 2 KV heads, 45 cached positions) ------------------------
+  {
+    const nHeads = 6, nKv = 2, D = 40, Dv = 24, n = 45, scale = 1 / Math.sqrt(D);
+    const q = randn(nHeads * D), Kc = randn(n * nKv * D), Vc = randn(n * nKv * Dv);
+    const b = mk();
+    put(b.a, 0, q);
+    put(b.st, 0, Kc);
+    put(b.st, 65536, Vc);
+    setStep(b, 0, n - 1);
+    const got = await run([K.attention(b, 1024, 0, 0, 65536, { nHeads, nKv, headDim: D, vDim: Dv, scale, scores: 8192, maxN: 64 })], b.a, 1024, nHeads * Dv);
+    const want = attentionRef(q, Kc, Vc, { T: 1, qPos0: n - 1, nHeads, nKv, headDim: D, vDim: Dv, scale });
+    check(`attention GQA ${nHeads}/${nKv} n=${n}`, rel(got, want), 1e-5);
+  }
+
+  // --- gated delta rule: 3 steps, Hv 6 over Hk 3, dk 24, dv 40 --------------------------------------
+  {
+    const Hv = 6, Hk = 3, dk = 24, dv = 40, steps = 3, scale = 1 / Math.sqrt(dk);
+    const S0 = randn(Hv * dk * dv, 0.2);
+    const b = mk();
+    put(b.st, 0, S0);
+    let S = Float64Array.from(S0);
+    let worst = 0;
+    for (let t = 0; t < steps; t++) {
+      const q = randn(Hk * dk), kk = randn(Hk * dk), v = randn(Hv * dv);
+      const g = Float32Array.from({ length: Hv }, () => -Math.abs(rnd())), beta = Float32Array.from({ length: Hv }, () => (rnd() + 1) / 2);
+      put(b.a, 0, q);
+      put(b.a, 1024, kk);
+      put(b.a, 2048, v);
+      put(b.a, 3072, g);
+      put(b.a, 3200, beta);
+      const got = await run([K.deltaStep(b, 4096, 0, 0, 1024, 2048, 3072, 3200, { Hv, Hk, dk, dv, scale, normQK: true })], b.a, 4096, Hv * dv);
+      // Reference: L2-normalised q, k repeated to value heads.
+      const qn = l2NormRef(q, Hk, dk, 1e-6), kn = l2NormRef(kk, Hk, dk, 1e-6);
+      const qr = new Float64Array(Hv * dk), kr = new Float64Array(Hv * dk);
+      for (let h = 0; h < Hv; h++) {
+        const kh = Math.floor(h / (Hv / Hk));
+        qr.set(qn.subarray(kh * dk, (kh + 1) * dk), h * dk);
+        kr.set(kn.subarray(kh * dk, (kh + 1) * dk), h * dk);
+      }
+      const r = linearAttentionRef(qr, kr, v, S, { T: 1, H: Hv, dk, dv, decay: 'scalar', g, beta, scale });
+      S = r.S;
+      worst = Math.max(worst, rel(got, r.o));
+    }
+    const gotS = await run([], b.st, 0, Hv * dk * dv);
+    check(`deltaStep output (${steps} steps)`, worst, 1e-5);
+    check(`deltaStep state (${steps} steps)`, rel(gotS, S), 1e-5);
+
+    // gates
+    const H = 7, ba = randn(2 * H, 4), aLog = randn(H), dt = randn(H);
+    const cData = new Float32Array(2 * H);
+    cData.set(aLog);
+    cData.set(dt, H);
+    const b2 = mk(cData);
+    put(b2.a, 0, ba);
+    const gg = await run([K.deltaGates(b2, 64, 128, 0, 0, H, H)], b2.a, 64, 64 + H);
+    const want = new Float64Array(64 + H);
+    for (let h = 0; h < H; h++) {
+      const x = ba[H + h] + dt[h];
+      want[h] = -Math.exp(aLog[h]) * (x > 20 ? x : Math.log1p(Math.exp(x)));
+      want[64 + h] = 1 / (1 + Math.exp(-ba[h]));
+    }
+    const gsel = Float64Array.from([...gg.subarray(0, H), ...new Float32Array(64 - H), ...gg.subarray(64, 64 + H)]);
+    check('deltaGates', rel(gsel, want), 1e-5);
+  }
+
+  // --- conv1d (silu) over 3 tokens with incoming state -------------------------------------------------
+  {
+    const T = 3, C = 77, W = 4;
+    const X = randn(T * C), Wt = randn(C * W), S0 = randn(C * (W - 1));
+    const b = mk(Wt);
+    put(b.a, 0, X);
+    put(b.st, 0, S0);
+    const got = await run([K.conv1d(b, 0, 0, 0, T, C, W, 'silu')], b.a, 0, T * C);
+    const gs = await run([], b.st, 0, C * (W - 1));
+    const r = conv1dRef(X, Wt, null, S0, T, C, W, 'silu');
+    check('conv1d silu', rel(got, r.y), 1e-5);
+    check('conv1d state', rel(gs, r.state), 1e-6);
+  }
+
+  // --- MoE routing (softmax → top-k → renormalise) and combine ------------------------------------
+  {
+    const T = 3, E = 13, Kk = 4, L = randn(T * E, 3);
+    for (const renorm of [true, false]) {
+      const b = mk();
+      put(b.a, 0, L);
+      const gw = await run([K.route(b, 0, 512, 0, T, E, Kk, renorm)], b.a, 512, T * Kk);
+      const enc = dev.createCommandEncoder();
+      const rd = dev.createBuffer({ size: 64, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      enc.copyBufferToBuffer(b.ids, 0, rd, 0, 64);
+      dev.queue.submit([enc.finish()]);
+      await rd.mapAsync(GPUMapMode.READ);
+      const gi = Array.from(new Uint32Array(rd.getMappedRange().slice(0, T * Kk * 4)));
+      const r = routeRef(L, T, E, Kk, { mode: 'softmax_topk', renormalize: renorm });
+      const idsOk = gi.every((v, i) => v === r.ids[Math.floor(i / Kk)][i % Kk]);
+      check(`route softmax_topk ids${renorm ? ' (renorm)' : ''}`, idsOk ? 0 : 1, 0);
+      check(`route softmax_topk weights${renorm ? ' (renorm)' : ''}`, rel(gw, r.w.flat()), 1e-5);
+    }
+    const D = 50, Y = randn(Kk * D), Wt = randn(Kk), Sh = randn(D), sg = randn(1);
+    const b = mk();
+    put(b.a, 0, Y);
+    put(b.a, 1024, Wt);
+    put(b.a, 2048, Sh);
+    put(b.a, 3072, sg);
+    const got = await run([K.moeCombine(b, 4096, 0, 1024, D, Kk, { y: 2048, gate: 3072 })], b.a, 4096, D);
+    const want = new Float64Array(D);
+    const gs = 1 / (1 + Math.exp(-sg[0]));
+    for (let d = 0; d < D; d++) {
+      for (let j = 0; j < Kk; j++) want[d] += Wt[j] * Y[j * D + d];
+      want[d] += gs * Sh[d];
+    }
+    check('moeCombine with gated shared expert', rel(got, want), 1e-5);
+  }
+
+  // --- elementwise and copy -----------------------------------------------------------------------
+  {
+    const n = 1234, X = randn(n), B = randn(n);
+    const refs: Record<string, (x: number, b: number) => number> = {
+      add: (x, b) => x + b, mul: (x, b) => x * b, swiglu: (x, b) => (x / (1 + Math.exp(-x))) * b,
+      mulSigmoid: (x, b) => x / (1 + Math.exp(-b)), silu: (x) => x / (1 + Math.exp(-x)), sigmoid: (x) => 1 / (1 + Math.exp(-x)),
+    };
+    for (const [name, f] of Object.entries(refs)) {
+      const b = mk();
+      put(b.a, 0, X);
+      put(b.a, 2048, B);
+      const got = await run([K.elementwise(b, (EW as any)[name], 4096, 0, 2048, n)], b.a, 4096, n);
+      check(`elementwise ${name}`, rel(got, Array.from(X, (x, i) => f(x, B[i]))), 1e-6);
+    }
+    const b = mk();
+    put(b.a, 0, X);
+    setStep(b, 0, 3);
+    await run([K.copy(b, 100, 0, 2, 5, { srcStride: 10, dstStride: 7, posStride: 20, toState: true })], b.a, 0, 1);
+    const got = await run([], b.st, 160, 12);
+    const want = [X[0], X[1], X[2], X[3], X[4], 0, 0, X[10], X[11], X[12], X[13], X[14]];
+    check('copy strided into state at step.pos', rel(got, want), 0);
+  }
+
+  console.log(JSON.stringify({ adapter: gpu.adapterName, api: gpu.api, results: out }));
+}
+
+await main();
