@@ -1,4 +1,5 @@
-// Generalized linear attention, per head h: state S [dk, dv], q, k [T, H, dk], v, o [T, H, dv].
+// Generalized linear attention, per head h: state S [dk, dv], v, o [T, H, dv], q, k [T, Hk, dk] (head h
+// reads q/k head h / (H / Hk), HF's repeat_interleave of q, k to the value heads).
 // Per token (families.md §2.0, §2.6–2.7, §2.12; HF torch_recurrent_gated_delta_rule):
 //   S ← exp(g)·S  (decay 1: one log-gate per head)  or  Diag(exp(g))·S  (decay 2: one per key channel)
 //   delta rule (beta ≠ 0):  u = Sᵀk;  S ← S + k (β(v − u))ᵀ      else  S ← S + k vᵀ

@@ -3,18 +3,20 @@
 //
 // Matrices are addressed by element strides so that one routine serves plain, transposed and
 // strided-in-the-input operands: A(i, p) sits at a + 4·(i·ars + p·aks).
+import { FUSE_MADD } from './base';
 
+/** a·b + c; fused only where base.ts FUSE_MADD allows it (engines differ in fusing relaxed_madd). */
 @inline export function madd(a: v128, b: v128, c: v128): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
+  if (FUSE_MADD && ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
   return f32x4.add(f32x4.mul(a, b), c);
 }
 
 /**
  * exp(x) per lane: vmath's expV (same Cody–Waite reduction and polynomial, ~2 ulp; 0 below −87.33,
- * saturating at e^88, NaN stays NaN; bit-identical to it in the baseline build) at about half the cost
+ * saturating at e^88, NaN stays NaN; bit-identical to it without FUSE_MADD) at about half the cost
  * on V8: the clamps use pmin/pmax (plain minps/maxps), and n = round(x·log2 e) comes from the 1.5·2²³
  * shifter, whose low mantissa bits already hold the integer for the exponent field, instead of
- * floor + trunc_sat. The relaxed build fuses the multiply-adds (≤ 1 ulp more rounding difference).
+ * floor + trunc_sat. With FUSE_MADD the multiply-adds fuse (≤ 1 ulp more rounding difference).
  */
 @inline export function expF(x: v128): v128 {
   const lo = f32x4.splat(-87.33654);

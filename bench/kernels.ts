@@ -1,9 +1,10 @@
 // Kernel benchmarks: memory-bandwidth probe, GEMV (decode) and batch-64 GEMM (prefill) per build.
-//   npm run bench:kernels [-- --json] [-- --quick]
-// GEMV streams several copies of each weight matrix in turn (≥ 4× the 32 MiB L3 of the reference
-// machine) so that weights come from DRAM, as they do for a whole model.
+//   npm run bench:kernels [-- --json] [-- --quick] [-- --passes N]
+// GEMV streams several copies of each weight matrix in turn (≥ 5× the 32 MiB L3 of the reference
+// machine) so that weights come from DRAM, as they do for a whole model. Matmuls go through the
+// facade, so the GEMV/GEMM times include the activation quantization of the integer paths.
 import { statSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { matmul, reserveMatmulScratch } from '../src/kernels/matmul';
 import { attachPool, createPool, type Pool } from '../src/kernels/pool';
 import { instantiate, type BuildName, type WasmInstance } from '../src/kernels/runtime';
@@ -73,11 +74,10 @@ interface Row {
   build: string;
   shape: string;
   dtype: WeightDType;
-  gemvMs: number;
-  gemvGBs: number;
-  probeRatio: number;
-  gemmMs: number;
-  gemmGFlops: number;
+  bytes: number;
+  flops: number;
+  gemv: number;
+  gemm: number;
 }
 
 async function probe(k: WasmInstance, pool: Pool | null): Promise<number> {
@@ -94,7 +94,7 @@ async function probe(k: WasmInstance, pool: Pool | null): Promise<number> {
   return PROBE_BYTES / t / 1e9;
 }
 
-async function runBuild(label: string, build: BuildName, threads: number, probeGBs: number): Promise<{ rows: Row[]; probe: number }> {
+async function runBuild(label: string, build: BuildName, threads: number): Promise<{ rows: Row[]; probe: number }> {
   const k = await instantiate({ build });
   let pool: Pool | null = null;
   if (threads > 1) {
@@ -110,14 +110,9 @@ async function runBuild(label: string, build: BuildName, threads: number, probeG
     for (const dtype of DTYPES) {
       const mark = k.arena.mark();
       const ws = makeWeights(k, dtype, R, C);
-      const bytes = R * rowBytes(dtype, C);
       const gemv = time((i) => matmul(k, y.ptr, x.ptr, ws[i % ws.length], 1));
       const gemm = time((i) => matmul(k, y.ptr, x.ptr, ws[i % ws.length], GEMM_BATCH), quick ? 0.2 : 1, 3);
-      rows.push({
-        build: label, shape: `${R}×${C}`, dtype,
-        gemvMs: gemv * 1e3, gemvGBs: bytes / gemv / 1e9, probeRatio: bytes / gemv / 1e9 / probeGBs,
-        gemmMs: gemm * 1e3, gemmGFlops: (2 * R * C * GEMM_BATCH) / gemm / 1e9,
-      });
+      rows.push({ build: label, shape: `${R}×${C}`, dtype, bytes: R * rowBytes(dtype, C), flops: 2 * R * C * GEMM_BATCH, gemv, gemm });
       k.arena.release(mark);
       if (!asJson) process.stderr.write('.');
     }
@@ -139,30 +134,65 @@ const machine = `${cpus().length}-core ${cpu}, ${process.release.name} ${process
 log(`sparrow kernel bench — ${new Date().toISOString().slice(0, 10)} — ${machine}`);
 log(`wasm sizes: ${Object.entries(sizes).map(([b, s]) => `${b} ${(s / 1024).toFixed(1)} KB`).join(', ')}`);
 
-const single = await runBuild('simd', 'simd', 1, 0);
-const probe1 = single.probe;
-for (const r of single.rows) r.probeRatio = r.gemvGBs / probe1;
-const relaxed = await runBuild('relaxed', 'relaxed', 1, probe1);
-const threads = await runBuild('threads×2', 'threads', 2, probe1);
-const all = [...single.rows, ...relaxed.rows, ...threads.rows];
-
-const simdQ8 = (shape: string, dt: WeightDType) => single.rows.find((r) => r.shape === shape && r.dtype === dt)!;
+const BUILDS: [string, BuildName, number][] = [['simd', 'simd', 1], ['relaxed', 'relaxed', 1], ['threads×2', 'threads', 2]];
+const passesArg = args.indexOf('--passes');
+const passes = passesArg >= 0 ? Math.max(1, Number(args[passesArg + 1]) || 1) : quick ? 1 : 2;
+const load0 = loadavg()[0];
+// Every pass runs every build; the best time of any pass counts (see time()).
+const best = new Map<string, Row>();
+const probes: Record<string, number> = {};
+for (let p = 0; p < passes; p++) {
+  for (const [label, build, threads] of BUILDS) {
+    const r = await runBuild(label, build, threads);
+    probes[label] = Math.max(probes[label] ?? 0, r.probe);
+    for (const row of r.rows) {
+      const key = `${row.build} ${row.shape} ${row.dtype}`;
+      const had = best.get(key);
+      best.set(key, had ? { ...row, gemv: Math.min(had.gemv, row.gemv), gemm: Math.min(had.gemm, row.gemm) } : row);
+    }
+  }
+}
+const load1 = loadavg()[0];
+const probe1 = probes.simd, probe2 = probes['threads×2'];
+const all = [...best.values()];
+const simdRow = (shape: string, dt: WeightDType) => all.find((r) => r.build === 'simd' && r.shape === shape && r.dtype === dt)!;
+const rows = all.map((r) => {
+  const gbs = r.bytes / r.gemv / 1e9;
+  return {
+    build: r.build, shape: r.shape, dtype: r.dtype,
+    gemvMs: r.gemv * 1e3, gemvGBs: gbs, probeRatio: gbs / probe1,
+    speedupVsSimd: simdRow(r.shape, r.dtype).gemv / r.gemv,
+    gemmMs: r.gemm * 1e3, gemmGFlops: r.flops / r.gemm / 1e9,
+  };
+});
+const q8 = (build: string) => rows.filter((r) => r.build === build && r.dtype === 'q8_0');
+const targets = {
+  q8SingleVsProbe: Math.max(...q8('simd').concat(q8('relaxed')).map((r) => r.probeRatio)),
+  q8TwoThreadsVsSingle: Math.min(...q8('threads×2').map((r) => r.speedupVsSimd)),
+};
 const result = {
   date: new Date().toISOString(),
   machine,
+  loadAverage: [load0, load1],
+  passes,
   wasmBytes: sizes,
-  probeGBs: { singleThread: probe1, twoThreads: threads.probe },
-  rows: all.map((r) => ({ ...r, speedupVsSimd: r.gemvGBs / simdQ8(r.shape, r.dtype).gemvGBs })),
+  probeGBs: { singleThread: probe1, twoThreads: probe2 },
+  targets,
+  rows,
 };
 
 if (asJson) {
   console.log(JSON.stringify(result, null, 2));
 } else {
   log('\n');
-  log(`memory-bandwidth probe (WASM SIMD read-sum over ${PROBE_BYTES >> 20} MiB): ${probe1.toFixed(1)} GB/s single thread, ${threads.probe.toFixed(1)} GB/s with 2 threads`);
+  log(`load average ${load0.toFixed(2)} → ${load1.toFixed(2)}; best of ${passes} pass(es)`);
+  log(`memory-bandwidth probe (WASM SIMD read-sum over ${PROBE_BYTES >> 20} MiB): ${probe1.toFixed(1)} GB/s single thread, ${probe2.toFixed(1)} GB/s with 2 threads`);
   log('');
   log(table(
     ['build', 'W rows×cols', 'dtype', 'GEMV ms', 'GEMV GB/s', '÷ probe', '× simd', `GEMM b${GEMM_BATCH} ms`, 'GEMM GFLOP/s'],
-    result.rows.map((r) => [r.build, r.shape, r.dtype, r.gemvMs, r.gemvGBs, r.probeRatio, r.speedupVsSimd, r.gemmMs, r.gemmGFlops]),
+    rows.map((r) => [r.build, r.shape, r.dtype, r.gemvMs, r.gemvGBs, r.probeRatio, r.speedupVsSimd, r.gemmMs, r.gemmGFlops]),
   ));
+  log('');
+  log(`Q8_0 GEMV, best single-thread build ÷ probe: ${targets.q8SingleVsProbe.toFixed(2)} (target ≥ 0.6)`);
+  log(`Q8_0 GEMV, threads×2 ÷ simd single thread (same kernels), worst shape: ${targets.q8TwoThreadsVsSingle.toFixed(2)}× (target ≥ 1.6×)`);
 }

@@ -15,19 +15,22 @@ const args = process.argv.slice(2);
 const build = (args.includes('--build') ? args[args.indexOf('--build') + 1] : 'relaxed') as BuildName;
 const quick = args.includes('--quick');
 
-function time(fn: () => void, minMs = quick ? 150 : 600): number {
-  for (let i = 0; i < 3; i++) fn();
-  const runs: number[] = [];
-  let total = 0;
-  while (total < minMs || runs.length < 5) {
-    const t = performance.now();
-    fn();
-    const d = performance.now() - t;
-    runs.push(d);
-    total += d;
+/**
+ * Times the forms of one kernel round-robin (one run of each per round) and keeps each form's best
+ * run: the box is shared, interference only ever adds time, and interleaving exposes every form to
+ * the same load so the ratios stay fair.
+ */
+function timeForms(forms: Array<[string, () => void]>, rounds = quick ? 5 : 15): Array<[string, number]> {
+  for (const [, fn] of forms) for (let i = 0; i < 2; i++) fn();
+  const best = forms.map(() => Infinity);
+  for (let r = 0; r < rounds; r++) {
+    forms.forEach(([, fn], i) => {
+      const t = performance.now();
+      fn();
+      best[i] = Math.min(best[i], performance.now() - t);
+    });
   }
-  // Best of the runs: the box is shared, and interference only ever adds time.
-  return Math.min(...runs);
+  return forms.map(([name], i) => [name, best[i]]);
 }
 
 interface Row { kernel: string; shape: string; form: string; ms: number; tokS: number; gflops: number; ratio?: number }
@@ -59,24 +62,25 @@ function gatedDelta(K: WasmInstance, H: number, dk: number, dv: number, T: numbe
   const rows: Row[] = [];
   const shape = `H=${H} dk=dv=${dk} T=${T}`;
   const name = decay === 'scalar' ? 'gated delta rule' : 'KDA (per-channel gates, delta)';
-  const add = (form: string, ms: number) => rows.push({ kernel: name, shape, form, ms, tokS: T / ms * 1e3, gflops: flops / ms / 1e6 });
-  add('token by token (T=1 calls)', time(() => {
+  const forms: Array<[string, () => void]> = [];
+  forms.push(['token by token (T=1 calls)', () => {
     S.v.fill(0);
     for (let t = 0; t < T; t++) {
       linearAttention(K, O.ptr + t * H * dv * 4, S.ptr, Q.ptr + t * H * dk * 4, Kb.ptr + t * H * dk * 4, V.ptr + t * H * dv * 4,
         { ...base, T: 1, g: G.ptr + t * gPerTok * 4, beta: B.ptr + t * H * 4 });
     }
-  }));
-  add('recurrent, one call', time(() => {
+  }]);
+  forms.push(['recurrent, one call', () => {
     S.v.fill(0);
     linearAttention(K, O.ptr, S.ptr, Q.ptr, Kb.ptr, V.ptr, { ...base, T, g: G.ptr, beta: B.ptr, mode: 'recurrent' });
-  }));
+  }]);
   for (const chunk of [16, 32, 64] as const) {
-    add(`chunked, chunk ${chunk}`, time(() => {
+    forms.push([`chunked, chunk ${chunk}`, () => {
       S.v.fill(0);
       linearAttention(K, O.ptr, S.ptr, Q.ptr, Kb.ptr, V.ptr, { ...base, T, g: G.ptr, beta: B.ptr, mode: 'chunked', chunk });
-    }));
+    }]);
   }
+  for (const [form, ms] of timeForms(forms)) rows.push({ kernel: name, shape, form, ms, tokS: T / ms * 1e3, gflops: flops / ms / 1e6 });
   const tbt = rows[0].ms;
   for (const row of rows) row.ratio = tbt / row.ms;
   return rows;
@@ -93,18 +97,19 @@ function mamba1(K: WasmInstance, dInner: number, N: number, T: number): Row[] {
   const flops = 5 * dInner * N * T;
   const shape = `dInner=${dInner} N=${N} T=${T}`;
   const rows: Row[] = [];
-  const add = (form: string, ms: number) => rows.push({ kernel: 'Mamba-1 selective scan', shape, form, ms, tokS: T / ms * 1e3, gflops: flops / ms / 1e6 });
-  add('token by token (T=1 calls)', time(() => {
+  const forms: Array<[string, () => void]> = [];
+  forms.push(['token by token (T=1 calls)', () => {
     h.v.fill(0);
     for (let t = 0; t < T; t++) {
       const o = t * dInner * 4;
       selectiveScan(K, Y.ptr + o, h.ptr, X.ptr + o, Dt.ptr + o, A.ptr, B.ptr + t * N * 4, C.ptr + t * N * 4, D.ptr, Z.ptr + o, { T: 1, dInner, N });
     }
-  }));
-  add('one call over T', time(() => {
+  }]);
+  forms.push(['one call over T', () => {
     h.v.fill(0);
     selectiveScan(K, Y.ptr, h.ptr, X.ptr, Dt.ptr, A.ptr, B.ptr, C.ptr, D.ptr, Z.ptr, { T, dInner, N });
-  }));
+  }]);
+  for (const [form, ms] of timeForms(forms)) rows.push({ kernel: 'Mamba-1 selective scan', shape, form, ms, tokS: T / ms * 1e3, gflops: flops / ms / 1e6 });
   for (const row of rows) row.ratio = rows[0].ms / row.ms;
   return rows;
 }
@@ -121,22 +126,25 @@ function mamba2(K: WasmInstance, H: number, P: number, G: number, N: number, T: 
   const flops = 5 * H * P * N * T;
   const shape = `H=${H} P=${P} N=${N} G=${G} T=${T}`;
   const rows: Row[] = [];
-  const add = (form: string, ms: number) => rows.push({ kernel: 'Mamba-2 SSD', shape, form, ms, tokS: T / ms * 1e3, gflops: flops / ms / 1e6 });
   const base = { H, P, G, N, scratch: scr };
-  add('token by token (T=1 calls)', time(() => {
+  const forms: Array<[string, () => void]> = [];
+  forms.push(['token by token (T=1 calls)', () => {
     h.v.fill(0);
     for (let t = 0; t < T; t++) {
       ssdScan(K, Y.ptr + t * H * P * 4, h.ptr, X.ptr + t * H * P * 4, Dt.ptr + t * H * 4, A.ptr, B.ptr + t * G * N * 4, C.ptr + t * G * N * 4, D.ptr, { ...base, T: 1 });
     }
-  }));
-  add('recurrent, one call', time(() => {
+  }]);
+  forms.push(['recurrent, one call', () => {
     h.v.fill(0);
     ssdScan(K, Y.ptr, h.ptr, X.ptr, Dt.ptr, A.ptr, B.ptr, C.ptr, D.ptr, { ...base, T, mode: 'recurrent' });
-  }));
-  add('chunked, chunk 64', time(() => {
-    h.v.fill(0);
-    ssdScan(K, Y.ptr, h.ptr, X.ptr, Dt.ptr, A.ptr, B.ptr, C.ptr, D.ptr, { ...base, T, mode: 'chunked', chunk: 64 });
-  }));
+  }]);
+  for (const chunk of [32, 64] as const) {
+    forms.push([`chunked, chunk ${chunk}`, () => {
+      h.v.fill(0);
+      ssdScan(K, Y.ptr, h.ptr, X.ptr, Dt.ptr, A.ptr, B.ptr, C.ptr, D.ptr, { ...base, T, mode: 'chunked', chunk });
+    }]);
+  }
+  for (const [form, ms] of timeForms(forms)) rows.push({ kernel: 'Mamba-2 SSD', shape, form, ms, tokS: T / ms * 1e3, gflops: flops / ms / 1e6 });
   for (const row of rows) row.ratio = rows[0].ms / row.ms;
   return rows;
 }

@@ -339,15 +339,23 @@ export function createApp(opts: AppOptions): SparrowApp {
     if (sid !== undefined) busySessions.add(sid);
 
     // Cancelled by the client going away (request signal) or by the response stream being cancelled.
+    // Everything the request holds is given back the moment that happens, not when the generation
+    // next looks at the signal: on Workers a request whose client left never runs its timers again,
+    // so a generation waiting between tokens would otherwise keep its place and its slot for good.
+    // A generation that does resume sees the aborted signal before it touches its session again.
     const ac = new AbortController();
     const reqSignal = c.req.raw.signal;
     const onReqAbort = () => ac.abort();
     reqSignal?.addEventListener?.('abort', onReqAbort, { once: true });
+    if (reqSignal?.aborted) ac.abort();
 
     let release: (() => void) | null = null;
     let ms: ModelSession | null = null;
     let prev: StoredSession | null = null;
+    let cleaned = false;
     const cleanup = () => {
+      if (cleaned) return;
+      cleaned = true;
       reqSignal?.removeEventListener?.('abort', onReqAbort);
       ms?.dispose();
       ms = null;
@@ -355,19 +363,26 @@ export function createApp(opts: AppOptions): SparrowApp {
       release?.();
       release = null;
     };
+    ac.signal.addEventListener('abort', cleanup, { once: true });
+    const gone = () => new Response(null, { status: 499 });
 
     let gen: Generation;
     try {
       release = await queue.acquire(ac.signal);
+      if (cleaned) {
+        release();
+        return gone();
+      }
       if (sid !== undefined) {
         prev = await opts.store.get(sid);
+        if (cleaned) return gone();
         ms = resume(lm, prev, ids, opts.modelId, log);
       }
       ms ??= lm.session();
       gen = lm.generate(ids, { ...r.params, session: ms, signal: ac.signal });
     } catch (e) {
       cleanup();
-      if (e instanceof QueueAbortError) return new Response(null, { status: 499 });
+      if (e instanceof QueueAbortError) return gone();
       throw e;
     }
 

@@ -111,8 +111,8 @@ async function workerModel(env: Env): Promise<LanguageModel> {
     if (e instanceof BudgetError) throw new BudgetError(plan.fileBytes + plan.reserve + e.need, limit, 'model');
     throw e;
   }
-  // Every running generation holds a state slot (a resumed session briefly a second one): they
-  // must fit too, or the server would fail under load instead of at start.
+  // Every running generation holds a state slot (plus one spare, as the model allows): they must
+  // fit too, or the server would fail under load instead of at start.
   const arenaNeed = lm.model.k.arena.top + (maxConcurrent + 1) * lm.model.layout.bytes;
   try {
     checkPlan(plan, arenaNeed);
@@ -233,8 +233,17 @@ function appFor(env: Env): SparrowApp {
   return app;
 }
 
+let loadStarted = false;
+
 export default {
   fetch(req: Request, env: Env, ctx: ExecutionContext): Response | Promise<Response> {
-    return appFor(env).fetch(req, env, ctx as any);
+    const a = appFor(env);
+    // The model loads inside the first request. waitUntil keeps that load going when its client
+    // leaves early, so the requests waiting on the same load are not left hanging.
+    if (!loadStarted) {
+      loadStarted = true;
+      ctx.waitUntil(a.ready().catch(() => {}));
+    }
+    return a.fetch(req, env, ctx as unknown as Parameters<SparrowApp['fetch']>[2]);
   },
 };

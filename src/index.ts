@@ -44,7 +44,7 @@ const BACKENDS: Backend[] = ['wasm', 'webgpu', 'auto'];
 function checkOptions(o: LoadOptions): void {
   if (o.dtype !== undefined && !DTYPES.includes(o.dtype)) throw new ConfigError('options.dtype', `must be one of ${DTYPES.join(', ')}, got ${JSON.stringify(o.dtype)}`);
   if (o.backend !== undefined && !BACKENDS.includes(o.backend)) throw new ConfigError('options.backend', `must be one of ${BACKENDS.join(', ')}, got ${JSON.stringify(o.backend)}`);
-  if (o.backend === 'webgpu') throw new ConfigError('options.backend', "'webgpu' is not available yet; use 'wasm' or 'auto'");
+  if (o.backend === 'webgpu') throw new ConfigError('options.backend', "'webgpu' is not available through loadModel yet (generation runs on WASM); use 'wasm' or 'auto', or loadGpuModel() for the WebGPU forward pass");
   if (o.threads !== undefined && (!Number.isInteger(o.threads) || o.threads < 1)) throw new ConfigError('options.threads', `must be an integer ≥ 1, got ${JSON.stringify(o.threads)}`);
   if (o.memoryBudget !== undefined && !(o.memoryBudget > 0)) throw new ConfigError('options.memoryBudget', `must be a positive number of bytes, got ${JSON.stringify(o.memoryBudget)}`);
   if (o.maxContext !== undefined && (!Number.isInteger(o.maxContext) || o.maxContext < 1)) throw new ConfigError('options.maxContext', `must be an integer ≥ 1, got ${JSON.stringify(o.maxContext)}`);
@@ -115,5 +115,6 @@ export { convertToGGUF, ggufFor, type ConvertDType, type ConvertOptions, type Co
 export { FormatError, ConfigError, BudgetError } from './formats/errors';
 export { SnapshotError } from './models/state';
 export { supportedModelTypes } from './models/index';
+export { loadGpuModel, acquireGpu, probeGpu, WebGpuUnavailableError, GpuModel, GpuSession } from './webgpu/index';
 export type { ModelInfo } from './models/index';
 export type { LoadDType } from './models/weights';

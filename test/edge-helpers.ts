@@ -4,6 +4,8 @@
 // 127.0.0.1 with a port the OS picks.
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -47,7 +49,8 @@ function command(kind: Exclude<RuntimeKind, 'workers'>, args: string[]): [string
     case 'bun':
       return [join(BIN, 'bun'), ['edge/bun.ts', ...args]];
     case 'deno':
-      return [join(BIN, 'deno'), ['run', '--allow-read', '--allow-net=127.0.0.1', '--allow-env', 'edge/deno.ts', ...args]];
+      // The npm package's binary itself, when installed, rather than its Node launcher.
+      return [existsSync(join(ROOT, 'node_modules/deno/deno')) ? join(ROOT, 'node_modules/deno/deno') : join(BIN, 'deno'), ['run', '--allow-read', '--allow-net=127.0.0.1', '--allow-env', 'edge/deno.ts', ...args]];
   }
 }
 
@@ -62,6 +65,11 @@ export interface StartOptions {
 /** Starts a local server process and resolves once it listens (and, by default, has loaded the model). */
 export async function startProcess(kind: Exclude<RuntimeKind, 'workers'>, opts: StartOptions = {}): Promise<Server> {
   const [cmd, args] = command(kind, ['--port', '0', ...(opts.args ?? [])]);
+  return startCommand(kind, cmd, args, opts);
+}
+
+/** Any command that prints the server banner (e.g. `sparrow serve`). */
+export async function startCommand(kind: Exclude<RuntimeKind, 'workers'>, cmd: string, args: string[], opts: StartOptions = {}): Promise<Server> {
   const env: Record<string, string> = { ...(process.env as Record<string, string>), NO_COLOR: '1', ...opts.env };
   delete env.NODE_OPTIONS;
   const child: ChildProcess = spawn(cmd, args, { cwd: ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -104,19 +112,29 @@ export async function startProcess(kind: Exclude<RuntimeKind, 'workers'>, opts: 
   }
 }
 
+export interface WorkerOptions {
+  /** Extra bindings (e.g. an R2 bucket), beside wrangler.jsonc's. */
+  bindings?: Record<string, unknown>;
+  /** Where local storage (Durable Objects, R2) lives; default: a temporary directory. */
+  persist?: string;
+}
+
 /** The Worker (wrangler.jsonc) in local workerd; `vars` override wrangler.jsonc's. */
-export async function startWorker(vars: Record<string, string> = {}): Promise<Server> {
+export async function startWorker(vars: Record<string, string> = {}, wo: WorkerOptions = {}): Promise<Server> {
   process.env.WRANGLER_SEND_METRICS = 'false';
   process.env.CLOUDFLARE_CF_FETCH_ENABLED = 'false';
   process.env.WRANGLER_LOG ??= 'warn';
   const { unstable_startWorker } = await import('wrangler');
-  const bindings = Object.fromEntries(Object.entries(vars).map(([k, v]) => [k, { type: 'plain_text' as const, value: v }]));
+  // Local storage in a fresh directory unless one is given, removed again on stop.
+  const ownPersist = wo.persist ? null : mkdtempSync(join(tmpdir(), 'sparrow-workerd-'));
+  const persist = wo.persist ?? ownPersist!;
+  const bindings = { ...Object.fromEntries(Object.entries(vars).map(([k, v]) => [k, { type: 'plain_text' as const, value: v }])), ...wo.bindings } as any;
   const worker = await unstable_startWorker({
     config: join(ROOT, 'wrangler.jsonc'),
     bindings,
     // As `wrangler dev` does: node: imports are left to the runtime (wrangler.jsonc sets nodejs_compat).
     build: { nodejsCompatMode: () => 'v2' } as any,
-    dev: { server: { hostname: '127.0.0.1', port: 0 }, inspector: false, watch: false, logLevel: 'warn' } as any,
+    dev: { server: { hostname: '127.0.0.1', port: 0 }, inspector: false, watch: false, logLevel: 'warn', persist } as any,
   });
   const url = String(await worker.url).replace(/\/$/, '');
   const server: Server = {
@@ -126,6 +144,7 @@ export async function startWorker(vars: Record<string, string> = {}): Promise<Se
     async stop() {
       live.delete(server);
       await worker.dispose();
+      if (ownPersist) rmSync(ownPersist, { recursive: true, force: true });
     },
   };
   live.add(server);

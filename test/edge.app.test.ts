@@ -328,7 +328,7 @@ describe('queue, cancellation, memory budget', () => {
   it('an aborted request signal stops a non-streamed generation', async () => {
     const app = makeApp({ maxConcurrent: 1, maxQueue: 0 });
     const ac = new AbortController();
-    const p = app.request('/v1/completions', { method: 'POST', body: JSON.stringify({ prompt: 'Once', max_tokens: 1500, ignore_eos: true }), signal: ac.signal });
+    const p = Promise.resolve(app.request('/v1/completions', { method: 'POST', body: JSON.stringify({ prompt: 'Once', max_tokens: 1500, ignore_eos: true }), signal: ac.signal }));
     await new Promise((r) => setTimeout(r, 50));
     ac.abort();
     await p.catch(() => {});
@@ -398,7 +398,7 @@ describe('fuzzed bodies', () => {
     const app = makeApp({ maxConcurrent: 2, maxQueue: 64, maxBodyBytes: 16 * 1024 });
     const statuses = new Map<number, number>();
     for (const f of fuzzBodies(250, 1234)) {
-      const res = await app.request(f.path, { method: 'POST', headers: f.headers, body: f.body });
+      const res = await app.request(f.path, { method: 'POST', headers: f.headers, body: f.body as BodyInit });
       const text = await res.text();
       statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
       if (res.status >= 500) throw new Error(`${res.status} for ${f.path} ${String(f.body).slice(0, 300)}: ${text}`);

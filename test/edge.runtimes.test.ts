@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { postJson, startProcess, startWorker, stopAll, type RuntimeKind, type Server } from './edge-helpers';
+import { spawnSync } from 'node:child_process';
+import { postJson, ROOT, startCommand, startProcess, startWorker, stopAll, type RuntimeKind, type Server } from './edge-helpers';
 
 const KINDS: RuntimeKind[] = ['node', 'bun', 'deno', 'workers'];
 const API_KEY = 'sk-edge-test';
@@ -37,6 +38,12 @@ const CHAT = { model: 'sparrow-mini', messages: [{ role: 'user' as const, conten
 const COMPLETION = { model: 'sparrow-mini', prompt: 'Once upon a time, a little fox', max_tokens: 24, seed: 7, temperature: 0.8, top_p: 0.95 };
 
 const results: Record<string, Record<string, string>> = {};
+
+/** A step that names itself when it hangs, instead of a bare test timeout. */
+function step<T>(label: string, p: Promise<T>, ms = 20_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(`${label}: no answer in ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
+}
 
 describe.each(KINDS)('%s', (kind) => {
   it('lists the model and answers non-streamed and streamed requests through the openai client', async () => {
@@ -160,20 +167,58 @@ describe('across runtimes', () => {
   });
 
   it('the Worker answers 503 with the numbers when the model does not fit its memory limit', async () => {
-    const small = await startWorker({ MEMORY_LIMIT_MB: '32' });
+    const small = await step('start a second Worker', startWorker({ MEMORY_LIMIT_MB: '32' }));
     try {
-      const res = await postJson(`${small.url}/v1/chat/completions`, CHAT);
+      const res = await step('request to it', postJson(`${small.url}/v1/chat/completions`, CHAT));
       expect(res.status).toBe(503);
       const b = await res.json();
       expect(b.error).toMatchObject({ type: 'server_error', code: 'model_over_memory_budget', budget_bytes: 32 * 1048576 });
       expect(b.error.need_bytes).toBeGreaterThan(32 * 1048576);
       expect(b.error.message).toMatch(/needs \d+ bytes \(\d+\.\d MiB\) but the memory budget is 33554432 bytes \(32\.0 MiB\)/);
       // The default 128 MB fits, and the budget is reported.
-      const h = await (await fetch(`${servers.workers.url}/healthz`)).json();
+      await step('request to the first Worker', postJson(`${servers.workers.url}/v1/completions`, { prompt: 'x', max_tokens: 1 }));
+      const h = await (await step('its healthz', fetch(`${servers.workers.url}/healthz`))).json();
       expect(h).toMatchObject({ status: 'ok', loaded: true, build: 'simd' });
       expect(h.memory.wasm_bytes).toBeLessThan(64 * 1048576);
     } finally {
-      await small.stop();
+      await step('stop the second Worker', small.stop());
+    }
+  });
+
+  it('`sparrow serve` starts the same server; bad options exit 2 with one line', async () => {
+    const s = await startCommand('node', process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--port', '0', '--max-queue', '0']);
+    try {
+      const h = await (await fetch(`${s.url}/healthz`)).json();
+      expect(h).toMatchObject({ status: 'ok', model: 'sparrow-mini', queue: { max_waiting: 0 } });
+    } finally {
+      await s.stop();
+    }
+    const bad = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--max-queue', 'many'], { cwd: ROOT, encoding: 'utf8' });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toBe('sparrow serve: --max-queue must be an integer ≥ 0, got "many"\n');
+    const help = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--help'], { cwd: ROOT, encoding: 'utf8' });
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/^Usage: sparrow serve/);
+  });
+
+  it('the Worker serves a GGUF from an R2 bucket when MODEL_KEY is set', async () => {
+    const persist = mkdtempSync(join(tmpdir(), 'sparrow-r2-'));
+    try {
+      const put = spawnSync(join(ROOT, 'node_modules/.bin/wrangler'),
+        ['r2', 'object', 'put', 'sparrow-models/tiny.gguf', '--file', 'models/sparrow-mini/model.q8_0.gguf', '--local', '--persist-to', persist],
+        { cwd: ROOT, encoding: 'utf8', env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false' } });
+      expect(put.status, put.stderr).toBe(0);
+      const w = await step('start a Worker bound to R2', startWorker({ MODEL_KEY: 'tiny.gguf' }, { bindings: { MODELS: { type: 'r2_bucket', bucket_name: 'sparrow-models' } }, persist }));
+      try {
+        const c = new OpenAI({ baseURL: `${w.url}/v1`, apiKey: 'x', maxRetries: 0 });
+        expect((await c.models.list()).data.map((m) => m.id)).toEqual(['sparrow-mini']);
+        const r = await c.completions.create({ ...COMPLETION, model: 'sparrow-mini' });
+        expect(r.choices[0].text).toBe(results.node.completion);
+      } finally {
+        await w.stop();
+      }
+    } finally {
+      rmSync(persist, { recursive: true, force: true });
     }
   });
 });

@@ -35,7 +35,10 @@ export interface LinearAttentionOptions {
   normalizer?: number;
   /** 'auto' (default): chunked when T ≥ chunk, else recurrent. */
   mode?: ScanMode;
-  /** Chunk length of the chunked form (default 64). */
+  /**
+   * Chunk length of the chunked form (default 16: on WASM SIMD the three c·dk·dv products per chunk run
+   * at the same speed for any c ≥ 16, while the c²-sized intra-chunk work grows with c; bench/RESULTS.md).
+   */
   chunk?: 16 | 32 | 64 | 128;
   /**
    * Scratch for the chunked form (linearAttentionScratchBytes). Without it the kernel uses free
@@ -47,10 +50,16 @@ export interface LinearAttentionOptions {
 
 const DECAY = { none: 0, scalar: 1, vector: 2 } as const;
 const CHUNKS = new Set([16, 32, 64, 128]);
+/** Default chunk length of linearAttention, lightningAttention and linearAttentionScratchBytes. */
+export const LINEAR_ATTENTION_CHUNK = 16;
 
-/** Bytes of scratch `opts.scratch` must hold for these sizes (independent of T and H). */
+/**
+ * Bytes of scratch `opts.scratch` must hold for these sizes and the chunk the call uses (default
+ * LINEAR_ATTENTION_CHUNK; independent of T and H). The kernel trusts this size: it cannot see the
+ * extent of a caller's buffer.
+ */
 export function linearAttentionScratchBytes(k: K, o: { dk: number; dv: number; decay: LinearDecay; delta: boolean; chunk?: number }): number {
-  return k.exports.linearAttentionScratchFloats(o.dk, o.dv, o.chunk ?? 64, DECAY[o.decay], o.delta ? 1 : 0) * 4;
+  return k.exports.linearAttentionScratchFloats(o.dk, o.dv, o.chunk ?? LINEAR_ATTENTION_CHUNK, DECAY[o.decay], o.delta ? 1 : 0) * 4;
 }
 
 /**
@@ -86,7 +95,7 @@ export function linearAttention(k: K, o: number, S: number, q: number, kk: numbe
   if (decay === 2) checkBuf(k, kernel, 'g', g, T * H * dk * 4);
   if (beta !== 0) checkBuf(k, kernel, 'beta', beta, T * H * 4);
   if (z !== 0) checkBuf(k, kernel, 'normalizer', z, H * dk * 4);
-  run(k, kernel, o, S, q, kk, v, T, H, Hk, dk, dv, decay, g, 1, H, beta, opts.scale, z, opts.mode ?? 'auto', opts.chunk ?? 64, opts.scratch);
+  run(k, kernel, o, S, q, kk, v, T, H, Hk, dk, dv, decay, g, 1, H, beta, opts.scale, z, opts.mode ?? 'auto', opts.chunk ?? LINEAR_ATTENTION_CHUNK, opts.scratch);
 }
 
 function run(k: K, kernel: string, o: number, S: number, q: number, kk: number, v: number, T: number, H: number, Hk: number, dk: number, dv: number,
@@ -113,7 +122,11 @@ export interface LightningOptions {
   H: number;
   /** head_dim (q, k and v). */
   d: number;
-  /** HF config block_size; the chunked prefill uses min(blockSize, 64)-token chunks (same result within f32 rounding). */
+  /**
+   * HF config block_size. The chunked prefill uses LINEAR_ATTENTION_CHUNK-token chunks whatever the
+   * block size (the result is the same within f32 rounding), so the scratch is
+   * linearAttentionScratchBytes({ dk: d, dv: d, decay: 'scalar', delta: false }).
+   */
   blockSize: number;
   mode?: ScanMode;
   scratch?: number;
@@ -137,7 +150,7 @@ export function lightningAttention(k: K, o: number, S: number, q: number, kk: nu
   checkBuf(k, kernel, 'k', kk, T * H * d * 4);
   checkBuf(k, kernel, 'v', v, T * H * d * 4);
   checkBuf(k, kernel, 'slopes', slopes, H * 4);
-  const chunk = opts.blockSize >= 64 ? 64 : opts.blockSize >= 32 ? 32 : 16;
+  const chunk = LINEAR_ATTENTION_CHUNK;
   // g = −s_h for every token: gate pointer at the slopes with a token stride of 0 and gScale −1.
   run(k, kernel, o, S, q, kk, v, T, H, H, d, d, 1, slopes, -1, 0, 0, 1, 0, opts.mode ?? 'auto', chunk, opts.scratch);
 }

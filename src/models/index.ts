@@ -22,10 +22,13 @@ import { mamba2 } from './mamba2';
 import { bamba } from './bamba';
 import { graniteMoeHybrid } from './granitemoehybrid';
 import { jamba } from './jamba';
+import { deepseekV3 } from './deepseek_v3';
+import { deepseekV32 } from './deepseek_v32';
 for (const f of [llama, mistral, qwen2, qwen3]) registerFamily(f);
 for (const f of [gemma2, gemma3, mixtral, olmoe, qwen2Moe, qwen3Moe, gptOss]) registerFamily(f);
 for (const f of [qwen3Next, lfm2, miniMax, recurrentGemma, rwkv]) registerFamily(f);
 for (const f of [mamba, falconMamba, mamba2, bamba, graniteMoeHybrid, jamba]) registerFamily(f);
+for (const f of [deepseekV3, deepseekV32]) registerFamily(f);
 
 export { supportedModelTypes, familyFor, registerFamily } from './registry';
 export { Model, Session, buildModel, type ModelOptions, type ModelInfo } from './model';

@@ -3,6 +3,7 @@
 // because some stacks hand back adapters that run shaders as no-ops (a null backend) and would
 // return garbage logits instead of failing.
 
+import { BufferUsage, MapMode } from './flags';
 import { SparrowError } from '../formats/errors';
 
 /** No usable WebGPU device here (no API, no adapter, a null/fallback adapter, limits too small, or a failed probe). */
@@ -75,8 +76,8 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
 
 async function probe(device: GPUDevice): Promise<string | null> {
   const n = 4;
-  const buf = device.createBuffer({ size: n * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
-  const rd = device.createBuffer({ size: n * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const buf = device.createBuffer({ size: n * 4, usage: BufferUsage.STORAGE | BufferUsage.COPY_SRC });
+  const rd = device.createBuffer({ size: n * 4, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
   try {
     device.pushErrorScope('validation');
     const pipe = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: PROBE }), entryPoint: 'main' } });
@@ -91,7 +92,7 @@ async function probe(device: GPUDevice): Promise<string | null> {
     device.queue.submit([enc.finish()]);
     const err = await device.popErrorScope();
     if (err) return `probe shader: ${err.message}`;
-    await rd.mapAsync(GPUMapMode.READ);
+    await rd.mapAsync(MapMode.READ);
     const got = Array.from(new Uint32Array(rd.getMappedRange().slice(0)));
     rd.unmap();
     // Σ_{i<64} (3i + 1 + w) = 3·2016 + 64 + 64w

@@ -8,6 +8,7 @@
 // biases, windows, soft-capping or sinks), FFNs GatedMlp (SiLU) and Moe (softmax → top-k, optional
 // sigmoid-gated shared expert). Anything else is refused at construction with a KernelError naming it.
 
+import { BufferUsage, MapMode } from './flags';
 import { KernelError } from '../kernels/runtime';
 import { rowBytes, type Weight } from '../kernels/types';
 import { Attention } from '../layers/attention';
@@ -305,7 +306,7 @@ export class GpuModel {
       st: K.buffer(this.stateLayout.top * 4, undefined, 'state'),
       c: this.c,
       ids: K.buffer(4096, undefined, 'ids'),
-      step: K.buffer(16, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, 'step'),
+      step: K.buffer(16, BufferUsage.UNIFORM | BufferUsage.COPY_DST, 'step'),
     };
     const list = this.emits.flatMap((e) => e(bufs));
     this.dispatchCount = list.length;
@@ -330,7 +331,7 @@ export class GpuSession {
     if (this.pos + n > m.maxContext) throw new RangeError(`context full: ${this.pos} + ${n} tokens > max context ${m.maxContext}`);
     for (let i = 0; i < n; i++) if (!Number.isInteger(ids[i]) || ids[i] < 0 || ids[i] >= V) throw new RangeError(`token id ${ids[i]} outside the vocabulary [0, ${V})`);
     const rows = all ? n : 1;
-    const rd = dev.createBuffer({ size: rows * V * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const rd = dev.createBuffer({ size: rows * V * 4, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
     for (let t = 0; t < n; t++) {
       writeStep(dev, this.bufs.step, ids[t], this.pos);
       const enc = dev.createCommandEncoder();
@@ -341,7 +342,7 @@ export class GpuSession {
       dev.queue.submit([enc.finish()]);
       this.tokens.push(ids[t]);
     }
-    await rd.mapAsync(GPUMapMode.READ);
+    await rd.mapAsync(MapMode.READ);
     const out = new Float32Array(rd.getMappedRange().slice(0));
     rd.unmap();
     rd.destroy();

@@ -3,6 +3,7 @@
 // pointers. A builder returns a Dispatch (pipeline + bind group + grid) fixed at build time; a
 // forward pass replays a list of them, so per-token host work is one small uniform write.
 
+import { BufferUsage, MapMode, ShaderStage } from './flags';
 import { KernelError } from '../kernels/runtime';
 import type { GpuDevice } from './device';
 import { attentionWgsl, ATTN_PARAMS } from './kernels/attention.wgsl';
@@ -63,7 +64,7 @@ export class GpuKernels {
   private dummy: GPUBuffer | null = null;
   constructor(readonly gpu: GpuDevice) {
     this.device = gpu.device;
-    const S = GPUShaderStage.COMPUTE;
+    const S = ShaderStage.COMPUTE;
     this.layout = this.device.createBindGroupLayout({
       entries: [
         { binding: 0, visibility: S, buffer: { type: 'uniform' } },
@@ -87,16 +88,16 @@ export class GpuKernels {
     return p;
   }
 
-  buffer(bytes: number, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC, label?: string): GPUBuffer {
+  buffer(bytes: number, usage = BufferUsage.STORAGE | BufferUsage.COPY_DST | BufferUsage.COPY_SRC, label?: string): GPUBuffer {
     return this.device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 16) * 16), usage, label });
   }
 
   /** A 16-byte placeholder for bindings a kernel does not use. */
   placeholder(): GPUBuffer {
-    return (this.dummy ??= this.buffer(16, GPUBufferUsage.STORAGE | GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, 'placeholder'));
+    return (this.dummy ??= this.buffer(16, BufferUsage.STORAGE | BufferUsage.UNIFORM | BufferUsage.COPY_DST, 'placeholder'));
   }
 
-  upload(data: ArrayBufferView, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label?: string): GPUBuffer {
+  upload(data: ArrayBufferView, usage = BufferUsage.STORAGE | BufferUsage.COPY_DST, label?: string): GPUBuffer {
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     const buf = this.buffer(bytes.byteLength, usage, label);
     if (bytes.byteLength > this.gpu.limits.maxStorageBufferBindingSize) {
@@ -129,7 +130,7 @@ export class GpuKernels {
         u[i] = v;
       }
     });
-    const buf = this.buffer(u.byteLength, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+    const buf = this.buffer(u.byteLength, BufferUsage.UNIFORM | BufferUsage.COPY_DST);
     this.device.queue.writeBuffer(buf, 0, u);
     return buf;
   }
@@ -276,12 +277,12 @@ export class GpuKernels {
     pass.end();
     let rd: GPUBuffer | null = null;
     if (read) {
-      rd = this.device.createBuffer({ size: Math.max(16, Math.ceil(read.n * 4 / 16) * 16), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      rd = this.device.createBuffer({ size: Math.max(16, Math.ceil(read.n * 4 / 16) * 16), usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
       enc.copyBufferToBuffer(read.src, read.off * 4, rd, 0, read.n * 4);
     }
     this.device.queue.submit([enc.finish()]);
     if (!rd) return null;
-    await rd.mapAsync(GPUMapMode.READ);
+    await rd.mapAsync(MapMode.READ);
     const out = new Float32Array(rd.getMappedRange().slice(0, read!.n * 4));
     rd.unmap();
     rd.destroy();

@@ -3,6 +3,7 @@
 // --allow-env --unstable-sloppy-imports test/webgpu/kernel-checks.ts`) and prints one JSON line:
 // { adapter, results: [{ name, err, tol, pass }] } or { error } when no device was acquired.
 
+import { BufferUsage, MapMode } from '../../src/webgpu/flags';
 import { acquireGpu } from '../../src/webgpu/device';
 import { EW, GpuKernels, type GpuBufs, type Dispatch } from '../../src/webgpu/ops';
 import { instantiate } from '../../src/kernels/runtime';
@@ -59,7 +60,7 @@ async function main() {
     st: K.buffer(ACT * 4),
     c: cData ? K.upload(cData) : K.buffer(16),
     ids: K.buffer(4096),
-    step: K.buffer(16, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST),
+    step: K.buffer(16, BufferUsage.UNIFORM | BufferUsage.COPY_DST),
   });
   const put = (buf: GPUBuffer, off: number, d: Float32Array) => dev.queue.writeBuffer(buf, off * 4, d);
   const setStep = (b: GpuBufs, tok: number, pos: number) => dev.queue.writeBuffer(b.step, 0, new Uint32Array([tok, pos, pos + 1, 0]));
@@ -199,7 +200,7 @@ async function main() {
     const S0 = randn(Hv * dk * dv, 0.2);
     const b = mk();
     put(b.st, 0, S0);
-    let S = Float64Array.from(S0);
+    let S: Float64Array<ArrayBufferLike> = Float64Array.from(S0);
     let worst = 0;
     for (let t = 0; t < steps; t++) {
       const q = randn(Hk * dk), kk = randn(Hk * dk), v = randn(Hv * dv);
@@ -266,10 +267,10 @@ async function main() {
       put(b.a, 0, L);
       const gw = await run([K.route(b, 0, 512, 0, T, E, Kk, renorm)], b.a, 512, T * Kk);
       const enc = dev.createCommandEncoder();
-      const rd = dev.createBuffer({ size: 64, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      const rd = dev.createBuffer({ size: 64, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
       enc.copyBufferToBuffer(b.ids, 0, rd, 0, 64);
       dev.queue.submit([enc.finish()]);
-      await rd.mapAsync(GPUMapMode.READ);
+      await rd.mapAsync(MapMode.READ);
       const gi = Array.from(new Uint32Array(rd.getMappedRange().slice(0, T * Kk * 4)));
       const r = routeRef(L, T, E, Kk, { mode: 'softmax_topk', renormalize: renorm });
       const idsOk = gi.every((v, i) => v === r.ids[Math.floor(i / Kk)][i % Kk]);

@@ -1,0 +1,141 @@
+// Decode speed, WebGPU vs WASM, on this machine.
+//   deno run -A --unstable-sloppy-imports bench/webgpu.ts [--synthetic-large] [--tokens N] [--model DIR]
+// Default: the embedded model (models/sparrow-mini). --synthetic-large: a Llama-style model of
+// ~333M parameters with random bf16 weights built in memory (no files), quantized to Q8_0 on load.
+// Both backends decode the same greedy continuation of a short prompt; the GPU reads back the
+// logits of every token (as generation must), so its figure includes one round trip per token.
+
+import { openCheckpoint } from '../src/formats/checkpoint';
+import { buildModel } from '../src/models/index';
+import { acquireGpu } from '../src/webgpu/device';
+import { gpuModel } from '../src/webgpu/model';
+
+const args = (globalThis as any).Deno?.args ?? (globalThis as any).process?.argv.slice(2) ?? [];
+const opt = (name: string, def: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : def;
+};
+const large = args.includes('--synthetic-large');
+const nTok = Number(opt('--tokens', large ? '16' : '32'));
+
+/** A safetensors file of bf16 tensors. */
+function safetensors(tensors: { name: string; shape: number[]; fill: (u: Uint16Array) => void }[]): Uint8Array {
+  const header: Record<string, unknown> = {};
+  let off = 0;
+  for (const t of tensors) {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    header[t.name] = { dtype: 'BF16', shape: t.shape, data_offsets: [off, off + 2 * n] };
+    off += 2 * n;
+  }
+  let h = new TextEncoder().encode(JSON.stringify(header));
+  const pad = (8 - (h.length % 8)) % 8;
+  h = new TextEncoder().encode(JSON.stringify(header) + ' '.repeat(pad));
+  const out = new Uint8Array(8 + h.length + off);
+  new DataView(out.buffer).setBigUint64(0, BigInt(h.length), true);
+  out.set(h, 8);
+  let o = 8 + h.length;
+  for (const t of tensors) {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    t.fill(new Uint16Array(out.buffer, o, n));
+    o += 2 * n;
+  }
+  return out;
+}
+
+function syntheticLlama() {
+  const c = {
+    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 1024, intermediate_size: 4096, num_hidden_layers: 16,
+    num_attention_heads: 16, num_key_value_heads: 4, head_dim: 64, vocab_size: 32000, rms_norm_eps: 1e-5, rope_theta: 10000,
+    max_position_embeddings: 2048, tie_word_embeddings: false, hidden_act: 'silu', bos_token_id: 1, eos_token_id: 2,
+  };
+  let s = 0x9e3779b9;
+  // bf16 of N(0, ~0.02)-like uniform values: sign, exponent around 2^-6, random mantissa.
+  const rand = (u: Uint16Array) => {
+    for (let i = 0; i < u.length; i++) {
+      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+      u[i] = ((s >>> 31) << 15) | ((0x78 + ((s >>> 28) & 3)) << 7) | ((s >>> 8) & 0x7f);
+    }
+  };
+  const ones = (u: Uint16Array) => u.fill(0x3f80);
+  const D = c.hidden_size, I = c.intermediate_size, H = c.num_attention_heads, Hk = c.num_key_value_heads, hd = c.head_dim, V = c.vocab_size;
+  const t: { name: string; shape: number[]; fill: (u: Uint16Array) => void }[] = [{ name: 'model.embed_tokens.weight', shape: [V, D], fill: rand }];
+  for (let l = 0; l < c.num_hidden_layers; l++) {
+    const p = `model.layers.${l}`;
+    t.push(
+      { name: `${p}.input_layernorm.weight`, shape: [D], fill: ones },
+      { name: `${p}.post_attention_layernorm.weight`, shape: [D], fill: ones },
+      { name: `${p}.self_attn.q_proj.weight`, shape: [H * hd, D], fill: rand },
+      { name: `${p}.self_attn.k_proj.weight`, shape: [Hk * hd, D], fill: rand },
+      { name: `${p}.self_attn.v_proj.weight`, shape: [Hk * hd, D], fill: rand },
+      { name: `${p}.self_attn.o_proj.weight`, shape: [D, H * hd], fill: rand },
+      { name: `${p}.mlp.gate_proj.weight`, shape: [I, D], fill: rand },
+      { name: `${p}.mlp.up_proj.weight`, shape: [I, D], fill: rand },
+      { name: `${p}.mlp.down_proj.weight`, shape: [D, I], fill: rand },
+    );
+  }
+  t.push({ name: 'model.norm.weight', shape: [D], fill: ones }, { name: 'lm_head.weight', shape: [V, D], fill: rand });
+  const params = t.reduce((a, x) => a + x.shape.reduce((p, q) => p * q, 1), 0);
+  return { files: { 'config.json': JSON.stringify(c), 'model.safetensors': safetensors(t) }, params };
+}
+
+function argmax(a: Float32Array): number {
+  let b = 0;
+  for (let i = 1; i < a.length; i++) if (a[i] > a[b]) b = i;
+  return b;
+}
+
+const t0 = performance.now();
+let source: any, label: string;
+if (large) {
+  const s = syntheticLlama();
+  source = { files: s.files };
+  label = `synthetic Llama-style, ${(s.params / 1e6).toFixed(0)}M params, Q8_0`;
+} else {
+  source = opt('--model', 'models/sparrow-mini');
+  label = `${source} (Q8_0 file)`;
+}
+const model = await buildModel(await openCheckpoint(source), { dtype: 'q8_0', maxContext: 256, maxSessions: 2 });
+const tLoad = performance.now() - t0;
+const prompt = [1, 17, 42, 99, 7, 3, 250, 11];
+
+// WASM (default integer-dot path, one thread)
+const ws = model.newSession();
+let logits = ws.forward(prompt);
+let tok = argmax(logits);
+const wasmToks: number[] = [];
+let t = performance.now();
+for (let i = 0; i < nTok; i++) {
+  wasmToks.push(tok);
+  logits = ws.forward([tok]);
+  tok = argmax(logits);
+}
+const wasmTps = nTok / ((performance.now() - t) / 1000);
+
+let gpuLine = 'webgpu: unavailable';
+let gpuTps = NaN;
+try {
+  const gpu = await acquireGpu();
+  const tu = performance.now();
+  const gm = gpuModel(model, gpu);
+  const gs = gm.newSession();
+  let gl = await gs.forward(prompt);
+  const tUp = performance.now() - tu;
+  let gt = argmax(gl);
+  // one warm-up step outside the timing (pipeline compilation is lazy on some drivers)
+  const gpuToks: number[] = [];
+  t = performance.now();
+  for (let i = 0; i < nTok; i++) {
+    gpuToks.push(gt);
+    gl = await gs.forward([gt]);
+    gt = argmax(gl);
+  }
+  gpuTps = nTok / ((performance.now() - t) / 1000);
+  const agree = gpuToks.findIndex((x, i) => x !== wasmToks[i]);
+  gpuLine = `webgpu: ${gpuTps.toFixed(2)} tok/s on ${gpu.adapterName} (${gm.info().dispatchesPerToken} dispatches/token, ${(gm.info().weightBytes / 2 ** 20).toFixed(0)} MiB uploaded in ${(tUp / 1000).toFixed(1)} s incl. prompt; greedy tokens ${agree < 0 ? 'identical to WASM' : `diverge from WASM at step ${agree} (WASM uses int8 activation dots, GPU f32)`})`;
+} catch (e) {
+  gpuLine = `webgpu: unavailable (${(e as Error).message})`;
+}
+console.log(`model: ${label}; load ${(tLoad / 1000).toFixed(1)} s; decode ${nTok} tokens after an ${prompt.length}-token prompt`);
+console.log(`wasm (${model.k.build}, 1 thread): ${wasmTps.toFixed(2)} tok/s`);
+console.log(gpuLine);
+if (Number.isFinite(gpuTps)) console.log(`webgpu / wasm: ${(gpuTps / wasmTps).toFixed(2)}×`);

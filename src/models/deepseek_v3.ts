@@ -1,0 +1,330 @@
+// DeepSeek-V3 (HF DeepseekV3ForCausalLM): pre-norm decoder with Multi-head Latent Attention and a
+// DeepSeekMoE feed-forward (sigmoid router with aux-loss-free bias and group-limited selection,
+// routed_scaling_factor, shared experts), the first `first_k_dense_replace` layers dense.
+//
+// MLA (arXiv 2405.04434 §2.1), per token x and head h:
+//   q_h = [q_nope_h | q_rope_h] = W_UQ · RMSNorm(W_DQ x)      (q_a_proj → q_a_layernorm → q_b_proj; or q_proj)
+//   [c | k_rope] = W_DKV x;  c ← RMSNorm(c)                    (kv_a_proj_with_mqa, kv_a_layernorm)
+//   k_nope_h = W_UK_h c,  v_h = W_UV_h c                       (kv_b_proj rows per head: [k_nope | v])
+//   o_h = Σ_s softmax_s(scale · (q_nope_h·k_nope_h,s + q_rope_h·k_rope_s)) v_h,s
+// The cache holds only the latent [c | RoPE(k_rope)] per token (kv_lora_rank + qk_rope_head_dim floats
+// per layer, shared by every head). W_UK is absorbed into the query (q_nope_h·W_UK_h c = (W_UK_hᵀ q_nope_h)·c)
+// and W_UV into the output (Σ_s p_s W_UV_h c_s = W_UV_h Σ_s p_s c_s), so attention runs as MQA with one
+// latent kv head: keys [c | k_rope], values c, queries [W_UK_hᵀ q_nope_h | q_rope_h].
+
+import { attention } from '../kernels/attention';
+import type { RouteOptions } from '../kernels/moe';
+import { rmsNorm } from '../kernels/norm';
+import { rope } from '../kernels/rope';
+import type { Weight } from '../kernels/types';
+import type { RopeSpec } from '../layers/attention';
+import { addBias, type Ctx, type Ffn, type Mixer } from '../layers/context';
+import { GatedMlp, parseActivation, rowsOf, type Activation, type GatedWeights } from '../layers/mlp';
+import { Moe } from '../layers/moe';
+import { ConfigError } from '../formats/errors';
+import { bool, int, lmHead, num, rejectIf, ropeParams, ropeSpec } from './common';
+import { DecoderNet, PreNormBlock, type Block } from './decoder';
+import { expertWeights } from './mixtral';
+import type { Family, Net } from './net';
+import type { RegionSpec, SeqState } from './state';
+
+/** HF DeepseekV3RMSNorm(q_lora_rank) / (kv_lora_rank) are built without eps: the class default 1e-6. */
+const LORA_NORM_EPS = 1e-6;
+
+export interface MlaConfig {
+  hidden: number;
+  nHeads: number;
+  /** q_lora_rank, or 0 for a plain q_proj. */
+  qLora: number;
+  /** kv_lora_rank */
+  kvLora: number;
+  /** qk_nope_head_dim, qk_rope_head_dim, v_head_dim */
+  dNope: number;
+  dRope: number;
+  dV: number;
+  /** attention_bias: on q_a_proj, kv_a_proj_with_mqa and o_proj. */
+  bias: boolean;
+  rope: RopeSpec;
+  scale: number;
+}
+
+/** MLA with the compressed latent cache (see the file header). */
+export class MlaAttention implements Mixer {
+  readonly qa: Weight | null;
+  readonly qaBias: number;
+  readonly qaNorm: number;
+  /** q_b_proj (or q_proj): rows per head [q_nope | q_rope]. */
+  readonly qb: Weight;
+  readonly kva: Weight;
+  readonly kvaBias: number;
+  readonly kvaNorm: number;
+  /** W_UK_hᵀ [kv_lora_rank, qk_nope_head_dim] per head (f32, transposed from kv_b_proj at load). */
+  readonly ukT: Weight[];
+  /** W_UV_h [v_head_dim, kv_lora_rank] per head: rows of kv_b_proj. */
+  readonly uv: Weight[];
+  readonly o: Weight;
+  readonly oBias: number;
+  readonly invFreq: number;
+  /** Latent cache row: [c (kv_lora_rank) | k_rope (qk_rope_head_dim)]. */
+  readonly latentDim: number;
+
+  constructor(readonly ctx: Ctx, readonly prefix: string, readonly cfg: MlaConfig) {
+    const { ws } = ctx;
+    const { hidden, nHeads: H, qLora, kvLora: R, dNope, dRope, dV } = cfg;
+    const dQk = dNope + dRope;
+    this.latentDim = R + dRope;
+    if (qLora) {
+      this.qa = ws.mat(`${prefix}.q_a_proj.weight`, qLora, hidden);
+      this.qaBias = cfg.bias ? ws.vec(`${prefix}.q_a_proj.bias`, qLora) : 0;
+      this.qaNorm = ws.vec(`${prefix}.q_a_layernorm.weight`, qLora);
+      this.qb = ws.mat(`${prefix}.q_b_proj.weight`, H * dQk, qLora);
+    } else {
+      this.qa = null;
+      this.qaBias = 0;
+      this.qaNorm = 0;
+      this.qb = ws.mat(`${prefix}.q_proj.weight`, H * dQk, hidden);
+    }
+    this.kva = ws.mat(`${prefix}.kv_a_proj_with_mqa.weight`, R + dRope, hidden);
+    this.kvaBias = cfg.bias ? ws.vec(`${prefix}.kv_a_proj_with_mqa.bias`, R + dRope) : 0;
+    this.kvaNorm = ws.vec(`${prefix}.kv_a_layernorm.weight`, R);
+    const kvbName = `${prefix}.kv_b_proj.weight`;
+    const kvb = ws.mat(kvbName, H * (dNope + dV), R);
+    if (kvb.dtype !== 'f32') throw new ConfigError(`tensors["${kvbName}"]`, `must be held as f32 to absorb it into the query, holds ${kvb.dtype}`);
+    const src = ctx.f32(kvb.ptr, kvb.rows * R);
+    const t = new Float32Array(H * R * dNope);
+    for (let h = 0; h < H; h++) {
+      const row0 = h * (dNope + dV);
+      for (let i = 0; i < dNope; i++) {
+        const s = (row0 + i) * R;
+        for (let r = 0; r < R; r++) t[(h * R + r) * dNope + i] = src[s + r];
+      }
+    }
+    const ukPtr = ctx.k.arena.putF32(t).ptr;
+    this.ukT = Array.from({ length: H }, (_, h) => ({ ptr: ukPtr + h * R * dNope * 4, dtype: 'f32' as const, rows: R, cols: dNope }));
+    this.uv = Array.from({ length: H }, (_, h) => rowsOf(kvb, h * (dNope + dV) + dNope, dV));
+    this.o = ws.mat(`${prefix}.o_proj.weight`, hidden, H * dV);
+    this.oBias = cfg.bias ? ws.vec(`${prefix}.o_proj.bias`, hidden) : 0;
+    this.invFreq = ctx.k.arena.putF32(cfg.rope.invFreq).ptr;
+
+    const T = ctx.maxChunk, s = ctx.scratch;
+    s.need('mla.qa', T * Math.max(qLora, 1));
+    s.need('mla.q', T * H * dQk);
+    s.need('mla.qlat', T * H * this.latentDim);
+    s.need('mla.olat', T * H * R);
+    s.need('mla.ao', T * H * dV);
+    s.need('mla.g', T * Math.max(dNope, R));
+    s.need('mla.p', T * Math.max(R, dV));
+    s.need('pos', T);
+  }
+
+  specs(_maxContext: number): RegionSpec[] {
+    return [{ name: `${this.prefix}.latent`, kind: 'kv', perToken: this.latentDim }];
+  }
+
+  forward(state: SeqState, x: number, out: number, T: number, pos0: number): void {
+    const { ctx, cfg } = this;
+    const { k } = ctx;
+    const s = ctx.scratch;
+    const { nHeads: H, kvLora: R, dNope, dRope } = cfg;
+    const dQk = dNope + dRope, L = this.latentDim;
+    const q = s.get('mla.q'), qa = s.get('mla.qa');
+
+    if (this.qa) {
+      ctx.mm(qa, x, this.qa, T);
+      addBias(ctx, qa, this.qaBias, T, cfg.qLora);
+      rmsNorm(k, qa, qa, this.qaNorm, T, cfg.qLora, LORA_NORM_EPS);
+      ctx.mm(q, qa, this.qb, T);
+    } else {
+      ctx.mm(q, x, this.qb, T);
+    }
+
+    // The chunk's latent rows are contiguous in the cache (slots pos0 … pos0+T−1): project into it,
+    // normalise c in place, rotate k_rope in place.
+    const lat = state.ptr(`${this.prefix}.latent`);
+    const rows = lat + pos0 * L * 4;
+    ctx.mm(rows, x, this.kva, T);
+    addBias(ctx, rows, this.kvaBias, T, L);
+    rmsNorm(k, rows, rows, this.kvaNorm, T, R, LORA_NORM_EPS, { stride: L });
+
+    const pos = s.get('pos');
+    const pv = k.arena.i32(pos, T);
+    for (let t = 0; t < T; t++) pv[t] = pos0 + t;
+    const r = cfg.rope;
+    rope(k, q + dNope * 4, T, H, dRope, pos, this.invFreq, dRope, r.style, r.attentionFactor, dQk, H * dQk);
+    rope(k, rows + R * 4, T, 1, dRope, pos, this.invFreq, dRope, r.style, r.attentionFactor, L, L);
+
+    // qlat[t, h] = [W_UK_hᵀ q_nope[t, h] | q_rope[t, h]]
+    const qlat = s.get('mla.qlat'), g = s.get('mla.g'), p = s.get('mla.p');
+    for (let h = 0; h < H; h++) {
+      const qv = ctx.f32(q, T * H * dQk), gv = ctx.f32(g, T * dNope);
+      for (let t = 0; t < T; t++) gv.set(qv.subarray((t * H + h) * dQk, (t * H + h) * dQk + dNope), t * dNope);
+      ctx.mm(p, g, this.ukT[h], T);
+      const pv2 = ctx.f32(p, T * R), ql = ctx.f32(qlat, T * H * L), qv2 = ctx.f32(q, T * H * dQk);
+      for (let t = 0; t < T; t++) {
+        const d = (t * H + h) * L;
+        ql.set(pv2.subarray(t * R, (t + 1) * R), d);
+        ql.set(qv2.subarray((t * H + h) * dQk + dNope, (t * H + h + 1) * dQk), d + R);
+      }
+    }
+
+    const olat = s.get('mla.olat');
+    this.attend(state, x, qa, qlat, olat, T, pos0);
+
+    // ao[t, h] = W_UV_h olat[t, h]
+    const ao = s.get('mla.ao'), dV = cfg.dV;
+    for (let h = 0; h < H; h++) {
+      const ov = ctx.f32(olat, T * H * R), gv = ctx.f32(g, T * R);
+      for (let t = 0; t < T; t++) gv.set(ov.subarray((t * H + h) * R, (t * H + h + 1) * R), t * R);
+      ctx.mm(p, g, this.uv[h], T);
+      const pv2 = ctx.f32(p, T * dV), av = ctx.f32(ao, T * H * dV);
+      for (let t = 0; t < T; t++) av.set(pv2.subarray(t * dV, (t + 1) * dV), (t * H + h) * dV);
+    }
+    ctx.mm(out, ao, this.o, T);
+    addBias(ctx, out, this.oBias, T, cfg.hidden);
+  }
+
+  /**
+   * olat[T, H, kv_lora_rank] = attention of the absorbed queries over the latent cache (positions
+   * 0 … pos0+T−1 already written). Dense causal here; DeepSeek-V3.2 restricts it to indexer picks.
+   * `x` is the layer input and `qa` the normalised query latent (DSA's indexer reads both).
+   */
+  protected attend(state: SeqState, _x: number, _qa: number, qlat: number, olat: number, T: number, pos0: number): void {
+    const { ctx, cfg } = this;
+    const lat = state.ptr(`${this.prefix}.latent`);
+    attention(ctx.k, olat, qlat, lat, lat, {
+      T, qPos0: pos0, nHeads: cfg.nHeads, nKv: 1, headDim: this.latentDim, vDim: cfg.kvLora, scale: cfg.scale,
+      kStride: this.latentDim, vStride: this.latentDim,
+    });
+  }
+}
+
+/** DeepSeek-V3 MLA settings of a config (also read by DeepSeek-V3.2). */
+export function mlaConfig(c: any, style: 'neox' | 'interleaved'): MlaConfig {
+  const hidden = int(c, 'hidden_size');
+  const nHeads = int(c, 'num_attention_heads');
+  const qLora = c.q_lora_rank === null ? 0 : int(c, 'q_lora_rank', 1536);
+  const kvLora = int(c, 'kv_lora_rank', 512);
+  const dNope = int(c, 'qk_nope_head_dim', 128);
+  const dRope = int(c, 'qk_rope_head_dim', 64);
+  const dV = int(c, 'v_head_dim', 128);
+  rejectIf(kvLora < 1, 'kv_lora_rank', 'must be ≥ 1');
+  rejectIf(dRope < 2 || dRope % 2 !== 0, 'qk_rope_head_dim', `must be an even number ≥ 2, got ${dRope}`);
+  rejectIf(dV < 1, 'v_head_dim', 'must be ≥ 1');
+  // The latent is shared by all heads; num_key_value_heads only sizes HF's repeat_kv of the
+  // up-projected per-head keys, which is the identity (kv_b_proj yields num_attention_heads heads).
+  const nKv = int(c, 'num_key_value_heads', nHeads);
+  rejectIf(nKv !== nHeads, 'num_key_value_heads', `${nKv} != num_attention_heads ${nHeads}: kv_b_proj yields one key/value per query head`);
+  rejectIf((c.pretraining_tp ?? 1) !== 1, 'pretraining_tp', 'only 1 is supported');
+  // HF DeepseekV3Attention.scaling: qk_head_dim^-0.5, times mscale² when the RoPE is scaled and
+  // mscale_all_dim is set (yarn_get_mscale(factor, mscale_all_dim) = 0.1·m·ln(factor) + 1 for factor > 1).
+  let scale = 1 / Math.sqrt(dNope + dRope);
+  const { scaling } = ropeParams(c);
+  const ropeType = scaling?.rope_type ?? scaling?.type ?? 'default';
+  if (scaling && ropeType !== 'default') {
+    const msAll = scaling.mscale_all_dim ?? 0;
+    if (msAll) {
+      const factor = num(scaling, 'factor');
+      const m = factor <= 1 ? 1 : 0.1 * msAll * Math.log(factor) + 1;
+      scale *= m * m;
+    }
+  }
+  // RoPE acts on the qk_rope_head_dim slice only (HF sets config.head_dim = qk_rope_head_dim).
+  const ropeCfg = ropeSpec(c, dRope, dRope, undefined, style);
+  return { hidden, nHeads, qLora, kvLora, dNope, dRope, dV, bias: bool(c, 'attention_bias', false), rope: ropeCfg, scale };
+}
+
+/** Whether layer i's feed-forward is the MoE block: `mlp_layer_types` when given, else first_k_dense_replace. */
+export function sparseLayers(c: any, nLayers: number): (i: number) => boolean {
+  const mt = c.mlp_layer_types;
+  if (Array.isArray(mt)) {
+    rejectIf(mt.length !== nLayers, 'mlp_layer_types', `has ${mt.length} entries for ${nLayers} layers`);
+    mt.forEach((t, i) => rejectIf(t !== 'dense' && t !== 'sparse', `mlp_layer_types[${i}]`, `${JSON.stringify(t)} is not dense or sparse`));
+    return (i) => mt[i] === 'sparse';
+  }
+  const k = int(c, 'first_k_dense_replace', 3);
+  return (i) => i >= k;
+}
+
+/** DeepseekV3MoE: sigmoid-routed experts (DeepseekV3TopkRouter) plus n_shared_experts as one MLP. */
+export function deepseekMoe(ctx: Ctx, c: any, p: string, act: Activation, mlpBias: boolean): Ffn {
+  const { ws } = ctx;
+  const hidden = int(c, 'hidden_size');
+  const E = int(c, 'n_routed_experts', 256);
+  const topk = int(c, 'num_experts_per_tok', 8);
+  const inter = int(c, 'moe_intermediate_size', 2048);
+  const nShared = c.n_shared_experts === null ? 0 : int(c, 'n_shared_experts', 1);
+  const nGroup = int(c, 'n_group', 1);
+  const topkGroup = int(c, 'topk_group', nGroup);
+  rejectIf(topk < 1 || topk > E, 'num_experts_per_tok', `${topk} must be in [1, ${E}]`);
+  rejectIf(nGroup < 1 || E % nGroup !== 0, 'n_group', `${nGroup} must divide n_routed_experts ${E}`);
+  rejectIf(nGroup > 1 && E / nGroup < 2, 'n_group', `groups of ${E / nGroup} expert: the group score sums each group's best two`);
+  rejectIf(topkGroup < 1 || topkGroup > nGroup, 'topk_group', `${topkGroup} must be in [1, n_group ${nGroup}]`);
+  rejectIf(topkGroup * (E / nGroup) < topk, 'topk_group', `${topkGroup} groups of ${E / nGroup} experts hold fewer than num_experts_per_tok ${topk}`);
+  const m = `${p}.mlp`;
+  const routing: RouteOptions = {
+    mode: 'sigmoid', renormalize: bool(c, 'norm_topk_prob', true), bias: ws.optVec(`${m}.gate.e_score_correction_bias`, E) || undefined,
+    nGroup, topkGroup, routedScaling: num(c, 'routed_scaling_factor', 2.5),
+  };
+  let shared: { w: GatedWeights; inter: number } | undefined;
+  if (nShared > 0) {
+    const si = inter * nShared, sp = `${m}.shared_experts`;
+    shared = {
+      inter: si,
+      w: {
+        gate: ws.mat(`${sp}.gate_proj.weight`, si, hidden),
+        up: ws.mat(`${sp}.up_proj.weight`, si, hidden),
+        down: ws.mat(`${sp}.down_proj.weight`, hidden, si),
+        gateBias: mlpBias ? ws.vec(`${sp}.gate_proj.bias`, si) : 0,
+        upBias: mlpBias ? ws.vec(`${sp}.up_proj.bias`, si) : 0,
+        downBias: mlpBias ? ws.vec(`${sp}.down_proj.bias`, hidden) : 0,
+      },
+    };
+  }
+  return new Moe(ctx, {
+    hidden, nExperts: E, topk, inter, act, routing,
+    router: ws.mat(`${m}.gate.weight`, E, hidden),
+    expert: expertWeights(ws, m, E, inter, hidden),
+    shared,
+  });
+}
+
+/** The DeepSeek decoder around a family's attention mixer. */
+export function buildDeepseek(ctx: Ctx, c: any, kind: string, mixer: (p: string) => Mixer, mlpBias = false): Net {
+  const { ws } = ctx;
+  const hidden = int(c, 'hidden_size');
+  const nLayers = int(c, 'num_hidden_layers');
+  const vocab = int(c, 'vocab_size');
+  const eps = num(c, 'rms_norm_eps', 1e-6);
+  const act = parseActivation(c.hidden_act ?? 'silu');
+  const sparse = sparseLayers(c, nLayers);
+  const blocks: Block[] = [];
+  for (let i = 0; i < nLayers; i++) {
+    const p = `model.layers.${i}`;
+    blocks.push(new PreNormBlock(ctx, {
+      kind, hidden, mixer: mixer(`${p}.self_attn`),
+      ffn: sparse(i) ? deepseekMoe(ctx, c, p, act, mlpBias) : new GatedMlp(ctx, `${p}.mlp`, hidden, int(c, 'intermediate_size'), act, mlpBias),
+      preMixer: { w: ws.vec(`${p}.input_layernorm.weight`, hidden), eps },
+      preFfn: { w: ws.vec(`${p}.post_attention_layernorm.weight`, hidden), eps },
+    }));
+  }
+  return new DecoderNet(ctx, {
+    hidden, vocab, embed: ws.mat('model.embed_tokens.weight', vocab, hidden), blocks,
+    finalNorm: { w: ws.vec('model.norm.weight', hidden), eps },
+    lmHead: lmHead(ws, { ...c, tie_word_embeddings: c.tie_word_embeddings ?? false }, vocab, hidden),
+  });
+}
+
+/** kv_b_proj is read on the host at load (transposed W_UK), so it stays f32 under quantized loads. */
+export const keepKvbF32 = (name: string): boolean => name.endsWith('.kv_b_proj.weight');
+
+export const deepseekV3: Family = {
+  types: ['deepseek_v3'],
+  keepF32: keepKvbF32,
+  build: (ctx, c) => {
+    // rope_interleave (default True): HF de-interleaves q_rope/k_rope before a rotate-half RoPE, which
+    // gives the same q·k as rotating adjacent pairs in place.
+    const mla = mlaConfig(c, bool(c, 'rope_interleave', true) ? 'interleaved' : 'neox');
+    // HF ignores the remote-code moe_layer_freq (every layer from first_k_dense_replace on is MoE).
+    return buildDeepseek(ctx, c, 'mla_attention', (p) => new MlaAttention(ctx, p, mla));
+  },
+};
