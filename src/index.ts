@@ -69,7 +69,7 @@ export async function loadModel(source: CheckpointSource, options: LoadOptions =
   try {
     const family = familyFor(ckpt.config);
     if (options.memoryBudget !== undefined) {
-      const need = WeightStore.plannedBytes(ckpt, dtype, (name) => family.keepF32?.(name, ckpt.config) ?? false);
+      const need = WeightStore.plannedBytes(ckpt, dtype, (name) => family.keepF32?.(name, ckpt.config) ?? false, (name) => family.ignore?.(name, ckpt.config) ?? false);
       if (need > options.memoryBudget) throw new BudgetError(need, options.memoryBudget);
     }
     let model;

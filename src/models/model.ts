@@ -179,7 +179,11 @@ export async function buildModel(ckpt: Checkpoint, opts: ModelOptions = {}): Pro
   const family: Family = familyFor(config);
   const k = await instantiate({ build: opts.build, budget: opts.memoryBudget });
   const ws = new WeightStore(k, ckpt);
-  await ws.loadAll({ dtype: opts.dtype, onProgress: opts.onProgress }, (name) => family.keepF32?.(name, config) ?? false);
+  await ws.loadAll(
+    { dtype: opts.dtype, onProgress: opts.onProgress },
+    (name) => family.keepF32?.(name, config) ?? false,
+    (name) => family.ignore?.(name, config) ?? false,
+  );
   const maxChunk = opts.maxChunk ?? 64;
   const ctx = new Ctx(k, ws, { exact: opts.exact ?? false, maxChunk });
   const net = family.build(ctx, config);

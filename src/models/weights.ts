@@ -48,20 +48,22 @@ export class WeightStore {
   constructor(readonly k: K, readonly ckpt: Checkpoint) {}
 
   /** Bytes the weights will take in the arena for a load dtype (for budget checks before allocation). */
-  static plannedBytes(ckpt: Checkpoint, dtype: LoadDType, keepF32?: (name: string) => boolean): number {
+  static plannedBytes(ckpt: Checkpoint, dtype: LoadDType, keepF32?: (name: string) => boolean, ignore?: (name: string) => boolean): number {
     let n = 0;
     for (const info of ckpt.tensors.values()) {
+      if (ignore?.(info.name)) continue;
       n += storedBytes(targetDType(info, dtype, keepF32), info.shape) + 64;
     }
     return n;
   }
 
   /** Loads every tensor; `keepF32` names tensors the family reads as f32 whatever the load dtype. */
-  async loadAll(opts: WeightOptions = {}, keepF32?: (name: string) => boolean): Promise<void> {
+  async loadAll(opts: WeightOptions = {}, keepF32?: (name: string) => boolean, ignore?: (name: string) => boolean): Promise<void> {
     const want = opts.dtype ?? 'auto';
-    const infos = [...this.ckpt.tensors.values()];
+    // Tensors the family never reads (multi-token-prediction heads, precomputed tables) stay on disk.
+    const infos = [...this.ckpt.tensors.values()].filter((i) => !ignore?.(i.name));
     const arena = this.k.arena;
-    const need = WeightStore.plannedBytes(this.ckpt, want, keepF32);
+    const need = WeightStore.plannedBytes(this.ckpt, want, keepF32, ignore);
     if (arena.top + need > arena.budget) {
       throw new BudgetError(need + arena.top, arena.budget);
     }
