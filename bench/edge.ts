@@ -180,6 +180,17 @@ async function inProcess(): Promise<Row> {
   return { runtime: `library in-process (node ${process.versions.node}, no HTTP)`, startMs: r1(startMs), firstTtftMs: NaN, firstRequestMs: NaN, ttftMs: r1(median(ttfts)), ttftMinMs: r1(Math.min(...ttfts)), decodeTokPerS: r1(median(rates)), rssMiB: null, wasmMiB: wasm };
 }
 
+/** "SCHED_FIFO" when started under `chrt -f` (children inherit it), else null. */
+function realtimePolicy(): string | null {
+  try {
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    const policy = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]);
+    return policy === 1 ? 'SCHED_FIFO' : policy === 2 ? 'SCHED_RR' : null;
+  } catch {
+    return null;
+  }
+}
+
 async function main() {
   const rows: Row[] = [];
   const loadBefore = loadavg()[0];
@@ -218,7 +229,8 @@ async function main() {
 ## Edge
 
 ${new Date().toISOString().slice(0, 10)} · ${machine} · \`npm run bench:edge\` (bench/edge.ts) · 1-min load average
-${loadBefore.toFixed(1)} before, ${loadavg()[0].toFixed(1)} after (a shared machine: other work ran alongside)
+${loadBefore.toFixed(1)} before, ${loadavg()[0].toFixed(1)} after (a shared machine: other work ran alongside)${realtimePolicy() ? `; run under ${realtimePolicy()}
+(\`chrt -f 10 npm run bench:edge\`), which the servers inherit, to keep that work from interleaving with the timings` : ''}
 
 Default model (models/sparrow-mini, Qwen3-Next hybrid, Q8_0, simd build on every runtime), served by the one Hono app
 (edge/app.ts) on each runtime and measured over HTTP on 127.0.0.1. Streamed \`/v1/completions\`, a ${promptTokens}-token prompt, ${TOKENS} tokens greedy
