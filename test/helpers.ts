@@ -1,17 +1,8 @@
 // Shared test utilities: seeded random data, poisoned buffers, error metrics.
 import { instantiate, type BuildName, type WasmInstance } from '../src/kernels/runtime';
 
-/** mulberry32: small, fast, seedable; same sequence on every runtime. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32: small, fast, seedable; same sequence on every runtime (the sampler's PRNG). */
+export { mulberry32 as rng } from '../src/generate/sampler';
 
 /** Uniform in [-scale, scale). */
 export function randn(n: number, r: () => number, scale = 1): Float32Array {
