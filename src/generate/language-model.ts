@@ -1,6 +1,7 @@
 // A loaded model with its tokenizer, chat template and generation config: streaming generation,
 // chat, and sessions that keep state between calls (prefix reuse, snapshot / restore).
 
+import type { SnapshotOptions } from '../models/state';
 import type { Model, ModelInfo, Session } from '../models/model';
 import type { ChatMessage, RenderOptions } from './chat-template';
 import { ChatTemplate } from './chat-template';
@@ -180,8 +181,9 @@ export class ModelSession {
   }
 
   /** Versioned, checksummed state bytes (they name the model; see LanguageModel.restore). */
-  snapshot(): Uint8Array {
-    return this.inner.snapshot();
+  /** The session's state as bytes; `{ dtype: 'f16' }` halves them at f16 precision. */
+  snapshot(opts: SnapshotOptions = {}): Uint8Array {
+    return this.inner.snapshot(opts);
   }
 
   reset(): void {

@@ -6,7 +6,7 @@ import { instantiate, type BuildChoice, type WasmInstance } from '../kernels/run
 import { Ctx } from '../layers/context';
 import type { Net, Family } from './net';
 import { familyFor } from './registry';
-import { crc32, readSnapshotHeader, restoreSnapshot, SeqState, SlotPool, StateLayout, writeSnapshot, SnapshotError } from './state';
+import { crc32, readSnapshotHeader, restoreSnapshot, SeqState, SlotPool, StateLayout, writeSnapshot, SnapshotError, type SnapshotOptions } from './state';
 import { WeightStore, type LoadDType } from './weights';
 
 export interface ModelOptions {
@@ -153,8 +153,8 @@ export class Session {
     return out;
   }
 
-  snapshot(): Uint8Array {
-    return writeSnapshot(this.state, { modelHash: this.model.hash, modelType: this.model.modelType, pos: this.pos, tokens: this.tokens });
+  snapshot(opts: SnapshotOptions = {}): Uint8Array {
+    return writeSnapshot(this.state, { modelHash: this.model.hash, modelType: this.model.modelType, pos: this.pos, tokens: this.tokens }, opts);
   }
 
   reset(): void {

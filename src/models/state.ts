@@ -2,6 +2,7 @@
 // SSM / linear-attention states, token-shift vectors), laid out in one contiguous slot of the
 // arena so that a session is one block to allocate, snapshot, restore and free.
 
+import { f16BytesToF32, f32ToF16Bytes } from '../formats/dtype';
 import { KernelError, type Arena } from '../kernels/runtime';
 
 export type RegionKind =
@@ -93,9 +94,10 @@ export class SeqState {
 }
 
 // ---- snapshots ----------------------------------------------------------------------------------
-// Layout: "SPRWSNAP" | u32 version | u32 headerLen | header JSON (utf-8) | payload f32[] | u32 crc32
-// The header names the model hash, model type, position and processed token ids; the payload holds
-// each region in layout order, trimmed to the positions in use (kv, ring) or whole (fixed).
+// Layout: "SPRWSNAP" | u32 version | u32 headerLen | header JSON (utf-8) | payload | u32 crc32
+// The header names the model hash, model type, position, processed token ids and the payload dtype;
+// the payload holds each region in layout order, trimmed to the positions in use (kv, ring) or whole
+// (fixed), as f32 or — on request, at half the size — as f16 (the state is fp32 again once restored).
 
 export const SNAPSHOT_VERSION = 1;
 const MAGIC = 'SPRWSNAP';
@@ -131,18 +133,28 @@ export interface SnapshotHeader {
   tokens: number[];
   maxContext: number;
   regions: { name: string; floats: number }[];
+  /** Payload element type; absent in snapshots that predate it (f32). */
+  dtype?: 'f32' | 'f16';
 }
 
-export function writeSnapshot(state: SeqState, header: Omit<SnapshotHeader, 'regions' | 'maxContext'>): Uint8Array {
+export interface SnapshotOptions {
+  /** Store the state as f16: half the bytes, rounding error of f16 on every state value. */
+  dtype?: 'f32' | 'f16';
+}
+
+export function writeSnapshot(state: SeqState, header: Omit<SnapshotHeader, 'regions' | 'maxContext' | 'dtype'>, opts: SnapshotOptions = {}): Uint8Array {
   const { layout, arena } = state;
+  const dtype = opts.dtype ?? 'f32';
+  if (dtype !== 'f32' && dtype !== 'f16') throw new SnapshotError(`snapshot dtype must be f32 or f16, got ${JSON.stringify(dtype)}`);
+  const elem = dtype === 'f16' ? 2 : 4;
   const pos = header.pos;
   const regions = layout.regions.map((r) => ({
     name: r.name,
     floats: r.kind === 'kv' ? r.perToken! * pos : r.kind === 'ring' ? r.perToken! * Math.min(pos, r.capacity!) : r.size,
   }));
-  const head = new TextEncoder().encode(JSON.stringify({ ...header, maxContext: layout.maxContext, regions }));
+  const head = new TextEncoder().encode(JSON.stringify({ ...header, maxContext: layout.maxContext, regions, dtype }));
   const payloadFloats = regions.reduce((a, r) => a + r.floats, 0);
-  const out = new Uint8Array(8 + 8 + head.length + payloadFloats * 4 + 4);
+  const out = new Uint8Array(8 + 8 + head.length + payloadFloats * elem + 4);
   const dv = new DataView(out.buffer);
   for (let i = 0; i < 8; i++) out[i] = MAGIC.charCodeAt(i);
   dv.setUint32(8, SNAPSHOT_VERSION, true);
@@ -154,9 +166,15 @@ export function writeSnapshot(state: SeqState, header: Omit<SnapshotHeader, 'reg
     const n = regions[i].floats;
     // A ring region is stored whole (slot order): positions wrap, so trimming by count would
     // only be valid before the first wrap.
-    const src = arena.u8(state.base + r.offset, n * 4);
-    out.set(src, o);
-    o += n * 4;
+    if (dtype === 'f16') {
+      const v = arena.f32(state.base + r.offset, n);
+      for (let j = 0; j < n; j++) {
+        if (!(Math.abs(v[j]) <= 65504)) throw new SnapshotError(`state region ${r.name} holds ${v[j]}, outside the f16 range: use an f32 snapshot`);
+      }
+      out.set(f32ToF16Bytes(v), o);
+    }
+    else out.set(arena.u8(state.base + r.offset, n * 4), o);
+    o += n * elem;
   }
   dv.setUint32(o, crc32(out.subarray(0, o)), true);
   return out;
@@ -189,15 +207,19 @@ export function restoreSnapshot(state: SeqState, bytes: Uint8Array, expect: { mo
   const { layout, arena } = state;
   if (header.pos > layout.maxContext) throw new SnapshotError(`snapshot holds ${header.pos} positions; this session allows ${layout.maxContext}`);
   if (header.regions.length !== layout.regions.length) throw new SnapshotError('snapshot state layout differs from this model');
+  const dtype = header.dtype ?? 'f32';
+  if (dtype !== 'f32' && dtype !== 'f16') throw new SnapshotError(`snapshot payload dtype ${JSON.stringify(dtype)} is not supported`);
+  const elem = dtype === 'f16' ? 2 : 4;
   state.clear();
   let o = payloadOffset;
   for (let i = 0; i < layout.regions.length; i++) {
     const r = layout.regions[i];
     const n = header.regions[i].floats;
-    if (header.regions[i].name !== r.name || n > r.size) throw new SnapshotError(`snapshot region ${header.regions[i].name} does not fit region ${r.name}`);
-    if (o + n * 4 > bytes.length - 4) throw new SnapshotError('snapshot is truncated (payload)');
-    arena.u8(state.base + r.offset, n * 4).set(bytes.subarray(o, o + n * 4));
-    o += n * 4;
+    if (header.regions[i].name !== r.name || !Number.isInteger(n) || n < 0 || n > r.size) throw new SnapshotError(`snapshot region ${header.regions[i].name} does not fit region ${r.name}`);
+    if (o + n * elem > bytes.length - 4) throw new SnapshotError('snapshot is truncated (payload)');
+    if (dtype === 'f16') arena.f32(state.base + r.offset, n).set(f16BytesToF32(bytes.subarray(o, o + n * 2), n));
+    else arena.u8(state.base + r.offset, n * 4).set(bytes.subarray(o, o + n * 4));
+    o += n * elem;
   }
   if (o !== bytes.length - 4) throw new SnapshotError('snapshot has trailing bytes');
   return header;
