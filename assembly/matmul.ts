@@ -234,47 +234,38 @@ export function matmulBF16(y: usize, x: usize, w: usize, batch: i32, rows: i32, 
   return bdot(v128.load8x8_s(w), v128.load8x8_s(w, 8), v128.load8x8_s(w, 16), v128.load8x8_s(w, 24), x);
 }
 
-// One X row against one weight row (decode). The loop takes two blocks per iteration and closes a
-// group of four every second iteration inside a branch: V8 hoists every load of a straight-line
-// loop body to its top, and with four blocks' loads in one body it runs out of registers.
-// The second activation stream (ax, x16) comes from quantizeActQ8.
+// One X row against one or two weight rows (decode). The loop takes two blocks per iteration and
+// closes a group of four every second iteration inside a branch: V8 hoists every load of a
+// straight-line loop body to its top, and with four blocks' loads in one body it runs out of
+// registers. The activation side of each block (|x| and sign masks, or x widened to i16) is
+// computed once per block and shared by both weight rows, which keeps the activations at one byte
+// per element in L1 (a wider copy of an 8192-wide row no longer fits beside the weight stream).
 
-/** Relaxed Q8_0 block: Σ (w ⊙ sign x)·|x| with |x| at ax and the sign masks at ax + moff. */
-@inline function rdot8(w: usize, ax: usize, moff: usize, ones: v128): v128 {
-  const m0 = v128.load(ax + moff), m1 = v128.load(ax + moff, 16);
-  const p0 = i16x8.relaxed_dot_i8x16_i7x16_s(i8x16.sub(v128.xor(v128.load(w), m0), m0), v128.load(ax));
-  const p1 = i16x8.relaxed_dot_i8x16_i7x16_s(i8x16.sub(v128.xor(v128.load(w, 16), m1), m1), v128.load(ax, 16));
-  return i32x4.add(i32x4.dot_i16x8_s(p0, ones), i32x4.dot_i16x8_s(p1, ones));
-}
-
-/** Relaxed Q4_0 block: Σ q·x with x (int8) first and the nibbles second; both halves summed in i16 (|Σ| ≤ 4·15·127). */
-@inline function rdot4(w: usize, x: usize, ones: v128): v128 {
-  const v = v128.load(w), m = v128.load(KC, 80);
-  const lo = v128.and(v, m), hi = v128.and(i16x8.shr_u(v, 4), m);
-  const p = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(x), lo), i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(x, 16), hi));
-  return i32x4.dot_i16x8_s(p, ones);
-}
-
-/** Baseline Q8_0 block · X as i16. */
-@inline function bdot8w(w: usize, x: usize): v128 {
-  const a = i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(w), v128.load(x)), i32x4.dot_i16x8_s(v128.load8x8_s(w, 8), v128.load(x, 16)));
-  const b = i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(w, 16), v128.load(x, 32)), i32x4.dot_i16x8_s(v128.load8x8_s(w, 24), v128.load(x, 48)));
+/**
+ * Σ over one block of weights (w at the block's quants) with the activation side X0…X3 from
+ * xside(). Relaxed Q8_0: Σ (w ⊙ sign x)·|x|, X0/X1 = |x| halves, X2/X3 = sign masks; relaxed Q4_0:
+ * Σ x·q with x first and the nibbles second, both halves summed in i16 (|Σ| ≤ 4·15·127);
+ * baseline: Σ w·x over i16 (X0…X3 = x widened, elements 0–7, 8–15, 16–23, 24–31).
+ */
+@inline function blockW(q4: bool, w: usize, X0: v128, X1: v128, X2: v128, X3: v128, ones: v128): v128 {
+  if (q4) {
+    const v = v128.load(w), m = v128.load(KC, 80);
+    const lo = v128.and(v, m), hi = v128.and(i16x8.shr_u(v, 4), m);
+    if (ASC_FEATURE_RELAXED_SIMD) {
+      return i32x4.dot_i16x8_s(i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(X0, lo), i16x8.relaxed_dot_i8x16_i7x16_s(X1, hi)), ones);
+    }
+    const a = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(lo), X0), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(lo), X1));
+    const b = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(hi), X2), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(hi), X3));
+    return i32x4.add(a, b);
+  }
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    const p0 = i16x8.relaxed_dot_i8x16_i7x16_s(i8x16.sub(v128.xor(v128.load(w), X2), X2), X0);
+    const p1 = i16x8.relaxed_dot_i8x16_i7x16_s(i8x16.sub(v128.xor(v128.load(w, 16), X3), X3), X1);
+    return i32x4.add(i32x4.dot_i16x8_s(p0, ones), i32x4.dot_i16x8_s(p1, ones));
+  }
+  const a = i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(w), X0), i32x4.dot_i16x8_s(v128.load8x8_s(w, 8), X1));
+  const b = i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(w, 16), X2), i32x4.dot_i16x8_s(v128.load8x8_s(w, 24), X3));
   return i32x4.add(a, b);
-}
-
-/** Baseline Q4_0 block: Σ q·x, nibbles widened to i16, X as i16. */
-@inline function bdot4w(w: usize, x: usize): v128 {
-  const v = v128.load(w), m = v128.load(KC, 80);
-  const lo = v128.and(v, m), hi = v128.and(i16x8.shr_u(v, 4), m);
-  const a = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(lo), v128.load(x)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(lo), v128.load(x, 16)));
-  const b = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(hi), v128.load(x, 32)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(hi), v128.load(x, 48)));
-  return i32x4.add(a, b);
-}
-
-/** Block k of the decode dot: w at the block's quants, x8 the int8 row, x2 the second stream at block k. */
-@inline function gemvBlock(q4: bool, w: usize, x8: usize, x2: usize, moff: usize, ones: v128): v128 {
-  if (q4) return ASC_FEATURE_RELAXED_SIMD ? rdot4(w, x8, ones) : bdot4w(w, x2);
-  return ASC_FEATURE_RELAXED_SIMD ? rdot8(w, x2, moff, ones) : bdot8w(w, x2);
 }
 
 /** Four consecutive f32/i32 at p, `st` bytes apart. */
@@ -308,27 +299,41 @@ export function matmulBF16(y: usize, x: usize, w: usize, batch: i32, rows: i32, 
 }
 
 /**
- * One X row · weight rows wa and (when `two`) wb, results to ya / yb. x8: the int8 row; x2: the
- * relaxed |x| row (sign masks moff further) or the baseline i16 row; scales/sums of block 0 at
- * xd/xs, `st` bytes between blocks. Two distant weight rows stream at once (see dotFloatRows);
- * each row's arithmetic does not depend on its partner.
+ * One X row (int8 at x8) · weight rows wa and (when `two`) wb, results to ya / yb; scales/sums of
+ * block 0 at xd/xs, `st` bytes between blocks. Two distant weight rows stream at once (see
+ * dotFloatRows); each row's arithmetic does not depend on its partner.
  */
-@inline function qdotRows(q4: bool, two: bool, wa: usize, wb: usize, x8: usize, x2: usize, moff: usize, xd: usize, xs: usize, st: usize, nb: i32, ya: usize, yb: usize): void {
+@inline function qdotRows(q4: bool, two: bool, wa: usize, wb: usize, x8: usize, xd: usize, xs: usize, st: usize, nb: i32, ya: usize, yb: usize): void {
   const bs: usize = q4 ? 18 : 34;
-  const x2s: usize = ASC_FEATURE_RELAXED_SIMD ? 32 : 64;
   const ones = v128.load(KC, 64);
+  const z = i8x16.splat(0);
   const nb4 = nb & ~3;
   let accA = f32x4.splat(0), pendA = i32x4.splat(0), accB = f32x4.splat(0), pendB = i32x4.splat(0);
   for (let k = 0; k < nb4; k += 2) {
-    const o = <usize>k * bs, xa = x8 + (<usize>k << 5), xb = x2 + <usize>k * x2s;
-    const a0 = gemvBlock(q4, wa + o + 2, xa, xb, moff, ones);
-    const a1 = gemvBlock(q4, wa + o + bs + 2, xa + 32, xb + x2s, moff, ones);
-    const pa = i32x4.add(i32x4.shuffle(a0, a1, 0, 1, 4, 5), i32x4.shuffle(a0, a1, 2, 3, 6, 7));
+    const o = <usize>k * bs, x = x8 + (<usize>k << 5);
+    // Activation side of blocks k (a·) and k+1 (b·).
+    let a0: v128, a1: v128, a2: v128, a3: v128, b0: v128, b1: v128, b2: v128, b3: v128;
+    if (ASC_FEATURE_RELAXED_SIMD) {
+      const u0 = v128.load(x), u1 = v128.load(x, 16), v0 = v128.load(x, 32), v1 = v128.load(x, 48);
+      if (q4) {
+        a0 = u0; a1 = u1; b0 = v0; b1 = v1;
+        a2 = a3 = b2 = b3 = z;
+      } else {
+        a0 = i8x16.abs(u0); a1 = i8x16.abs(u1); a2 = i8x16.lt_s(u0, z); a3 = i8x16.lt_s(u1, z);
+        b0 = i8x16.abs(v0); b1 = i8x16.abs(v1); b2 = i8x16.lt_s(v0, z); b3 = i8x16.lt_s(v1, z);
+      }
+    } else {
+      a0 = v128.load8x8_s(x); a1 = v128.load8x8_s(x, 8); a2 = v128.load8x8_s(x, 16); a3 = v128.load8x8_s(x, 24);
+      b0 = v128.load8x8_s(x, 32); b1 = v128.load8x8_s(x, 40); b2 = v128.load8x8_s(x, 48); b3 = v128.load8x8_s(x, 56);
+    }
+    const sa0 = blockW(q4, wa + o + 2, a0, a1, a2, a3, ones);
+    const sa1 = blockW(q4, wa + o + bs + 2, b0, b1, b2, b3, ones);
+    const pa = i32x4.add(i32x4.shuffle(sa0, sa1, 0, 1, 4, 5), i32x4.shuffle(sa0, sa1, 2, 3, 6, 7));
     let pb = pendB;
     if (two) {
-      const b0 = gemvBlock(q4, wb + o + 2, xa, xb, moff, ones);
-      const b1 = gemvBlock(q4, wb + o + bs + 2, xa + 32, xb + x2s, moff, ones);
-      pb = i32x4.add(i32x4.shuffle(b0, b1, 0, 1, 4, 5), i32x4.shuffle(b0, b1, 2, 3, 6, 7));
+      const sb0 = blockW(q4, wb + o + 2, a0, a1, a2, a3, ones);
+      const sb1 = blockW(q4, wb + o + bs + 2, b0, b1, b2, b3, ones);
+      pb = i32x4.add(i32x4.shuffle(sb0, sb1, 0, 1, 4, 5), i32x4.shuffle(sb0, sb1, 2, 3, 6, 7));
     }
     if (k & 2) {
       // Blocks k−2 … k+1: exact integer totals, then Σ f32(total)·(d_w·d_x).
@@ -373,13 +378,9 @@ export function matmulBF16(y: usize, x: usize, w: usize, batch: i32, rows: i32, 
       }
       t = i32x4.sub(t, i32x4.shl(v128.load(xs + <usize>k * st), 3));
     } else {
-      if (ASC_FEATURE_RELAXED_SIMD) {
-        const w0 = v128.load(w + 2), w1 = v128.load(w + 18);
-        t = hsum4(rdotQ8(w0, w1, xr + o), rdotQ8(w0, w1, x1 + o), rdotQ8(w0, w1, x2 + o), rdotQ8(w0, w1, x3 + o));
-      } else {
-        const e0 = v128.load8x8_s(w + 2), e1 = v128.load8x8_s(w + 10), e2 = v128.load8x8_s(w + 18), e3 = v128.load8x8_s(w + 26);
-        t = hsum4(bdot(e0, e1, e2, e3, xr + o), bdot(e0, e1, e2, e3, x1 + o), bdot(e0, e1, e2, e3, x2 + o), bdot(e0, e1, e2, e3, x3 + o));
-      }
+      // Widened weights shared by the four rows beat the relaxed sign transfer, which is per row.
+      const e0 = v128.load8x8_s(w + 2), e1 = v128.load8x8_s(w + 10), e2 = v128.load8x8_s(w + 18), e3 = v128.load8x8_s(w + 26);
+      t = hsum4(bdot(e0, e1, e2, e3, xr + o), bdot(e0, e1, e2, e3, x1 + o), bdot(e0, e1, e2, e3, x2 + o), bdot(e0, e1, e2, e3, x3 + o));
     }
     const sc = f32x4.mul(f32x4.splat(f16ToF32(load<u16>(w))), v128.load(xd + <usize>k * st));
     acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(t), sc));
@@ -394,8 +395,6 @@ export function matmulBF16(y: usize, x: usize, w: usize, batch: i32, rows: i32, 
   const nb = cols >> 5;
   const wrb = <usize>nb * (q4 ? 18 : 34);
   const st = <usize>batch << 2, ys = <usize>rows << 2;
-  const n = <usize>batch * cols;
-  const x2rs: usize = ASC_FEATURE_RELAXED_SIMD ? <usize>cols : <usize>cols << 1;
   const b4 = batch & ~3;
   const h = (r1 - r0) >> 1;
   // Row pairs as in matmulFloat; the odd row last on its own.
@@ -410,9 +409,9 @@ export function matmulBF16(y: usize, x: usize, w: usize, batch: i32, rows: i32, 
       if (two) qdot4(q4, wb, xb, cols, xdb, xsb, st, nb, yb + yo, ys);
     }
     for (let b = b4; b < batch; b++) {
-      const x8 = xq + <usize>b * cols, x2 = xq + n + <usize>b * x2rs, xdb = xd + (<usize>b << 2), xsb = xs + (<usize>b << 2), yo = <usize>b * ys;
-      if (two) qdotRows(q4, true, wa, wb, x8, x2, n, xdb, xsb, st, nb, ya + yo, yb + yo);
-      else qdotRows(q4, false, wa, wa, x8, x2, n, xdb, xsb, st, nb, ya + yo, ya + yo);
+      const x8 = xq + <usize>b * cols, xdb = xd + (<usize>b << 2), xsb = xs + (<usize>b << 2), yo = <usize>b * ys;
+      if (two) qdotRows(q4, true, wa, wb, x8, xdb, xsb, st, nb, ya + yo, yb + yo);
+      else qdotRows(q4, false, wa, wa, x8, xdb, xsb, st, nb, ya + yo, ya + yo);
     }
   }
 }

@@ -132,42 +132,23 @@ export function f32ToF16(f: f32): u32 {
 
 /**
  * Activation quantization for the integer matmul paths: each 32-block of each X row becomes 32 int8
- * (d = amax/127 kept in f32, q = roundf(x/d), so q ∈ [−127, 127]). Layouts (n = batch·cols):
- *   xq        int8 q [batch, cols]
- *   xq + n    relaxed build: |q| [batch, cols], then at xq + 2n the sign masks (q < 0 ? −1 : 0);
- *             baseline builds: q widened to i16 [batch, cols]
- *   xd        f32 d [cols/32, batch] (block-major: a tile of X rows reads its scales with one load)
- *   xs        i32 Σq [cols/32, batch] (the Q4_0 kernels fold the −8 offset through it)
- * The scratch holds 3n bytes at xq.
+ * (d = amax/127 kept in f32, q = roundf(x/d), so q ∈ [−127, 127]). Layouts: xq int8 [batch, cols];
+ * xd f32 [cols/32, batch] (block-major, so a tile of X rows reads its scales with one load);
+ * xs i32 [cols/32, batch] = Σq of each block (the Q4_0 kernels fold the −8 offset through it).
  */
 export function quantizeActQ8(xq: usize, xd: usize, xs: usize, x: usize, batch: i32, cols: i32): void {
   const nb = cols >> 5;
-  const n = <usize>batch * cols;
-  const z = i8x16.splat(0);
   for (let b = 0; b < batch; b++) {
     for (let k = 0; k < nb; k++) {
       const e = <usize>b * cols + (<usize>k << 5);
-      const src = x + (e << 2), q = xq + e;
+      const src = x + (e << 2);
       const amax = absMax32(src);
       const d: f32 = amax / 127;
       const id: f32 = d != 0 ? <f32>1 / d : 0;
-      const s = quantBlock8(q, src, id);
+      const s = quantBlock8(xq + e, src, id);
       const o = (<usize>k * batch + b) << 2;
       store<f32>(xd + o, d);
       store<i32>(xs + o, s);
-      const v0 = v128.load(q), v1 = v128.load(q, 16);
-      if (ASC_FEATURE_RELAXED_SIMD) {
-        v128.store(q + n, i8x16.abs(v0));
-        v128.store(q + n, i8x16.abs(v1), 16);
-        v128.store(q + 2 * n, i8x16.lt_s(v0, z));
-        v128.store(q + 2 * n, i8x16.lt_s(v1, z), 16);
-      } else {
-        const w = xq + n + (e << 1);
-        v128.store(w, i16x8.extend_low_i8x16_s(v0));
-        v128.store(w, i16x8.extend_high_i8x16_s(v0), 16);
-        v128.store(w, i16x8.extend_low_i8x16_s(v1), 32);
-        v128.store(w, i16x8.extend_high_i8x16_s(v1), 48);
-      }
     }
   }
 }

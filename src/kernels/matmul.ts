@@ -38,7 +38,7 @@ function disjoint(kernel: string, an: string, a: number, aBytes: number, bn: str
 
 // ---------------------------------------------------------------------------------------------
 // Scratch for the quantized activations of the integer path (see quantizeActQ8 in
-// assembly/quant.ts): 3·batch·cols bytes of quants, then xd f32 and xs i32 [cols/32, batch].
+// assembly/quant.ts): xq int8 [batch, cols], then xd f32 and xs i32 [cols/32, batch].
 // One region per instance, reused by every matmul.
 
 interface Scratch {
@@ -49,7 +49,7 @@ const scratches = new WeakMap<K, Scratch>();
 
 const up64 = (n: number) => Math.ceil(n / 64) * 64;
 function scratchBytes(batch: number, cols: number): number {
-  return up64(3 * batch * cols) + 2 * up64(batch * (cols / 32) * 4);
+  return up64(batch * cols) + 2 * up64(batch * (cols / 32) * 4);
 }
 
 /**
@@ -121,7 +121,7 @@ export function matmul(k: K, y: number, x: number, w: Weight, batch: number, opt
     reserveMatmulScratch(k, batch, cols);
     s = scratches.get(k)!;
   }
-  const xq = s.ptr, xd = xq + up64(3 * batch * cols), xs = xd + up64(batch * (cols / 32) * 4);
+  const xq = s.ptr, xd = xq + up64(batch * cols), xs = xd + up64(batch * (cols / 32) * 4);
   disjoint('matmul', 'y', y, batch * rows * 4, 'the activation scratch', s.ptr, s.bytes);
   disjoint('matmul', 'x', x, batch * cols * 4, 'the activation scratch', s.ptr, s.bytes);
   k.exports.quantizeActQ8(xq, xd, xs, x, batch, cols);

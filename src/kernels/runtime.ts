@@ -178,6 +178,8 @@ export interface InstanceOptions {
 
 export interface WasmInstance {
   build: BuildName;
+  /** The compiled module, so a worker pool can instantiate it over the same shared memory. */
+  module: WebAssembly.Module;
   exports: KernelExports;
   memory: WebAssembly.Memory;
   arena: Arena;
@@ -225,7 +227,7 @@ export async function instantiate(opts: InstanceOptions = {}): Promise<WasmInsta
       if (choice !== 'auto') throw new KernelError('runtime', 'relaxed SIMD gives wrong int8 dot products on this engine');
       continue;
     }
-    return { build, exports: ex, memory, arena: new Arena(memory, base, opts.budget) };
+    return { build, module: mod, exports: ex, memory, arena: new Arena(memory, base, opts.budget) };
   }
   throw new KernelError('runtime', 'no kernel build could be instantiated (WebAssembly SIMD is required)');
 }

@@ -2,6 +2,7 @@
 // Sessions run tokens through the net in chunks, and snapshot / restore their state as bytes.
 
 import type { Checkpoint } from '../formats/checkpoint';
+import { reserveMatmulScratch } from '../kernels/matmul';
 import { instantiate, type BuildChoice, type WasmInstance } from '../kernels/runtime';
 import { Ctx } from '../layers/context';
 import type { Net, Family } from './net';
@@ -187,6 +188,10 @@ export async function buildModel(ckpt: Checkpoint, opts: ModelOptions = {}): Pro
   const maxChunk = opts.maxChunk ?? 64;
   const ctx = new Ctx(k, ws, { exact: opts.exact ?? false, maxChunk });
   const net = family.build(ctx, config);
+  // The int8 activation scratch of quantized products is laid out now, so no forward grows memory.
+  let maxCols = 32;
+  for (const info of ckpt.tensors.values()) if (info.shape.length >= 2) maxCols = Math.max(maxCols, info.shape[info.shape.length - 1]);
+  reserveMatmulScratch(k, maxChunk, maxCols);
   ctx.scratch.allocate();
   const cfgMax = Number(config.max_position_embeddings) || 4096;
   const maxContext = opts.maxContext ?? Math.min(cfgMax, 4096);
