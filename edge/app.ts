@@ -16,6 +16,7 @@ import { ApiError, apiParamName, badRequest, parseChatRequest, parseCompletionRe
 import { GenerationQueue, QueueAbortError, QueueFullError } from './queue';
 import { SESSION_ID, type SessionStore, type StoredSession } from './store';
 import { chatPage } from './page';
+import { chatStopIds } from './chat-stops';
 
 export interface AppOptions {
   /** Loads the model; called once, on the first request that needs it (or from `ready()`). */
@@ -39,7 +40,25 @@ export interface AppOptions {
   runtime?: string;
   /** Where unexpected errors are reported (default console.error). */
   log?: (msg: string, err?: unknown) => void;
+  /** The files of the chat page's in-browser mode; without them the page offers only the server. */
+  browser?: BrowserFiles;
 }
+
+/**
+ * What the chat page needs to run the model itself: the bundled library (build/browser/sparrow.js),
+ * the kernel builds and a GGUF that holds its tokenizer and chat template.
+ */
+export interface BrowserFiles {
+  /** URL path of the model file, e.g. /models/sparrow-mini/model.q8_0.gguf. */
+  modelPath: string;
+  /**
+   * The response for GET `path` (BROWSER_BUNDLE_PATH, /build/simd.wasm, /build/relaxed.wasm, or
+   * modelPath), honouring Range (the page reads the model in ranges); null when the file is absent.
+   */
+  get(path: string, req: Request): Promise<Response | null>;
+}
+
+export const BROWSER_BUNDLE_PATH = '/browser/sparrow.js';
 
 export interface SparrowApp extends Hono {
   /** Loads the model now (adapters call it at start-up so the first request does not wait). */
@@ -48,8 +67,6 @@ export interface SparrowApp extends Hono {
   close(): Promise<void>;
 }
 
-/** Tokens that end a chat turn in the templates of common families; each is used if the vocabulary has it. */
-const END_OF_TURN = ['<|im_end|>', '<|eot_id|>', '<end_of_turn>', '<|end|>', '<|endoftext|>', '</s>'];
 
 const SSE_HEADERS = {
   'content-type': 'text/event-stream; charset=utf-8',
@@ -175,12 +192,7 @@ export function createApp(opts: AppOptions): SparrowApp {
     if (loadFailure) return Promise.reject(loadFailure);
     if (!loading) {
       loading = opts.loadModel().then((lm) => {
-        const ids = new Set<number>();
-        for (const t of END_OF_TURN) {
-          const id = lm.tokenizer?.tokenToId(t);
-          if (id !== undefined && id !== null) ids.add(id);
-        }
-        served = { lm, created, chatStopIds: [...ids], fingerprint: `fp_${lm.model.hash.slice(0, 10)}` };
+        served = { lm, created, chatStopIds: chatStopIds(lm), fingerprint: `fp_${lm.model.hash.slice(0, 10)}` };
         return served;
       }, (e) => {
         const api = toApiError(e);
@@ -203,6 +215,9 @@ export function createApp(opts: AppOptions): SparrowApp {
     return errorResponse(new ApiError(500, 'internal error', 'server_error', null, 'internal_error'));
   });
   app.notFound((c) => errorResponse(new ApiError(404, `unknown request URL: ${c.req.method} ${c.req.path}`, 'invalid_request_error', null, 'unknown_url')));
+
+  // Requests that reached the generation endpoints, whatever became of them (/healthz reports it).
+  let generationRequests = 0;
 
   if (opts.cors) {
     const origin = opts.cors === true ? '*' : opts.cors;
@@ -241,6 +256,7 @@ export function createApp(opts: AppOptions): SparrowApp {
       loaded: !!lm,
       runtime: opts.runtime ?? null,
       queue: { running: queue.running, waiting: queue.waiting, max_running: queue.maxRunning, max_waiting: queue.maxWaiting },
+      generation_requests: generationRequests,
     };
     if (loadFailure) body.error = loadFailure.body().error;
     if (lm) {
@@ -259,7 +275,18 @@ export function createApp(opts: AppOptions): SparrowApp {
     return c.json(modelObject());
   });
 
-  if (opts.page !== false) app.get('/', (c) => c.html(chatPage(opts.modelId)));
+  const browser = opts.page !== false ? opts.browser : undefined;
+  if (opts.page !== false) {
+    app.get('/', (c) => c.html(chatPage(opts.modelId, browser ? { bundle: BROWSER_BUNDLE_PATH, model: browser.modelPath } : undefined)));
+  }
+  if (browser) {
+    const file = async (c: Context) => {
+      const res = await browser.get(c.req.path, c.req.raw);
+      if (!res) throw new ApiError(404, `${c.req.path} is not available on this server`, 'invalid_request_error', null, 'unknown_url');
+      return res;
+    };
+    for (const p of [BROWSER_BUNDLE_PATH, '/build/simd.wasm', '/build/relaxed.wasm', browser.modelPath]) app.get(p, file);
+  }
 
   // ---- sessions -----------------------------------------------------------------------------------
 
@@ -294,8 +321,14 @@ export function createApp(opts: AppOptions): SparrowApp {
 
   // ---- generation ---------------------------------------------------------------------------------
 
-  app.post('/v1/completions', async (c) => generate(c, parseCompletionRequest(await readJson(c.req.raw, opts.maxBodyBytes))));
-  app.post('/v1/chat/completions', async (c) => generate(c, parseChatRequest(await readJson(c.req.raw, opts.maxBodyBytes))));
+  app.post('/v1/completions', async (c) => {
+    generationRequests++;
+    return generate(c, parseCompletionRequest(await readJson(c.req.raw, opts.maxBodyBytes)));
+  });
+  app.post('/v1/chat/completions', async (c) => {
+    generationRequests++;
+    return generate(c, parseChatRequest(await readJson(c.req.raw, opts.maxBodyBytes)));
+  });
 
   async function generate(c: Context, r: ParsedRequest): Promise<Response> {
     if (closed) throw new ApiError(503, 'the server is shutting down', 'server_error', null, 'shutting_down');

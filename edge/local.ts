@@ -18,10 +18,12 @@
 //   --max-context / SPARROW_MAX_CONTEXT   the model's, at most 4096
 //   --memory-budget / SPARROW_MEMORY_BUDGET     none (bytes; 503 with the numbers when the model needs more)
 
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { loadModel, type LanguageModel } from '../src/index';
 import type { BuildChoice } from '../src/kernels/runtime';
-import { createApp, type SparrowApp } from './app';
+import { BROWSER_BUNDLE_PATH, createApp, type BrowserFiles, type SparrowApp } from './app';
 import { DirSessionStore, MemorySessionStore, TieredSessionStore, type SessionStore } from './store';
 
 export interface LocalConfig {
@@ -165,7 +167,84 @@ export function runtimeName(): string {
   return `node ${g.process?.versions?.node}`;
 }
 
-export function localApp(cfg: LocalConfig): SparrowApp {
+/** A file as an HTTP response: whole, or one byte range (206) when the request asks for one. */
+export async function fileResponse(path: string, type: string, req: Request): Promise<Response | null> {
+  let fh: Awaited<ReturnType<typeof open>>;
+  try {
+    fh = await open(path, 'r');
+  } catch {
+    return null;
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) return null;
+    const size = st.size;
+    const headers: Record<string, string> = { 'content-type': type, 'accept-ranges': 'bytes', 'cache-control': 'no-cache' };
+    let start = 0, end = size - 1, status = 200;
+    const range = req.headers.get('range');
+    if (range !== null) {
+      const m = /^bytes=(\d*)-(\d*)$/.exec(range.trim());
+      if (m && m[1] === '' && m[2] !== '') start = Math.max(0, size - Number(m[2]));
+      else if (m && m[1] !== '') {
+        start = Number(m[1]);
+        if (m[2] !== '') end = Math.min(Number(m[2]), size - 1);
+      }
+      if (!m || (m[1] === '' && m[2] === '') || start > end || start >= size) {
+        return new Response(null, { status: 416, headers: { 'content-range': `bytes */${size}` } });
+      }
+      status = 206;
+      headers['content-range'] = `bytes ${start}-${end}/${size}`;
+    }
+    const body = new Uint8Array(Math.max(0, end - start + 1));
+    headers['content-length'] = String(body.length);
+    if (req.method === 'HEAD') return new Response(null, { status, headers });
+    for (let done = 0; done < body.length;) {
+      const { bytesRead } = await fh.read(body, done, body.length - done, start + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return new Response(body, { status, headers });
+  } finally {
+    await fh.close().catch(() => {});
+  }
+}
+
+/**
+ * The chat page's in-browser mode on a local server: the bundle and kernels from build/, and the
+ * model when it is one GGUF (the file itself, or the only .gguf of the model directory), since the
+ * page loads a single file that carries its tokenizer and chat template. Undefined otherwise.
+ */
+export function localBrowserFiles(cfg: LocalConfig): BrowserFiles | undefined {
+  const build = (name: string) => fileURLToPath(new URL(`../build/${name}`, import.meta.url));
+  // Without the bundle (tools/browser-build.mjs not run) the page offers the server only.
+  if (!existsSync(build('browser/sparrow.js'))) return undefined;
+  let gguf: string | undefined;
+  try {
+    if (statSync(cfg.model).isDirectory()) {
+      const found = readdirSync(cfg.model).filter((f) => /\.gguf$/i.test(f)).sort();
+      if (found.length === 1) gguf = cfg.model.replace(/[\\/]+$/, '') + '/' + found[0];
+    } else if (/\.gguf$/i.test(cfg.model)) gguf = cfg.model;
+  } catch {
+    return undefined;
+  }
+  if (!gguf) return undefined;
+  const modelFile = gguf;
+  // Path segments kept to characters a route matches literally.
+  const segment = (x: string) => x.replace(/[^\w.-]/g, '_');
+  const modelPath = `/models/${segment(cfg.modelId)}/${segment(modelFile.split(/[\\/]/).pop()!)}`;
+  const files: Record<string, [string, string]> = {
+    [BROWSER_BUNDLE_PATH]: [build('browser/sparrow.js'), 'text/javascript; charset=utf-8'],
+    '/build/simd.wasm': [build('simd.wasm'), 'application/wasm'],
+    '/build/relaxed.wasm': [build('relaxed.wasm'), 'application/wasm'],
+    [modelPath]: [modelFile, 'application/octet-stream'],
+  };
+  return {
+    modelPath,
+    get: async (path, req) => (files[path] ? fileResponse(files[path][0], files[path][1], req) : null),
+  };
+}
+
+export function localApp(cfg: LocalConfig, browser?: BrowserFiles): SparrowApp {
   return createApp({
     loadModel: (): Promise<LanguageModel> => loadModel(cfg.model, {
       build: cfg.build,
@@ -182,6 +261,7 @@ export function localApp(cfg: LocalConfig): SparrowApp {
     cors: cfg.cors,
     maxBodyBytes: cfg.maxBodyBytes,
     runtime: runtimeName(),
+    browser,
   });
 }
 
@@ -201,7 +281,7 @@ export function setup(args: string[]): { cfg: LocalConfig; app: SparrowApp } {
     console.log(USAGE);
     return exit(0);
   }
-  return { cfg, app: localApp(cfg) };
+  return { cfg, app: localApp(cfg, localBrowserFiles(cfg)) };
 }
 
 /** Announces the address (tests and scripts read this line) and loads the model in the background. */
