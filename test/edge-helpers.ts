@@ -172,3 +172,15 @@ export async function readSSE(res: Response): Promise<any[]> {
   }
   return out;
 }
+
+/** Debian's Chromium, driven by playwright-core. */
+export const CHROMIUM = '/usr/bin/chromium';
+
+/** Headless Chromium with the flags this machine's closed network needs (no background connections). */
+export async function launchChromium() {
+  const { chromium } = await import('playwright-core');
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+  });
+}

@@ -3,11 +3,10 @@
 // save a screenshot under test-results/.
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ROOT, startProcess, stopAll, type Server } from './edge-helpers';
+import { CHROMIUM, launchChromium, ROOT, startProcess, stopAll, type Server } from './edge-helpers';
 
-const CHROMIUM = '/usr/bin/chromium';
 const haveChromium = existsSync(CHROMIUM);
 let server: Server;
 let browser: Browser | null = null;
@@ -16,10 +15,7 @@ beforeAll(async () => {
   if (!haveChromium) return;
   [server, browser] = await Promise.all([
     startProcess('node'),
-    chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
-    }),
+    launchChromium(),
   ]);
 }, 60_000);
 

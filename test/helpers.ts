@@ -1,5 +1,8 @@
 // Shared test utilities: seeded random data, poisoned buffers, error metrics.
+import { openCheckpoint } from '../src/formats/checkpoint';
+import { writeSafetensors } from '../src/formats/safetensors';
 import { instantiate, type BuildName, type WasmInstance } from '../src/kernels/runtime';
+import { buildModel, type Model } from '../src/models/index';
 
 /** mulberry32: small, fast, seedable; same sequence on every runtime (the sampler's PRNG). */
 export { mulberry32 as rng } from '../src/generate/sampler';
@@ -33,4 +36,14 @@ export const BUILDS: BuildName[] = ['simd', 'relaxed'];
 
 export async function kernels(build: BuildName): Promise<WasmInstance> {
   return instantiate({ build });
+}
+
+/**
+ * A model built from an in-memory checkpoint: `config` plus f32 tensors, loaded exactly (f32, exact
+ * dot products) with the given prefill chunk and a 128-position context.
+ */
+export async function modelFromTensors(config: any, tensors: { name: string; shape: number[]; data: Float32Array }[], maxChunk = 64): Promise<Model> {
+  const st = writeSafetensors(tensors.map((t) => ({ name: t.name, dtype: 'f32' as const, shape: t.shape, data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) })));
+  const ckpt = await openCheckpoint({ files: { 'config.json': JSON.stringify(config), 'model.safetensors': st } });
+  return buildModel(ckpt, { exact: true, maxChunk, maxContext: 128, dtype: 'f32' });
 }

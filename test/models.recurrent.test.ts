@@ -6,15 +6,13 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { openCheckpoint } from '../src/formats/checkpoint';
 import { ConfigError } from '../src/formats/errors';
-import { writeSafetensors } from '../src/formats/safetensors';
-import { buildModel, type Model } from '../src/models/index';
+import type { Model } from '../src/models/index';
 import { lightningSlopes } from '../src/models/minimax';
 import { bf16Round } from '../src/models/recurrent_gemma';
 import { readSnapshotHeader } from '../src/models/state';
 import { runFixture, TOLERANCE } from '../tools/parity-lib';
-import { maxRelErr, rng } from './helpers';
+import { maxRelErr, modelFromTensors, rng } from './helpers';
 
 // ---- tiny random checkpoints ---------------------------------------------------------------------
 
@@ -48,14 +46,9 @@ function fill(shape: number[], init: Init, r: () => number): Float32Array {
   return a;
 }
 
-async function tinyModel(config: any, specs: Spec[], seed: number, maxChunk = 64): Promise<Model> {
+function tinyModel(config: any, specs: Spec[], seed: number, maxChunk = 64): Promise<Model> {
   const r = rng(seed);
-  const tensors = specs.map(([name, shape, init]) => {
-    const v = fill(shape, init, r);
-    return { name, dtype: 'f32' as const, shape, data: new Uint8Array(v.buffer) };
-  });
-  const ckpt = await openCheckpoint({ files: { 'config.json': JSON.stringify(config), 'model.safetensors': writeSafetensors(tensors) } });
-  return buildModel(ckpt, { exact: true, maxChunk, maxContext: 128, dtype: 'f32' });
+  return modelFromTensors(config, specs.map(([name, shape, init]) => ({ name, shape, data: fill(shape, init, r) })), maxChunk);
 }
 
 const D = 32, V = 64;
@@ -350,10 +343,9 @@ describe('recurrent family config fields', () => {
       const tensors = qwen3NextSpecs().map(([name, shape, init]) => {
         const v = fill(shape, init, rr);
         if (permute) relabel(name, v);
-        return { name, dtype: 'f32' as const, shape, data: new Uint8Array(v.buffer) };
+        return { name, shape, data: v };
       });
-      const ckpt = await openCheckpoint({ files: { 'config.json': JSON.stringify(qwen3NextConfig), 'model.safetensors': writeSafetensors(tensors) } });
-      return (await buildModel(ckpt, { exact: true, maxContext: 128, dtype: 'f32' })).newSession().forward(tokens(12, 3), true);
+      return (await modelFromTensors(qwen3NextConfig, tensors)).newSession().forward(tokens(12, 3), true);
     };
     const a = await build(false), b = await build(true);
     expect(maxRelErr(b, a)).toBeLessThan(1e-5);

@@ -8,13 +8,11 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { openCheckpoint } from '../src/formats/checkpoint';
 import { ConfigError } from '../src/formats/errors';
-import { writeSafetensors } from '../src/formats/safetensors';
-import { buildModel, type Model } from '../src/models/index';
+import type { Model } from '../src/models/index';
 import { readSnapshotHeader } from '../src/models/state';
 import { loadFixtureModel, relMaxErr, runFixture, TOLERANCE } from '../tools/parity-lib';
-import { maxRelErr, rng } from './helpers';
+import { maxRelErr, modelFromTensors, rng } from './helpers';
 
 // ---- tiny random checkpoints ---------------------------------------------------------------------
 
@@ -44,14 +42,9 @@ function fill(shape: number[], init: Init, r: () => number): Float32Array {
   return a;
 }
 
-async function tinyModel(config: any, specs: Spec[], seed: number, maxChunk = 64): Promise<Model> {
+function tinyModel(config: any, specs: Spec[], seed: number, maxChunk = 64): Promise<Model> {
   const r = rng(seed);
-  const tensors = specs.map(([name, shape, init]) => {
-    const v = fill(shape, init, r);
-    return { name, dtype: 'f32' as const, shape, data: new Uint8Array(v.buffer) };
-  });
-  const ckpt = await openCheckpoint({ files: { 'config.json': JSON.stringify(config), 'model.safetensors': writeSafetensors(tensors) } });
-  return buildModel(ckpt, { exact: true, maxChunk, maxContext: 128, dtype: 'f32' });
+  return modelFromTensors(config, specs.map(([name, shape, init]) => ({ name, shape, data: fill(shape, init, r) })), maxChunk);
 }
 
 const D = 32, V = 64;
