@@ -371,11 +371,12 @@ export function createApp(opts: AppOptions): SparrowApp {
     }
     if (sid !== undefined) busySessions.add(sid);
 
-    // Cancelled by the client going away (request signal) or by the response stream being cancelled.
-    // Everything the request holds is given back the moment that happens, not when the generation
-    // next looks at the signal: on Workers a request whose client left never runs its timers again,
-    // so a generation waiting between tokens would otherwise keep its place and its slot for good.
-    // A generation that does resume sees the aborted signal before it touches its session again.
+    // Cancelled by the client going away (request signal, or the streamed body failing or being
+    // cancelled). Everything the request holds is given back the moment that happens, not when the
+    // generation next looks at the signal: on Workers a request whose client left runs no more timers
+    // unless something keeps it alive, so a generation waiting between tokens could otherwise keep its
+    // place and its slot for good. A generation that does resume sees the aborted signal before it
+    // touches its session again.
     const ac = new AbortController();
     const reqSignal = c.req.raw.signal;
     const onReqAbort = () => ac.abort();
@@ -490,17 +491,10 @@ export function createApp(opts: AppOptions): SparrowApp {
     }
 
     // Streaming: one `data:` event per token that completes text, then the finish, usage and [DONE].
+    // A client that goes away (the body's write fails or it is cancelled) aborts the request.
     const enc = new TextEncoder();
-    let ctrl!: ReadableStreamDefaultController<Uint8Array>;
-    let open = true;
-    const send = (obj: unknown) => {
-      if (!open) return;
-      try {
-        ctrl.enqueue(enc.encode(`data: ${typeof obj === 'string' ? obj : JSON.stringify(obj)}\n\n`));
-      } catch {
-        open = false;
-      }
-    };
+    const out = streamBody(() => ac.abort());
+    const send = (obj: unknown) => out.write(enc.encode(`data: ${typeof obj === 'string' ? obj : JSON.stringify(obj)}\n\n`), ac.signal);
     const base = r.kind === 'chat'
       ? { id, object: 'chat.completion.chunk', created: createdAt, model: opts.modelId, system_fingerprint: m.fingerprint }
       : { id, object: 'text_completion', created: createdAt, model: opts.modelId, system_fingerprint: m.fingerprint };
@@ -513,50 +507,36 @@ export function createApp(opts: AppOptions): SparrowApp {
       return { ...base, choices: [{ index: 0, text, logprobs: lp, finish_reason: finishReason }], ...(r.includeUsage ? { usage: null } : {}) };
     };
 
-    const body = new ReadableStream<Uint8Array>({
-      start(controller) {
-        ctrl = controller;
-      },
-      cancel() {
-        open = false;
-        ac.abort();
-      },
-    });
-
     const run = async () => {
       try {
-        if (r.kind === 'chat') send({ ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }], ...(r.includeUsage ? { usage: null } : {}) });
-        else if (echoText) send(chunk(echoText, null));
+        if (r.kind === 'chat') await send({ ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }], ...(r.includeUsage ? { usage: null } : {}) });
+        else if (echoText) await send(chunk(echoText, null));
         for await (const t of gen) {
-          if (!open) break;
+          if (!out.open) break;
           // A token that completes no text yet (half a character, a possible stop string) is sent
           // only when its logprob was asked for.
-          if (t.text || r.logprobs) send(chunk(t.text, null, t));
+          if (t.text || r.logprobs) await send(chunk(t.text, null, t));
         }
-        if (!open || gen.finishReason === 'abort') return;
+        if (!out.open || gen.finishReason === 'abort') return;
         await save();
-        send(chunk('', finish()));
-        if (r.includeUsage) send({ ...base, choices: [], usage: usage() });
-        send('[DONE]');
+        await send(chunk('', finish()));
+        if (r.includeUsage) await send({ ...base, choices: [], usage: usage() });
+        await send('[DONE]');
       } catch (e) {
         const api = toApiError(e);
         if (!api) log(`streamed ${r.kind} failed`, e);
-        send((api ?? new ApiError(500, 'internal error', 'server_error', null, 'internal_error')).body());
-        send('[DONE]');
+        await send((api ?? new ApiError(500, 'internal error', 'server_error', null, 'internal_error')).body());
+        await send('[DONE]');
       } finally {
         cleanup();
-        if (open) {
-          open = false;
-          try {
-            ctrl.close();
-          } catch {
-            /* already cancelled */
-          }
-        }
+        out.close();
       }
     };
-    void run();
-    return new Response(body, { status: 200, headers: { ...SSE_HEADERS, ...headers } });
+    const running = run();
+    // Workers: the request stays alive until the generation has ended, also after its client left
+    // (otherwise its timers stop and the generation never gets to see that).
+    executionCtx(c)?.waitUntil(running);
+    return new Response(out.body, { status: 200, headers: { ...SSE_HEADERS, ...headers } });
   }
 
   app.ready = async () => (await model()).lm;
@@ -566,6 +546,102 @@ export function createApp(opts: AppOptions): SparrowApp {
     if (served) await served.lm.dispose();
   };
   return app;
+}
+
+/** Hono's executionCtx, which only Workers have (the getter throws elsewhere). */
+function executionCtx(c: Context): { waitUntil(p: Promise<unknown>): void } | undefined {
+  try {
+    return c.executionCtx;
+  } catch {
+    return undefined;
+  }
+}
+
+interface StreamBody {
+  body: ReadableStream<Uint8Array>;
+  /** False once the client has gone away (or the body was closed). */
+  readonly open: boolean;
+  /** Resolves when the chunk is queued (or taken, on Workers), with false when the client is gone. */
+  write(bytes: Uint8Array, signal: AbortSignal): Promise<boolean>;
+  close(): void;
+}
+
+/**
+ * A streamed response body that calls `gone` once when its client goes away.
+ *
+ * On Workers it is the readable end of an IdentityTransformStream: workerd never cancels a
+ * JavaScript ReadableStream body when the client disconnects, and request.signal fires only when
+ * the disconnect cancels the request rather than fails a write of its body, so a write to the
+ * native stream, which fails ("Network connection lost"), is what tells. Elsewhere (Node, Bun,
+ * Deno) a ReadableStream whose cancel() is the client going away.
+ */
+function streamBody(gone: () => void): StreamBody {
+  let open = true;
+  const fail = () => {
+    if (!open) return;
+    open = false;
+    gone();
+  };
+  const Identity = (globalThis as { IdentityTransformStream?: new () => TransformStream<Uint8Array, Uint8Array> }).IdentityTransformStream;
+  if (Identity) {
+    const { readable, writable } = new Identity();
+    const w = writable.getWriter();
+    return {
+      body: readable,
+      get open() {
+        return open;
+      },
+      async write(bytes, signal) {
+        if (!open || signal.aborted) return false;
+        // The write resolves once the bytes are taken; an abort (request.signal) does not wait for it.
+        let onAbort!: () => void;
+        const aborted = new Promise<void>((r) => signal.addEventListener('abort', (onAbort = () => r()), { once: true }));
+        try {
+          await Promise.race([w.write(bytes), aborted]);
+        } catch {
+          fail();
+        } finally {
+          signal.removeEventListener('abort', onAbort);
+        }
+        return open && !signal.aborted;
+      },
+      close() {
+        if (!open) return;
+        open = false;
+        w.close().catch(() => {});
+      },
+    };
+  }
+  let ctrl!: ReadableStreamDefaultController<Uint8Array>;
+  return {
+    body: new ReadableStream<Uint8Array>({
+      start(controller) {
+        ctrl = controller;
+      },
+      cancel: fail,
+    }),
+    get open() {
+      return open;
+    },
+    async write(bytes) {
+      if (!open) return false;
+      try {
+        ctrl.enqueue(bytes);
+      } catch {
+        fail();
+      }
+      return open;
+    },
+    close() {
+      if (!open) return;
+      open = false;
+      try {
+        ctrl.close();
+      } catch {
+        /* already cancelled */
+      }
+    },
+  };
 }
 
 /**
