@@ -9,6 +9,9 @@ import { WeightStore, type LoadDType } from './models/weights';
 import { ChatTemplate } from './generate/chat-template';
 import { LanguageModel } from './generate/language-model';
 import { Tokenizer } from './generate/tokenizer';
+import type { Model } from './models/model';
+import { probeGpu, WebGpuUnavailableError } from './webgpu/device';
+import { GpuModel } from './webgpu/model';
 
 export type Backend = 'wasm' | 'webgpu' | 'auto';
 export type CheckpointSource = CheckpointInput;
@@ -16,8 +19,16 @@ export type CheckpointSource = CheckpointInput;
 export interface LoadOptions {
   /** Weight dtype in memory: 'auto' keeps the file's (f16/bf16/quantized) where the kernels take it. */
   dtype?: LoadDType;
-  /** Only 'wasm' exists; 'auto' picks it. */
+  /**
+   * Where generation runs. 'wasm' (default): the WASM kernels. 'webgpu': the WebGPU forward pass
+   * (any adapter that passes the device check, software ones included); fails with
+   * WebGpuUnavailableError when there is none and with a KernelError naming the layer when the
+   * model has one without GPU kernels. 'auto': WebGPU when a hardware adapter exists and the model
+   * has a GPU path, else WASM with a one-line notice (see onNotice).
+   */
   backend?: Backend;
+  /** Where 'auto' reports why it fell back to WASM. Default: console.warn. */
+  onNotice?: (message: string) => void;
   /** Kernel build: 'auto' (relaxed SIMD when it validates and passes its probe), 'simd', 'relaxed', 'threads'. */
   build?: BuildChoice;
   /**
@@ -44,7 +55,6 @@ const BACKENDS: Backend[] = ['wasm', 'webgpu', 'auto'];
 function checkOptions(o: LoadOptions): void {
   if (o.dtype !== undefined && !DTYPES.includes(o.dtype)) throw new ConfigError('options.dtype', `must be one of ${DTYPES.join(', ')}, got ${JSON.stringify(o.dtype)}`);
   if (o.backend !== undefined && !BACKENDS.includes(o.backend)) throw new ConfigError('options.backend', `must be one of ${BACKENDS.join(', ')}, got ${JSON.stringify(o.backend)}`);
-  if (o.backend === 'webgpu') throw new ConfigError('options.backend', "'webgpu' is not available through loadModel yet (generation runs on WASM); use 'wasm' or 'auto', or loadGpuModel() for the WebGPU forward pass");
   if (o.threads !== undefined && (!Number.isInteger(o.threads) || o.threads < 1)) throw new ConfigError('options.threads', `must be an integer ≥ 1, got ${JSON.stringify(o.threads)}`);
   if (o.memoryBudget !== undefined && !(o.memoryBudget > 0)) throw new ConfigError('options.memoryBudget', `must be a positive number of bytes, got ${JSON.stringify(o.memoryBudget)}`);
   if (o.maxContext !== undefined && (!Number.isInteger(o.maxContext) || o.maxContext < 1)) throw new ConfigError('options.maxContext', `must be an integer ≥ 1, got ${JSON.stringify(o.maxContext)}`);
@@ -93,14 +103,38 @@ export async function loadModel(source: CheckpointSource, options: LoadOptions =
       pool = await createPool(model.k, threads);
       attachPool(model.k, pool);
     }
+    const gpu = await gpuFor(model, options);
     const tokenizer = ckpt.tokenizerJson ? Tokenizer.fromJSON(ckpt.tokenizerJson, ckpt.tokenizerConfig ?? {}) : null;
     const template = ChatTemplate.fromConfig(ckpt.tokenizerConfig, options.chatTemplate ?? ckpt.chatTemplate);
-    const lm = new LanguageModel(model, tokenizer, template, ckpt.generationConfig ?? {}, ckpt.tokenizerConfig ?? {});
+    const lm = new LanguageModel(model, tokenizer, template, ckpt.generationConfig ?? {}, ckpt.tokenizerConfig ?? {}, gpu);
     if (pool) lm.onDispose(() => pool.destroy());
     return lm;
   } catch (e) {
     await ckpt.close();
     throw e;
+  }
+}
+
+/** The GPU forward pass for backend 'webgpu' / 'auto', or null for WASM. */
+async function gpuFor(model: Model, options: LoadOptions): Promise<GpuModel | null> {
+  const backend = options.backend ?? 'wasm';
+  if (backend === 'wasm') return null;
+  const notice = options.onNotice ?? ((m: string) => console.warn(m));
+  const fallback = (why: string) => {
+    notice(`sparrow: running on WASM (WebGPU: ${why})`);
+    return null;
+  };
+  const { gpu, reason } = await probeGpu();
+  if (!gpu) {
+    if (backend === 'webgpu') throw new WebGpuUnavailableError(reason!.replace(/^WebGPU is not available: /, ''));
+    return fallback(reason!.replace(/^WebGPU is not available: /, ''));
+  }
+  if (backend === 'auto' && gpu.software) return fallback(`adapter "${gpu.adapterName}" is a CPU implementation`);
+  try {
+    return new GpuModel(model, gpu);
+  } catch (e) {
+    if (backend === 'webgpu' || !(e instanceof KernelError)) throw e;
+    return fallback(e.message);
   }
 }
 

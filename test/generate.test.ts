@@ -259,12 +259,18 @@ describe('loadModel', () => {
 
   it('rejects options it cannot honour', async () => {
     const dir = tiny();
-    await expect(loadModel(dir, { backend: 'webgpu' })).rejects.toThrow(/webgpu.*not available/);
+    await expect(loadModel(dir, { backend: 'cuda' as any })).rejects.toThrow(/backend.*wasm, webgpu, auto/);
     await expect(loadModel(dir, { dtype: 'q3' as any })).rejects.toThrow(ConfigError);
     await expect(loadModel(dir, { threads: 0 })).rejects.toThrow(/threads/);
     await expect(loadModel(dir, { threads: 2, build: 'simd' })).rejects.toThrow(/threads.*build/);
-    const lm = await loadModel(dir, { backend: 'auto', threads: 2 });
+    // This host has no hardware WebGPU adapter (CPU-only; at most a software one): auto runs on
+    // WASM and says why in one line.
+    const notes: string[] = [];
+    const lm = await loadModel(dir, { backend: 'auto', threads: 2, onNotice: (m) => notes.push(m) });
     expect(lm.info().build).toBe('threads');
+    expect(lm.backend).toBe('wasm');
+    expect(notes).toHaveLength(1);
+    expect(notes[0]).toMatch(/^sparrow: running on WASM \(WebGPU: .+\)$/);
     await lm.dispose();
   });
 

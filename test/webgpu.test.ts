@@ -1,30 +1,59 @@
-// WebGPU kernels and the default model's WebGPU forward pass, checked under Deno (which has
-// navigator.gpu; on CPU-only hosts through Mesa llvmpipe). These checks do not skip: a host
-// without a WebGPU adapter fails them, naming the reason Deno gave.
+// WebGPU checks, run under Deno (which has navigator.gpu; on CPU-only hosts through Mesa llvmpipe):
+// every test/webgpu/checks-*.ts script (kernels against the WASM kernels and references, the default
+// model's logits, generation on the webgpu backend), and the parity suite on the webgpu backend.
+// These checks do not skip: a host without a WebGPU adapter fails them, naming the reason.
 
 import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 
-function deno(script: string): any {
-  const r = spawnSync('npx', ['deno', 'run', '--allow-read', '--allow-env', '--unstable-sloppy-imports', script], { encoding: 'utf8', timeout: 240_000 });
+const DENO = ['run', '--allow-read', '--allow-env', '--unstable-sloppy-imports'];
+
+function deno(args: string[]): { stdout: string; stderr: string; status: number | null } {
+  const r = spawnSync('npx', ['deno', ...DENO, ...args], { encoding: 'utf8', timeout: 280_000, maxBuffer: 64 << 20 });
+  return { stdout: r.stdout ?? '', stderr: r.stderr ?? '', status: r.status };
+}
+
+function json(script: string): any {
+  const r = deno([script]);
   const line = r.stdout.trim().split('\n').reverse().find((l) => l.startsWith('{'));
   if (!line) throw new Error(`${script} printed no JSON (exit ${r.status}): ${r.stderr.slice(-2000)}`);
   const out = JSON.parse(line);
-  if (out.error) throw new Error(`no WebGPU device under Deno: ${out.error}`);
+  if (out.error) throw new Error(`${script}: ${out.error}`);
   return out;
 }
 
-describe('webgpu', () => {
-  it('kernels match the WASM kernels and references on random data', () => {
-    const r = deno('test/webgpu/kernel-checks.ts');
-    const failed = r.results.filter((x: any) => !x.pass);
-    expect(failed, JSON.stringify(failed)).toEqual([]);
-    expect(r.results.length).toBeGreaterThanOrEqual(40);
-  }, 240_000);
+/** Fixtures whose families have no WebGPU path yet (the parity run must fail them with that reason). */
+const NO_GPU_PATH = new Set([
+  'bamba-hybrid', 'deepseekv3-mla', 'deepseekv32-dsa', 'falconmamba', 'gemma2-softcap-swa', 'gemma3-text', 'gptoss-sinks',
+  'granitemoehybrid', 'jamba-hybrid', 'lfm2-shortconv', 'llama-llama3rope-bias', 'mamba1', 'mamba2-groups', 'minimax-lightning',
+  'mistral-swa', 'olmoe-clipqkv', 'qwen2-linear-rope', 'qwen2moe-shared', 'qwen3-mqa-headdim32', 'recurrentgemma-window', 'rwkv4-rescale',
+]);
 
-  it('the default model decodes on the GPU with the WASM logits (1e-5 relative)', () => {
-    const r = deno('test/webgpu/model-check.ts');
-    expect(r.maxRelErr).toBeLessThanOrEqual(1e-5);
-    expect(r.argmaxAgree).toBe(r.tokens);
-  }, 240_000);
+describe('webgpu', () => {
+  const scripts = readdirSync('test/webgpu').filter((f) => /^checks-.*\.ts$/.test(f)).sort();
+  it('has check scripts', () => expect(scripts.length).toBeGreaterThanOrEqual(3));
+  for (const f of scripts) {
+    it(`${f}: every check passes`, () => {
+      const r = json(`test/webgpu/${f}`);
+      const failed = r.results.filter((x: any) => !x.pass);
+      expect(failed, JSON.stringify(failed)).toEqual([]);
+      expect(r.results.length).toBeGreaterThan(0);
+    }, 300_000);
+  }
+
+  it('the parity suite on the webgpu backend: every family with a GPU path matches transformers', () => {
+    const r = deno(['tools/parity.ts', '--backend', 'webgpu']);
+    const rows = r.stdout.split('\n').filter((l) => / (pass|FAIL)\b/.test(l));
+    expect(rows.length, r.stderr.slice(-2000)).toBeGreaterThanOrEqual(26);
+    const passed = rows.filter((l) => / pass$/.test(l)).map((l) => l.split(/\s+/)[0]);
+    const failed = rows.filter((l) => /\bFAIL\b/.test(l));
+    for (const row of failed) {
+      const name = row.split(/\s+/)[0];
+      expect(NO_GPU_PATH.has(name), `unexpected failure: ${row}`).toBe(true);
+      expect(row).toMatch(/has no WebGPU path yet/);
+    }
+    // A family that gained a GPU path leaves the list.
+    for (const name of passed) expect(NO_GPU_PATH.has(name), `${name} passes: remove it from NO_GPU_PATH`).toBe(false);
+  }, 300_000);
 });

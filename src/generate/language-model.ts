@@ -3,6 +3,7 @@
 
 import type { SnapshotOptions } from '../models/state';
 import type { Model, ModelInfo, Session } from '../models/model';
+import type { GpuModel, GpuSession } from '../webgpu/model';
 import type { ChatMessage, RenderOptions } from './chat-template';
 import { ChatTemplate } from './chat-template';
 import { RequestError } from './errors';
@@ -61,6 +62,9 @@ export interface GenerationResult {
   stats: GenerationStats;
 }
 
+/** Most greedy steps per GPU batch (one read-back each). */
+const GPU_BATCH = 32;
+
 const now = (): number => globalThis.performance?.now() ?? Date.now();
 
 const setImmediateFn: ((cb: () => void) => unknown) | undefined = (globalThis as any).setImmediate;
@@ -106,15 +110,29 @@ function commonPrefix(a: ArrayLike<number>, b: ArrayLike<number>): number {
  * that it can: all of its tokens when they begin the prompt; otherwise attention caches are cut back
  * to the common prefix, while recurrent state (which cannot be cut) returns to the checkpoint taken
  * after the previous prompt when that is still a prefix, or starts over.
+ *
+ * `inner` is the WASM session, or the WebGPU one for a model loaded with backend 'webgpu' (see
+ * `gpu`); snapshots and restore are WASM-only.
  */
 export class ModelSession {
   /** Logits after the last token fed (so a prompt equal to the cached tokens needs no run). */
   lastLogits: Float32Array | null = null;
-  private checkpoint: { pos: number; bytes: Uint8Array; logits: Float32Array | null } | null = null;
+  private checkpoint: { pos: number; bytes: Uint8Array | null; logits: Float32Array | null } | null = null;
   busy = false;
   private disposed = false;
 
-  constructor(readonly model: Model, public inner: Session) {}
+  constructor(readonly model: Model, public inner: Session | GpuSession) {}
+
+  /** The WebGPU session, when this one runs on the GPU. */
+  get gpu(): GpuSession | null {
+    return isGpu(this.inner) ? this.inner : null;
+  }
+
+  private get wasm(): Session {
+    const s = this.inner;
+    if (isGpu(s)) throw new RequestError('session', "state snapshots are not available for sessions on the webgpu backend; load the model with backend 'wasm' to save or restore state");
+    return s;
+  }
 
   /** Token ids whose state this session holds. */
   get tokens(): readonly number[] {
@@ -128,6 +146,8 @@ export class ModelSession {
   /** Whether the state can be cut back to `pos` tokens (every region is a plain or unwrapped KV cache). */
   canTruncate(pos: number): boolean {
     if (pos >= this.inner.pos) return pos === this.inner.pos;
+    const g = this.gpu;
+    if (g) return g.model.positional;
     for (const r of this.model.layout.regions) {
       if (r.kind === 'fixed') return false;
       if (r.kind === 'ring' && this.inner.pos > (r.capacity ?? 0)) return false;
@@ -142,15 +162,20 @@ export class ModelSession {
     if (lcp === have.length && (lcp < ids.length || this.lastLogits)) return lcp;
     // The prompt's last token must run again unless its logits are at hand.
     const keep = Math.min(lcp, ids.length - 1);
+    const g = this.gpu;
     if (this.canTruncate(keep)) {
-      this.inner.tokens.length = keep;
+      if (g) g.rewind(keep);
+      else this.inner.tokens.length = keep;
       this.lastLogits = null;
       return keep;
     }
     const cp = this.checkpoint;
     if (cp && cp.pos > 0 && cp.pos <= lcp && (cp.pos < ids.length || cp.logits)) {
-      this.inner.dispose();
-      this.inner = this.model.restore(cp.bytes);
+      if (g) g.restoreCheckpoint();
+      else {
+        this.inner.dispose();
+        this.inner = this.model.restore(cp.bytes!);
+      }
       this.lastLogits = cp.pos === ids.length ? cp.logits : null;
       return cp.pos;
     }
@@ -162,14 +187,14 @@ export class ModelSession {
 
   /** Feeds tokens in chunks, yielding to the host between chunks; null when aborted. */
   async feed(ids: number[], signal?: AbortSignal): Promise<Float32Array | null> {
-    const C = this.model.maxChunk;
+    const C = this.gpu ? Math.max(this.model.maxChunk, 64) : this.model.maxChunk;
     let logits: Float32Array | null = null;
     for (let i = 0; i < ids.length; i += C) {
       if (i > 0) {
         await yieldToHost();
         if (signal?.aborted) return null;
       }
-      logits = this.inner.forward(ids.slice(i, i + C));
+      logits = await this.inner.forward(ids.slice(i, i + C));
       this.lastLogits = logits;
     }
     return logits;
@@ -177,13 +202,15 @@ export class ModelSession {
 
   /** Remembers the state at the end of a prompt when it cannot be truncated later. */
   markCheckpoint(): void {
-    if (!this.canTruncate(0)) this.checkpoint = { pos: this.inner.pos, bytes: this.inner.snapshot(), logits: this.lastLogits };
+    if (this.canTruncate(0)) return;
+    const g = this.gpu;
+    if (g) g.markCheckpoint();
+    this.checkpoint = { pos: this.inner.pos, bytes: g ? null : this.wasm.snapshot(), logits: this.lastLogits };
   }
 
-  /** Versioned, checksummed state bytes (they name the model; see LanguageModel.restore). */
-  /** The session's state as bytes; `{ dtype: 'f16' }` halves them at f16 precision. */
+  /** The session's state as versioned, checksummed bytes (they name the model; see LanguageModel.restore); `{ dtype: 'f16' }` halves them at f16 precision. */
   snapshot(opts: SnapshotOptions = {}): Uint8Array {
-    return this.inner.snapshot(opts);
+    return this.wasm.snapshot(opts);
   }
 
   reset(): void {
@@ -196,7 +223,8 @@ export class ModelSession {
   fork(): ModelSession {
     const s = new ModelSession(this.model, this.inner.fork());
     s.lastLogits = this.lastLogits?.slice() ?? null;
-    s.checkpoint = this.checkpoint;
+    // A GPU checkpoint lives in the session it was taken in.
+    s.checkpoint = this.gpu ? null : this.checkpoint;
     return s;
   }
 
@@ -207,6 +235,10 @@ export class ModelSession {
   }
 }
 
+function isGpu(s: Session | GpuSession): s is GpuSession {
+  return 'submitGreedy' in s;
+}
+
 function idList(v: unknown): number[] {
   return (Array.isArray(v) ? v : v === undefined || v === null ? [] : [v]).filter((x): x is number => Number.isInteger(x));
 }
@@ -215,6 +247,9 @@ export interface LanguageModelInfo extends ModelInfo {
   tokenizer: boolean;
   chatTemplate: boolean;
   eosTokenIds: number[];
+  backend: 'wasm' | 'webgpu';
+  /** The WebGPU adapter, on the webgpu backend. */
+  adapter?: string;
 }
 
 export class LanguageModel {
@@ -227,6 +262,8 @@ export class LanguageModel {
     readonly chatTemplate: ChatTemplate | null,
     readonly generationConfig: Record<string, any> = {},
     private readonly tokenizerConfig: Record<string, any> = {},
+    /** The WebGPU forward pass sessions run on (backend 'webgpu'), or null for WASM. */
+    readonly gpu: GpuModel | null = null,
   ) {
     const eos = new Set([...idList(generationConfig.eos_token_id), ...idList(model.config.eos_token_id)]);
     if (!eos.size && tokenizer?.eosId !== undefined) eos.add(tokenizer.eosId);
@@ -237,8 +274,15 @@ export class LanguageModel {
     return this.model.maxContext;
   }
 
+  /** Where sessions run. */
+  get backend(): 'wasm' | 'webgpu' {
+    return this.gpu ? 'webgpu' : 'wasm';
+  }
+
   info(): LanguageModelInfo {
-    return { ...this.model.info(), tokenizer: !!this.tokenizer, chatTemplate: !!this.chatTemplate, eosTokenIds: [...this.eosTokenIds] };
+    const info: LanguageModelInfo = { ...this.model.info(), tokenizer: !!this.tokenizer, chatTemplate: !!this.chatTemplate, eosTokenIds: [...this.eosTokenIds], backend: this.backend };
+    if (this.gpu) info.adapter = this.gpu.gpu.adapterName;
+    return info;
   }
 
   encode(text: string, addSpecialTokens = true): number[] {
@@ -260,11 +304,12 @@ export class LanguageModel {
   }
 
   session(): ModelSession {
-    return new ModelSession(this.model, this.model.newSession());
+    return new ModelSession(this.model, this.gpu ? this.gpu.newSession() : this.model.newSession());
   }
 
-  /** A session resumed from `ModelSession.snapshot()` bytes of this same model. */
+  /** A session resumed from `ModelSession.snapshot()` bytes of this same model (WASM backend). */
   restore(bytes: Uint8Array): ModelSession {
+    if (this.gpu) throw new RequestError('session', "restoring state snapshots needs the wasm backend; load the model with backend 'wasm'");
     return new ModelSession(this.model, this.model.restore(bytes));
   }
 
@@ -338,15 +383,15 @@ export class LanguageModel {
         const sampler = new Sampler(sampling, ids);
         const text = self.tokenizer ? new TextStream(self.tokenizer, ids) : null;
         const stop = new StopStrings(stops);
-        for (let i = 0; ; i++) {
-          const tok = sampler.next(logits.slice());
+        /** Accounts for generated token i (the state then holds the prompt and tokens 0 … i−1). */
+        const take = (tok: number, i: number, logits: Float32Array | null): GeneratedToken => {
           sampler.accept(tok);
           g.tokens.push(tok);
           g.stats.generatedTokens++;
           const ends = eos.has(tok) || stopIds.has(tok);
           let out = stop.push(ends || !text ? '' : text.push(tok));
           let finish: FinishReason | null = stop.stopped !== null || ends ? 'stop' : null;
-          if (!finish && (i + 1 >= maxTokens || s.pos >= self.model.maxContext)) finish = 'length';
+          if (!finish && (i + 1 >= maxTokens || ids.length + i >= self.model.maxContext)) finish = 'length';
           if (finish && stop.stopped === null) {
             out += stop.push(text?.flush() ?? '');
             out += stop.flush();
@@ -359,13 +404,52 @@ export class LanguageModel {
           }
           g.stats.decodeMs = now() - tFirst;
           const ev: GeneratedToken = { token: tok, text: out };
-          if (params.logprobs) ev.logprob = logProb(logits, tok);
+          if (params.logprobs && logits) ev.logprob = logProb(logits, tok);
           if (finish) g.finishReason = finish;
+          return ev;
+        };
+        const gpu = s.gpu;
+        if (gpu && sampler.plainGreedy && !params.logprobs) {
+          // Greedy on the GPU: batches of steps whose argmax runs there; two in flight, so reading
+          // one back overlaps computing the next. The state is cut back to the tokens kept at the end.
+          const first = sampler.next(logits.slice());
+          const ev = take(first, 0, logits);
           yield ev;
-          if (finish) return;
+          if (g.finishReason) return;
+          const budget = Math.min(maxTokens - 1, self.model.maxContext - gpu.pos);
+          const queue: Promise<number[]>[] = [];
+          let submitted = 0, size = 2, i = 1;
+          try {
+            for (;;) {
+              while (queue.length < 2 && submitted < budget) {
+                const n = Math.min(size, budget - submitted);
+                queue.push(gpu.submitGreedy(n, submitted === 0 ? first : undefined));
+                submitted += n;
+                size = Math.min(size * 2, GPU_BATCH);
+              }
+              const toks = await queue.shift()!;
+              for (const tok of toks) {
+                const e = take(tok, i++, null);
+                yield e;
+                if (g.finishReason) return;
+              }
+              await yieldToHost();
+              if (params.signal?.aborted) return;
+            }
+          } finally {
+            await Promise.allSettled(queue);
+            s.lastLogits = null;
+            gpu.rewind(ids.length + Math.max(g.tokens.length - 1, 0));
+          }
+        }
+        for (let i = 0; ; i++) {
+          const tok = sampler.next(logits.slice());
+          const ev = take(tok, i, logits);
+          yield ev;
+          if (g.finishReason) return;
           await yieldToHost();
           if (params.signal?.aborted) return;
-          logits = s.inner.forward([tok]);
+          logits = await s.inner.forward([tok]);
           s.lastLogits = logits;
         }
       } finally {

@@ -330,6 +330,12 @@ export class Sampler {
     return this.params.temperature === 0;
   }
 
+  /** Greedy with nothing that edits the logits (no bias, no penalties): the argmax of the raw logits. */
+  get plainGreedy(): boolean {
+    const s = this.params;
+    return this.greedy && !s.logitBias.size && s.repetitionPenalty === 1 && s.presencePenalty === 0 && s.frequencyPenalty === 0;
+  }
+
   /** Records a generated token for the penalties. */
   accept(id: number): void {
     this.seen.add(id);

@@ -21,7 +21,12 @@ export interface GpuDevice {
   limits: { maxStorageBufferBindingSize: number; maxBufferSize: number; maxComputeWorkgroupsPerDimension: number };
   /** Where the API came from: 'navigator.gpu' or 'node:webgpu'. */
   api: string;
+  /** A CPU implementation (llvmpipe, lavapipe, SwiftShader, a fallback adapter): correct, but slower than WASM. */
+  software: boolean;
 }
+
+/** Adapter names of CPU implementations of WebGPU / Vulkan / GL. */
+export const SOFTWARE_ADAPTER = /llvmpipe|lavapipe|swiftshader|softpipe|software rasterizer/i;
 
 export interface AcquireOptions {
   /** Smallest storage binding the caller needs (bytes); default 64 MiB. */
@@ -160,6 +165,7 @@ async function acquire(opts: AcquireOptions): Promise<GpuDevice> {
     device,
     adapterName,
     api: api.api,
+    software: SOFTWARE_ADAPTER.test(adapterName) || (adapter as any).isFallbackAdapter === true || info.isFallbackAdapter === true,
     limits: {
       maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
       maxBufferSize: device.limits.maxBufferSize,

@@ -13,9 +13,12 @@ import { embedWgsl, EMBED_PARAMS, matmulWgsl, MATMUL_PARAMS, type GpuWeightDType
 import { combineWgsl, COMBINE_PARAMS, routeWgsl, ROUTE_PARAMS } from './kernels/moe.wgsl';
 import { normWgsl, NORM_PARAMS } from './kernels/norm.wgsl';
 import { ropeWgsl, ROPE_PARAMS } from './kernels/rope.wgsl';
-import { softmaxWgsl, SOFTMAX_PARAMS } from './kernels/softmax.wgsl';
+import { argmaxWgsl, ARGMAX_PARAMS, softmaxWgsl, SOFTMAX_PARAMS } from './kernels/softmax.wgsl';
 
 export type { GpuWeightDType };
+
+/** Words of `ids` before the sequence's token ids begin (routing ids and other integer scratch). */
+export const TOKENS_BASE = 4096;
 
 /** A weight matrix on the device: raw u32 words; `off` / `eStride` in bytes (quantized) or words (f32). */
 export interface GpuWeight {
@@ -44,7 +47,7 @@ export interface Dispatch {
 }
 
 /** Elementwise op codes of kernels/elementwise.wgsl. */
-export const EW = { add: 0, mul: 1, swiglu: 2, mulSigmoid: 3, copy: 4, silu: 5, sigmoid: 6 } as const;
+export const EW = { add: 0, mul: 1, swiglu: 2, mulSigmoid: 3, copy: 4, silu: 5, sigmoid: 6, scale: 7, addConst: 8, softcap: 9, mulConst: 10 } as const;
 
 const ceil = (a: number, b: number) => Math.ceil(a / b);
 
@@ -135,7 +138,8 @@ export class GpuKernels {
     return buf;
   }
 
-  private dispatch(key: string, code: string, fields: string[], values: Record<string, number>, b: GpuBufs, grid: [number, number, number], w?: GPUBuffer): Dispatch {
+  /** A dispatch of kernel `code` (pipeline cached by key) with its parameter block. */
+  dispatch(key: string, code: string, fields: string[], values: Record<string, number>, b: GpuBufs, grid: [number, number, number], w?: GPUBuffer): Dispatch {
     const pipeline = this.pipeline(key, code);
     const bind = this.device.createBindGroup({
       layout: this.layout,
@@ -154,7 +158,7 @@ export class GpuKernels {
     return { pipeline, bind, grid: grid.map((g) => Math.max(1, g)) as [number, number, number] };
   }
 
-  private split(rows: number): { nx: number; ny: number } {
+  split(rows: number): { nx: number; ny: number } {
     const max = this.gpu.limits.maxComputeWorkgroupsPerDimension;
     const nx = Math.min(rows, max);
     return { nx, ny: ceil(rows, nx) };
@@ -177,10 +181,10 @@ export class GpuKernels {
     }, b, [nx, ny, batch], w.buf);
   }
 
-  /** out[cols] = row (step.tok, or `row`) of the table, times scale. */
+  /** out[cols] = row (the token at ids[TOKENS_BASE + step.pos], or `row`) of the table, times scale. */
   embed(b: GpuBufs, out: number, table: GpuWeight, o: { row?: number; scale?: number } = {}): Dispatch {
     return this.dispatch(`embed_${table.dtype}`, embedWgsl(table.dtype), EMBED_PARAMS, {
-      cols: table.cols, outOff: out, useStep: o.row === undefined ? 1 : 0, row: o.row ?? 0, scale: o.scale ?? 1,
+      cols: table.cols, outOff: out, useStep: o.row === undefined ? 1 : 0, row: o.row ?? 0, tokOff: TOKENS_BASE, scale: o.scale ?? 1,
     }, b, [ceil(table.cols, 64), 1, 1], table.buf);
   }
 
@@ -189,6 +193,13 @@ export class GpuKernels {
     return this.dispatch('norm', normWgsl, NORM_PARAMS, {
       rows, dim, xOff: x, xStride: o.xStride ?? dim, yOff: y, yStride: dim, wOff: Math.max(w, 0), hasW: w >= 0 ? 1 : 0, addOne: o.addOne ? 1 : 0,
       mode: 0, gate: o.gateZ === undefined ? 0 : 1, zOff: o.gateZ ?? 0, eps,
+    }, b, [rows, 1, 1]);
+  }
+
+  /** LayerNorm of rows×dim with weight c[w] and bias c[bias] (none when < 0). */
+  layerNorm(b: GpuBufs, y: number, x: number, w: number, bias: number, rows: number, dim: number, eps: number): Dispatch {
+    return this.dispatch('norm', normWgsl, NORM_PARAMS, {
+      rows, dim, xOff: x, xStride: dim, yOff: y, yStride: dim, wOff: Math.max(w, 0), hasW: w >= 0 ? 1 : 0, mode: 2, bOff: Math.max(bias, 0), hasB: bias >= 0 ? 1 : 0, eps,
     }, b, [rows, 1, 1]);
   }
 
@@ -234,6 +245,11 @@ export class GpuKernels {
     }, b, [o.Hv, 1, 1]);
   }
 
+  /** Greedy choice: ids[TOKENS_BASE + step.pos + 1] = argmax of a[logits, logits + n) (ties: lowest id). */
+  argmax(b: GpuBufs, logits: number, n: number): Dispatch {
+    return this.dispatch('argmax', argmaxWgsl, ARGMAX_PARAMS, { n, off: logits, outOff: TOKENS_BASE + 1 }, b, [1, 1, 1]);
+  }
+
   /** softmax → top-k (→ renormalise) over T rows of E logits: ids to ids[idsOff], weights to a[w]. */
   route(b: GpuBufs, idsOff: number, w: number, logits: number, T: number, E: number, K: number, renormalize: boolean): Dispatch {
     return this.dispatch('route', routeWgsl, ROUTE_PARAMS, { T, E, K, logitsOff: logits, wOff: w, idsOff, renorm: renormalize ? 1 : 0 }, b, [T, 1, 1]);
@@ -246,10 +262,15 @@ export class GpuKernels {
     }, b, [ceil(D, 64), 1, 1]);
   }
 
-  elementwise(b: GpuBufs, op: number, y: number, x: number, other: number, n: number): Dispatch {
+  /**
+   * y[i] = op(x[i], other) for i < n. `other` is an offset in `a` (ops 0–3), or in `c` for addConst /
+   * mulConst, whose vector repeats every `o.period` floats (a bias over T rows); `o.s` is the scalar of
+   * scale / softcap. tanh in WGSL is f32 and may differ from the host's by a few ulp.
+   */
+  elementwise(b: GpuBufs, op: number, y: number, x: number, other: number, n: number, o: { period?: number; s?: number } = {}): Dispatch {
     const groups = ceil(n, 256);
     const { nx, ny } = this.split(groups);
-    return this.dispatch('ew', elementwiseWgsl, EW_PARAMS, { n, op, yOff: y, xOff: x, bOff: other, nx }, b, [nx, ny, 1]);
+    return this.dispatch('ew', elementwiseWgsl, EW_PARAMS, { n, op, yOff: y, xOff: x, bOff: other, nx, period: o.period ?? n, s: o.s ?? 1 }, b, [nx, ny, 1]);
   }
 
   /** nChunks chunks of len floats a[src + i·srcStride] → (st or a)[dst + step.pos·posStride + i·dstStride]. */

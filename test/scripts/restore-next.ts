@@ -8,7 +8,7 @@ const [modelDir, snapFile, next] = process.argv.slice(2);
 const lm = await loadModel(modelDir, { build: 'simd' });
 const s = lm.restore(new Uint8Array(await readFile(snapFile)));
 const pos = s.pos;
-const logits = s.inner.forward([Number(next)]);
+const logits = s.inner.forward([Number(next)]) as Float32Array;
 const bytes = new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength);
 let bin = '';
 for (let i = 0; i < bytes.length; i++) bin += String.fromCharCode(bytes[i]);

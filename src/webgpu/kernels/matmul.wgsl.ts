@@ -83,8 +83,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
 `);
 }
 
-/** out[i] = dequant(row step.tok (or p.row when p.useStep is 0), i) · scale for i < cols. */
-export const EMBED_PARAMS = ['cols', 'outOff', 'useStep', 'row', 'scale:f'];
+/** out[i] = dequant(row ids[tokOff + step.pos] (or p.row when p.useStep is 0), i) · scale for i < cols. */
+export const EMBED_PARAMS = ['cols', 'outOff', 'useStep', 'row', 'tokOff', 'scale:f'];
 const ELEM: Record<GpuWeightDType, string> = {
   f32: 'fn elem(r: u32, i: u32) -> f32 { return bitcast<f32>(w[r * p.cols + i]); }',
   q8_0: `fn elem(r: u32, i: u32) -> f32 {
@@ -106,13 +106,13 @@ const ELEM: Record<GpuWeightDType, string> = {
 }`,
 };
 export function embedWgsl(dt: GpuWeightDType): string {
-  return kernelSource(EMBED_PARAMS, ['p', 'a', 'w', 'step'], BYTES + ELEM[dt] + `
+  return kernelSource(EMBED_PARAMS, ['p', 'a', 'w', 'step', 'ids'], BYTES + ELEM[dt] + `
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.x;
   if (i >= p.cols) { return; }
   var r = p.row;
-  if (p.useStep != 0u) { r = step.tok; }
+  if (p.useStep != 0u) { r = ids[p.tokOff + step.pos]; }
   a[p.outOff + i] = elem(r, i) * p.scale;
 }
 `);

@@ -1,6 +1,6 @@
 // The default model (models/sparrow-mini, Qwen3-Next Q8_0) through the WebGPU forward pass against
 // the WASM one (both `exact`): logits of a short prompt fed token by token, then one more decode
-// step. Prints one JSON line: { adapter, tokens, maxRelErr, argmaxAgree } or { error }.
+// step. Prints one JSON line: { adapter, results: [{ name, err, tol, pass }] } or { error }.
 
 import { openCheckpoint } from '../../src/formats/checkpoint';
 import { buildModel } from '../../src/models/index';
@@ -28,7 +28,11 @@ try {
     }
     if (ai === bi) agree++;
   }
-  console.log(JSON.stringify({ adapter: gpu.adapterName, tokens: ids.length, maxRelErr: num / den, argmaxAgree: agree, info: gm.info() }));
+  const results = [
+    { name: 'sparrow-mini logits, GPU vs WASM (max rel)', err: num / den, tol: 1e-5, pass: num / den <= 1e-5 },
+    { name: 'sparrow-mini argmax agrees at every position', err: ids.length - agree, tol: 0, pass: agree === ids.length },
+  ];
+  console.log(JSON.stringify({ adapter: gpu.adapterName, info: gm.info(), results }));
 } catch (e) {
   console.log(JSON.stringify({ error: `${(e as Error).name}: ${(e as Error).message}` }));
 }

@@ -1,15 +1,15 @@
 // WebGPU kernel checks against the WASM kernels (matmul `exact` path) and the naive TS references,
 // on random data at odd sizes. Runs where WebGPU exists (Deno here: `deno run --allow-read
-// --allow-env --unstable-sloppy-imports test/webgpu/kernel-checks.ts`) and prints one JSON line:
+// --allow-env --unstable-sloppy-imports test/webgpu/checks-kernels.ts`) and prints one JSON line:
 // { adapter, results: [{ name, err, tol, pass }] } or { error } when no device was acquired.
 
 import { BufferUsage, MapMode } from '../../src/webgpu/flags';
 import { acquireGpu } from '../../src/webgpu/device';
-import { EW, GpuKernels, type GpuBufs, type Dispatch } from '../../src/webgpu/ops';
+import { EW, GpuKernels, TOKENS_BASE, type GpuBufs, type Dispatch } from '../../src/webgpu/ops';
 import { instantiate } from '../../src/kernels/runtime';
 import { matmul, quantizeRowsQ4_0, quantizeRowsQ8_0 } from '../../src/kernels/matmul';
 import { rowBytes } from '../../src/kernels/types';
-import { rmsNormRef, l2NormRef } from '../../src/kernels/norm.ref';
+import { rmsNormRef, l2NormRef, layerNormRef } from '../../src/kernels/norm.ref';
 import { ropeRef } from '../../src/kernels/rope.ref';
 import { softmaxRef } from '../../src/kernels/act.ref';
 import { attentionRef } from '../../src/kernels/attention.ref';
@@ -59,7 +59,7 @@ async function main() {
     a: K.buffer(ACT * 4),
     st: K.buffer(ACT * 4),
     c: cData ? K.upload(cData) : K.buffer(16),
-    ids: K.buffer(4096),
+    ids: K.buffer((TOKENS_BASE + 64) * 4),
     step: K.buffer(16, BufferUsage.UNIFORM | BufferUsage.COPY_DST),
   });
   const put = (buf: GPUBuffer, off: number, d: Float32Array) => dev.queue.writeBuffer(buf, off * 4, d);
@@ -314,6 +314,46 @@ async function main() {
     const got = await run([], b.st, 160, 12);
     const want = [X[0], X[1], X[2], X[3], X[4], 0, 0, X[10], X[11], X[12], X[13], X[14]];
     check('copy strided into state at step.pos', rel(got, want), 0);
+  }
+
+  // --- LayerNorm (weight + bias, weight only), constant-vector and scalar elementwise ops, argmax ---
+  for (const [rows, dim] of [[3, 37], [2, 200]]) {
+    const X = randn(rows * dim, 2), W = randn(dim), Bv = randn(dim);
+    for (const withB of [true, false]) {
+      const cData = new Float32Array(2 * dim + 8);
+      cData.set(W, 0);
+      cData.set(Bv, dim + 4);
+      const b = mk(cData);
+      put(b.a, 0, X);
+      const got = await run([K.layerNorm(b, 4096, 0, 0, withB ? dim + 4 : -1, rows, dim, 1e-5)], b.a, 4096, rows * dim);
+      check(`layerNorm ${rows}x${dim}${withB ? ' + bias' : ''}`, rel(got, layerNormRef(X, W, withB ? Bv : null, rows, dim, 1e-5)), 1e-5);
+    }
+  }
+  {
+    const n = 301, period = 43, X = randn(n, 3), C = randn(period);
+    const b = mk(C);
+    put(b.a, 0, X);
+    const cases: [string, number, (x: number, i: number) => number, { period?: number; s?: number }][] = [
+      ['scale', EW.scale, (x) => Math.fround(x * Math.fround(0.37)), { s: 0.37 }],
+      ['addConst (period 43)', EW.addConst, (x, i) => x + C[i % period], { period }],
+      ['mulConst (period 43)', EW.mulConst, (x, i) => x * C[i % period], { period }],
+      ['softcap 2.5', EW.softcap, (x) => 2.5 * Math.tanh(x / 2.5), { s: 2.5 }],
+    ];
+    for (const [name, op, f, o] of cases) {
+      const got = await run([K.elementwise(b, op, 4096, 0, 0, n, o)], b.a, 4096, n);
+      check(`elementwise ${name}`, rel(got, Array.from(X, f)), 2e-6);
+    }
+  }
+  {
+    // Ties go to the lowest id; NaN never wins; the choice lands at ids[TOKENS_BASE + pos + 1].
+    const n = 1000, L = randn(n);
+    L[17] = 9; L[640] = 9; L[3] = NaN; L[999] = 8.5;
+    const b = mk();
+    put(b.a, 0, L);
+    setStep(b, 0, 5);
+    await K.run([K.argmax(b, 0, n)]);
+    const got = await run([], b.ids, TOKENS_BASE + 6, 1);
+    check('argmax (tie → lowest id, NaN skipped)', new Uint32Array(got.buffer)[0] === 17 ? 0 : 1, 0);
   }
 
   console.log(JSON.stringify({ adapter: gpu.adapterName, api: gpu.api, results: out }));

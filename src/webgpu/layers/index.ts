@@ -1,0 +1,6 @@
+// Every layer kind with a WebGPU path registers its builder here.
+
+import './block';
+import './attention';
+import './ffn';
+import './gated_delta';
