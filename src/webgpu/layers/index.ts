@@ -4,3 +4,4 @@ import './block';
 import './attention';
 import './ffn';
 import './gated_delta';
+import './mamba';
