@@ -5,3 +5,7 @@ import './attention';
 import './ffn';
 import './gated_delta';
 import './mamba';
+import './lfm2';
+import './minimax';
+import './rwkv';
+import './recurrent_gemma';
