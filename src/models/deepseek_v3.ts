@@ -29,7 +29,7 @@ import type { Family, Net } from './net';
 import type { RegionSpec, SeqState } from './state';
 
 /** HF DeepseekV3RMSNorm(q_lora_rank) / (kv_lora_rank) are built without eps: the class default 1e-6. */
-const LORA_NORM_EPS = 1e-6;
+export const LORA_NORM_EPS = 1e-6;
 
 export interface MlaConfig {
   hidden: number;

@@ -21,7 +21,7 @@ import type { Family } from './net';
 import type { RegionSpec, SeqState } from './state';
 
 /** HF DeepseekV32Indexer.k_norm = nn.LayerNorm(index_head_dim, eps=1e-6). */
-const INDEXER_NORM_EPS = 1e-6;
+export const INDEXER_NORM_EPS = 1e-6;
 
 export interface DsaConfig {
   /** index_n_heads, index_head_dim, index_topk */

@@ -51,6 +51,9 @@ export const EW = { add: 0, mul: 1, swiglu: 2, mulSigmoid: 3, copy: 4, silu: 5, 
 
 const ceil = (a: number, b: number) => Math.ceil(a / b);
 
+/** u32 words of every kernel's parameter block (see GpuKernels.params). */
+const PARAM_WORDS = 32;
+
 /** Words of a GGUF-layout or f32 weight, zero-padded to a whole word. */
 export function weightWords(bytes: Uint8Array): Uint8Array {
   if (bytes.byteLength % 4 === 0) return bytes;
@@ -122,7 +125,11 @@ export class GpuKernels {
   }
 
   private params(fields: string[], values: Record<string, number>): GPUBuffer {
-    const n = Math.ceil(fields.length / 4) * 4;
+    // Every parameter block has one size (PARAM_WORDS): wgpu checks a bound uniform's size against
+    // the struct of the first pipeline set in a compute pass, so a smaller block after a kernel with
+    // more parameters fails validation (and with it the whole command buffer).
+    if (fields.length > PARAM_WORDS) throw new KernelError('webgpu', `${fields.length} parameters exceed ${PARAM_WORDS}`);
+    const n = PARAM_WORDS;
     const u = new Uint32Array(n), f = new Float32Array(u.buffer);
     fields.forEach((spec, i) => {
       const [name, t] = spec.split(':');

@@ -9,3 +9,4 @@ import './lfm2';
 import './minimax';
 import './rwkv';
 import './recurrent_gemma';
+import './mla';
