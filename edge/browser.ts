@@ -6,8 +6,8 @@
 // the runtime with provideModule. The relaxed-SIMD build is offered only when the engine validates
 // it; loadModel's 'auto' choice then still probes its int8 dot product and falls back to simd.
 //
-// WebGPU: an adapter is looked for and reported, but generation runs on WASM; LanguageModel's
-// generation loop does not use the GPU path yet.
+// WebGPU: the model is loaded with backend 'auto', so generation runs on the page's GPU when it has
+// a hardware adapter and the model has a GPU path, and on WASM otherwise (the label says why).
 
 import { loadModel, type ChatMessage, type LanguageModel, type ModelSession } from '../src/index';
 import { provideModule, type BuildName } from '../src/kernels/runtime';
@@ -25,11 +25,11 @@ export interface LoadInBrowserOptions {
 }
 
 export interface BrowserBackend {
-  /** Where tokens are computed: always WASM for now. */
-  compute: 'wasm';
+  /** Where tokens are computed. */
+  compute: 'wasm' | 'webgpu';
   /** The kernel build in use. */
   build: string;
-  /** The WebGPU adapter this page could use, or null when the page has none. */
+  /** The WebGPU adapter generation runs on, or null on WASM. */
   gpuAdapter: string | null;
   /** One line for the page. */
   label: string;
@@ -69,19 +69,6 @@ async function compileBuild(build: BuildName, url: string, need: boolean): Promi
   return true;
 }
 
-async function findGpuAdapter(): Promise<string | null> {
-  const gpu = (globalThis.navigator as any)?.gpu;
-  if (!gpu?.requestAdapter) return null;
-  try {
-    const adapter = await gpu.requestAdapter();
-    if (!adapter) return null;
-    const info = adapter.info ?? {};
-    return [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'WebGPU adapter';
-  } catch {
-    return null;
-  }
-}
-
 /** One conversation run in the page: the model, a session that carries the state across turns. */
 export class InBrowserChat {
   private session: ModelSession;
@@ -98,20 +85,26 @@ export class InBrowserChat {
   static async load(opts: LoadInBrowserOptions): Promise<InBrowserChat> {
     const progress = opts.onProgress ?? (() => {});
     progress('fetching kernels', null);
-    const [relaxed, , gpuAdapter] = await Promise.all([
+    const [relaxed] = await Promise.all([
       compileBuild('relaxed', opts.wasmUrl('relaxed'), false),
       compileBuild('simd', opts.wasmUrl('simd'), true),
-      findGpuAdapter(),
     ]);
     progress('loading model', 0);
+    let why = '';
     const lm = await loadModel(opts.modelUrl, {
       build: relaxed ? 'auto' : 'simd',
+      backend: 'auto',
+      onNotice: (m) => (why = m.replace(/^sparrow: running on WASM \(WebGPU: (.*)\)$/, '$1')),
       onProgress: (done, total) => progress(`loading weights ${done}/${total}`, total > 0 ? done / total : null),
     });
     if (!lm.chatTemplate) throw new Error('the model has no chat template');
-    const build = lm.info().build;
-    const label = `WASM (${build} build)` + (gpuAdapter ? ` · WebGPU adapter found (${gpuAdapter}); generation runs on WASM` : ' · no WebGPU adapter');
-    return new InBrowserChat(lm, { compute: 'wasm', build, gpuAdapter, label });
+    const info = lm.info();
+    const build = info.build;
+    if (lm.backend === 'webgpu') {
+      return new InBrowserChat(lm, { compute: 'webgpu', build, gpuAdapter: info.adapter ?? null, label: `WebGPU (${info.adapter})` });
+    }
+    const label = `WASM (${build} build) · WebGPU not used: ${why || 'no adapter'}`;
+    return new InBrowserChat(lm, { compute: 'wasm', build, gpuAdapter: null, label });
   }
 
   /** The assistant's reply to `messages`, piece by piece; stats in lastStats when it ends. */

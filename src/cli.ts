@@ -42,6 +42,7 @@ const MODEL_OPTS: Spec = {
   'max-context': { type: 'int', arg: 'N', desc: 'positions a session holds (default: min(model, 4096))' },
   build: { type: 'string', arg: 'B', desc: 'kernel build: auto | simd | relaxed | threads (default auto)' },
   threads: { type: 'int', arg: 'N', desc: 'threads for the matrix products, this one included (default 1)' },
+  backend: { type: 'string', arg: 'X', desc: "wasm | webgpu | auto (WebGPU on a hardware adapter, else WASM) (default wasm)" },
 };
 
 const SAMPLING_OPTS: Spec = {
@@ -172,6 +173,8 @@ async function load(opts: Record<string, any>, extra: LoadOptions = {}): Promise
       build: opts.build,
       maxContext: opts['max-context'],
       threads: opts.threads,
+      backend: opts.backend,
+      onNotice: (m) => stderr(m + '\n'),
       onProgress: (d, t, w) => bar.update(d, t, w),
       ...extra,
     });
@@ -488,7 +491,7 @@ const bench: Command = {
       const info = lm.info();
       const arena = lm.model.k.arena;
       const result = {
-        model: path, modelType: info.modelType, build: info.build, runtime: runtimeName(), dtype: o.dtype ?? 'auto',
+        model: path, modelType: info.modelType, build: info.build, backend: info.backend, adapter: info.adapter, runtime: runtimeName(), dtype: o.dtype ?? 'auto',
         params: info.params, promptTokens: promptLen, genTokens: genLen, loadMs: round(loadMs),
         prefillTokPerS: round(best.prefill), decodeTokPerS: round(best.decode), ttftMs: round(best.ttft),
         peakArenaBytes: arena.peak, wasmMemoryBytes: lm.model.k.memory.buffer.byteLength,
@@ -497,7 +500,7 @@ const bench: Command = {
       else {
         stdout(table([
           ['model', `${path} (${info.modelType}, ${fmtCount(info.params)} params)`],
-          ['runtime', `${result.runtime}, ${info.build} build, dtype ${result.dtype}`],
+          ['runtime', `${result.runtime}, ${info.backend === 'webgpu' ? `WebGPU (${info.adapter})` : `${info.build} build`}, dtype ${result.dtype}`],
           ['load', `${result.loadMs} ms`],
           ['prefill', `${result.prefillTokPerS} tok/s  (${promptLen} tokens in ${round(best.prefillMs)} ms)`],
           ['decode', `${result.decodeTokPerS} tok/s  (${genLen} tokens)`],

@@ -1,5 +1,6 @@
 // npm run parity -- [dirs…] [--quantized] [--build simd|relaxed] [--backend wasm|webgpu]
-// (--backend webgpu needs a runtime with WebGPU: `npm run parity:webgpu -- [dirs…]` runs it under Deno)
+// --backend webgpu needs a runtime with WebGPU: run from Node (which has none built in), the same
+// command runs again under Deno (the `deno` npm package), whose WebGPU works on every host here.
 // Runs every fixture found under the given directories (default: the committed fixtures) and
 // prints one row per fixture, then "N passed, N failed". Exit code 1 on any failure.
 
@@ -14,6 +15,11 @@ const backend = bk >= 0 ? (args[bk + 1] as 'wasm' | 'webgpu') : 'wasm';
 if (backend !== 'wasm' && backend !== 'webgpu') {
   console.error(`parity: --backend must be wasm or webgpu, got ${backend}`);
   process.exit(2);
+}
+if (backend === 'webgpu' && !(globalThis as any).navigator?.gpu && !(globalThis as any).Deno) {
+  const { spawnSync } = await import('node:child_process');
+  const r = spawnSync('npx', ['deno', 'run', '--allow-read', '--allow-env', '--unstable-sloppy-imports', 'tools/parity.ts', ...args], { stdio: 'inherit' });
+  process.exit(r.status ?? 1);
 }
 const dirs = args.filter((a, i) => !a.startsWith('-') && args[i - 1] !== '--build' && args[i - 1] !== '--backend');
 const roots = dirs.length ? dirs : ['test/fixtures/parity', 'models'];

@@ -133,6 +133,13 @@ async function acquire(opts: AcquireOptions): Promise<GpuDevice> {
   if (info.device === 'null-backend' || /null/i.test(String(info.description ?? '')) && /backend/i.test(String(info.description ?? ''))) {
     throw new WebGpuUnavailableError(`adapter "${adapterName}" is a null backend`);
   }
+  const software = SOFTWARE_ADAPTER.test(adapterName) || (adapter as any).isFallbackAdapter === true || info.isFallbackAdapter === true;
+  if (software && api.api.startsWith('node:')) {
+    // Dawn (node:webgpu) over Mesa's software GL aborts the process at random points of real
+    // workloads (std::system_error / futex errors), though its probe passes; Deno's WebGPU runs the
+    // same drivers reliably.
+    throw new WebGpuUnavailableError(`adapter "${adapterName}" is a software rasterizer, which node:webgpu does not run reliably; use Deno for WebGPU on hosts without a GPU`);
+  }
   const L = adapter.limits;
   const need = opts.minStorageBinding ?? 64 * 1024 * 1024;
   if (L.maxStorageBufferBindingSize < need) {
@@ -165,7 +172,7 @@ async function acquire(opts: AcquireOptions): Promise<GpuDevice> {
     device,
     adapterName,
     api: api.api,
-    software: SOFTWARE_ADAPTER.test(adapterName) || (adapter as any).isFallbackAdapter === true || info.isFallbackAdapter === true,
+    software,
     limits: {
       maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
       maxBufferSize: device.limits.maxBufferSize,
