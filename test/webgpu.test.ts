@@ -27,7 +27,7 @@ function json(script: string): any {
 const NO_GPU_PATH = new Set([
   'gemma2-softcap-swa', 'gemma3-text', 'gptoss-sinks',
   'granitemoehybrid', 'lfm2-shortconv', 'llama-llama3rope-bias',
-  'mistral-swa', 'olmoe-clipqkv', 'qwen2-linear-rope', 'qwen2moe-shared', 'qwen3-mqa-headdim32', 'recurrentgemma-window',
+  'recurrentgemma-window',
 ]);
 
 describe('webgpu', () => {

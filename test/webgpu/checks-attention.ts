@@ -1,0 +1,167 @@
+// WebGPU attention checks: the decode attention kernel (sliding window, logit soft-capping, sink
+// logits, GQA/MQA, head dims up to the 512 limit) against the float64 reference, the clamp kernel,
+// the refusal of unsupported head dims, and whole Attention layers of the parity fixtures (biases,
+// full-width q/k norm, clip, windows, soft-capping, sinks) on the GPU against the WASM layer
+// (`exact`, decoding one token at a time through a ring-buffer cache) over more positions than the
+// window. Buffers start as NaN so a read of anything not written shows. Prints one JSON line:
+// { adapter, results: [{ name, err, tol, pass }] } or { error }.
+
+import { BufferUsage } from '../../src/webgpu/flags';
+import { acquireGpu } from '../../src/webgpu/device';
+import { GpuKernels, TOKENS_BASE, writeStep, type GpuBufs, type Dispatch } from '../../src/webgpu/ops';
+import { GpuBuilder } from '../../src/webgpu/builder';
+import { clamp, decodeAttention } from '../../src/webgpu/layers/attention';
+import { attentionRef } from '../../src/kernels/attention.ref';
+import { openCheckpoint } from '../../src/formats/checkpoint';
+import { buildModel } from '../../src/models/index';
+import { Attention } from '../../src/layers/attention';
+import '../../src/webgpu/layers/index';
+
+let seed = 4242;
+const rnd = () => {
+  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+  return (seed / 2 ** 32) * 2 - 1;
+};
+const randn = (n: number, s = 1) => Float32Array.from({ length: n }, () => rnd() * s);
+
+/** max |a − b| / max |b| (Infinity on any non-finite difference) */
+function rel(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < b.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!Number.isFinite(d)) return Infinity;
+    num = Math.max(num, d);
+    den = Math.max(den, Math.abs(b[i]));
+  }
+  return den ? num / den : num;
+}
+
+const out: { name: string; err: number; tol: number; pass: boolean }[] = [];
+function check(name: string, err: number, tol: number) {
+  out.push({ name, err, tol, pass: err <= tol });
+}
+
+async function main() {
+  let gpu;
+  try {
+    gpu = await acquireGpu();
+  } catch (e) {
+    console.log(JSON.stringify({ error: (e as Error).message }));
+    return;
+  }
+  const K = new GpuKernels(gpu);
+  const dev = gpu.device;
+  const nan = (n: number) => new Float32Array(n).fill(NaN);
+  const mk = (actFloats: number, stFloats: number, cData?: Float32Array): GpuBufs => {
+    const b: GpuBufs = {
+      a: K.buffer(actFloats * 4),
+      st: K.buffer(stFloats * 4),
+      c: cData ? K.upload(cData) : K.buffer(16),
+      ids: K.buffer((TOKENS_BASE + 64) * 4),
+      step: K.buffer(16, BufferUsage.UNIFORM | BufferUsage.COPY_DST),
+    };
+    dev.queue.writeBuffer(b.a, 0, nan(actFloats));
+    dev.queue.writeBuffer(b.st, 0, nan(stFloats));
+    return b;
+  };
+  const put = (buf: GPUBuffer, off: number, d: Float32Array) => dev.queue.writeBuffer(buf, off * 4, d);
+  const run = (list: Dispatch[], src: GPUBuffer, off: number, n: number) => K.run(list, { src, off, n }) as Promise<Float32Array>;
+
+  // --- decode attention kernel against the float64 reference -----------------------------------
+  type Case = { nHeads: number; nKv: number; D: number; Dv: number; n: number; window?: number; softcap?: number; sinks?: boolean };
+  const cases: Case[] = [
+    { nHeads: 6, nKv: 2, D: 40, Dv: 24, n: 45, window: 7 },
+    { nHeads: 6, nKv: 2, D: 40, Dv: 24, n: 5, window: 7 },
+    { nHeads: 6, nKv: 2, D: 40, Dv: 24, n: 7, window: 7 },
+    { nHeads: 6, nKv: 2, D: 40, Dv: 24, n: 8, window: 7 },
+    { nHeads: 5, nKv: 5, D: 33, Dv: 33, n: 70, window: 1 },
+    { nHeads: 4, nKv: 1, D: 16, Dv: 16, n: 29, softcap: 0.7 },
+    { nHeads: 4, nKv: 2, D: 48, Dv: 20, n: 131, softcap: 50 },
+    { nHeads: 7, nKv: 1, D: 24, Dv: 40, n: 37, sinks: true },
+    { nHeads: 4, nKv: 2, D: 16, Dv: 16, n: 3, sinks: true },
+    { nHeads: 6, nKv: 3, D: 20, Dv: 28, n: 77, window: 13, softcap: 3, sinks: true },
+    { nHeads: 2, nKv: 1, D: 512, Dv: 72, n: 19, window: 11, sinks: true },
+  ];
+  for (const cs of cases) {
+    const { nHeads, nKv, D, Dv, n } = cs;
+    const scale = 1.7 / Math.sqrt(D);
+    const q = randn(nHeads * D), Kc = randn(n * nKv * D), Vc = randn(n * nKv * Dv);
+    // Sinks large enough to matter: a few units around the score range.
+    const sinks = cs.sinks ? randn(nHeads, 3) : undefined;
+    const maxN = n + 9, vOff = 4 + n * nKv * D + 16;
+    const b = mk(16384 + nHeads * maxN, vOff + n * nKv * Dv + 64, sinks ? Float32Array.from([0, 0, 0, 0, ...sinks]) : undefined);
+    put(b.a, 0, q);
+    put(b.st, 4, Kc);
+    put(b.st, vOff, Vc);
+    writeStep(dev, b.step, 0, n - 1);
+    const oOff = 8192;
+    const got = await run([decodeAttention(K, b, oOff, 0, 4, vOff, {
+      nHeads, nKv, headDim: D, vDim: Dv, scale, scores: 16384, maxN, window: cs.window, softcap: cs.softcap, sinks: sinks ? 4 : undefined,
+    })], b.a, oOff, nHeads * Dv);
+    const want = attentionRef(q, Kc, Vc, { T: 1, qPos0: n - 1, nHeads, nKv, headDim: D, vDim: Dv, scale, window: cs.window, softcap: cs.softcap, sinks });
+    const tags = [cs.window ? `window ${cs.window}` : '', cs.softcap ? `softcap ${cs.softcap}` : '', cs.sinks ? 'sinks' : ''].filter(Boolean).join(', ');
+    check(`attention ${nHeads}/${nKv} D ${D} Dv ${Dv} n=${n}${tags ? ` (${tags})` : ''}`, rel(got, want), 1e-5);
+  }
+
+  // --- clamp --------------------------------------------------------------------------------------
+  for (const n of [1, 257, 1031]) {
+    const X = randn(n, 3), lim = 1.25;
+    const b = mk(4096, 16);
+    put(b.a, 0, X);
+    const got = await run([clamp(K, b, 2048, 0, n, lim)], b.a, 2048, n);
+    check(`clamp n=${n} to ±${lim}`, rel(got, X.map((v) => Math.min(Math.max(v, -lim), lim))), 0);
+  }
+
+  // --- limits: head dims over the kernel's bound are refused -------------------------------------
+  {
+    const b = mk(16, 16);
+    let msg = '';
+    try {
+      decodeAttention(K, b, 0, 0, 0, 0, { nHeads: 2, nKv: 1, headDim: 513, vDim: 16, scale: 1, scores: 0, maxN: 4 });
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    check('attention refuses headDim 513 with a message', /headDim 513/.test(msg) ? 0 : 1, 0);
+  }
+
+  // --- whole Attention layers of the parity fixtures: GPU vs WASM, one token per step -------------
+  const fixtures = ['gemma2-softcap-swa', 'gemma3-text', 'gptoss-sinks', 'olmoe-clipqkv', 'mistral-swa', 'llama-llama3rope-bias', 'qwen2moe-shared'];
+  const steps = 27, maxContext = 32;
+  for (const name of fixtures) {
+    const model = await buildModel(await openCheckpoint(`test/fixtures/parity/${name}`), { exact: true, maxContext, maxChunk: 1 });
+    const blocks = (model.net as any).d.blocks as any[];
+    const D = (model.net as any).d.hidden as number;
+    for (let li = 0; li < blocks.length; li++) {
+      const attn = blocks[li].s?.mixer;
+      if (!(attn instanceof Attention)) continue;
+      const B = new GpuBuilder(model, K);
+      const x = B.act.take(D), y = B.act.take(D);
+      B.mixer(attn, x, y, `layer ${li}`);
+      const b = mk(B.act.top, B.stateFloats, B.packConsts());
+      const list = B.emits.flatMap((e) => e(b));
+      const session = model.newSession();
+      const xp = model.k.arena.f32buf(D).ptr, yp = model.k.arena.f32buf(D).ptr;
+      let worst = 0;
+      for (let pos = 0; pos < steps; pos++) {
+        const X = randn(D);
+        model.k.arena.f32(xp, D).set(X);
+        attn.forward(session.state, xp, yp, 1, pos);
+        const want = model.k.arena.f32(yp, D).slice();
+        put(b.a, x, X);
+        put(b.a, y, nan(D));
+        writeStep(dev, b.step, 0, pos);
+        const got = await run(list, b.a, y, D);
+        worst = Math.max(worst, rel(got, want));
+      }
+      session.dispose();
+      const c = attn.cfg;
+      const tags = [c.qkvBias ? 'qkv bias' : '', c.oBias ? 'o bias' : '', c.qkNorm ? (c.qkNorm.full ? 'full q/k norm' : 'q/k norm') : '', c.clip !== undefined ? `clip ${c.clip}` : '',
+        c.window ? `window ${c.window}` : '', c.softcap ? `softcap ${c.softcap}` : '', c.sinks ? 'sinks' : ''].filter(Boolean).join(', ');
+      check(`${name} layer ${li} attention, ${steps} decode steps, GPU vs WASM${tags ? ` (${tags})` : ''}`, worst, 1e-5);
+    }
+    model.dispose();
+  }
+  console.log(JSON.stringify({ adapter: gpu.adapterName, results: out }));
+}
+
+main().catch((e) => console.log(JSON.stringify({ error: `${(e as Error).name}: ${(e as Error).message}` })));
