@@ -11,7 +11,7 @@ import { gelu, relu2 } from '../../src/kernels/act';
 import { conv1d } from '../../src/kernels/conv';
 import { lightningAttention } from '../../src/kernels/linear_attention';
 import { rglruScan, wkv4, wkv4InitState } from '../../src/kernels/rnn';
-import { convBias, lightning, RACT, ract, rglru, tokenShift, wkv4 as gpuWkv4 } from '../../src/webgpu/layers/recurrent_kernels';
+import { convBias, deltaChunked, lightning, RACT, ract, rglru, tokenShift, wkv4 as gpuWkv4 } from '../../src/webgpu/layers/recurrent_kernels';
 
 let seed = 4242;
 const rnd = () => {
@@ -200,6 +200,39 @@ async function main() {
     if (op === RACT.relu2) relu2(k, yp, xp, n);
     else gelu(k, yp, xp, n, 'tanh');
     check(`activation ${name}`, rel(got, f32(yp, n)), 2e-6);
+  }
+
+  // --- chunked gated delta rule against T applications of the step kernel (K.deltaStep) -------------
+  for (const [T, Hv, Hk, dk, dv, chunk, normQK] of [
+    [37, 6, 3, 40, 37, 16, true], [5, 2, 2, 128, 70, 16, true], [70, 4, 1, 24, 20, 32, false], [19, 3, 3, 17, 9, 8, true],
+  ] as const) {
+    const scale = 1 / Math.sqrt(dk), kS = normQK ? 1 : 0.6 / Math.sqrt(dk);
+    const q = randn(T * Hk * dk), kk = randn(T * Hk * dk, kS), v = randn(T * Hv * dv), S0 = randn(Hv * dk * dv, 0.3);
+    const g = Float32Array.from({ length: T * Hv }, () => -Math.abs(rnd()) * (rnd() > 0.8 ? 4 : 0.3));
+    const beta = Float32Array.from({ length: T * Hv }, () => (rnd() + 1) / 2);
+    const nq = T * Hk * dk, nv = T * Hv * dv, nS = Hv * dk * dv;
+    const Q = 0, Kb = nq, V = 2 * nq, G = V + nv, Bt = G + T * Hv, O1 = Bt + T * Hv + 64, O2 = O1 + nv + 64;
+    const b = mk();
+    put(b.a, Q, q);
+    put(b.a, Kb, kk);
+    put(b.a, V, v);
+    put(b.a, G, g);
+    put(b.a, Bt, beta);
+    put(b.a, O1, nan(nv));
+    put(b.a, O2, nan(nv));
+    put(b.st, 0, S0);
+    put(b.st, nS + 64, S0);
+    const steps: Dispatch[] = [];
+    for (let t = 0; t < T; t++) {
+      steps.push(K.deltaStep(b, O2 + t * Hv * dv, nS + 64, Q + t * Hk * dk, Kb + t * Hk * dk, V + t * Hv * dv, G + t * Hv, Bt + t * Hv, { Hv, Hk, dk, dv, scale, normQK }));
+    }
+    const want = await run(steps, b.a, O2, nv);
+    const wantS = await run([], b.st, nS + 64, nS);
+    const got = await run([deltaChunked(K, b, O1, 0, Q, Kb, V, G, Bt, { T, Hv, Hk, dk, dv, scale, normQK, chunk })], b.a, O1, nv);
+    const gotS = await run([], b.st, 0, nS);
+    const name = `deltaChunked T${T} Hv${Hv}/Hk${Hk} dk${dk} dv${dv} chunk ${chunk}${normQK ? '' : ' (no qk norm)'}`;
+    check(`${name} output`, rel(got, want), 1e-5);
+    check(`${name} state`, rel(gotS, wantS), 1e-5);
   }
 
   console.log(JSON.stringify({ adapter: gpu.adapterName, api: gpu.api, results: out }));

@@ -1,4 +1,4 @@
-// Builders of the recurrent-layer kernels (../kernels/recurrent.wgsl), over float offsets of `a`
+// Builders of the recurrent-layer kernels (../kernels/recurrent.wgsl, ../kernels/delta_chunked.wgsl), over float offsets of `a`
 // (activations), `st` (state) and `c` (constants), in the style of ops.ts.
 
 import { KernelError } from '../../kernels/runtime';
@@ -7,6 +7,7 @@ import {
   convbWgsl, CONVB_PARAMS, lightningWgsl, LIGHTNING_PARAMS, RACT, ractWgsl, RACT_PARAMS, rglruWgsl, RGLRU_PARAMS,
   shiftWgsl, SHIFT_PARAMS, wkvWgsl, WKV_PARAMS,
 } from '../kernels/recurrent.wgsl';
+import { deltaChunkedWgsl, DELTA_CHUNK_PARAMS } from '../kernels/delta_chunked.wgsl';
 
 export { RACT };
 
@@ -52,4 +53,20 @@ export function rglru(K: GpuKernels, b: GpuBufs, out: number, h: number, x: numb
 export function ract(K: GpuKernels, b: GpuBufs, op: number, x: number, n: number): Dispatch {
   const { nx, ny } = K.split(ceil(n, 256));
   return K.dispatch('rec_act', ractWgsl, RACT_PARAMS, { n, op, off: x, nx }, b, [nx, ny, 1]);
+}
+
+/**
+ * Gated delta rule over T tokens in chunks of `chunk` (8, 16 or 32), equal to T deltaStep dispatches:
+ * q, k of token t at q/k + t·qkStride (key-head-major [Hk, dk]); v at v + t·vStride ([Hv, dv]); g, β [T, Hv];
+ * o [T, Hv, dv]; S [Hv, dk, dv] at st[S].
+ */
+export function deltaChunked(K: GpuKernels, b: GpuBufs, out: number, S: number, q: number, k: number, v: number, g: number, beta: number,
+  o: { T: number; Hv: number; Hk: number; dk: number; dv: number; scale: number; normQK: boolean; qkStride?: number; vStride?: number; chunk?: 8 | 16 | 32 }): Dispatch {
+  const CH = o.chunk ?? 16;
+  if (![8, 16, 32].includes(CH)) throw new KernelError('webgpu', `deltaChunked: chunk ${CH} is not 8, 16 or 32`);
+  if (o.Hv % o.Hk) throw new KernelError('webgpu', `deltaChunked: Hk ${o.Hk} does not divide Hv ${o.Hv}`);
+  return K.dispatch(`rec_delta_chunked_${CH}`, deltaChunkedWgsl(CH), DELTA_CHUNK_PARAMS, {
+    T: o.T, Hv: o.Hv, Hk: o.Hk, dk: o.dk, dv: o.dv, qOff: q, kOff: k, vOff: v, qkStride: o.qkStride ?? o.Hk * o.dk, vStride: o.vStride ?? o.Hv * o.dv,
+    oOff: out, gOff: g, betaOff: beta, sOff: S, normQK: o.normQK ? 1 : 0, scale: o.scale,
+  }, b, [o.Hv, 1, 1]);
 }
