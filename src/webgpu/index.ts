@@ -1,5 +1,5 @@
-// WebGPU entry: load a checkpoint and build its GPU forward pass. Generation through
-// LanguageModel stays on WASM; this gives token-level async forward (logits) on the GPU.
+// WebGPU entry: load a checkpoint and build its GPU forward pass (GpuModel: sessions with async
+// forward and greedy batches). loadModel({ backend: 'webgpu' | 'auto' }) generates through it.
 
 import { openCheckpoint, type CheckpointInput } from '../formats/checkpoint';
 import { buildModel, type ModelOptions } from '../models/model';
