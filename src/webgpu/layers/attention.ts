@@ -10,8 +10,18 @@ import { registerMixer, type GpuBuilder } from '../builder';
 import { EW, type Dispatch, type GpuBufs, type GpuKernels } from '../ops';
 import { ATTN_MAX_HEAD_DIM, ATTN_PARAMS, attentionWgsl, CLAMP_PARAMS, clampWgsl } from '../kernels/attention.wgsl';
 
-/** cos/sin tables [maxContext, rotaryDim/2] (attention factor folded in) as constants. */
+const tableCache = new WeakMap<GpuBuilder, Map<string, { cos: number; sin: number }>>();
+
+/**
+ * cos/sin tables [maxContext, rotaryDim/2] (attention factor folded in) as constants, built once per
+ * distinct (rotaryDim, frequencies, factor) of a model: layers sharing a RoPE share its tables.
+ */
 export function ropeTables(B: GpuBuilder, r: { rotaryDim: number; invFreq: ArrayLike<number>; attentionFactor: number }): { cos: number; sin: number } {
+  let cache = tableCache.get(B);
+  if (!cache) tableCache.set(B, (cache = new Map()));
+  const key = `${r.rotaryDim}|${r.attentionFactor}|${Array.from(r.invFreq).join(',')}`;
+  const hit = cache.get(key);
+  if (hit) return hit;
   const L = B.maxContext, half = r.rotaryDim / 2;
   const ct = new Float32Array(L * half), sn = new Float32Array(L * half);
   for (let p = 0; p < L; p++) {
@@ -21,7 +31,9 @@ export function ropeTables(B: GpuBuilder, r: { rotaryDim: number; invFreq: Array
       sn[p * half + i] = Math.sin(ang) * r.attentionFactor;
     }
   }
-  return { cos: B.constant(ct), sin: B.constant(sn) };
+  const t = { cos: B.constant(ct), sin: B.constant(sn) };
+  cache.set(key, t);
+  return t;
 }
 
 export interface DecodeAttentionOptions {
@@ -65,6 +77,15 @@ export function clamp(K: GpuKernels, b: GpuBufs, y: number, x: number, n: number
   return K.dispatch('clamp', clampWgsl, CLAMP_PARAMS, { n, xOff: x, yOff: y, nx, lim }, b, [nx, ny, 1]);
 }
 
+const scoreScratch = new WeakMap<GpuBuilder, { off: number; n: number }>();
+
+/** Score rows (n floats of `a`) shared by every attention layer of a model: the layers run one after another. */
+export function scoresScratch(B: GpuBuilder, n: number): number {
+  let s = scoreScratch.get(B);
+  if (!s || s.n < n) scoreScratch.set(B, (s = { off: B.act.take(n), n }));
+  return s.off;
+}
+
 registerMixer(Attention, (B: GpuBuilder, m: Attention, x: number, out: number, where: string) => {
   const c = m.cfg;
   const { nHeads, nKv, headDim } = c;
@@ -73,7 +94,7 @@ registerMixer(Attention, (B: GpuBuilder, m: Attention, x: number, out: number, w
   const qd = nHeads * headDim, kd = nKv * headDim, vd = nKv * vDim;
   const A = B.act, L = B.maxContext;
   const q = A.take(qd), gate = c.gated ? A.take(qd) : -1, raw = c.gated ? A.take(2 * qd) : -1;
-  const kk = A.take(kd), v = A.take(vd), ao = A.take(nHeads * vDim), scores = A.take(nHeads * L);
+  const kk = A.take(kd), v = A.take(vd), ao = A.take(nHeads * vDim), scores = scoresScratch(B, nHeads * L);
   const qW = B.weight(m.q, `${m.prefix}.q_proj`), kW = B.weight(m.kw, `${m.prefix}.k_proj`), vW = B.weight(m.v, `${m.prefix}.v_proj`), oW = B.weight(m.o, `${m.prefix}.o_proj`);
   const full = c.qkNorm?.full ?? false;
   const qn = c.qkNorm ? B.vec(m.qNorm, full ? qd : headDim) : -1, kn = c.qkNorm ? B.vec(m.kNorm, full ? kd : headDim) : -1;
