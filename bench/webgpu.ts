@@ -1,5 +1,5 @@
 // Decode speed, WebGPU vs WASM, on this machine.
-//   deno run -A --unstable-sloppy-imports bench/webgpu.ts [--synthetic-large] [--tokens N] [--prefill N] [--model DIR]
+//   deno run -A --unstable-sloppy-imports bench/webgpu.ts [--synthetic-large] [--dtype q8_0|q4_0] [--tokens N] [--prefill N] [--model DIR]
 // Default: the embedded model (models/sparrow-mini). --synthetic-large: a Llama-style model of
 // ~333M parameters with random bf16 weights built in memory (no files), quantized to Q8_0 on load.
 // Both backends run the same prompt (--prefill N tokens, default 128) and greedy continuation. The
@@ -17,6 +17,7 @@ const opt = (name: string, def: string) => {
   return i >= 0 ? args[i + 1] : def;
 };
 const large = args.includes('--synthetic-large');
+const dtype = opt('--dtype', 'q8_0') as 'q8_0' | 'q4_0';
 const nTok = Number(opt('--tokens', large ? '64' : '128'));
 
 /** A safetensors file of bf16 tensors. */
@@ -90,12 +91,12 @@ let source: any, label: string;
 if (large) {
   const s = syntheticLlama();
   source = { files: s.files };
-  label = `synthetic Llama-style, ${(s.params / 1e6).toFixed(0)}M params, Q8_0`;
+  label = `synthetic Llama-style, ${(s.params / 1e6).toFixed(0)}M params, ${dtype.toUpperCase()}`;
 } else {
   source = opt('--model', 'models/sparrow-mini');
   label = `${source} (Q8_0 file)`;
 }
-const model = await buildModel(await openCheckpoint(source), { dtype: 'q8_0', maxContext: 512, maxSessions: 2 });
+const model = await buildModel(await openCheckpoint(source), { dtype, maxContext: 512, maxSessions: 2 });
 const tLoad = performance.now() - t0;
 const nPrefill = Number(opt('--prefill', '128'));
 const prompt = Array.from({ length: nPrefill }, (_, i) => (i * 7919 + 13) % Math.min(model.net.vocabSize, 2000));

@@ -3,9 +3,9 @@
 // bigger GGUF from an R2 bucket), and session state in a Durable Object, one per session id.
 //
 // A Workers isolate has 128 MB, and local workerd does not enforce it: the budget is checked here.
-// The model file's bytes stay referenced in JS after loading and the tokenizer and runtime take
-// their share, so the WebAssembly arena gets what remains; a model that does not fit answers 503
-// with the numbers.
+// While the model loads, the file's bytes and the arena the weights are copied into coexist (the
+// bytes are dropped once loading ends), and the tokenizer and runtime take their share, so the
+// WebAssembly arena gets what remains; a model that does not fit answers 503 with the numbers.
 
 import { DurableObject } from 'cloudflare:workers';
 import simd from '../build/simd.wasm';
@@ -56,7 +56,7 @@ async function asset(env: Env, name: string): Promise<Response | null> {
   return res;
 }
 
-/** What stays in JS besides the arena: the model file's bytes and a reserve for everything else. */
+/** What JS holds besides the arena at the peak of loading: the model file's bytes and a reserve for everything else. */
 interface Plan {
   fileBytes: number;
   limit: number;

@@ -107,6 +107,8 @@ export async function loadModel(source: CheckpointSource, options: LoadOptions =
     const tokenizer = ckpt.tokenizerJson ? Tokenizer.fromJSON(ckpt.tokenizerJson, ckpt.tokenizerConfig ?? {}) : null;
     const template = ChatTemplate.fromConfig(ckpt.tokenizerConfig, options.chatTemplate ?? ckpt.chatTemplate);
     const lm = new LanguageModel(model, tokenizer, template, ckpt.generationConfig ?? {}, ckpt.tokenizerConfig ?? {}, gpu);
+    // Every weight is in the arena now: the file's bytes (or handle) are no longer needed.
+    await ckpt.close();
     if (pool) lm.onDispose(() => pool.destroy());
     return lm;
   } catch (e) {

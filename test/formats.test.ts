@@ -612,6 +612,13 @@ describe('byte sources', () => {
     expect((await openSource(new Uint8Array(3).buffer)).size).toBe(3);
   });
 
+  it('a closed buffer source lets go of its bytes and refuses reads', async () => {
+    const s = bufferSource(new Uint8Array(10), 'b');
+    await s.close?.();
+    await formatError(() => s.read(0, 1));
+    await formatError(() => s.readInto!(0, new Uint8Array(1)));
+  });
+
   it('URL: ranged reads when Range is honoured, one streamed body otherwise', async () => {
     const big = new Uint8Array(200_000).map((_, i) => (i * 7) & 255);
     for (const ranges of [true, false]) {

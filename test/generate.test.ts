@@ -2,6 +2,7 @@
 // plus a parity fixture when one exists): streaming, EOS / stop handling, abort, sessions with
 // prefix reuse, and snapshot → restore → continue equal to never stopping.
 import { existsSync, rmSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -255,6 +256,14 @@ describe('loadModel', () => {
     const ok = await loadModel(dir, { memoryBudget: 64 << 20, dtype: 'q8_0' });
     expect(ok.info().bytesByDType.q8_0).toBeGreaterThan(0);
     ok.dispose();
+  });
+
+  it('lets go of the file once the weights are loaded (bytes of an in-memory GGUF are not kept)', async () => {
+    const bytes = await readFile('models/sparrow-mini/model.q8_0.gguf');
+    const lm = await loadModel(bytes);
+    await expect(lm.model.checkpoint.read('model.norm.weight')).rejects.toThrow(/closed/);
+    expect((await lm.generate('Once', { maxTokens: 3, temperature: 0 }).result()).tokens).toHaveLength(3);
+    await lm.dispose();
   });
 
   it('rejects options it cannot honour', async () => {

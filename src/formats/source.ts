@@ -35,23 +35,32 @@ export function checkRange(name: string, size: number, offset: number, length: n
 // ---------------------------------------------------------------------------------------------
 // In-memory
 
-/** A source over bytes already in memory; reads are views, not copies. */
+/** A source over bytes already in memory; reads are views, not copies. close() drops the reference to them. */
 export function bufferSource(data: ArrayBuffer | ArrayBufferView, name = 'buffer'): ByteSource {
-  const bytes = data instanceof Uint8Array
+  let bytes: Uint8Array | null = data instanceof Uint8Array
     ? data
     : ArrayBuffer.isView(data)
       ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
       : new Uint8Array(data);
+  const open = (): Uint8Array => {
+    if (!bytes) throw new FormatError('read', 'source is closed', name);
+    return bytes;
+  };
   return {
     size: bytes.length,
     name,
     async read(offset, length) {
-      checkRange(name, bytes.length, offset, length);
-      return bytes.subarray(offset, offset + length);
+      const b = open();
+      checkRange(name, b.length, offset, length);
+      return b.subarray(offset, offset + length);
     },
     async readInto(offset, dst) {
-      checkRange(name, bytes.length, offset, dst.length);
-      dst.set(bytes.subarray(offset, offset + dst.length));
+      const b = open();
+      checkRange(name, b.length, offset, dst.length);
+      dst.set(b.subarray(offset, offset + dst.length));
+    },
+    close() {
+      bytes = null;
     },
   };
 }
