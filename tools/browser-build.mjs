@@ -27,7 +27,7 @@ let esbuild;
 try {
   esbuild = await import('esbuild');
 } catch {
-  // esbuild comes with vite and tsx; without it the servers still run, only the in-browser mode is missing.
+  // esbuild is a devDependency; without it (production installs) the servers still run, only the in-browser mode is missing.
   console.error('browser-build: esbuild is not installed; the chat page\'s in-browser mode is unavailable');
   process.exit(0);
 }
