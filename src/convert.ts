@@ -7,7 +7,7 @@
 // dtype holds it in makes the GGUF give the same logits as the source quantized on load.
 
 import { openCheckpoint, type Checkpoint, type TensorInfo } from './formats/checkpoint';
-import { f32ToF16Bytes, numElements, quantizeQ4_0, quantizeQ8_0, storagePolicy, type DType } from './formats/dtype';
+import { f32ToF16Bytes, numElements, quantizeQ4_0, quantizeQ8_0, storedDType, type DType } from './formats/dtype';
 import { ConfigError, FormatError } from './formats/errors';
 import { GGUFWriter, ggmlType, setSparrowMetadata } from './formats/gguf';
 import { familyFor } from './models/index';
@@ -27,17 +27,9 @@ export interface ConvertResult {
   tensorsByDType: Record<string, number>;
 }
 
-const FLOAT: ReadonlySet<string> = new Set(['f32', 'f16', 'bf16', 'f64', 'q8_0', 'q4_0']);
-
 /** The dtype a tensor is written in for `target`, given the family's f32-only tensors. */
 export function convertedDType(info: TensorInfo, target: ConvertDType, keepF32: (name: string) => boolean): DType {
-  const src = info.dtype;
-  if (!FLOAT.has(src)) return src;
-  if (info.shape.length < 2 || keepF32(info.name)) return 'f32';
-  const d = storagePolicy(info.name, info.shape, target);
-  // A tensor quantized in the source keeps its block format (the loader never re-quantizes it).
-  if ((src === 'q8_0' || src === 'q4_0') && d !== src && d !== 'f32') return src;
-  return d;
+  return storedDType(info.name, info.shape, info.dtype, target, keepF32);
 }
 
 /** A GGUF writer for `ckpt`; tensor data is read and converted lazily while the writer streams. */

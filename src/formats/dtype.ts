@@ -467,3 +467,25 @@ export function storagePolicy(name: string, shape: readonly number[], target: We
   if (target === 'f32' || shape.length < 2 || keptF32ByName(name)) return 'f32';
   return target;
 }
+
+/**
+ * The dtype one tensor is held in (loading) or written in (conversion) for a requested `target`,
+ * given its source dtype and the family's f32-only tensors. 'auto' (loading only) keeps the file's
+ * f16/bf16/Q8_0/Q4_0 where the kernels take it. Vectors and family f32 tensors are f32; other
+ * tensors follow storagePolicy; a tensor quantized in the source never changes block format.
+ * Non-float tensors keep their dtype.
+ */
+export function storedDType(name: string, shape: readonly number[], src: DType, target: 'auto' | WeightDType, keepF32?: (name: string) => boolean): DType {
+  if (!FLOAT_DTYPES.has(src)) return src;
+  if (shape.length < 2 || keepF32?.(name)) return 'f32';
+  const quantized = src === 'q8_0' || src === 'q4_0';
+  if (target === 'auto') {
+    if (quantized) return src;
+    if (quantPolicy(name, shape, 'q8_0') === 'f32') return 'f32';
+    return src === 'f16' || src === 'bf16' ? src : 'f32';
+  }
+  const d = storagePolicy(name, shape, target);
+  return quantized && d !== src && d !== 'f32' ? src : d;
+}
+
+const FLOAT_DTYPES: ReadonlySet<string> = new Set(['f32', 'f16', 'bf16', 'f64', 'q8_0', 'q4_0']);

@@ -1,8 +1,8 @@
 // Moves a checkpoint's tensors into the model arena in the dtype each one runs in.
-// Which tensors are quantized on load is decided by formats/dtype.ts quantPolicy (one place).
+// Which dtype each tensor is held in is decided by formats/dtype.ts storedDType (shared with conversion).
 
 import type { Checkpoint, TensorInfo } from '../formats/checkpoint';
-import { quantPolicy, quantizeQ4_0, quantizeQ8_0 } from '../formats/dtype';
+import { quantizeQ4_0, quantizeQ8_0, storedDType, type DType } from '../formats/dtype';
 import { BudgetError, ConfigError } from '../formats/errors';
 import type { K, Weight, WeightDType } from '../kernels/types';
 import { rowBytes } from '../kernels/types';
@@ -14,22 +14,10 @@ export interface WeightOptions {
   onProgress?: (done: number, total: number, name: string) => void;
 }
 
-/** The dtype a tensor is held in, given the source dtype and the requested load dtype. */
+/** The dtype a tensor is held in (formats/dtype.ts storedDType; the loader holds every tensor as a float type). */
 function targetDType(info: TensorInfo, want: LoadDType, keepF32?: (name: string) => boolean): WeightDType {
-  const src = info.dtype as string;
-  const matrix = info.shape.length >= 2;
-  if (!matrix || keepF32?.(info.name)) return 'f32';
-  if (want === 'auto') {
-    if (src === 'q8_0' || src === 'q4_0') return src;
-    if (quantPolicy(info.name, info.shape, 'q8_0') === 'f32') return 'f32';
-    if (src === 'f16' || src === 'bf16') return src;
-    return 'f32';
-  }
-  if (want === 'f32') return 'f32';
-  const q = quantPolicy(info.name, info.shape, want) as WeightDType;
-  // A tensor already quantized in the file is never re-quantized to a different block format.
-  if ((src === 'q8_0' || src === 'q4_0') && q !== src) return q === 'f32' ? 'f32' : (src as WeightDType);
-  return q;
+  const d = storedDType(info.name, info.shape, info.dtype as DType, want, keepF32);
+  return d === 'f32' || d === 'f16' || d === 'bf16' || d === 'q8_0' || d === 'q4_0' ? d : 'f32';
 }
 
 function storedBytes(dtype: WeightDType, shape: number[]): number {
