@@ -25,8 +25,7 @@ function json(script: string): any {
 
 /** Fixtures whose families have no WebGPU path yet (the parity run must fail them with that reason). */
 const NO_GPU_PATH = new Set([
-  'gemma2-softcap-swa', 'gemma3-text', 'gptoss-sinks',
-  'granitemoehybrid', 'lfm2-shortconv', 'llama-llama3rope-bias',
+  'lfm2-shortconv',
   'recurrentgemma-window',
 ]);
 

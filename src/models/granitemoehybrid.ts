@@ -20,7 +20,7 @@ import type { Family } from './net';
 import type { WeightStore } from './weights';
 
 /** The shared SwiGLU expert alone (num_local_experts = 0). */
-class SharedMlp implements Ffn {
+export class SharedMlp implements Ffn {
   constructor(readonly ctx: Ctx, readonly w: GatedWeights, readonly act: Activation) {
     reserveGatedFfn(ctx, w.gate.rows, ctx.maxChunk, 'gmh.s');
   }

@@ -63,7 +63,7 @@ export class ShortConv implements Mixer {
 }
 
 /** Lfm2MLP: w2(silu(w1 x) ⊙ w3 x). */
-class Lfm2Mlp implements Ffn {
+export class Lfm2Mlp implements Ffn {
   readonly w: GatedWeights;
   constructor(readonly ctx: Ctx, prefix: string, hidden: number, inter: number) {
     const { ws } = ctx;
