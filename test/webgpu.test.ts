@@ -24,9 +24,7 @@ function json(script: string): any {
 }
 
 /** Fixtures whose families have no WebGPU path yet (the parity run must fail them with that reason). */
-const NO_GPU_PATH = new Set([
-  'lfm2-shortconv',
-  'recurrentgemma-window',
+const NO_GPU_PATH = new Set<string>([
 ]);
 
 describe('webgpu', () => {
