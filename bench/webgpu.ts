@@ -121,6 +121,8 @@ const rows: [string, number, number][] = [];
 let note = 'webgpu: unavailable';
 try {
   const gpu = await acquireGpu();
+  // Validation errors are reported here with their message (a failed submit otherwise shows only as a failed read).
+  (gpu.device as any).addEventListener?.('uncapturederror', (ev: any) => console.error(`webgpu: ${ev.error?.message}`));
   const tu = performance.now();
   const gm = gpuModel(model, gpu);
   const tUp = secs(tu);
@@ -162,6 +164,7 @@ try {
   note = `webgpu: ${gpu.adapterName}; ${gm.info().dispatchesPerToken} dispatches/token; ${(gm.info().weightBytes / 2 ** 20).toFixed(0)} MiB uploaded in ${tUp.toFixed(1)} s; greedy tokens ${agree < 0 ? 'identical to WASM' : `diverge from WASM at step ${agree} (WASM uses int8 activation dots, GPU f32)`}`;
 } catch (e) {
   note = `webgpu: unavailable (${(e as Error).message})`;
+  console.error((e as Error).stack);
 }
 console.log(`model: ${label}; load ${(tLoad / 1000).toFixed(1)} s; ${prompt.length}-token prompt, ${nTok} decoded tokens; wasm ${model.k.build}, 1 thread`);
 console.log(note);

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 const DENO = ['run', '--allow-read', '--allow-env', '--unstable-sloppy-imports'];
 
 function deno(args: string[]): { stdout: string; stderr: string; status: number | null } {
-  const r = spawnSync('npx', ['deno', ...DENO, ...args], { encoding: 'utf8', timeout: 280_000, maxBuffer: 64 << 20 });
+  const r = spawnSync('npx', ['deno', ...DENO, ...args], { encoding: 'utf8', timeout: 560_000, maxBuffer: 64 << 20 });
   return { stdout: r.stdout ?? '', stderr: r.stderr ?? '', status: r.status };
 }
 
@@ -36,7 +36,7 @@ describe('webgpu', () => {
       const failed = r.results.filter((x: any) => !x.pass);
       expect(failed, JSON.stringify(failed)).toEqual([]);
       expect(r.results.length).toBeGreaterThan(0);
-    }, 300_000);
+    }, 600_000);
   }
 
   it('the parity suite on the webgpu backend: every family with a GPU path matches transformers', () => {
@@ -52,5 +52,5 @@ describe('webgpu', () => {
     }
     // A family that gained a GPU path leaves the list.
     for (const name of passed) expect(NO_GPU_PATH.has(name), `${name} passes: remove it from NO_GPU_PATH`).toBe(false);
-  }, 300_000);
+  }, 600_000);
 });

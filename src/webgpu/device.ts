@@ -23,6 +23,8 @@ export interface GpuDevice {
   api: string;
   /** A CPU implementation (llvmpipe, lavapipe, SwiftShader, a fallback adapter): correct, but slower than WASM. */
   software: boolean;
+  /** The message of the device's latest uncaptured error (validation, out of memory), or null. */
+  lastError(): string | null;
 }
 
 /** Adapter names of CPU implementations of WebGPU / Vulkan / GL. */
@@ -163,6 +165,12 @@ async function acquire(opts: AcquireOptions): Promise<GpuDevice> {
   } catch (e) {
     throw new WebGpuUnavailableError(`requestDevice failed: ${(e as Error).message}`);
   }
+  // Errors outside error scopes (a submit that fails validation) are kept for the next failure to name.
+  let lastError: string | null = null;
+  (device as any).addEventListener?.('uncapturederror', (ev: any) => {
+    lastError = String(ev?.error?.message ?? ev?.error ?? 'unknown error');
+    if ((ev as Event).preventDefault) (ev as Event).preventDefault();
+  });
   const bad = await probe(device);
   if (bad) {
     device.destroy();
@@ -173,6 +181,7 @@ async function acquire(opts: AcquireOptions): Promise<GpuDevice> {
     adapterName,
     api: api.api,
     software,
+    lastError: () => lastError,
     limits: {
       maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
       maxBufferSize: device.limits.maxBufferSize,

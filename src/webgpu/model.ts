@@ -12,6 +12,7 @@
 
 import { unsupported, GpuBuilder, TOKENS_BASE } from './builder';
 import { BufferUsage, MapMode } from './flags';
+import { KernelError } from '../kernels/runtime';
 import { DecoderNet } from '../models/decoder';
 import type { Model } from '../models/model';
 import type { GpuDevice } from './device';
@@ -160,7 +161,7 @@ export class GpuSession {
     const e = enc ?? dev.createCommandEncoder();
     e.copyBufferToBuffer(src, byteOff, rd, 0, Math.ceil(bytes / 4) * 4);
     if (!enc) dev.queue.submit([e.finish()]);
-    await rd.mapAsync(MapMode.READ);
+    await mapped(rd, this.model.gpu);
     const out = rd.getMappedRange().slice(0, bytes);
     rd.unmap();
     rd.destroy();
@@ -182,7 +183,7 @@ export class GpuSession {
     });
     this.pos += n;
     for (let i = 0; i < n; i++) this.tokens.push(ids[i]);
-    await rd.mapAsync(MapMode.READ);
+    await mapped(rd, this.model.gpu);
     const out = new Float32Array(rd.getMappedRange().slice(0));
     rd.unmap();
     rd.destroy();
@@ -328,6 +329,16 @@ export class GpuSession {
     if (this.disposed) return;
     this.disposed = true;
     for (const b of [this.bufs.a, this.bufs.st, this.bufs.ids, this.bufs.step, ...this.spare, ...this.points.map((p) => p.buf), this.checkpointPoint?.buf]) b?.destroy();
+  }
+}
+
+/** Maps a read-back buffer; a failure names the device error behind it (e.g. a submit that failed validation). */
+async function mapped(rd: GPUBuffer, gpu: GpuDevice): Promise<void> {
+  try {
+    await rd.mapAsync(MapMode.READ);
+  } catch (e) {
+    const why = gpu.lastError();
+    throw new KernelError('webgpu', `reading results back failed: ${(e as Error).message}${why ? ` (device error: ${why})` : ''}`);
   }
 }
 

@@ -290,8 +290,9 @@ export class GpuKernels {
   // ---------------------------------------------------------------------------------------------
 
   encode(pass: GPUComputePassEncoder, list: Dispatch[]): void {
+    let last: GPUComputePipeline | null = null;
     for (const d of list) {
-      pass.setPipeline(d.pipeline);
+      if (d.pipeline !== last) pass.setPipeline((last = d.pipeline));
       pass.setBindGroup(0, d.bind);
       pass.dispatchWorkgroups(d.grid[0], d.grid[1], d.grid[2]);
     }
