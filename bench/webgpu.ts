@@ -1,5 +1,5 @@
 // Decode speed, WebGPU vs WASM, on this machine.
-//   deno run -A --unstable-sloppy-imports bench/webgpu.ts [--synthetic-large] [--dtype q8_0|q4_0] [--tokens N] [--prefill N] [--model DIR]
+//   deno run -A --unstable-sloppy-imports bench/webgpu.ts [--synthetic-large] [--dtype q8_0|q4_0] [--tokens N] [--prefill N] [--runs N] [--model DIR]
 // Default: the embedded model (models/sparrow-mini). --synthetic-large: a Llama-style model of
 // ~333M parameters with random bf16 weights built in memory (no files), quantized to Q8_0 on load.
 // Both backends run the same prompt (--prefill N tokens, default 128) and greedy continuation. The
@@ -19,6 +19,7 @@ const opt = (name: string, def: string) => {
 const large = args.includes('--synthetic-large');
 const dtype = opt('--dtype', 'q8_0') as 'q8_0' | 'q4_0';
 const nTok = Number(opt('--tokens', large ? '64' : '128'));
+const runs = Number(opt('--runs', '3'));
 
 /** A safetensors file of bf16 tensors. */
 function safetensors(tensors: { name: string; shape: number[]; fill: (u: Uint16Array) => void }[]): Uint8Array {
@@ -132,26 +133,33 @@ try {
   await warm.submitGreedy(4, 1);
   warm.dispose();
 
-  const gs = gm.newSession();
-  t = performance.now();
-  const gl = await gs.forward(prompt);
-  const gpuPrefill = prompt.length / secs(t);
-  const first = argmax(gl);
-  // Greedy decode as generation runs it: batches of up to 32 steps, two in flight.
-  const toks: number[] = [first];
-  const queue: Promise<number[]>[] = [];
-  let submitted = 0, size = 2;
-  t = performance.now();
-  while (toks.length < nTok) {
-    while (queue.length < 2 && submitted < nTok - 1) {
-      const n = Math.min(size, nTok - 1 - submitted);
-      queue.push(gs.submitGreedy(n, submitted === 0 ? first : undefined));
-      submitted += n;
-      size = Math.min(size * 2, 32);
+  // Best of `runs` fresh sessions: prefill of the prompt, then greedy decode as generation runs it
+  // (batches of up to 32 steps, two in flight).
+  let gpuPrefill = 0, gpuTps = 0;
+  let toks: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    const gs = gm.newSession();
+    t = performance.now();
+    const gl = await gs.forward(prompt);
+    gpuPrefill = Math.max(gpuPrefill, prompt.length / secs(t));
+    const first = argmax(gl);
+    const got: number[] = [first];
+    const queue: Promise<number[]>[] = [];
+    let submitted = 0, size = 2;
+    t = performance.now();
+    while (got.length < nTok) {
+      while (queue.length < 2 && submitted < nTok - 1) {
+        const n = Math.min(size, nTok - 1 - submitted);
+        queue.push(gs.submitGreedy(n, submitted === 0 ? first : undefined));
+        submitted += n;
+        size = Math.min(size * 2, 32);
+      }
+      got.push(...(await queue.shift()!));
     }
-    toks.push(...(await queue.shift()!));
+    gpuTps = Math.max(gpuTps, (nTok - 1) / secs(t));
+    toks = got;
+    gs.dispose();
   }
-  const gpuTps = (nTok - 1) / secs(t);
   // Decode reading back every token's logits (sampling on the host).
   const gs2 = gm.newSession();
   let l2 = await gs2.forward(prompt);
@@ -166,7 +174,7 @@ try {
   note = `webgpu: unavailable (${(e as Error).message})`;
   console.error((e as Error).stack);
 }
-console.log(`model: ${label}; load ${(tLoad / 1000).toFixed(1)} s; ${prompt.length}-token prompt, ${nTok} decoded tokens; wasm ${model.k.build}, 1 thread`);
+console.log(`model: ${label}; load ${(tLoad / 1000).toFixed(1)} s; ${prompt.length}-token prompt, ${nTok} decoded tokens; wasm ${model.k.build}, 1 thread; WebGPU best of ${runs} runs`);
 console.log(note);
 if (rows.length) {
   console.log('| | WASM | WebGPU | WebGPU / WASM |\n|---|---:|---:|---:|');
