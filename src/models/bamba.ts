@@ -8,7 +8,7 @@ import { Attention } from '../layers/attention';
 import type { Ctx } from '../layers/context';
 import { Mamba2Mixer, ssmKeepF32, timeStepLimit, type Mamba2Config } from '../layers/mamba';
 import { GatedMlp, parseActivation } from '../layers/mlp';
-import { bool, int, lmHead, num, rejectIf, ropeSpec } from './common';
+import { attentionShape, bool, int, lmHead, num, rejectIf, ropeSpec } from './common';
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
 import { requireSilu } from './mamba';
 import type { Family } from './net';
@@ -25,15 +25,6 @@ export function hybridMamba2Config(c: any, hidden: number): Mamba2Config {
     projBias: bool(c, 'mamba_proj_bias', false), convBias: bool(c, 'mamba_conv_bias', true),
     normEps: num(c, 'rms_norm_eps', 1e-5), dtLimit: timeStepLimit(c),
   };
-}
-
-/** Heads of the hybrids' attention layers: head_dim is hidden / heads unless the config names one. */
-export function attentionShape(c: any, hidden: number) {
-  const nHeads = int(c, 'num_attention_heads');
-  const nKv = int(c, 'num_key_value_heads', nHeads);
-  const headDim = int(c, 'head_dim', Math.floor(hidden / nHeads));
-  rejectIf(nHeads % nKv !== 0, 'num_key_value_heads', `${nKv} does not divide num_attention_heads ${nHeads}`);
-  return { nHeads, nKv, headDim };
 }
 
 export const bamba: Family = {

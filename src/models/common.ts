@@ -80,3 +80,15 @@ export function lmHead(ws: WeightStore, config: any, vocab: number, hidden: numb
   if (!tied) throw new ConfigError('tensors["lm_head.weight"]', 'missing while tie_word_embeddings is false');
   return ws.mat(prefix, vocab, hidden);
 }
+
+/**
+ * Attention heads from the config: num_attention_heads, num_key_value_heads (default: the same,
+ * and it must divide the heads), head_dim (default hidden / heads, or `headDimDefault`).
+ */
+export function attentionShape(c: any, hidden: number, headDimDefault = Math.floor(hidden / int(c, 'num_attention_heads'))): { nHeads: number; nKv: number; headDim: number } {
+  const nHeads = int(c, 'num_attention_heads');
+  const nKv = int(c, 'num_key_value_heads', nHeads);
+  const headDim = int(c, 'head_dim', headDimDefault);
+  rejectIf(nHeads % nKv !== 0, 'num_key_value_heads', `${nKv} does not divide num_attention_heads ${nHeads}`);
+  return { nHeads, nKv, headDim };
+}

@@ -7,7 +7,7 @@
 import { Attention, type RopeSpec } from '../layers/attention';
 import type { Ctx } from '../layers/context';
 import { GatedMlp, parseActivation } from '../layers/mlp';
-import { bool, int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
+import { attentionShape, bool, int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
 import { DecoderNet, PreNormBlock, type Block, type NormSpec } from './decoder';
 import type { Family, Net } from './net';
 
@@ -40,9 +40,7 @@ export function buildGemmaLike(ctx: Ctx, c: any, v: GemmaVariant): Net {
   const { ws } = ctx;
   const hidden = int(c, 'hidden_size');
   const nLayers = int(c, 'num_hidden_layers');
-  const nHeads = int(c, 'num_attention_heads');
-  const nKv = int(c, 'num_key_value_heads', nHeads);
-  const headDim = int(c, 'head_dim', 256);
+  const { nHeads, nKv, headDim } = attentionShape(c, hidden, 256);
   const inter = int(c, 'intermediate_size');
   const vocab = int(c, 'vocab_size');
   const eps = num(c, 'rms_norm_eps', 1e-6);
@@ -52,7 +50,6 @@ export function buildGemmaLike(ctx: Ctx, c: any, v: GemmaVariant): Net {
   const attnBias = bool(c, 'attention_bias', false);
   const attnSoftcap = v.attnSoftcap === 'unused' ? undefined : softcapField(c, 'attn_logit_softcapping', v.attnSoftcap);
   const finalSoftcap = softcapField(c, 'final_logit_softcapping', v.finalSoftcap);
-  rejectIf(nHeads % nKv !== 0, 'num_key_value_heads', `${nKv} does not divide num_attention_heads ${nHeads}`);
   rejectIf(!(qScalar > 0), 'query_pre_attn_scalar', `must be > 0, got ${qScalar}`);
   rejectIf(c.use_bidirectional_attention === true, 'use_bidirectional_attention', 'bidirectional (embedding) Gemma is not a causal LM');
   const types = layerTypes(c, nLayers, ['full_attention', 'sliding_attention'], (i) => v.defaultLayerType(c, i));

@@ -17,7 +17,7 @@ import { Attention } from '../layers/attention';
 import { addBias, type Ctx } from '../layers/context';
 import type { GatedWeights } from '../layers/mlp';
 import { Moe } from '../layers/moe';
-import { int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
+import { attentionShape, int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
 import { expertCount } from './mixtral';
 import type { Family, Net } from './net';
@@ -69,9 +69,7 @@ export function buildGptOss(ctx: Ctx, c: any): Net {
   const { ws } = ctx;
   const hidden = int(c, 'hidden_size');
   const nLayers = int(c, 'num_hidden_layers');
-  const nHeads = int(c, 'num_attention_heads');
-  const nKv = int(c, 'num_key_value_heads', nHeads);
-  const headDim = int(c, 'head_dim', Math.floor(hidden / nHeads));
+  const { nHeads, nKv, headDim } = attentionShape(c, hidden);
   const inter = int(c, 'intermediate_size');
   const vocab = int(c, 'vocab_size');
   const E = expertCount(c, 128);
@@ -80,7 +78,6 @@ export function buildGptOss(ctx: Ctx, c: any): Net {
   const attnBias = c.attention_bias ?? true;
   const alpha = 1.702, limit = 7.0;
   rejectIf(typeof attnBias !== 'boolean', 'attention_bias', 'must be a boolean');
-  rejectIf(nHeads % nKv !== 0, 'num_key_value_heads', `${nKv} does not divide num_attention_heads ${nHeads}`);
   rejectIf(topk < 1 || topk > E, 'num_experts_per_tok', `${topk} must be in [1, ${E}]`);
   const types = layerTypes(c, nLayers, ['full_attention', 'sliding_attention'], (i) => ((i + 1) % 2 ? 'sliding_attention' : 'full_attention'));
   const window = types.includes('sliding_attention') ? int(c, 'sliding_window', 128) : 0;

@@ -14,7 +14,8 @@ import { gatedFfn, parseActivation, reserveGatedFfn, rowsOf, type Activation, ty
 import { Moe } from '../layers/moe';
 import { ConfigError } from '../formats/errors';
 import { bool, int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
-import { attentionShape, hybridMamba2Config } from './bamba';
+import { hybridMamba2Config } from './bamba';
+import { attentionShape } from './common';
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
 import type { Family } from './net';
 import type { WeightStore } from './weights';

@@ -10,7 +10,7 @@ import { Mamba1Mixer, ssmKeepF32 } from '../layers/mamba';
 import { GatedMlp, parseActivation } from '../layers/mlp';
 import { Moe } from '../layers/moe';
 import { bool, int, lmHead, num, rejectIf } from './common';
-import { attentionShape } from './bamba';
+import { attentionShape } from './common';
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
 import { dtRank, requireSilu } from './mamba';
 import { expertCount, expertWeights } from './mixtral';

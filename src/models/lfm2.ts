@@ -13,7 +13,7 @@ import type { Weight } from '../kernels/types';
 import { Attention } from '../layers/attention';
 import { addBias, type Ctx, type Ffn, type Mixer } from '../layers/context';
 import { gatedFfn, reserveGatedFfn, rowsOf, type GatedWeights } from '../layers/mlp';
-import { bool, int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
+import { attentionShape, bool, int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
 import type { Family, Net } from './net';
 import type { RegionSpec, SeqState } from './state';
@@ -101,15 +101,12 @@ export function buildLfm2(ctx: Ctx, c: any): Net {
   const { ws } = ctx;
   const hidden = int(c, 'hidden_size');
   const nLayers = int(c, 'num_hidden_layers');
-  const nHeads = int(c, 'num_attention_heads');
-  const nKv = int(c, 'num_key_value_heads', nHeads);
-  const headDim = int(c, 'head_dim', Math.floor(hidden / nHeads));
+  const { nHeads, nKv, headDim } = attentionShape(c, hidden);
   const vocab = int(c, 'vocab_size');
   const eps = num(c, 'norm_eps', 1e-5);
   const L = int(c, 'conv_L_cache', 3);
   const convBias = bool(c, 'conv_bias', false);
   rejectIf(L < 2 || L > 4, 'conv_L_cache', `${L} is not supported (2 … 4)`);
-  rejectIf(nHeads % nKv !== 0, 'num_key_value_heads', `${nKv} does not divide num_attention_heads ${nHeads}`);
   // Lfm2Config without layer_types: full_attn_idxs lists the attention layers (default: all).
   const full: number[] = c.full_attn_idxs ?? Array.from({ length: nLayers }, (_, i) => i);
   const types = layerTypes(c, nLayers, ['conv', 'full_attention'], (i) => (full.includes(i) ? 'full_attention' : 'conv'));

@@ -4,7 +4,7 @@
 import { Attention } from '../layers/attention';
 import type { Ctx } from '../layers/context';
 import { GatedMlp, parseActivation } from '../layers/mlp';
-import { int, layerTypes, lmHead, num, bool, rejectIf, ropeSpec } from './common';
+import { attentionShape, int, layerTypes, lmHead, num, bool, rejectIf, ropeSpec } from './common';
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
 import type { Family, Net } from './net';
 
@@ -21,15 +21,12 @@ export function buildLlamaLike(ctx: Ctx, c: any, v: LlamaVariant): Net {
   const { ws } = ctx;
   const hidden = int(c, 'hidden_size');
   const nLayers = int(c, 'num_hidden_layers');
-  const nHeads = int(c, 'num_attention_heads');
-  const nKv = int(c, 'num_key_value_heads', nHeads);
-  const headDim = int(c, 'head_dim', Math.floor(hidden / nHeads));
+  const { nHeads, nKv, headDim } = attentionShape(c, hidden);
   const inter = int(c, 'intermediate_size');
   const vocab = int(c, 'vocab_size');
   const eps = num(c, 'rms_norm_eps', 1e-6);
   const act = parseActivation(c.hidden_act ?? 'silu');
   const mlpBias = bool(c, 'mlp_bias', false);
-  rejectIf(nHeads % nKv !== 0, 'num_key_value_heads', `${nKv} does not divide num_attention_heads ${nHeads}`);
   rejectIf((c.pretraining_tp ?? 1) !== 1, 'pretraining_tp', 'only 1 is supported');
   const types = layerTypes(c, nLayers, ['full_attention', 'sliding_attention'], () => 'full_attention');
   const rope = ropeSpec(c, headDim);

@@ -20,7 +20,7 @@ import { Attention } from '../layers/attention';
 import type { Ctx, Ffn, Mixer } from '../layers/context';
 import { parseActivation } from '../layers/mlp';
 import { Moe } from '../layers/moe';
-import { int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
+import { attentionShape, int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
 import { applyNorm, DecoderNet, type Block, type NormSpec } from './decoder';
 import { expertCount, expertWeights } from './mixtral';
 import type { Family, Net } from './net';
@@ -140,15 +140,12 @@ export function buildMiniMax(ctx: Ctx, c: any): Net {
   const { ws } = ctx;
   const hidden = int(c, 'hidden_size');
   const nLayers = int(c, 'num_hidden_layers');
-  const nHeads = int(c, 'num_attention_heads');
-  const nKv = int(c, 'num_key_value_heads', nHeads);
-  const headDim = int(c, 'head_dim', Math.floor(hidden / nHeads));
+  const { nHeads, nKv, headDim } = attentionShape(c, hidden);
   const vocab = int(c, 'vocab_size');
   const eps = num(c, 'rms_norm_eps', 1e-5);
   const act = parseActivation(c.hidden_act ?? 'silu');
   // The lightning qkv activation is ACT2FN[hidden_act]; SiLU is what MiniMax-01 uses.
   rejectIf(act !== 'silu', 'hidden_act', `${JSON.stringify(c.hidden_act)} is not supported (MiniMax uses silu)`);
-  rejectIf(nHeads % nKv !== 0, 'num_key_value_heads', `${nKv} does not divide num_attention_heads ${nHeads}`);
   const window = c.sliding_window ?? 0;
   rejectIf(!Number.isInteger(window) || window < 0, 'sliding_window', `must be a non-negative integer or null, got ${JSON.stringify(c.sliding_window)}`);
   const types = layerTypes(c, nLayers, ['linear_attention', 'full_attention'], (i) => ((i + 1) % 2 ? 'full_attention' : 'linear_attention'));

@@ -20,7 +20,7 @@ import { Attention } from '../layers/attention';
 import type { Ctx, Ffn, Mixer } from '../layers/context';
 import { GatedMlp, parseActivation, rowsOf } from '../layers/mlp';
 import { Moe } from '../layers/moe';
-import { bool, int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
+import { attentionShape, bool, int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
 import { expertWeights, qwenSparseLayers } from './mixtral';
 import type { Family, Net } from './net';
@@ -174,16 +174,13 @@ export function buildQwen3Next(ctx: Ctx, c: any): Net {
   const { ws } = ctx;
   const hidden = int(c, 'hidden_size');
   const nLayers = int(c, 'num_hidden_layers');
-  const nHeads = int(c, 'num_attention_heads');
-  const nKv = int(c, 'num_key_value_heads', nHeads);
-  const headDim = int(c, 'head_dim', Math.floor(hidden / nHeads));
+  const { nHeads, nKv, headDim } = attentionShape(c, hidden);
   const vocab = int(c, 'vocab_size');
   const eps = num(c, 'rms_norm_eps', 1e-6);
   const actName = c.hidden_act ?? 'silu';
   const act = parseActivation(actName);
   // The conv activation is ACT2FN[hidden_act]; the conv kernel implements SiLU.
   rejectIf(act !== 'silu', 'hidden_act', `${JSON.stringify(actName)} is not supported (Qwen3-Next uses silu for its MLPs and convolutions)`);
-  rejectIf(nHeads % nKv !== 0, 'num_key_value_heads', `${nKv} does not divide num_attention_heads ${nHeads}`);
   const gdn: GatedDeltaNetConfig = {
     hidden,
     Hk: int(c, 'linear_num_key_heads', 16),
