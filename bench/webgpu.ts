@@ -1,5 +1,5 @@
 // Decode speed, WebGPU vs WASM, on this machine.
-//   deno run -A --unstable-sloppy-imports bench/webgpu.ts [--synthetic-large] [--dtype q8_0|q4_0] [--tokens N] [--prefill N] [--runs N] [--model DIR]
+//   deno run -A --unstable-sloppy-imports bench/webgpu.ts [--synthetic-large] [--dtype q8_0|q4_0] [--tokens N] [--prefill N] [--runs N] [--profile] [--model DIR]
 // Default: the embedded model (models/sparrow-mini). --synthetic-large: a Llama-style model of
 // ~333M parameters with random bf16 weights built in memory (no files), quantized to Q8_0 on load.
 // Both backends run the same prompt (--prefill N tokens, default 128) and greedy continuation. The
@@ -167,6 +167,30 @@ try {
   t = performance.now();
   for (let i = 0; i < nLog; i++) l2 = await gs2.forward([argmax(l2)]);
   const gpuLogitTps = nLog / secs(t);
+  if (args.includes('--profile')) {
+    // Where a token's time goes: encoding its dispatches on the host, encoding and submitting,
+    // and the device finishing a queue of already-submitted tokens.
+    const ps: any = gm.newSession();
+    await ps.forward(prompt.slice(0, 8));
+    const dev = gpu.device, list = ps.list as unknown[], N = 64;
+    let t0 = performance.now();
+    for (let i = 0; i < N; i++) {
+      const enc = dev.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      gm.K.encode(pass, list as any);
+      pass.end();
+      enc.finish();
+    }
+    const encodeMs = (performance.now() - t0) / N;
+    await dev.queue.onSubmittedWorkDone();
+    t0 = performance.now();
+    ps.submitSteps(8, N, list);
+    const submitMs = (performance.now() - t0) / N;
+    await dev.queue.onSubmittedWorkDone();
+    const totalMs = (performance.now() - t0) / N;
+    console.log(`profile (${list.length} dispatches/token): encode ${encodeMs.toFixed(3)} ms/token; encode + submit ${submitMs.toFixed(3)} ms/token; submitted → done ${totalMs.toFixed(3)} ms/token`);
+    ps.dispose();
+  }
   const agree = toks.findIndex((x, i) => x !== wasmToks[i]);
   rows.push(['prefill (tokens/s)', wasmPrefill, gpuPrefill], ['decode, greedy on the GPU (tokens/s)', wasmTps, gpuTps], ['decode, logits read back per token (tokens/s)', wasmTps, gpuLogitTps]);
   note = `webgpu: ${gpu.adapterName}; ${gm.info().dispatchesPerToken} dispatches/token; ${(gm.info().weightBytes / 2 ** 20).toFixed(0)} MiB uploaded in ${tUp.toFixed(1)} s; greedy tokens ${agree < 0 ? 'identical to WASM' : `diverge from WASM at step ${agree} (WASM uses int8 activation dots, GPU f32)`}`;
