@@ -435,7 +435,7 @@ export function createApp(opts: AppOptions): SparrowApp {
       }
       const now = Date.now();
       try {
-        await opts.store.put({ id: sid, model: opts.modelId, tokens: [...ms.tokens], bytes: ms.snapshot(), createdAt: prev?.createdAt ?? now, updatedAt: now });
+        await opts.store.put({ id: sid, model: opts.modelId, tokens: [...ms.tokens], bytes: await ms.snapshotAsync(), createdAt: prev?.createdAt ?? now, updatedAt: now });
       } catch (e) {
         log(`session '${sid}' could not be stored`, e);
       }

@@ -112,7 +112,7 @@ function commonPrefix(a: ArrayLike<number>, b: ArrayLike<number>): number {
  * after the previous prompt when that is still a prefix, or starts over.
  *
  * `inner` is the WASM session, or the WebGPU one for a model loaded with backend 'webgpu' (see
- * `gpu`); snapshots and restore are WASM-only.
+ * `gpu`); snapshotAsync() works on both (snapshot() is the synchronous WASM form).
  */
 export class ModelSession {
   /** Logits after the last token fed (so a prompt equal to the cached tokens needs no run). */
@@ -130,7 +130,7 @@ export class ModelSession {
 
   private get wasm(): Session {
     const s = this.inner;
-    if (isGpu(s)) throw new RequestError('session', "state snapshots are not available for sessions on the webgpu backend; load the model with backend 'wasm' to save or restore state");
+    if (isGpu(s)) throw new RequestError('session', "snapshot() is synchronous and needs backend 'wasm'; on the webgpu backend use `await session.snapshotAsync()` (same bytes, restorable on either backend)");
     return s;
   }
 
@@ -147,7 +147,7 @@ export class ModelSession {
   canTruncate(pos: number): boolean {
     if (pos >= this.inner.pos) return pos === this.inner.pos;
     const g = this.gpu;
-    if (g) return g.model.positional;
+    if (g) return g.canRewind(pos);
     for (const r of this.model.layout.regions) {
       if (r.kind === 'fixed') return false;
       if (r.kind === 'ring' && this.inner.pos > (r.capacity ?? 0)) return false;
@@ -211,6 +211,12 @@ export class ModelSession {
   /** The session's state as versioned, checksummed bytes (they name the model; see LanguageModel.restore); `{ dtype: 'f16' }` halves them at f16 precision. */
   snapshot(opts: SnapshotOptions = {}): Uint8Array {
     return this.wasm.snapshot(opts);
+  }
+
+  /** snapshot() on either backend: a GPU session's state is read back, in the same format (restorable by a WASM or a GPU model). */
+  async snapshotAsync(opts: SnapshotOptions = {}): Promise<Uint8Array> {
+    const g = this.gpu;
+    return g ? g.snapshot(opts) : this.wasm.snapshot(opts);
   }
 
   reset(): void {
@@ -307,9 +313,9 @@ export class LanguageModel {
     return new ModelSession(this.model, this.gpu ? this.gpu.newSession() : this.model.newSession());
   }
 
-  /** A session resumed from `ModelSession.snapshot()` bytes of this same model (WASM backend). */
+  /** A session resumed from snapshot bytes of this same model, taken on either backend. */
   restore(bytes: Uint8Array): ModelSession {
-    if (this.gpu) throw new RequestError('session', "restoring state snapshots needs the wasm backend; load the model with backend 'wasm'");
+    if (this.gpu) return new ModelSession(this.model, this.gpu.restore(bytes));
     return new ModelSession(this.model, this.model.restore(bytes));
   }
 

@@ -142,16 +142,21 @@ export interface SnapshotOptions {
   dtype?: 'f32' | 'f16';
 }
 
-export function writeSnapshot(state: SeqState, header: Omit<SnapshotHeader, 'regions' | 'maxContext' | 'dtype'>, opts: SnapshotOptions = {}): Uint8Array {
-  const { layout, arena } = state;
+/** Floats of region `r` that a snapshot at `pos` processed tokens holds. */
+export function snapshotRegionFloats(r: Region, pos: number): number {
+  return r.kind === 'kv' ? r.perToken! * pos : r.kind === 'ring' ? r.perToken! * Math.min(pos, r.capacity!) : r.size;
+}
+
+/**
+ * Snapshot bytes of a state with this layout, whatever holds it: `read(r, n)` gives the first n floats
+ * of region r in the layout's order (kv: positions 0 … pos−1; ring: slots 0 … n/perToken − 1; fixed: all).
+ */
+export function encodeSnapshot(layout: StateLayout, header: Omit<SnapshotHeader, 'regions' | 'maxContext' | 'dtype'>, read: (r: Region, n: number) => Float32Array, opts: SnapshotOptions = {}): Uint8Array {
   const dtype = opts.dtype ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'f16') throw new SnapshotError(`snapshot dtype must be f32 or f16, got ${JSON.stringify(dtype)}`);
   const elem = dtype === 'f16' ? 2 : 4;
   const pos = header.pos;
-  const regions = layout.regions.map((r) => ({
-    name: r.name,
-    floats: r.kind === 'kv' ? r.perToken! * pos : r.kind === 'ring' ? r.perToken! * Math.min(pos, r.capacity!) : r.size,
-  }));
+  const regions = layout.regions.map((r) => ({ name: r.name, floats: snapshotRegionFloats(r, pos) }));
   const head = new TextEncoder().encode(JSON.stringify({ ...header, maxContext: layout.maxContext, regions, dtype }));
   const payloadFloats = regions.reduce((a, r) => a + r.floats, 0);
   const out = new Uint8Array(8 + 8 + head.length + payloadFloats * elem + 4);
@@ -166,18 +171,24 @@ export function writeSnapshot(state: SeqState, header: Omit<SnapshotHeader, 'reg
     const n = regions[i].floats;
     // A ring region is stored whole (slot order): positions wrap, so trimming by count would
     // only be valid before the first wrap.
+    const v = read(r, n);
+    if (v.length !== n) throw new SnapshotError(`state region ${r.name}: ${v.length} floats read, ${n} expected`);
     if (dtype === 'f16') {
-      const v = arena.f32(state.base + r.offset, n);
       for (let j = 0; j < n; j++) {
         if (!(Math.abs(v[j]) <= 65504)) throw new SnapshotError(`state region ${r.name} holds ${v[j]}, outside the f16 range: use an f32 snapshot`);
       }
       out.set(f32ToF16Bytes(v), o);
     }
-    else out.set(arena.u8(state.base + r.offset, n * 4), o);
+    else out.set(new Uint8Array(v.buffer, v.byteOffset, n * 4), o);
     o += n * elem;
   }
   dv.setUint32(o, crc32(out.subarray(0, o)), true);
   return out;
+}
+
+export function writeSnapshot(state: SeqState, header: Omit<SnapshotHeader, 'regions' | 'maxContext' | 'dtype'>, opts: SnapshotOptions = {}): Uint8Array {
+  const { layout, arena } = state;
+  return encodeSnapshot(layout, header, (r, n) => arena.f32(state.base + r.offset, n), opts);
 }
 
 export function readSnapshotHeader(bytes: Uint8Array): { header: SnapshotHeader; payloadOffset: number } {
@@ -199,28 +210,39 @@ export function readSnapshotHeader(bytes: Uint8Array): { header: SnapshotHeader;
   return { header, payloadOffset: 16 + hl };
 }
 
-export function restoreSnapshot(state: SeqState, bytes: Uint8Array, expect: { modelHash: string }): SnapshotHeader {
+/**
+ * Checks snapshot bytes against a layout and hands over each region's floats (f32, whatever the
+ * payload dtype): `clear()` once the header fits, then `write(r, data)` per region in layout order,
+ * data being the region's first data.length floats (see encodeSnapshot).
+ */
+export function decodeSnapshot(layout: StateLayout, bytes: Uint8Array, expect: { modelHash: string }, sink: { clear(): void; write(r: Region, data: Float32Array): void }): SnapshotHeader {
   const { header, payloadOffset } = readSnapshotHeader(bytes);
   if (header.modelHash !== expect.modelHash) {
     throw new SnapshotError(`snapshot belongs to another model (hash ${header.modelHash}, this model ${expect.modelHash})`);
   }
-  const { layout, arena } = state;
   if (header.pos > layout.maxContext) throw new SnapshotError(`snapshot holds ${header.pos} positions; this session allows ${layout.maxContext}`);
   if (header.regions.length !== layout.regions.length) throw new SnapshotError('snapshot state layout differs from this model');
   const dtype = header.dtype ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'f16') throw new SnapshotError(`snapshot payload dtype ${JSON.stringify(dtype)} is not supported`);
   const elem = dtype === 'f16' ? 2 : 4;
-  state.clear();
+  sink.clear();
   let o = payloadOffset;
   for (let i = 0; i < layout.regions.length; i++) {
     const r = layout.regions[i];
     const n = header.regions[i].floats;
     if (header.regions[i].name !== r.name || !Number.isInteger(n) || n < 0 || n > r.size) throw new SnapshotError(`snapshot region ${header.regions[i].name} does not fit region ${r.name}`);
     if (o + n * elem > bytes.length - 4) throw new SnapshotError('snapshot is truncated (payload)');
-    if (dtype === 'f16') arena.f32(state.base + r.offset, n).set(f16BytesToF32(bytes.subarray(o, o + n * 2), n));
-    else arena.u8(state.base + r.offset, n * 4).set(bytes.subarray(o, o + n * 4));
+    sink.write(r, dtype === 'f16' ? f16BytesToF32(bytes.subarray(o, o + n * 2), n) : new Float32Array(bytes.slice(o, o + n * 4).buffer));
     o += n * elem;
   }
   if (o !== bytes.length - 4) throw new SnapshotError('snapshot has trailing bytes');
   return header;
+}
+
+export function restoreSnapshot(state: SeqState, bytes: Uint8Array, expect: { modelHash: string }): SnapshotHeader {
+  const { layout, arena } = state;
+  return decodeSnapshot(layout, bytes, expect, {
+    clear: () => state.clear(),
+    write: (r, data) => arena.f32(state.base + r.offset, data.length).set(data),
+  });
 }

@@ -29,6 +29,14 @@ export class Floats {
   }
 }
 
+/** One allocation of session state in `st` and the WASM state region it holds (null: none named). */
+export interface GpuStateAlloc {
+  off: number;
+  floats: number;
+  kind: 'kv' | 'fixed';
+  region: string | null;
+}
+
 export type Emit = (b: GpuBufs) => Dispatch[];
 
 /** Adds a layer's dispatches: reads x (a offset), writes out (a offset); `where` names it in errors. */
@@ -81,8 +89,16 @@ export class GpuBuilder {
     this.emits.push(e);
   }
 
-  /** State floats of `st`: `kv` for position-indexed caches (cut back by moving the position), `fixed` for recurrent state. */
-  state(n: number, kind: 'kv' | 'fixed'): number {
+  /** Every allocation of `st`, with the WASM state region it holds (see GpuStateMap). */
+  readonly stateAllocs: GpuStateAlloc[] = [];
+
+  /**
+   * State floats of `st`: `kv` for position-indexed caches (cut back by moving the position), `fixed`
+   * for recurrent state. `region` names the WASM state region (models/state.ts) the floats hold, so
+   * snapshots carry them: a `kv` allocation holds maxContext positions of the region's perToken
+   * floats (a WASM ring too: on the GPU it is a full-length cache); a `fixed` one the region as is.
+   */
+  state(n: number, kind: 'kv' | 'fixed', region?: { name: string }): number {
     const o = this.stateAlloc.take(n);
     if (kind === 'fixed') {
       const last = this.fixedRanges[this.fixedRanges.length - 1];
@@ -90,6 +106,7 @@ export class GpuBuilder {
       if (last && last[0] + last[1] === o) last[1] += len;
       else this.fixedRanges.push([o, len]);
     }
+    this.stateAllocs.push({ off: o, floats: n, kind, region: region?.name ?? null });
     return o;
   }
 

@@ -10,14 +10,48 @@
 //   recurrent state, so rewind() can cut the session back to the tokens a caller kept (a stop token
 //   in the middle of a batch).
 
-import { unsupported, GpuBuilder, TOKENS_BASE } from './builder';
+import { unsupported, GpuBuilder, TOKENS_BASE, type GpuStateAlloc } from './builder';
 import { BufferUsage, MapMode } from './flags';
 import { KernelError } from '../kernels/runtime';
 import { DecoderNet } from '../models/decoder';
 import type { Model } from '../models/model';
+import { decodeSnapshot, encodeSnapshot, SnapshotError, type Region, type SnapshotOptions, type StateLayout } from '../models/state';
 import type { GpuDevice } from './device';
 import { EW, GpuKernels, writeStep, type Dispatch, type GpuBufs } from './ops';
 import './layers/index';
+
+/**
+ * Where a WASM state region lives in `st`: `copy` when the float layouts agree (kv caches, recurrent
+ * state), `ring` for a sliding-window cache that WASM keeps as a ring of `capacity` slots (position p
+ * at slot p % capacity) and the GPU as a full-length cache (position p at row p).
+ */
+export interface GpuRegionMap {
+  region: Region;
+  off: number;
+  mode: 'copy' | 'ring';
+}
+
+/** Pairs every region of the WASM state layout with the `st` allocation holding it; throws on a gap or a mismatch. */
+export function mapState(layout: StateLayout, allocs: GpuStateAlloc[]): GpuRegionMap[] {
+  const L = layout.maxContext;
+  const byName = new Map<string, GpuStateAlloc>();
+  for (const a of allocs) {
+    if (a.region === null) throw new KernelError('webgpu', `a layer's ${a.kind} state (${a.floats} floats at st offset ${a.off}) names no WASM state region, so snapshots could not carry it`);
+    const r = layout.byName.get(a.region);
+    if (!r) throw new KernelError('webgpu', `GPU state names region ${a.region}, which the WASM state layout does not have`);
+    if (byName.has(a.region)) throw new KernelError('webgpu', `GPU state region ${a.region} is allocated twice`);
+    const want = r.kind === 'fixed' ? { kind: 'fixed', floats: r.size } : { kind: 'kv', floats: r.perToken! * L };
+    if (a.kind !== want.kind || a.floats !== want.floats) {
+      throw new KernelError('webgpu', `GPU state of region ${a.region} (${a.kind}, ${a.floats} floats) does not match the WASM ${r.kind} region (expected ${want.kind}, ${want.floats} floats)`);
+    }
+    byName.set(a.region, a);
+  }
+  return layout.regions.map((r) => {
+    const a = byName.get(r.name);
+    if (!a) throw new KernelError('webgpu', `WASM state region ${r.name} has no GPU state: its layer's WebGPU builder must name it in GpuBuilder.state(), or snapshots would lose it`);
+    return { region: r, off: a.off, mode: r.kind === 'ring' ? 'ring' : 'copy' };
+  });
+}
 
 export interface GpuModelInfo {
   adapter: string;
@@ -41,6 +75,8 @@ export class GpuModel {
   private readonly builder: GpuBuilder;
   private readonly c: GPUBuffer;
   private dispatchCount = 0;
+  /** Every WASM state region and where it lives in `st` (snapshots, restore). */
+  readonly stateMap: GpuRegionMap[];
 
   constructor(readonly model: Model, readonly gpu: GpuDevice) {
     this.K = new GpuKernels(gpu);
@@ -72,6 +108,7 @@ export class GpuModel {
     this.fixedFloats = B.fixedRanges.reduce((s, r) => s + r[1], 0);
     this.actFloats = B.act.top;
     this.stateFloats = B.stateFloats;
+    this.stateMap = mapState(model.layout, B.stateAllocs);
   }
 
   info(): GpuModelInfo {
@@ -97,6 +134,28 @@ export class GpuModel {
     this.dispatchCount = list.length;
     return new GpuSession(this, bufs, list, greedy);
   }
+
+  /**
+   * A session resumed from snapshot bytes of this model, from either backend (the WASM format of
+   * models/state.ts); refuses snapshots of another model or version as WASM does.
+   */
+  restore(bytes: Uint8Array): GpuSession {
+    let s: GpuSession | null = null;
+    const data: [GpuRegionMap, Float32Array][] = [];
+    const at = new Map(this.stateMap.map((m) => [m.region, m]));
+    try {
+      const h = decodeSnapshot(this.model.layout, bytes, { modelHash: this.model.hash }, {
+        clear: () => void (s = this.newSession()),
+        write: (r, d) => void data.push([at.get(r)!, d]),
+      });
+      if (h.tokens.length !== h.pos) throw new SnapshotError(`snapshot names ${h.tokens.length} tokens for ${h.pos} positions`);
+      s!.load(h.tokens, data);
+      return s!;
+    } catch (e) {
+      (s as GpuSession | null)?.dispose();
+      throw e;
+    }
+  }
 }
 
 interface RestorePoint {
@@ -118,6 +177,11 @@ export class GpuSession {
   private inFlight = 0;
   private lastBatch: Promise<unknown> = Promise.resolve();
   private disposed = false;
+  /**
+   * Lowest position a positional rewind may go to: a session restored from a snapshot whose
+   * sliding-window rings had wrapped holds no keys before the ring's positions.
+   */
+  private floor = 0;
 
   constructor(readonly model: GpuModel, private readonly bufs: GpuBufs, private readonly list: Dispatch[], private readonly greedyList: Dispatch[]) {}
 
@@ -255,6 +319,7 @@ export class GpuSession {
     if (pos === this.pos) return;
     if (pos > this.pos || pos < 0) throw new RangeError(`cannot rewind to ${pos} (session holds ${this.pos})`);
     if (this.model.positional) {
+      if (pos < this.floor) throw new RangeError(`cannot rewind to ${pos}: the session was restored at ${this.floor} from sliding-window caches`);
       this.pos = pos;
       this.tokens.length = pos;
       return;
@@ -310,7 +375,97 @@ export class GpuSession {
     this.device.queue.submit([enc.finish()]);
     s.tokens = this.tokens.slice();
     s.pos = this.pos;
+    s.floor = this.floor;
     return s;
+  }
+
+  /** Whether rewind(pos) can cut the state back to `pos` tokens without a restore point. */
+  canRewind(pos: number): boolean {
+    return pos === this.pos || (pos < this.pos && pos >= this.floor && this.model.positional);
+  }
+
+  /**
+   * The state as snapshot bytes in the WASM format (models/state.ts): each region read back trimmed
+   * to the positions in use, sliding-window caches laid out as WASM's ring. Resolves once read back.
+   */
+  async snapshot(opts: SnapshotOptions = {}): Promise<Uint8Array> {
+    this.check(0);
+    const pos = this.pos;
+    if (this.tokens.length !== pos) throw new Error(`session holds ${this.tokens.length} token ids for ${pos} positions`);
+    // The floats each region needs, as one range of `st`: kv rows 0 … pos−1, a ring's last
+    // min(pos, capacity) rows, fixed state whole.
+    const parts = this.model.stateMap.map((m) => {
+      const r = m.region;
+      if (r.kind === 'fixed') return { m, from: m.off, n: r.size };
+      const rows = r.kind === 'ring' ? Math.min(pos, r.capacity!) : pos;
+      return { m, from: m.off + (pos - rows) * r.perToken!, n: rows * r.perToken! };
+    });
+    const total = parts.reduce((a, p) => a + p.n, 0);
+    const all = new Float32Array(total);
+    if (total > 0) {
+      const dev = this.device;
+      const rd = dev.createBuffer({ size: total * 4, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
+      const enc = dev.createCommandEncoder();
+      let o = 0;
+      for (const p of parts) {
+        if (p.n) enc.copyBufferToBuffer(this.bufs.st, p.from * 4, rd, o * 4, p.n * 4);
+        o += p.n;
+      }
+      dev.queue.submit([enc.finish()]);
+      await mapped(rd, this.model.gpu);
+      all.set(new Float32Array(rd.getMappedRange()));
+      rd.unmap();
+      rd.destroy();
+    }
+    const got = new Map<Region, Float32Array>();
+    let o = 0;
+    for (const p of parts) {
+      const v = all.subarray(o, o + p.n);
+      o += p.n;
+      const r = p.m.region;
+      if (p.m.mode !== 'ring') {
+        got.set(r, v);
+        continue;
+      }
+      // GPU rows pos − rows … pos − 1 to ring slots (position q at slot q % capacity).
+      const cap = r.capacity!, per = r.perToken!, rows = p.n / per, ring = new Float32Array(p.n);
+      for (let i = 0; i < rows; i++) {
+        const q = pos - rows + i;
+        ring.set(v.subarray(i * per, (i + 1) * per), (q % cap) * per);
+      }
+      got.set(r, ring);
+    }
+    const m = this.model.model;
+    return encodeSnapshot(m.layout, { modelHash: m.hash, modelType: m.modelType, pos, tokens: this.tokens.slice() }, (r, n) => got.get(r)!.subarray(0, n), opts);
+  }
+
+  /** Loads decoded snapshot regions and their token ids into this fresh session (GpuModel.restore). */
+  load(tokens: number[], regions: [GpuRegionMap, Float32Array][]): void {
+    this.check(tokens.length);
+    const pos = tokens.length, q = this.device.queue;
+    if (pos) this.writeTokens(0, tokens);
+    let floor = 0;
+    for (const [m, d] of regions) {
+      if (!d.length) continue;
+      const r = m.region;
+      if (m.mode === 'copy') {
+        q.writeBuffer(this.bufs.st, m.off * 4, d);
+        continue;
+      }
+      // Ring slots to GPU rows: the last rows = min(pos, capacity) positions, position p from slot p % capacity.
+      const cap = r.capacity!, per = r.perToken!, rows = d.length / per;
+      if (rows !== Math.min(pos, cap)) throw new SnapshotError(`snapshot region ${r.name} holds ${rows} positions, expected ${Math.min(pos, cap)}`);
+      const lin = new Float32Array(d.length);
+      for (let i = 0; i < rows; i++) {
+        const p = pos - rows + i;
+        lin.set(d.subarray((p % cap) * per, (p % cap + 1) * per), i * per);
+      }
+      q.writeBuffer(this.bufs.st, (m.off + (pos - rows) * per) * 4, lin);
+      if (pos > rows) floor = pos;
+    }
+    this.tokens = tokens.slice();
+    this.pos = pos;
+    this.floor = floor;
   }
 
   reset(): void {
@@ -323,6 +478,7 @@ export class GpuSession {
     this.checkpointPoint = null;
     this.tokens = [];
     this.pos = 0;
+    this.floor = 0;
   }
 
   dispose(): void {
