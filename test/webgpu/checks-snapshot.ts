@@ -76,6 +76,11 @@ async function snapshotChecks(name: string, model: Model, gm: GpuModel, prompt: 
   const g1 = gm.restore(wasmBytes);
   const l2 = await g1.forward([probe]);
   check(`${name}: WASM snapshot → GPU restore holds the tokens`, g1.pos === prompt.length + 1 && g1.tokens.length === g1.pos, `${g1.pos} ${g1.tokens.length}`);
+  // Keys before a wrapped ring's positions are not in the snapshot: no positional rewind below the restore point.
+  const wrapped = model.layout.regions.some((r) => r.kind === 'ring' && prompt.length > r.capacity!);
+  const canCut = g1.canRewind(prompt.length - 1), canKeep = g1.canRewind(prompt.length);
+  check(`${name}: GPU session restored${wrapped ? ' from wrapped rings' : ''} rewinds ${wrapped ? 'no further than the restore point' : 'as any other'}`,
+    canCut === (!wrapped && gm.positional) && canKeep === gm.positional, `${canCut} ${canKeep} positional ${gm.positional}`);
   g1.dispose();
   num(`${name}: WASM snapshot → GPU restore, next logits vs WASM (max rel)`, rel(l2, want), TOL);
   // A GPU snapshot restored on the GPU continues as the session it was taken from.
@@ -161,6 +166,14 @@ try {
   const bytes = await gs.snapshotAsync();
   const ws = wasmLm.restore(bytes);
   check('LanguageModel: restored WASM session holds the GPU session\'s tokens', JSON.stringify(ws.tokens) === JSON.stringify(gs.tokens), `${ws.tokens.length} vs ${gs.tokens.length}`);
+  // Next logits of copies of the two sessions (the sessions themselves go on generating).
+  const probeNext = async (x: { fork(): { inner: { forward(ids: number[]): Float32Array | Promise<Float32Array> }; dispose(): void } }) => {
+    const f = x.fork();
+    const l = await f.inner.forward([261]);
+    f.dispose();
+    return l;
+  };
+  num('LanguageModel: webgpu → wasm restore, next logits vs the GPU session (max rel)', rel(await probeNext(ws), await probeNext(gs)), TOL);
   const p2 = p1 + a.text + ' Then';
   const x = await gpuLm.generate(p2, { maxTokens: 24, temperature: 0, ignoreEos: true, session: gs }).result();
   const y = await wasmLm.generate(p2, { maxTokens: 24, temperature: 0, ignoreEos: true, session: ws }).result();
@@ -169,6 +182,7 @@ try {
   const wbytes = await ws.snapshotAsync();
   check('LanguageModel: snapshotAsync on WASM equals snapshot()', JSON.stringify(Array.from(wbytes)) === JSON.stringify(Array.from(ws.snapshot())));
   const gs2 = gpuLm.restore(wbytes);
+  num('LanguageModel: wasm → webgpu restore, next logits vs the WASM session (max rel)', rel(await probeNext(gs2), await probeNext(ws)), TOL);
   const p3 = p2 + y.text + ' At last';
   const u = await wasmLm.generate(p3, { maxTokens: 24, temperature: 0, ignoreEos: true, session: ws }).result();
   const v = await gpuLm.generate(p3, { maxTokens: 24, temperature: 0, ignoreEos: true, session: gs2 }).result();
