@@ -6,9 +6,6 @@
 // window. Buffers start as NaN so a read of anything not written shows. Prints one JSON line:
 // { adapter, results: [{ name, err, tol, pass }] } or { error }.
 
-import { BufferUsage } from '../../src/webgpu/flags';
-import { acquireGpu } from '../../src/webgpu/device';
-import { GpuKernels, TOKENS_BASE, writeStep, type GpuBufs, type Dispatch } from '../../src/webgpu/ops';
 import { GpuBuilder } from '../../src/webgpu/builder';
 import { clamp, decodeAttention } from '../../src/webgpu/layers/attention';
 import { attentionRef } from '../../src/kernels/attention.ref';
@@ -16,56 +13,14 @@ import { openCheckpoint } from '../../src/formats/checkpoint';
 import { buildModel } from '../../src/models/index';
 import { Attention } from '../../src/layers/attention';
 import '../../src/webgpu/layers/index';
+import { Checks, gpuBench, nan, rel, rng, withGpu } from './harness';
 
-let seed = 4242;
-const rnd = () => {
-  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-  return (seed / 2 ** 32) * 2 - 1;
-};
-const randn = (n: number, s = 1) => Float32Array.from({ length: n }, () => rnd() * s);
+const { randn } = rng(4242);
+const checks = new Checks();
+const { check } = checks;
 
-/** max |a − b| / max |b| (Infinity on any non-finite difference) */
-function rel(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < b.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!Number.isFinite(d)) return Infinity;
-    num = Math.max(num, d);
-    den = Math.max(den, Math.abs(b[i]));
-  }
-  return den ? num / den : num;
-}
-
-const out: { name: string; err: number; tol: number; pass: boolean }[] = [];
-function check(name: string, err: number, tol: number) {
-  out.push({ name, err, tol, pass: err <= tol });
-}
-
-async function main() {
-  let gpu;
-  try {
-    gpu = await acquireGpu();
-  } catch (e) {
-    console.log(JSON.stringify({ error: (e as Error).message }));
-    return;
-  }
-  const K = new GpuKernels(gpu);
-  const dev = gpu.device;
-  const nan = (n: number) => new Float32Array(n).fill(NaN);
-  const mk = (actFloats: number, stFloats: number, cData?: Float32Array): GpuBufs => {
-    const b: GpuBufs = {
-      a: K.buffer(actFloats * 4),
-      st: K.buffer(stFloats * 4),
-      c: cData ? K.upload(cData) : K.buffer(16),
-      ids: K.buffer((TOKENS_BASE + 64) * 4),
-      step: K.buffer(16, BufferUsage.UNIFORM | BufferUsage.COPY_DST),
-    };
-    dev.queue.writeBuffer(b.a, 0, nan(actFloats));
-    dev.queue.writeBuffer(b.st, 0, nan(stFloats));
-    return b;
-  };
-  const put = (buf: GPUBuffer, off: number, d: Float32Array) => dev.queue.writeBuffer(buf, off * 4, d);
-  const run = (list: Dispatch[], src: GPUBuffer, off: number, n: number) => K.run(list, { src, off, n }) as Promise<Float32Array>;
+await withGpu(async (gpu) => {
+  const { K, mk, put, run, setStep } = gpuBench(gpu);
 
   // --- decode attention kernel against the float64 reference -----------------------------------
   type Case = { nHeads: number; nKv: number; D: number; Dv: number; n: number; window?: number; softcap?: number; sinks?: boolean };
@@ -93,7 +48,7 @@ async function main() {
     put(b.a, 0, q);
     put(b.st, 4, Kc);
     put(b.st, vOff, Vc);
-    writeStep(dev, b.step, 0, n - 1);
+    setStep(b, n - 1);
     const oOff = 8192;
     const got = await run([decodeAttention(K, b, oOff, 0, 4, vOff, {
       nHeads, nKv, headDim: D, vDim: Dv, scale, scores: 16384, maxN, window: cs.window, softcap: cs.softcap, sinks: sinks ? 4 : undefined,
@@ -149,7 +104,7 @@ async function main() {
         const want = model.k.arena.f32(yp, D).slice();
         put(b.a, x, X);
         put(b.a, y, nan(D));
-        writeStep(dev, b.step, 0, pos);
+        setStep(b, pos);
         const got = await run(list, b.a, y, D);
         worst = Math.max(worst, rel(got, want));
       }
@@ -161,7 +116,5 @@ async function main() {
     }
     model.dispose();
   }
-  console.log(JSON.stringify({ adapter: gpu.adapterName, results: out }));
-}
-
-main().catch((e) => console.log(JSON.stringify({ error: `${(e as Error).name}: ${(e as Error).message}` })));
+  checks.print(gpu.adapterName);
+});

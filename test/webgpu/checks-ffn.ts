@@ -6,9 +6,7 @@
 // biases, routing modes, expert biases, shared expert with / without gate). Outputs are poisoned with
 // NaN first. Prints one JSON line: { adapter, results: [{ name, err, tol, pass }] } or { error }.
 
-import { BufferUsage } from '../../src/webgpu/flags';
-import { acquireGpu } from '../../src/webgpu/device';
-import { GpuKernels, TOKENS_BASE, type GpuBufs, type Dispatch } from '../../src/webgpu/ops';
+import { TOKENS_BASE, type GpuBufs } from '../../src/webgpu/ops';
 import { GpuBuilder } from '../../src/webgpu/builder';
 import '../../src/webgpu/layers/index';
 import { activation, actOp, route as gpuRoute, type GatedAct } from '../../src/webgpu/layers/ffn';
@@ -24,25 +22,12 @@ import { DecoderNet, PreNormBlock } from '../../src/models/decoder';
 import { GatedMlp, type GatedWeights } from '../../src/layers/mlp';
 import { Moe, type MoeConfig } from '../../src/layers/moe';
 import type { Ffn } from '../../src/layers/context';
+import { Checks, gpuBench, rel, rng, withGpu } from './harness';
 
-let seed = 4242;
-const rnd = () => {
-  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-  return (seed / 2 ** 32) * 2 - 1;
-};
-const randn = (n: number, s = 1) => Float32Array.from({ length: n }, () => rnd() * s);
+const { randn } = rng(4242);
+const checks = new Checks();
+const { check } = checks;
 
-/** max |a − b| / max |b| (non-finite anywhere: Infinity). */
-function rel(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < b.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!Number.isFinite(d)) return Infinity;
-    num = Math.max(num, d);
-    den = Math.max(den, Math.abs(b[i]));
-  }
-  return den ? num / den : num;
-}
 /** max over elements of |a − b| / max(|b|, floor). */
 function elemRel(a: ArrayLike<number>, b: ArrayLike<number>, floor = 1e-30): number {
   let m = 0;
@@ -54,38 +39,17 @@ function elemRel(a: ArrayLike<number>, b: ArrayLike<number>, floor = 1e-30): num
   return m;
 }
 
-const out: { name: string; err: number; tol: number; pass: boolean }[] = [];
-function check(name: string, err: number, tol: number) {
-  out.push({ name, err, tol, pass: err <= tol });
-}
-
-async function main() {
-  let gpu;
-  try {
-    gpu = await acquireGpu();
-  } catch (e) {
-    console.log(JSON.stringify({ error: (e as Error).message }));
-    return;
-  }
-  const K = new GpuKernels(gpu);
-  const dev = gpu.device;
+await withGpu(async (gpu) => {
+  const { K, mk: bufs, put, run } = gpuBench(gpu);
   const k = await instantiate({});
 
   const ACT = 1 << 18;
-  const mk = (cData?: Float32Array): GpuBufs => {
-    const b: GpuBufs = {
-      a: K.buffer(ACT * 4),
-      st: K.buffer(16),
-      c: cData ? K.upload(cData) : K.buffer(16),
-      ids: K.buffer((TOKENS_BASE + 64) * 4),
-      step: K.buffer(16, BufferUsage.UNIFORM | BufferUsage.COPY_DST),
-    };
-    dev.queue.writeBuffer(b.a, 0, new Float32Array(ACT).fill(NaN));
-    dev.queue.writeBuffer(b.ids, 0, new Uint32Array(TOKENS_BASE).fill(0xffffffff));
+  /** Activations of `actFloats` (NaN), no state, token ids all 0xffffffff. */
+  const mk = (cData?: Float32Array, actFloats = ACT): GpuBufs => {
+    const b = bufs(actFloats, 16, cData);
+    put(b.ids, 0, new Uint32Array(TOKENS_BASE).fill(0xffffffff));
     return b;
   };
-  const put = (buf: GPUBuffer, off: number, d: Float32Array | Uint32Array) => dev.queue.writeBuffer(buf, off * 4, d);
-  const run = (list: Dispatch[], src: GPUBuffer, off: number, n: number) => K.run(list, { src, off, n }) as Promise<Float32Array>;
   const readIds = async (b: GpuBufs, n: number) => new Uint32Array((await run([], b.ids, 0, n)).buffer);
 
   // --- activations, odd sizes, gate values over [−14, 14] -----------------------------------------
@@ -226,12 +190,7 @@ async function main() {
     const B = new GpuBuilder(m, K);
     const x = B.act.take(D), y = B.act.take(D);
     B.ffn(f, x, y, name);
-    const b: GpuBufs = {
-      a: K.buffer(B.act.top * 4), st: K.buffer(16), c: K.upload(B.packConsts()),
-      ids: K.buffer((TOKENS_BASE + 16) * 4), step: K.buffer(16, BufferUsage.UNIFORM | BufferUsage.COPY_DST),
-    };
-    dev.queue.writeBuffer(b.a, 0, new Float32Array(B.act.top).fill(NaN));
-    dev.queue.writeBuffer(b.ids, 0, new Uint32Array(TOKENS_BASE).fill(0xffffffff));
+    const b = mk(B.packConsts(), B.act.top);
     put(b.a, x, X);
     const got = await run(B.emits.flatMap((e) => e(b)), b.a, y, D);
     check(`layer ${name}`, rel(got, want), tol);
@@ -296,7 +255,5 @@ async function main() {
     await layerCheck('Moe deepseek groups, fill −∞', m, moeVariant(f, { routing: { ...f.cfg.routing, maskFill: -Infinity } }));
   }
 
-  console.log(JSON.stringify({ adapter: gpu.adapterName, results: out }));
-}
-
-main().catch((e) => console.log(JSON.stringify({ error: `${(e as Error).name}: ${(e as Error).message}`, stack: (e as Error).stack })));
+  checks.print(gpu.adapterName);
+});

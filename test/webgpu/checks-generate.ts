@@ -6,17 +6,10 @@
 
 import { loadModel } from '../../src/index';
 import { probeGpu } from '../../src/webgpu/device';
+import { Checks, printError, rel } from './harness';
 
-const out: { name: string; err: number; tol: number; pass: boolean; detail?: string }[] = [];
-const check = (name: string, ok: boolean, detail?: string) => out.push({ name, err: ok ? 0 : 1, tol: 0, pass: ok, detail: ok ? undefined : detail });
-function rel(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num = Math.max(num, Math.abs(a[i] - b[i]));
-    den = Math.max(den, Math.abs(b[i]));
-  }
-  return num / den;
-}
+const checks = new Checks();
+const check = checks.ok;
 
 try {
   const { gpu: dev, reason } = await probeGpu();
@@ -80,7 +73,7 @@ try {
   const auto = await loadModel(dir, { backend: 'auto', onNotice: (m) => notes.push(m) });
   if (dev.software) check('auto on a software adapter: wasm, one notice', auto.backend === 'wasm' && notes.length === 1 && /CPU implementation/.test(notes[0]), JSON.stringify(notes));
   else check('auto on a hardware adapter: webgpu, no notice', auto.backend === 'webgpu' && notes.length === 0, JSON.stringify(notes));
-  console.log(JSON.stringify({ adapter: dev.adapterName, results: out }));
+  checks.print(dev.adapterName);
 } catch (e) {
-  console.log(JSON.stringify({ error: `${(e as Error).name}: ${(e as Error).message}`, results: out }));
+  printError(e, { results: checks.results });
 }

@@ -4,8 +4,7 @@
 // { adapter, results: [{ name, err, tol, pass }] } or { error } when no device was acquired.
 
 import { BufferUsage, MapMode } from '../../src/webgpu/flags';
-import { acquireGpu } from '../../src/webgpu/device';
-import { EW, GpuKernels, TOKENS_BASE, type GpuBufs, type Dispatch } from '../../src/webgpu/ops';
+import { EW, TOKENS_BASE } from '../../src/webgpu/ops';
 import { instantiate } from '../../src/kernels/runtime';
 import { matmul, quantizeRowsQ4_0, quantizeRowsQ8_0 } from '../../src/kernels/matmul';
 import { rowBytes } from '../../src/kernels/types';
@@ -16,55 +15,19 @@ import { attentionRef } from '../../src/kernels/attention.ref';
 import { linearAttentionRef } from '../../src/kernels/linear_attention.ref';
 import { conv1dRef } from '../../src/kernels/conv.ref';
 import { routeRef } from '../../src/kernels/moe.ref';
+import { Checks, gpuBench, rel, rng, withGpu } from './harness';
 
-let seed = 12345;
-const rnd = () => {
-  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-  return (seed / 2 ** 32) * 2 - 1;
-};
-const randn = (n: number, s = 1) => Float32Array.from({ length: n }, () => rnd() * s);
+const { rnd, randn } = rng(12345);
+const checks = new Checks();
+const { check } = checks;
 
-/** max |a − b| / max |b| */
-function rel(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < b.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!Number.isFinite(d)) return Infinity;
-    num = Math.max(num, d);
-    den = Math.max(den, Math.abs(b[i]));
-  }
-  return den ? num / den : num;
-}
-
-const out: { name: string; err: number; tol: number; pass: boolean }[] = [];
-function check(name: string, err: number, tol: number) {
-  out.push({ name, err, tol, pass: err <= tol });
-}
-
-async function main() {
-  let gpu;
-  try {
-    gpu = await acquireGpu();
-  } catch (e) {
-    console.log(JSON.stringify({ error: (e as Error).message }));
-    return;
-  }
-  const K = new GpuKernels(gpu);
-  const dev = gpu.device;
+await withGpu(async (gpu) => {
+  const { K, dev, mk: bufs, put, run, setStep } = gpuBench(gpu);
   const k = await instantiate({});
 
-  // One activation buffer and one state buffer per check, filled from host arrays.
+  // One activation buffer and one state buffer per check (NaN until written), filled from host arrays.
   const ACT = 1 << 20;
-  const mk = (cData?: Float32Array): GpuBufs => ({
-    a: K.buffer(ACT * 4),
-    st: K.buffer(ACT * 4),
-    c: cData ? K.upload(cData) : K.buffer(16),
-    ids: K.buffer((TOKENS_BASE + 64) * 4),
-    step: K.buffer(16, BufferUsage.UNIFORM | BufferUsage.COPY_DST),
-  });
-  const put = (buf: GPUBuffer, off: number, d: Float32Array) => dev.queue.writeBuffer(buf, off * 4, d);
-  const setStep = (b: GpuBufs, tok: number, pos: number) => dev.queue.writeBuffer(b.step, 0, new Uint32Array([tok, pos, pos + 1, 0]));
-  const run = (list: Dispatch[], src: GPUBuffer, off: number, n: number) => K.run(list, { src, off, n }) as Promise<Float32Array>;
+  const mk = (cData?: Float32Array) => bufs(ACT, ACT, cData);
 
   // --- matmul: f32, Q8_0, Q4_0 against the WASM exact path; batch 3, odd row counts --------------
   for (const dt of ['f32', 'q8_0', 'q4_0'] as const) {
@@ -165,7 +128,7 @@ async function main() {
     const X = randn(T * H * headDim);
     const b = mk(cData);
     put(b.a, 0, X);
-    setStep(b, 0, pos0);
+    setStep(b, pos0);
     const got = await run([K.rope(b, 0, T, H, headDim, rotaryDim, style, 0, maxPos * half)], b.a, 0, X.length);
     const want = ropeRef(X, T, H, headDim, [pos0, pos0 + 1, pos0 + 2], invFreq, rotaryDim, style);
     check(`rope ${style} ${headDim}/${rotaryDim}`, rel(got, want), 1e-5);
@@ -188,7 +151,7 @@ async function main() {
     put(b.a, 0, q);
     put(b.st, 0, Kc);
     put(b.st, 65536, Vc);
-    setStep(b, 0, n - 1);
+    setStep(b, n - 1);
     const got = await run([K.attention(b, 1024, 0, 0, 65536, { nHeads, nKv, headDim: D, vDim: Dv, scale, scores: 8192, maxN: 64 })], b.a, 1024, nHeads * Dv);
     const want = attentionRef(q, Kc, Vc, { T: 1, qPos0: n - 1, nHeads, nKv, headDim: D, vDim: Dv, scale });
     check(`attention GQA ${nHeads}/${nKv} n=${n}`, rel(got, want), 1e-5);
@@ -309,7 +272,8 @@ async function main() {
     }
     const b = mk();
     put(b.a, 0, X);
-    setStep(b, 0, 3);
+    put(b.st, 160, new Float32Array(12)); // the gaps between the strided rows read back as 0
+    setStep(b, 3);
     await run([K.copy(b, 100, 0, 2, 5, { srcStride: 10, dstStride: 7, posStride: 20, toState: true })], b.a, 0, 1);
     const got = await run([], b.st, 160, 12);
     const want = [X[0], X[1], X[2], X[3], X[4], 0, 0, X[10], X[11], X[12], X[13], X[14]];
@@ -350,13 +314,11 @@ async function main() {
     L[17] = 9; L[640] = 9; L[3] = NaN; L[999] = 8.5;
     const b = mk();
     put(b.a, 0, L);
-    setStep(b, 0, 5);
+    setStep(b, 5);
     await K.run([K.argmax(b, 0, n)]);
     const got = await run([], b.ids, TOKENS_BASE + 6, 1);
     check('argmax (tie → lowest id, NaN skipped)', new Uint32Array(got.buffer)[0] === 17 ? 0 : 1, 0);
   }
 
-  console.log(JSON.stringify({ adapter: gpu.adapterName, api: gpu.api, results: out }));
-}
-
-await main();
+  checks.print(gpu.adapterName, { api: gpu.api });
+});

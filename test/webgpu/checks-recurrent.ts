@@ -3,66 +3,26 @@
 // and from both a fresh state (position 0) and a carried one. Outputs are poisoned with NaN first.
 // Prints one JSON line: { adapter, results: [{ name, err, tol, pass }] } or { error }.
 
-import { BufferUsage } from '../../src/webgpu/flags';
-import { acquireGpu } from '../../src/webgpu/device';
-import { GpuKernels, TOKENS_BASE, type GpuBufs, type Dispatch } from '../../src/webgpu/ops';
+import type { Dispatch } from '../../src/webgpu/ops';
 import { instantiate } from '../../src/kernels/runtime';
 import { gelu, relu2 } from '../../src/kernels/act';
 import { conv1d } from '../../src/kernels/conv';
 import { lightningAttention } from '../../src/kernels/linear_attention';
 import { rglruScan, wkv4, wkv4InitState } from '../../src/kernels/rnn';
 import { convBias, deltaChunked, lightning, RACT, ract, rglru, tokenShift, wkv4 as gpuWkv4 } from '../../src/webgpu/layers/recurrent_kernels';
+import { Checks, gpuBench, nan, rel, rng, withGpu } from './harness';
 
-let seed = 4242;
-const rnd = () => {
-  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-  return (seed / 2 ** 32) * 2 - 1;
-};
-const randn = (n: number, s = 1) => Float32Array.from({ length: n }, () => rnd() * s);
-const nan = (n: number) => new Float32Array(n).fill(NaN);
+const { rnd, randn } = rng(4242);
+const checks = new Checks();
+const { check } = checks;
 
-/** max |a − b| / max |b| (Infinity on any non-finite difference) */
-function rel(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0, den = 0;
-  if (a.length !== b.length) return Infinity;
-  for (let i = 0; i < b.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!Number.isFinite(d)) return Infinity;
-    num = Math.max(num, d);
-    den = Math.max(den, Math.abs(b[i]));
-  }
-  return den ? num / den : num;
-}
-
-const out: { name: string; err: number; tol: number; pass: boolean }[] = [];
-function check(name: string, err: number, tol: number) {
-  out.push({ name, err, tol, pass: err <= tol });
-}
-
-async function main() {
-  let gpu;
-  try {
-    gpu = await acquireGpu();
-  } catch (e) {
-    console.log(JSON.stringify({ error: (e as Error).message }));
-    return;
-  }
-  const K = new GpuKernels(gpu);
-  const dev = gpu.device;
+await withGpu(async (gpu) => {
+  const { K, mk: bufs, put, run, setStep } = gpuBench(gpu);
   const k = await instantiate({});
   const f32 = (p: number, n: number) => k.arena.f32(p, n).slice();
 
   const ACT = 1 << 20;
-  const mk = (cData?: Float32Array): GpuBufs => ({
-    a: K.buffer(ACT * 4),
-    st: K.buffer(ACT * 4),
-    c: cData ? K.upload(cData) : K.buffer(16),
-    ids: K.buffer((TOKENS_BASE + 64) * 4),
-    step: K.buffer(16, BufferUsage.UNIFORM | BufferUsage.COPY_DST),
-  });
-  const put = (buf: GPUBuffer, off: number, d: Float32Array) => dev.queue.writeBuffer(buf, off * 4, d);
-  const setStep = (b: GpuBufs, pos: number) => dev.queue.writeBuffer(b.step, 0, new Uint32Array([0, pos, pos + 1, 0]));
-  const run = (list: Dispatch[], src: GPUBuffer, off: number, n: number) => K.run(list, { src, off, n }) as Promise<Float32Array>;
+  const mk = (cData?: Float32Array) => bufs(ACT, ACT, cData);
   /** Constants packed at 16-float-aligned offsets. */
   const pack = (parts: Float32Array[]) => {
     const offs: number[] = [];
@@ -235,7 +195,5 @@ async function main() {
     check(`${name} state`, rel(gotS, wantS), 1e-5);
   }
 
-  console.log(JSON.stringify({ adapter: gpu.adapterName, api: gpu.api, results: out }));
-}
-
-await main();
+  checks.print(gpu.adapterName, { api: gpu.api });
+});

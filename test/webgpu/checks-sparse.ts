@@ -6,9 +6,6 @@
 // Prints one JSON line: { adapter, results: [{ name, err, tol, pass }] } or { error }.
 
 import { readFile } from 'node:fs/promises';
-import { BufferUsage } from '../../src/webgpu/flags';
-import { acquireGpu } from '../../src/webgpu/device';
-import { GpuKernels, TOKENS_BASE, writeStep, type Dispatch, type GpuBufs } from '../../src/webgpu/ops';
 import { GpuBuilder } from '../../src/webgpu/builder';
 import { headMatmul, indexerScores, sparseAttention, topkSelect } from '../../src/webgpu/layers/mla';
 import '../../src/webgpu/layers/index';
@@ -18,25 +15,11 @@ import { attendSelectedRef, attentionRef, dsaIndexerScoresRef, topkRef } from '.
 import { loadFixtureModel, type FixtureReference } from '../../tools/parity-lib';
 import type { DecoderNet, PreNormBlock } from '../../src/models/decoder';
 import type { Mixer } from '../../src/layers/context';
+import { Checks, gpuBench, rel, rng, withGpu } from './harness';
 
-let seed = 4242;
-const rnd = () => {
-  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-  return (seed / 2 ** 32) * 2 - 1;
-};
-const randn = (n: number, s = 1) => Float32Array.from({ length: n }, () => rnd() * s);
-
-/** max |a − b| / max |b| */
-function rel(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < b.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!Number.isFinite(d)) return Infinity;
-    num = Math.max(num, d);
-    den = Math.max(den, Math.abs(b[i]));
-  }
-  return den ? num / den : num;
-}
+const { rnd, randn } = rng(4242);
+const checks = new Checks();
+const { check } = checks;
 
 /** Number of positions where two index lists differ (length mismatch counts fully). */
 function listDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -46,35 +29,12 @@ function listDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return d;
 }
 
-const out: { name: string; err: number; tol: number; pass: boolean }[] = [];
-function check(name: string, err: number, tol: number) {
-  out.push({ name, err, tol, pass: err <= tol });
-}
-
-async function main() {
-  let gpu;
-  try {
-    gpu = await acquireGpu();
-  } catch (e) {
-    console.log(JSON.stringify({ error: (e as Error).message }));
-    return;
-  }
-  const K = new GpuKernels(gpu);
-  const dev = gpu.device;
+await withGpu(async (gpu) => {
+  const { K, mk: bufs, put, poison, run, setStep } = gpuBench(gpu);
   const k = await instantiate({});
 
   const ACT = 1 << 20;
-  const mk = (): GpuBufs => ({
-    a: K.buffer(ACT * 4),
-    st: K.buffer(ACT * 4),
-    c: K.buffer(16),
-    ids: K.buffer((TOKENS_BASE + 64) * 4),
-    step: K.buffer(16, BufferUsage.UNIFORM | BufferUsage.COPY_DST),
-  });
-  const put = (buf: GPUBuffer, off: number, d: Float32Array) => dev.queue.writeBuffer(buf, off * 4, d);
-  const poison = (buf: GPUBuffer, off: number, n: number) => put(buf, off, new Float32Array(n).fill(NaN));
-  const setStep = (b: GpuBufs, pos: number) => writeStep(dev, b.step, 0, pos);
-  const run = (list: Dispatch[], src: GPUBuffer, off: number, n: number) => K.run(list, { src, off, n }) as Promise<Float32Array>;
+  const mk = () => bufs(ACT, ACT);
 
   // --- lightning-indexer scores: n cached keys (rows kStride apart), Hi heads of Di dims -------------
   for (const [n, Hi, Di, kStride] of [[37, 5, 24, 27], [1, 3, 16, 16], [301, 4, 16, 16]]) {
@@ -221,13 +181,7 @@ async function main() {
       const B = new GpuBuilder(model, K);
       const x = B.act.take(D), o = B.act.take(D);
       B.mixer(mixer, x, o, `layer ${layer}`);
-      const b: GpuBufs = {
-        a: K.buffer(B.act.top * 4),
-        st: K.buffer(B.stateFloats * 4),
-        c: K.upload(B.packConsts()),
-        ids: K.buffer((TOKENS_BASE + model.maxContext + 2) * 4),
-        step: K.buffer(16, BufferUsage.UNIFORM | BufferUsage.COPY_DST),
-      };
+      const b = bufs(B.act.top, B.stateFloats, B.packConsts(), model.maxContext + 2);
       const list = B.emits.flatMap((e) => e(b));
       const sess = model.newSession();
       const xp = model.k.arena.f32buf(D).ptr, op = model.k.arena.f32buf(D).ptr;
@@ -249,7 +203,5 @@ async function main() {
     model.dispose();
   }
 
-  console.log(JSON.stringify({ adapter: gpu.adapterName, api: gpu.api, results: out }));
-}
-
-await main();
+  checks.print(gpu.adapterName, { api: gpu.api });
+});

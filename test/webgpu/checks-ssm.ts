@@ -6,61 +6,23 @@
 // test/webgpu/checks-ssm.ts`) and prints one JSON line { adapter, results: [{ name, err, tol, pass }] }
 // or { error } when no device was acquired.
 
-import { BufferUsage } from '../../src/webgpu/flags';
-import { acquireGpu } from '../../src/webgpu/device';
-import { GpuKernels, TOKENS_BASE, type GpuBufs, type Dispatch } from '../../src/webgpu/ops';
+import type { Dispatch } from '../../src/webgpu/ops';
 import { ssmConv, selectiveScanStep, ssdScanStep } from '../../src/webgpu/layers/mamba';
 import { conv1dRef } from '../../src/kernels/conv.ref';
 import { selectiveScanRef, ssdScanRef } from '../../src/kernels/ssm.ref';
+import { Checks, gpuBench, rel, rng, withGpu } from './harness';
 
-let seed = 4242;
-const rnd = () => {
-  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-  return (seed / 2 ** 32) * 2 - 1;
-};
-const randn = (n: number, s = 1, m = 0) => Float32Array.from({ length: n }, () => m + rnd() * s);
-
-/** max |a − b| / max |b| (∞ when a holds a non-finite value) */
-function rel(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < b.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!Number.isFinite(d)) return Infinity;
-    num = Math.max(num, d);
-    den = Math.max(den, Math.abs(b[i]));
-  }
-  return den ? num / den : num;
-}
+const { randn } = rng(4242);
+const checks = new Checks();
+const { check } = checks;
 
 const softplus = (v: number) => (v > 20 ? v : Math.log1p(Math.exp(v)));
 const silu = (v: number) => v / (1 + Math.exp(-v));
 
-const out: { name: string; err: number; tol: number; pass: boolean }[] = [];
-function check(name: string, err: number, tol: number) {
-  out.push({ name, err, tol, pass: err <= tol });
-}
-
-async function main() {
-  let gpu;
-  try {
-    gpu = await acquireGpu();
-  } catch (e) {
-    console.log(JSON.stringify({ error: (e as Error).message }));
-    return;
-  }
-  const K = new GpuKernels(gpu);
-  const dev = gpu.device;
+await withGpu(async (gpu) => {
+  const { K, mk: bufs, put, poison, read } = gpuBench(gpu);
   const ACT = 1 << 18;
-  const mk = (cData: Float32Array): GpuBufs => ({
-    a: K.buffer(ACT * 4),
-    st: K.buffer(ACT * 4),
-    c: K.upload(cData),
-    ids: K.buffer((TOKENS_BASE + 16) * 4),
-    step: K.buffer(16, BufferUsage.UNIFORM | BufferUsage.COPY_DST),
-  });
-  const put = (buf: GPUBuffer, off: number, d: Float32Array) => dev.queue.writeBuffer(buf, off * 4, d);
-  const poison = (buf: GPUBuffer, off: number, n: number) => put(buf, off, new Float32Array(n).fill(NaN));
-  const read = (src: GPUBuffer, off: number, n: number) => K.run([], { src, off, n }) as Promise<Float32Array>;
+  const mk = (cData: Float32Array) => bufs(ACT, ACT, cData, 16);
   /** Lays out constant vectors one after another; returns their offsets. */
   const pack = (...vs: Float32Array[]) => {
     const offs: number[] = [];
@@ -171,7 +133,5 @@ async function main() {
     }
   }
 
-  console.log(JSON.stringify({ adapter: gpu.adapterName, api: gpu.api, results: out }));
-}
-
-await main();
+  checks.print(gpu.adapterName, { api: gpu.api });
+});
