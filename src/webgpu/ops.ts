@@ -8,7 +8,8 @@ import { KernelError } from '../kernels/runtime';
 import type { GpuDevice } from './device';
 import { attentionWgsl, ATTN_PARAMS } from './kernels/attention.wgsl';
 import { copyWgsl, COPY_PARAMS, elementwiseWgsl, EW_PARAMS } from './kernels/elementwise.wgsl';
-import { convWgsl, CONV_PARAMS, deltaWgsl, DELTA_PARAMS, gatesWgsl, GATES_PARAMS } from './kernels/linear_attention.wgsl';
+import { convWgsl, CONV_PARAMS } from './kernels/conv.wgsl';
+import { deltaWgsl, DELTA_PARAMS, gatesWgsl, GATES_PARAMS } from './kernels/linear_attention.wgsl';
 import { embedWgsl, EMBED_PARAMS, matmulWgsl, MATMUL_PARAMS, type GpuWeightDType } from './kernels/matmul.wgsl';
 import { combineWgsl, COMBINE_PARAMS, routeWgsl, ROUTE_PARAMS } from './kernels/moe.wgsl';
 import { normWgsl, NORM_PARAMS } from './kernels/norm.wgsl';
@@ -234,9 +235,17 @@ export class GpuKernels {
     }, b, [o.nHeads, 1, 1]);
   }
 
-  /** Causal depthwise conv1d in place on x[T, C] with state st[state] ([C, W−1]); taps c[w] ([C, W]). */
-  conv1d(b: GpuBufs, x: number, w: number, state: number, T: number, C: number, W: number, act: 'none' | 'silu'): Dispatch {
-    return this.dispatch('conv', convWgsl, CONV_PARAMS, { T, C, W, xOff: x, wOff: w, stOff: state, silu: act === 'silu' ? 1 : 0 }, b, [ceil(C, 64), 1, 1]);
+  /**
+   * Causal depthwise conv1d of x[T, C] (rows xStride apart) into y (default: in place), state
+   * st[state] ([C, W−1]), taps c[w] ([C, W]), optional bias c[o.bias].
+   */
+  conv1d(b: GpuBufs, x: number, w: number, state: number, T: number, C: number, W: number, act: 'none' | 'silu', o: { bias?: number; y?: number; xStride?: number; yStride?: number } = {}): Dispatch {
+    if (W < 2) throw new KernelError('webgpu', `conv1d: W ${W} < 2`);
+    const bias = o.bias ?? -1;
+    return this.dispatch('conv', convWgsl, CONV_PARAMS, {
+      T, C, W, xOff: x, xStride: o.xStride ?? C, yOff: o.y ?? x, yStride: o.yStride ?? C, wOff: w, bOff: Math.max(bias, 0), hasB: bias >= 0 ? 1 : 0,
+      stOff: state, silu: act === 'silu' ? 1 : 0,
+    }, b, [ceil(C, 64), 1, 1]);
   }
 
   /** Gated DeltaNet gates from ba = [b (H) | a (H)]: g, β. */

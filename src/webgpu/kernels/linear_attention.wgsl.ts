@@ -1,34 +1,11 @@
 // Gated DeltaNet pieces for one decode step (Qwen3-Next linear-attention layers).
 //
-// conv: depthwise causal conv1d over T tokens of C channels in place on x[T, C], with the W−1
-//   previous inputs per channel in st[stOff + c·(W−1) …], then SiLU; one invocation per channel.
 // gates: β = sigmoid(b), g = −exp(A_log)·softplus(a + dt_bias) (softplus threshold 20), per head.
 // delta: per value head h (key head h / (Hv/Hk)): q, k L2-normalised (eps 1e-6), then
 //   S ← exp(g) S;  u = β (v − Sᵀk);  S ← S + k uᵀ;  o = scale · Sᵀq       (S [dk, dv] in st)
 //   one workgroup per head, one invocation per value column (columns are independent).
 
 import { kernelSource, reductions } from './common.wgsl';
-
-export const CONV_PARAMS = ['T', 'C', 'W', 'xOff', 'wOff', 'stOff', 'silu'];
-export const convWgsl = kernelSource(CONV_PARAMS, ['p', 'a', 'st', 'c'], `
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let ch = gid.x;
-  if (ch >= p.C) { return; }
-  let K = p.W - 1u;
-  let sb = p.stOff + ch * K;
-  for (var t = 0u; t < p.T; t++) {
-    let xi = p.xOff + t * p.C + ch;
-    let x = a[xi];
-    var s = c[p.wOff + ch * p.W + K] * x;
-    for (var j = 0u; j < K; j++) { s += c[p.wOff + ch * p.W + j] * st[sb + j]; }
-    for (var j = 0u; j + 1u < K; j++) { st[sb + j] = st[sb + j + 1u]; }
-    st[sb + K - 1u] = x;
-    if (p.silu != 0u) { s = s / (1.0 + exp(-s)); }
-    a[xi] = s;
-  }
-}
-`);
 
 export const GATES_PARAMS = ['H', 'baOff', 'gOff', 'betaOff', 'aLogOff', 'dtOff'];
 export const gatesWgsl = kernelSource(GATES_PARAMS, ['p', 'a', 'c'], `

@@ -2,8 +2,6 @@
 // RG-LRU). Each runs T tokens in order, so a decode step is T = 1; token t sits at position
 // step.pos + t, and kernels whose recurrence restarts at position 0 check that.
 //
-// convb: depthwise causal conv1d in place on x[T, C] with an optional bias (c[bOff]), no activation:
-//   y[t, ch] = bias + Σ_j w[ch, j] · in[t − (W−1) + j, ch]; the W−1 previous inputs in st[stOff + ch·(W−1)].
 // lightning: per head h (one workgroup), S ← exp(−s_h) S + k vᵀ;  o = Sᵀ q   (S [d, d] in st, s_h in c)
 //   q, k, v of head h at qOff/kOff/vOff + t·tokStride + h·headStride; o [T, H, d].
 // wkv4: RWKV-4 WKV per channel (max-tracking form of HF rwkv_linear_attention_cpu), state [3, C] =
@@ -17,30 +15,6 @@
 // act: in place over n floats: 0 relu(x)², 1 gelu_tanh(x) (as x·sigmoid(2u), as the WASM kernel).
 
 import { kernelSource } from './common.wgsl';
-
-export const CONVB_PARAMS = ['T', 'C', 'W', 'xOff', 'wOff', 'bOff', 'hasB', 'stOff'];
-export const convbWgsl = kernelSource(CONVB_PARAMS, ['p', 'a', 'st', 'c'], `
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let ch = gid.x;
-  if (ch >= p.C) { return; }
-  let K = p.W - 1u;
-  let sb = p.stOff + ch * K;
-  let wb = p.wOff + ch * p.W;
-  var bias = 0.0;
-  if (p.hasB != 0u) { bias = c[p.bOff + ch]; }
-  for (var t = 0u; t < p.T; t++) {
-    let xi = p.xOff + t * p.C + ch;
-    let x = a[xi];
-    var s = bias;
-    for (var j = 0u; j < K; j++) { s += c[wb + j] * st[sb + j]; }
-    s += c[wb + K] * x;
-    for (var j = 0u; j + 1u < K; j++) { st[sb + j] = st[sb + j + 1u]; }
-    st[sb + K - 1u] = x;
-    a[xi] = s;
-  }
-}
-`);
 
 export const LIGHTNING_WG = 64;
 export const LIGHTNING_PARAMS = ['T', 'H', 'd', 'qOff', 'kOff', 'vOff', 'headStride', 'tokStride', 'oOff', 'sOff', 'slopeOff'];

@@ -1,9 +1,6 @@
 // Selective state-space pieces (Mamba-1 / Mamba-2 mixers), T tokens in turn, state in `st`.
 //
-// conv: depthwise causal conv1d with bias over T tokens of C channels, x[t] at xOff + t·xStride,
-//   y[t] at yOff + t·yStride (may equal x), the W−1 previous inputs per channel in
-//   st[stOff + ch·(W−1) …] (oldest first), optional SiLU; one invocation per channel. Summation
-//   order as the WASM kernel: b + w0·in0 + … + w_{W−1}·x.
+// (The causal conv of the mixers is kernels/conv.wgsl.ts.)
 // s6 (Mamba-1): per channel d (one invocation), with Δ = softplus(dt + dt_bias) (dtMode 1) or dt:
 //   h[d, n] = exp(A[d, n]·Δ)·h[d, n] + (Δ·B[n])·x;  y = (Σ_n h·C[n] + D[d]·x) · SiLU(z)  (z optional)
 // ssd (Mamba-2): per (head, channel p) (one invocation), head h reading group h / (H/G) of B and C,
@@ -25,30 +22,6 @@ fn softplus(v: f32) -> f32 {
 }
 fn silu(v: f32) -> f32 { return v / (1.0 + exp(-v)); }
 `;
-
-export const SSM_CONV_PARAMS = ['T', 'C', 'W', 'xOff', 'xStride', 'yOff', 'yStride', 'wOff', 'bOff', 'hasB', 'stOff', 'silu'];
-export const ssmConvWgsl = kernelSource(SSM_CONV_PARAMS, ['p', 'a', 'st', 'c'], SOFTPLUS + `
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let ch = gid.x;
-  if (ch >= p.C) { return; }
-  let K = p.W - 1u;
-  let sb = p.stOff + ch * K;
-  let wb = p.wOff + ch * p.W;
-  var bias = 0.0;
-  if (p.hasB != 0u) { bias = c[p.bOff + ch]; }
-  for (var t = 0u; t < p.T; t++) {
-    let x = a[p.xOff + t * p.xStride + ch];
-    var s = bias;
-    for (var j = 0u; j < K; j++) { s += c[wb + j] * st[sb + j]; }
-    s += c[wb + K] * x;
-    for (var j = 0u; j + 1u < K; j++) { st[sb + j] = st[sb + j + 1u]; }
-    st[sb + K - 1u] = x;
-    if (p.silu != 0u) { s = silu(s); }
-    a[p.yOff + t * p.yStride + ch] = s;
-  }
-}
-`);
 
 /**
  * Mamba-1 scan. x, dt, z, y: [T, dI] in `a` (dt raw when dtMode 1, with dt_bias at c[dtbOff] when

@@ -9,7 +9,7 @@ import type { Weight } from '../../kernels/types';
 import { KernelError } from '../../kernels/runtime';
 import { registerMixer, type GpuBuilder } from '../builder';
 import { EW, type Dispatch, type GpuBufs, type GpuKernels, type GpuWeight } from '../ops';
-import { s6Wgsl, S6_PARAMS, ssdWgsl, SSD_PARAMS, ssmConvWgsl, SSM_CONV_PARAMS } from '../kernels/ssm.wgsl';
+import { s6Wgsl, S6_PARAMS, ssdWgsl, SSD_PARAMS } from '../kernels/ssm.wgsl';
 
 const ceil = (a: number, b: number) => Math.ceil(a / b);
 
@@ -22,10 +22,7 @@ const ceil = (a: number, b: number) => Math.ceil(a / b);
 export function ssmConv(K: GpuKernels, b: GpuBufs, y: number, x: number, w: number, bias: number, state: number, T: number, C: number, W: number,
   o: { silu?: boolean; xStride?: number; yStride?: number } = {}): Dispatch {
   if (W < 2 || W > 4) throw new KernelError('webgpu', `ssmConv: W ${W} is not 2, 3 or 4`);
-  return K.dispatch('ssm_conv', ssmConvWgsl, SSM_CONV_PARAMS, {
-    T, C, W, xOff: x, xStride: o.xStride ?? C, yOff: y, yStride: o.yStride ?? C, wOff: w, bOff: Math.max(bias, 0), hasB: bias >= 0 ? 1 : 0,
-    stOff: state, silu: o.silu === false ? 0 : 1,
-  }, b, [ceil(C, 64), 1, 1]);
+  return K.conv1d(b, x, w, state, T, C, W, o.silu === false ? 'none' : 'silu', { bias, y, xStride: o.xStride, yStride: o.yStride });
 }
 
 /**

@@ -4,7 +4,7 @@
 import { KernelError } from '../../kernels/runtime';
 import type { Dispatch, GpuBufs, GpuKernels } from '../ops';
 import {
-  convbWgsl, CONVB_PARAMS, lightningWgsl, LIGHTNING_PARAMS, RACT, ractWgsl, RACT_PARAMS, rglruWgsl, RGLRU_PARAMS,
+  lightningWgsl, LIGHTNING_PARAMS, RACT, ractWgsl, RACT_PARAMS, rglruWgsl, RGLRU_PARAMS,
   shiftWgsl, SHIFT_PARAMS, wkvWgsl, WKV_PARAMS,
 } from '../kernels/recurrent.wgsl';
 import { deltaChunkedWgsl, DELTA_CHUNK_PARAMS } from '../kernels/delta_chunked.wgsl';
@@ -15,8 +15,7 @@ const ceil = (a: number, b: number) => Math.ceil(a / b);
 
 /** Causal depthwise conv1d in place on x[T, C] (taps c[w] [C, W], bias c[bias] or none when < 0), state st[state] [C, W−1]. */
 export function convBias(K: GpuKernels, b: GpuBufs, x: number, w: number, bias: number, state: number, T: number, C: number, W: number): Dispatch {
-  if (W < 2) throw new KernelError('webgpu', `convBias: W ${W} < 2`);
-  return K.dispatch('rec_convb', convbWgsl, CONVB_PARAMS, { T, C, W, xOff: x, wOff: w, bOff: Math.max(bias, 0), hasB: bias >= 0 ? 1 : 0, stOff: state }, b, [ceil(C, 64), 1, 1]);
+  return K.conv1d(b, x, w, state, T, C, W, 'none', { bias });
 }
 
 /**
