@@ -8,6 +8,7 @@
 // from `state()`; recurrent regions are marked `fixed` so a session can keep restore points of just
 // those), constants `c`, integer scratch `ids` (routing ids, then the token ids of the sequence).
 
+import { toF32 } from '../formats/dtype';
 import { KernelError } from '../kernels/runtime';
 import { rowBytes, type Weight } from '../kernels/types';
 import type { Block, NormSpec } from '../models/decoder';
@@ -148,12 +149,8 @@ export class GpuBuilder {
     const src = this.model.k.arena.u8(w.ptr, n);
     if (w.dtype === 'f32' || w.dtype === 'q8_0' || w.dtype === 'q4_0') return { bytes: src, dtype: w.dtype };
     // f16 / bf16 go up as f32 (exact widening).
-    const h = new Uint16Array(src.slice().buffer);
-    const f = new Float32Array(h.length);
-    const u = new Uint32Array(f.buffer);
-    if (w.dtype === 'bf16') for (let i = 0; i < h.length; i++) u[i] = h[i] << 16;
-    else for (let i = 0; i < h.length; i++) f[i] = f16(h[i]);
-    return { bytes: new Uint8Array(f.buffer), dtype: 'f32' };
+    const f = toF32(w.dtype, src, w.rows * w.cols);
+    return { bytes: new Uint8Array(f.buffer, f.byteOffset, f.byteLength), dtype: 'f32' };
   }
 
   /** A weight matrix on the device (uploaded once per arena matrix). */
@@ -212,11 +209,4 @@ export class GpuBuilder {
     if (!fn) throw unsupported(`${where} (${blk.constructor.name})`);
     fn(this, blk, x, where);
   }
-}
-
-export function f16(h: number): number {
-  const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 31, m = h & 1023;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
 }
