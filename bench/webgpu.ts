@@ -144,18 +144,8 @@ try {
     gpuPrefill = Math.max(gpuPrefill, prompt.length / secs(t));
     const first = argmax(gl);
     const got: number[] = [first];
-    const queue: Promise<number[]>[] = [];
-    let submitted = 0, size = 2;
     t = performance.now();
-    while (got.length < nTok) {
-      while (queue.length < 2 && submitted < nTok - 1) {
-        const n = Math.min(size, nTok - 1 - submitted);
-        queue.push(gs.submitGreedy(n, submitted === 0 ? first : undefined));
-        submitted += n;
-        size = Math.min(size * 2, 32);
-      }
-      got.push(...(await queue.shift()!));
-    }
+    for await (const batch of gs.greedy(first, nTok - 1)) got.push(...batch);
     gpuTps = Math.max(gpuTps, (nTok - 1) / secs(t));
     toks = got;
     gs.dispose();

@@ -423,17 +423,9 @@ export class LanguageModel {
           yield ev;
           if (g.finishReason) return;
           const budget = Math.min(maxTokens - 1, self.model.maxContext - gpu.pos);
-          const queue: Promise<number[]>[] = [];
-          let submitted = 0, size = 2, i = 1;
+          let i = 1;
           try {
-            for (;;) {
-              while (queue.length < 2 && submitted < budget) {
-                const n = Math.min(size, budget - submitted);
-                queue.push(gpu.submitGreedy(n, submitted === 0 ? first : undefined));
-                submitted += n;
-                size = Math.min(size * 2, GPU_BATCH);
-              }
-              const toks = await queue.shift()!;
+            for await (const toks of gpu.greedy(first, budget, GPU_BATCH)) {
               for (const tok of toks) {
                 const e = take(tok, i++, null);
                 yield e;
@@ -442,8 +434,9 @@ export class LanguageModel {
               await yieldToHost();
               if (params.signal?.aborted) return;
             }
+            return;
           } finally {
-            await Promise.allSettled(queue);
+            // Batches in flight have finished (the loop waits for them on leaving).
             s.lastLogits = null;
             gpu.rewind(ids.length + Math.max(g.tokens.length - 1, 0));
           }

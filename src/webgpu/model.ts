@@ -313,6 +313,29 @@ export class GpuSession {
     );
   }
 
+  /**
+   * Greedy decoding of n tokens after `first` (fed first): yields the chosen tokens batch by batch,
+   * batches of 2, 4, … up to maxBatch steps with two in flight, so reading one back overlaps
+   * computing the next. Leaving early waits for the batches still in flight.
+   */
+  async *greedy(first: number, n: number, maxBatch = 32): AsyncGenerator<number[]> {
+    const queue: Promise<number[]>[] = [];
+    let submitted = 0, size = 2;
+    try {
+      while (submitted < n || queue.length) {
+        while (queue.length < 2 && submitted < n) {
+          const k = Math.min(size, n - submitted);
+          queue.push(this.submitGreedy(k, submitted === 0 ? first : undefined));
+          submitted += k;
+          size = Math.min(size * 2, maxBatch);
+        }
+        yield await queue.shift()!;
+      }
+    } finally {
+      await Promise.allSettled(queue);
+    }
+  }
+
   /** Cuts the state back to its first `pos` tokens (no further back than the oldest restore point, unless positional). */
   rewind(pos: number): void {
     this.check(0);
