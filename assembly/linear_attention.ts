@@ -1,6 +1,6 @@
 // Generalized linear attention, per head h: state S [dk, dv], v, o [T, H, dv], q, k [T, Hk, dk] (head h
 // reads q/k head h / (H / Hk), HF's repeat_interleave of q, k to the value heads).
-// Per token (families.md §2.0, §2.6–2.7, §2.12; HF torch_recurrent_gated_delta_rule):
+// Per token (docs/recurrences.md §2–8; HF torch_recurrent_gated_delta_rule):
 //   S ← exp(g)·S  (decay 1: one log-gate per head)  or  Diag(exp(g))·S  (decay 2: one per key channel)
 //   delta rule (beta ≠ 0):  u = Sᵀk;  S ← S + k (β(v − u))ᵀ      else  S ← S + k vᵀ
 //   o = Sᵀ(q·scale)
@@ -10,7 +10,7 @@
 // Two forms over a sequence, equal up to f32 rounding:
 // - recurrent: token by token. Columns of S never mix (u, the update and o are column-wise), so the
 //   driver keeps a 16-column slice of S in L1 and runs a group of tokens over it before moving on.
-// - chunked (families.md §2.13, HF torch_chunk_gated_delta_rule): per chunk of c tokens with
+// - chunked (docs/recurrences.md §13–15, HF torch_chunk_gated_delta_rule): per chunk of c tokens with
 //   b_i = Σ_{m≤i} g_m and Γ_ij = exp(b_i − b_j) (j ≤ i),
 //     P = (Q·scale Kᵀ) ⊙ Γ                                     intra-chunk scores (lower, incl. diag)
 //     delta: L = −Diag(β)(K Kᵀ ⊙ Γ) strictly lower, T = (I − L)⁻¹ (forward substitution),

@@ -1,4 +1,4 @@
-// Elementwise linear recurrences (families.md §2.11, RWKV-4): state per channel, lanes over channels.
+// Elementwise linear recurrences (docs/recurrences.md §11–12: RWKV-4, RG-LRU): state per channel, lanes over channels.
 import { expF, expS } from './scan_util';
 
 /**

@@ -1,10 +1,10 @@
-// Selective state-space scans (families.md §2.4–2.5).
+// Selective state-space scans (docs/recurrences.md §9–10, chunked form §16).
 //
 // Mamba-1 (HF MambaMixer.slow_forward), per channel c and state n, state h [dInner, N]:
 //   h = exp(A·Δ)⊙h + (Δ·B)·x;   y = h·C + D·x;   y *= SiLU(z)
 // Mamba-2 / SSD (HF Mamba2Mixer.torch_forward), per head h with group g = h / (H/G), state [H, P, N]:
 //   h = exp(dt·A)·h + (dt·B)·x;   y = h·C + D·x
-// The SSD chunked form is simple-GLA with q = C, k = B, v = dt·x, g = dt·A (families.md §2.5, §2.13):
+// The SSD chunked form is simple-GLA with q = C, k = B, v = dt·x, g = dt·A (docs/recurrences.md §13, §16):
 //   per chunk, b_i = Σ_{m≤i} dt_m A,  Y = e^b ⊙ (C hᵀ) + ((C Bᵀ) ⊙ Γ)(dt·x) + D·x,
 //   h ← e^{b_last} h + ((dt·x) ⊙ e^{b_last − b})ᵀ B;  Γ_ij = exp(Σ_{j<m≤i} dt_m A), run as sums.
 import { expF, expS, gemmNN, madd } from './scan_util';

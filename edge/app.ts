@@ -5,16 +5,19 @@
 // Each runtime adapter passes its own model source (`loadModel`) and session store. The model is
 // loaded on first use and shared by all requests; generations interleave token by token on the one
 // thread, bounded by a queue (N running, M waiting, 429 beyond).
+//
+// Sessions are created by the server (POST /v1/sessions gives an unguessable id) and belong to the
+// API key that created them: another key, or a request naming an id that does not exist, gets 404.
 
 import { Hono, type Context } from 'hono';
 import { cors as corsMiddleware } from 'hono/cors';
 import {
-  BudgetError, RequestError, SnapshotError, resolveSampling,
+  BudgetError, ContextLengthError, RequestError, SnapshotError, resolveSampling,
   type ChatMessage, type GenerateParams, type GeneratedToken, type Generation, type LanguageModel, type ModelSession,
 } from '../src/index';
 import { ApiError, apiParamName, badRequest, parseChatRequest, parseCompletionRequest, randomId, type ParsedRequest } from './openai';
 import { GenerationQueue, QueueAbortError, QueueFullError } from './queue';
-import { SESSION_ID, type SessionStore, type StoredSession } from './store';
+import { SESSION_ID, metaOf, type SessionMeta, type SessionStore, type StoredSession } from './store';
 import { chatPage } from './page';
 import { chatStopIds } from './chat-stops';
 
@@ -28,8 +31,21 @@ export interface AppOptions {
   maxConcurrent: number;
   /** Generations waiting for a place; more are refused with 429. */
   maxQueue: number;
-  /** When set, /v1/* needs `Authorization: Bearer <apiKey>`. */
-  apiKey?: string;
+  /**
+   * When set, /v1/* needs `Authorization: Bearer <key>` with one of these keys. Sessions belong to
+   * the key that created them.
+   */
+  apiKey?: string | string[];
+  /**
+   * Host header values the server answers to (others get 403), read on every request: `host:port`,
+   * or `host` for any port. Null or absent: any Host. Local servers set it against DNS rebinding;
+   * a deployment's hostname is its own, so Workers do not.
+   */
+  allowedHosts?: () => readonly string[] | null;
+  /** When set, one line per request (time, method, path, status, duration, bytes, tokens). */
+  accessLog?: (line: string) => void;
+  /** Longest a generation request may take, waiting in the queue included (504 beyond); 0 or absent: no limit. */
+  requestTimeoutMs?: number;
   /** CORS for /v1/*: true for any origin, or the allowed origin(s). Off by default. */
   cors?: boolean | string | string[];
   /** Largest request body accepted (413 beyond). */
@@ -80,6 +96,29 @@ function json(status: number, body: unknown, headers: Record<string, string> = {
 
 function errorResponse(e: ApiError): Response {
   return json(e.status, e.body(), e.headers);
+}
+
+/** Hex SHA-256 of an API key: what a session stores as its owner (the key itself is never stored). */
+async function keyOwner(key: string): Promise<string> {
+  const d = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(`sparrow-session-owner\n${key}`));
+  return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** Whether a Host header value is in the list (`host:port` exactly, or `host` for any port). */
+export function hostAllowed(host: string, allowed: readonly string[]): boolean {
+  const h = host.trim().toLowerCase();
+  const m = /^(\[[^\]]*\]|[^:\[\]]*)(?::(\d+))?$/.exec(h);
+  if (!m || !m[1]) return false;
+  const name = m[1], port = m[2] ?? '80';
+  return allowed.some((a) => {
+    const e = a.trim().toLowerCase();
+    return e === `${name}:${port}` || e === name;
+  });
+}
+
+/** A session id as the server issues it: unguessable, and within SESSION_ID. */
+export function newSessionId(): string {
+  return randomId('sess', 32);
 }
 
 /** Reads the body as UTF-8, refusing more than `max` bytes whether or not Content-Length says so. */
@@ -186,27 +225,93 @@ export function createApp(opts: AppOptions): SparrowApp {
   // ---- the model, loaded once ---------------------------------------------------------------------
   let loading: Promise<Served> | null = null;
   let served: Served | null = null;
+  /** A failure that stays (a model over budget stays over budget): every later use gets it at once. */
   let loadFailure: ApiError | null = null;
+  /** The last failure of any kind, until a load succeeds (/healthz reports it). */
+  let lastLoadError: ApiError | null = null;
+  let loadRunning = false;
 
-  function model(): Promise<Served> {
+  /** The model; `report` logs a failure of the load this call starts (ready()'s caller reports its own). */
+  function model(report = true): Promise<Served> {
     if (loadFailure) return Promise.reject(loadFailure);
     if (!loading) {
+      loadRunning = true;
       loading = opts.loadModel().then((lm) => {
+        loadRunning = false;
+        lastLoadError = null;
         served = { lm, created, chatStopIds: chatStopIds(lm), fingerprint: `fp_${lm.model.hash.slice(0, 10)}` };
         return served;
       }, (e) => {
+        loadRunning = false;
         const api = toApiError(e);
         // A model over budget stays over budget: remember it. Other failures are retried next time.
         if (api?.status === 503) loadFailure = api;
         else loading = null;
-        log('the model failed to load', e);
-        throw api ?? new ApiError(503, `the model could not be loaded: ${(e as Error)?.message ?? e}`, 'server_error', null, 'model_unavailable');
+        if (report) log('the model failed to load', e);
+        lastLoadError = api ?? new ApiError(503, `the model could not be loaded: ${(e as Error)?.message ?? e}`, 'server_error', null, 'model_unavailable');
+        throw lastLoadError;
       });
     }
     return loading;
   }
 
   const app = new Hono() as unknown as SparrowApp;
+
+  // Filled by generate() for the access log: tokens of each request, by request.
+  const notes = new WeakMap<Request, string>();
+  if (opts.accessLog) {
+    const write = opts.accessLog;
+    app.use('*', async (c, next) => {
+      const at = new Date().toISOString();
+      const t0 = performance.now();
+      await next();
+      const res = c.res;
+      const line = (bytes: number, end = '') => {
+        const note = notes.get(c.req.raw);
+        write(`${at} ${c.req.method} ${c.req.path} ${res.status} ${Math.round(performance.now() - t0)}ms ${bytes}B${note ? ` ${note}` : ''}${end}`);
+      };
+      if (!res.body) return line(0);
+      // The line is written when the body has been sent (or the client went away), counting its bytes.
+      const reader = res.body.getReader();
+      let bytes = 0;
+      const counted = new ReadableStream<Uint8Array>({
+        async pull(ctrl) {
+          let r: { done: boolean; value?: Uint8Array };
+          try {
+            r = await reader.read();
+          } catch (e) {
+            line(bytes, ' failed');
+            throw e;
+          }
+          if (r.done || !r.value) {
+            line(bytes);
+            ctrl.close();
+          } else {
+            bytes += r.value.byteLength;
+            ctrl.enqueue(r.value);
+          }
+        },
+        cancel(reason) {
+          line(bytes, ' client-gone');
+          return reader.cancel(reason);
+        },
+      });
+      c.res = new Response(counted, { status: res.status, statusText: res.statusText, headers: res.headers });
+    });
+  }
+
+  if (opts.allowedHosts) {
+    const allowed = opts.allowedHosts;
+    app.use('*', async (c, next) => {
+      const list = allowed();
+      const host = c.req.header('host') ?? new URL(c.req.url).host;
+      if (list && !hostAllowed(host, list)) {
+        return errorResponse(new ApiError(403, `this server does not answer to the Host ${JSON.stringify(host.slice(0, 200))} (see --allowed-hosts)`,
+          'invalid_request_error', null, 'host_not_allowed'));
+      }
+      return next();
+    });
+  }
 
   app.onError((e, c) => {
     const api = toApiError(e);
@@ -232,40 +337,66 @@ export function createApp(opts: AppOptions): SparrowApp {
     }));
   }
 
-  if (opts.apiKey) {
-    const key = opts.apiKey;
+  // The owner of each authenticated request: a hash of its key ('' without keys).
+  const owners = new WeakMap<Request, string>();
+  const ownerOf = (c: Context) => owners.get(c.req.raw) ?? '';
+  const keys = (Array.isArray(opts.apiKey) ? opts.apiKey : opts.apiKey ? [opts.apiKey] : []).filter((k) => k !== '');
+  if (keys.length) {
+    const keyOwners = Promise.all(keys.map(keyOwner));
     app.use('/v1/*', async (c, next) => {
       if (c.req.method === 'OPTIONS') return next();
       const h = c.req.header('authorization') ?? '';
       const m = /^Bearer\s+(.+)$/i.exec(h.trim());
-      if (!m || !sameSecret(m[1], key)) {
+      // Every key is compared, so the time taken does not tell which one matched.
+      let found = -1;
+      if (m) keys.forEach((k, i) => {
+        if (sameSecret(m[1], k)) found = i;
+      });
+      if (found < 0) {
         return errorResponse(new ApiError(401, m ? 'incorrect API key provided' : 'missing API key: send "Authorization: Bearer <key>"',
           'invalid_request_error', null, 'invalid_api_key', {}, { 'www-authenticate': 'Bearer' }));
       }
+      owners.set(c.req.raw, (await keyOwners)[found]);
       return next();
     });
   }
 
+  // JSON bodies only: a browser sends a cross-site text/plain or form POST without asking (no CORS
+  // preflight), never one that says application/json.
+  app.use('/v1/*', async (c, next) => {
+    if (c.req.method !== 'POST') return next();
+    const type = (c.req.header('content-type') ?? '').split(';')[0].trim().toLowerCase();
+    if (type !== 'application/json') {
+      return errorResponse(new ApiError(415, `the request body must be JSON sent with "Content-Type: application/json"${type ? `, got ${JSON.stringify(type.slice(0, 100))}` : ''}`,
+        'invalid_request_error', null, 'unsupported_media_type'));
+    }
+    return next();
+  });
+
   // ---- informational routes -----------------------------------------------------------------------
 
+  // 200 once the model is loaded; 503 before, saying whether it is still loading or why it failed.
   app.get('/healthz', (c) => {
     const lm = served?.lm;
+    const failure = loadFailure ?? (loadRunning ? null : lastLoadError);
+    const status = lm ? 'ok' : failure ? 'unavailable' : 'loading';
     const body: Record<string, unknown> = {
-      status: loadFailure ? 'unavailable' : 'ok',
+      status,
       model: opts.modelId,
       loaded: !!lm,
       runtime: opts.runtime ?? null,
       queue: { running: queue.running, waiting: queue.waiting, max_running: queue.maxRunning, max_waiting: queue.maxWaiting },
       generation_requests: generationRequests,
     };
-    if (loadFailure) body.error = loadFailure.body().error;
+    if (failure && !lm) body.error = failure.body().error;
+    else if (!lm) body.error = { message: 'the model is loading', type: 'server_error', param: null, code: 'model_loading' };
     if (lm) {
       body.build = lm.model.k.build;
       body.memory = { wasm_bytes: lm.model.k.memory.buffer.byteLength, arena_bytes: lm.model.k.arena.top, arena_peak_bytes: lm.model.k.arena.peak };
       body.sessions_in_use = lm.model.slots.inUse;
       body.max_context = lm.maxContext;
     }
-    return c.json(body, loadFailure ? 503 : 200);
+    return c.json(body, lm ? 200 : 503);
   });
 
   const modelObject = () => ({ id: opts.modelId, object: 'model', created, owned_by: 'sparrow' });
@@ -305,15 +436,46 @@ export function createApp(opts: AppOptions): SparrowApp {
     return id;
   }
 
+  /** The session's metadata when it exists and belongs to the request's key; else 404. */
+  async function ownedSession(c: Context, id: string, param: string): Promise<SessionMeta> {
+    const m = await opts.store.meta(id);
+    // Someone else's session is reported exactly as one that does not exist.
+    if (!m || m.owner !== ownerOf(c)) {
+      throw new ApiError(404, `no session '${id}'; create one with POST /v1/sessions`, 'invalid_request_error', param, 'session_not_found');
+    }
+    return m;
+  }
+
+  const sessionObject = (id: string, m: SessionMeta) => ({
+    id, object: 'session', model: m.model, tokens: m.tokens, bytes: m.bytes, created: Math.floor(m.createdAt / 1000), updated: Math.floor(m.updatedAt / 1000), busy: busySessions.has(id),
+  });
+
+  app.post('/v1/sessions', async (c) => {
+    // The body is optional; when there is one it must be a JSON object (no fields are read yet).
+    const text = await readBody(c.req.raw, opts.maxBodyBytes);
+    if (text.trim()) {
+      let v: unknown;
+      try {
+        v = JSON.parse(text);
+      } catch (e) {
+        throw badRequest(`the request body is not valid JSON: ${(e as Error).message.slice(0, 200)}`, null, 'invalid_json');
+      }
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw badRequest('the request body must be a JSON object', null, 'invalid_body');
+    }
+    const now = Date.now();
+    const s: StoredSession = { id: newSessionId(), model: opts.modelId, tokens: [], bytes: new Uint8Array(0), owner: ownerOf(c), createdAt: now, updatedAt: now };
+    await opts.store.put(s);
+    return c.json(sessionObject(s.id, metaOf(s)), 200, { 'x-session-id': s.id });
+  });
+
   app.get('/v1/sessions/:id', async (c) => {
     const id = pathSession(c);
-    const m = await opts.store.meta(id);
-    if (!m) throw new ApiError(404, `no session '${id}'`, 'invalid_request_error', 'id', 'session_not_found');
-    return c.json({ id, object: 'session', model: m.model, tokens: m.tokens, bytes: m.bytes, created: Math.floor(m.createdAt / 1000), updated: Math.floor(m.updatedAt / 1000), busy: busySessions.has(id) });
+    return c.json(sessionObject(id, await ownedSession(c, id, 'id')));
   });
 
   app.delete('/v1/sessions/:id', async (c) => {
     const id = pathSession(c);
+    await ownedSession(c, id, 'id');
     if (busySessions.has(id)) throw new ApiError(409, `session '${id}' is generating; delete it when the request ends`, 'invalid_request_error', 'id', 'session_busy');
     if (!(await opts.store.delete(id))) throw new ApiError(404, `no session '${id}'`, 'invalid_request_error', 'id', 'session_not_found');
     return c.json({ id, object: 'session.deleted', deleted: true });
@@ -336,23 +498,40 @@ export function createApp(opts: AppOptions): SparrowApp {
       throw badRequest(`the model '${r.model}' does not exist; this server serves '${opts.modelId}'`, 'model', 'model_not_found');
     }
     const sid = sessionId(c, r);
+    const owner = ownerOf(c);
+    if (sid !== undefined) await ownedSession(c, sid, 'session');
     const m = await model();
     const lm = m.lm;
 
     // Prompt tokens, and every check the library would make, before taking a place in the queue.
+    // Text is encoded in steps that yield, and no further than the context: a prompt that cannot fit
+    // is refused as soon as that is certain (by its byte count alone when it is far too long).
     let ids: number[];
     let echoText = '';
-    if (r.kind === 'chat') {
-      if (!lm.chatTemplate) throw badRequest('this model has no chat template; use /v1/completions', 'messages', 'unsupported_model');
-      ids = lm.encode(lm.applyChatTemplate(r.messages as ChatMessage[]), false);
-      r.params.stopTokenIds = m.chatStopIds;
-    } else if (typeof r.prompt === 'string') {
-      if (r.prompt === '') throw badRequest(`'prompt' is empty`, 'prompt', 'invalid_value');
-      ids = lm.encode(r.prompt);
-      echoText = r.echo ? r.prompt : '';
-    } else {
-      ids = r.prompt as number[];
-      if (r.echo) echoText = lm.tokenizer ? lm.decode(ids) : '';
+    const limit = lm.maxContext - 1;
+    const tooLong = (e: unknown, param: string): never => {
+      if (e instanceof ContextLengthError) {
+        throw badRequest(`the prompt has at least ${e.atLeast} tokens; this model's context holds ${lm.maxContext} (prompt and completion)`, param, 'context_length_exceeded');
+      }
+      throw e;
+    };
+    const reqAbort = c.req.raw.signal;
+    try {
+      if (r.kind === 'chat') {
+        if (!lm.chatTemplate) throw badRequest('this model has no chat template; use /v1/completions', 'messages', 'unsupported_model');
+        ids = await lm.encodeChatAsync(r.messages as ChatMessage[], { limit, signal: reqAbort }).catch((e) => tooLong(e, 'messages'));
+        r.params.stopTokenIds = m.chatStopIds;
+      } else if (typeof r.prompt === 'string') {
+        if (r.prompt === '') throw badRequest(`'prompt' is empty`, 'prompt', 'invalid_value');
+        ids = await lm.encodeAsync(r.prompt, { limit, signal: reqAbort }).catch((e) => tooLong(e, 'prompt'));
+        echoText = r.echo ? r.prompt : '';
+      } else {
+        ids = r.prompt as number[];
+        if (r.echo) echoText = lm.tokenizer ? lm.decode(ids) : '';
+      }
+    } catch (e) {
+      if (reqAbort?.aborted) return new Response(null, { status: 499 });
+      throw e;
     }
     const V = lm.model.net.vocabSize;
     if (!ids.length) throw badRequest(`the prompt encodes to no tokens`, r.kind === 'chat' ? 'messages' : 'prompt', 'invalid_value');
@@ -383,6 +562,20 @@ export function createApp(opts: AppOptions): SparrowApp {
     reqSignal?.addEventListener?.('abort', onReqAbort, { once: true });
     if (reqSignal?.aborted) ac.abort();
 
+    // The request timeout aborts the generation as a client going away would, so it gives back the
+    // same things at once; the client then gets a 504 (or, streamed, an error event).
+    let timedOut = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stopTimer = () => clearTimeout(timer);
+    if (opts.requestTimeoutMs && opts.requestTimeoutMs > 0) {
+      timer = setTimeout(() => {
+        timedOut = true;
+        ac.abort();
+      }, opts.requestTimeoutMs);
+    }
+    const timeoutError = () => new ApiError(504, `the request took longer than ${opts.requestTimeoutMs! / 1000} s (the server's request timeout)`,
+      'server_error', null, 'request_timeout');
+
     let release: (() => void) | null = null;
     let ms: ModelSession | null = null;
     let prev: StoredSession | null = null;
@@ -390,6 +583,7 @@ export function createApp(opts: AppOptions): SparrowApp {
     const cleanup = () => {
       if (cleaned) return;
       cleaned = true;
+      stopTimer();
       reqSignal?.removeEventListener?.('abort', onReqAbort);
       ms?.dispose();
       ms = null;
@@ -398,7 +592,13 @@ export function createApp(opts: AppOptions): SparrowApp {
       release = null;
     };
     ac.signal.addEventListener('abort', cleanup, { once: true });
-    const gone = () => new Response(null, { status: 499 });
+    const gone = () => {
+      if (timedOut) {
+        if (!notes.has(c.req.raw)) notes.set(c.req.raw, 'timeout');
+        return errorResponse(timeoutError());
+      }
+      return new Response(null, { status: 499 });
+    };
 
     let gen: Generation;
     try {
@@ -410,6 +610,7 @@ export function createApp(opts: AppOptions): SparrowApp {
       if (sid !== undefined) {
         prev = await opts.store.get(sid);
         if (cleaned) return gone();
+        if (prev && (prev.owner ?? '') !== owner) throw new ApiError(404, `no session '${sid}'`, 'invalid_request_error', 'session', 'session_not_found');
         ms = resume(lm, prev, ids, opts.modelId, log);
       }
       ms ??= lm.session();
@@ -435,12 +636,15 @@ export function createApp(opts: AppOptions): SparrowApp {
       }
       const now = Date.now();
       try {
-        await opts.store.put({ id: sid, model: opts.modelId, tokens: [...ms.tokens], bytes: await ms.snapshotAsync(), createdAt: prev?.createdAt ?? now, updatedAt: now });
+        await opts.store.put({ id: sid, model: opts.modelId, tokens: [...ms.tokens], bytes: await ms.snapshotAsync(), owner, createdAt: prev?.createdAt ?? now, updatedAt: now });
       } catch (e) {
         log(`session '${sid}' could not be stored`, e);
       }
     };
 
+    const noteTokens = () => {
+      if (opts.accessLog) notes.set(c.req.raw, `tokens=${gen.stats.promptTokens}+${gen.stats.generatedTokens}${timedOut ? ' timeout' : ''}`);
+    };
     const usage = () => ({
       prompt_tokens: gen.stats.promptTokens,
       completion_tokens: gen.stats.generatedTokens,
@@ -461,7 +665,10 @@ export function createApp(opts: AppOptions): SparrowApp {
       try {
         const toks: GeneratedToken[] = [];
         for await (const t of gen) toks.push(t);
-        if (gen.finishReason === 'abort') return new Response(null, { status: 499 });
+        noteTokens();
+        if (gen.finishReason === 'abort') return gone();
+        // Finished: the timeout no longer applies to storing the session.
+        stopTimer();
         await save();
         if (r.kind === 'chat') {
           return json(200, {
@@ -494,7 +701,9 @@ export function createApp(opts: AppOptions): SparrowApp {
     // A client that goes away (the body's write fails or it is cancelled) aborts the request.
     const enc = new TextEncoder();
     const out = streamBody(() => ac.abort());
-    const send = (obj: unknown) => out.write(enc.encode(`data: ${typeof obj === 'string' ? obj : JSON.stringify(obj)}\n\n`), ac.signal);
+    // After a timeout the client is still there to be told, so writes no longer follow the aborted signal.
+    const stillThere = new AbortController().signal;
+    const send = (obj: unknown) => out.write(enc.encode(`data: ${typeof obj === 'string' ? obj : JSON.stringify(obj)}\n\n`), timedOut ? stillThere : ac.signal);
     const base = r.kind === 'chat'
       ? { id, object: 'chat.completion.chunk', created: createdAt, model: opts.modelId, system_fingerprint: m.fingerprint }
       : { id, object: 'text_completion', created: createdAt, model: opts.modelId, system_fingerprint: m.fingerprint };
@@ -517,7 +726,14 @@ export function createApp(opts: AppOptions): SparrowApp {
           // only when its logprob was asked for.
           if (t.text || r.logprobs) await send(chunk(t.text, null, t));
         }
+        noteTokens();
+        if (timedOut && out.open) {
+          await send(timeoutError().body());
+          await send('[DONE]');
+          return;
+        }
         if (!out.open || gen.finishReason === 'abort') return;
+        stopTimer();
         await save();
         await send(chunk('', finish()));
         if (r.includeUsage) await send({ ...base, choices: [], usage: usage() });
@@ -539,7 +755,7 @@ export function createApp(opts: AppOptions): SparrowApp {
     return new Response(out.body, { status: 200, headers: { ...SSE_HEADERS, ...headers } });
   }
 
-  app.ready = async () => (await model()).lm;
+  app.ready = async () => (await model(false)).lm;
   app.close = async () => {
     closed = true;
     while (queue.running > 0) await new Promise((r) => setTimeout(r, 20));

@@ -1,6 +1,7 @@
 // The chat page served at GET /: plain HTML and JavaScript, no framework and no external requests.
-// It streams replies from /v1/chat/completions and keeps one session id per conversation, so each
-// turn resumes the saved state instead of re-running the conversation so far.
+// It streams replies from /v1/chat/completions and keeps one session per conversation (created by
+// the server with POST /v1/sessions, under the key typed in the page), so each turn resumes the saved
+// state instead of re-running the conversation so far.
 //
 // Where the server offers it (`browser`), a toggle runs the model in the page instead: the page
 // imports the bundled library, loads the model file from this server and generates locally, with
@@ -76,10 +77,28 @@ export function chatPage(modelId: string, browser?: PageBrowserMode): string {
   const keyInput = $('key');
   keyInput.value = localStorage.getItem('sparrow-key') || '';
   keyInput.addEventListener('change', () => localStorage.setItem('sparrow-key', keyInput.value));
-  const newId = () => (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random().toString(16).slice(2));
   let messages = [];
-  let session = newId();
+  // The conversation's session on the server: created before its first turn there.
+  let session = null;
   let current = null;
+
+  function authHeaders() {
+    const h = { 'content-type': 'application/json' };
+    if (keyInput.value) h.authorization = 'Bearer ' + keyInput.value;
+    return h;
+  }
+
+  async function errorMessage(res) {
+    let msg = res.status + ' ' + res.statusText, code = null;
+    try { const e = (await res.json()).error; msg = e.message; code = e.code; } catch {}
+    return { msg, code };
+  }
+
+  async function createSession(signal) {
+    const res = await fetch('/v1/sessions', { method: 'POST', headers: authHeaders(), body: '{}', signal });
+    if (!res.ok) throw new Error((await errorMessage(res)).msg);
+    return (await res.json()).id;
+  }
 
   function bubble(role, text) {
     const div = document.createElement('div');
@@ -130,7 +149,9 @@ export function chatPage(modelId: string, browser?: PageBrowserMode): string {
   function newChat() {
     if (current) current.abort();
     messages = [];
-    session = newId();
+    // The old conversation's state is of no more use; a session still generating refuses (409) and is left.
+    if (session) fetch('/v1/sessions/' + session, { method: 'DELETE', headers: authHeaders() }).catch(() => {});
+    session = null;
     if (local) local.reset();
     list.textContent = '';
     stats.textContent = '';
@@ -154,12 +175,16 @@ export function chatPage(modelId: string, browser?: PageBrowserMode): string {
     if (params.temperature !== undefined) body.temperature = params.temperature;
     if (params.maxTokens !== undefined) body.max_tokens = params.maxTokens;
     if (params.seed !== undefined) body.seed = params.seed;
-    const headers = { 'content-type': 'application/json', 'x-session-id': session };
-    if (keyInput.value) headers.authorization = 'Bearer ' + keyInput.value;
-    const res = await fetch('/v1/chat/completions', { method: 'POST', headers, body: JSON.stringify(body), signal });
-    if (!res.ok) {
-      let msg = res.status + ' ' + res.statusText;
-      try { msg = (await res.json()).error.message; } catch {}
+    let res;
+    for (let attempt = 0; ; attempt++) {
+      if (!session) session = await createSession(signal);
+      const headers = { ...authHeaders(), 'x-session-id': session };
+      res = await fetch('/v1/chat/completions', { method: 'POST', headers, body: JSON.stringify(body), signal });
+      if (res.ok) break;
+      const { msg, code } = await errorMessage(res);
+      // A session the server no longer has (evicted, restarted without a session directory, another
+      // key typed in): a new one, and the conversation is sent whole.
+      if (code === 'session_not_found' && attempt === 0) { session = null; continue; }
       throw new Error(msg);
     }
     const reader = res.body.getReader();

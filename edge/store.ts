@@ -3,8 +3,9 @@
 // prompt begins with those tokens restores the bytes and runs only the new suffix.
 //
 // Stores here: an in-memory LRU bounded by entry count and bytes (every runtime), a directory of
-// files (Deno, Bun, Node), and the two chained (memory in front of a directory). The Workers store,
-// one Durable Object per session id, is in worker.ts.
+// files bounded by bytes (Deno, Bun, Node), and the two chained (memory in front of a directory). The
+// Workers store, one Durable Object per session id, is in worker.ts. Each session records its owner
+// (a hash of the API key that created it), which the app checks.
 
 export interface StoredSession {
   id: string;
@@ -12,8 +13,13 @@ export interface StoredSession {
   model: string;
   /** Token ids the state has consumed, in order. */
   tokens: number[];
-  /** ModelSession.snapshot() bytes. */
+  /** ModelSession.snapshot() bytes (none for a session created but not yet used). */
   bytes: Uint8Array;
+  /**
+   * Who may use the session: a hash of the API key that created it, or '' when the server had no
+   * keys (absent counts as ''). Only requests with the same owner see it.
+   */
+  owner?: string;
   createdAt: number;
   updatedAt: number;
 }
@@ -23,6 +29,7 @@ export interface SessionMeta {
   model: string;
   tokens: number;
   bytes: number;
+  owner: string;
   createdAt: number;
   updatedAt: number;
 }
@@ -40,7 +47,7 @@ export interface SessionStore {
 export const SESSION_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export function metaOf(s: StoredSession): SessionMeta {
-  return { id: s.id, model: s.model, tokens: s.tokens.length, bytes: s.bytes.byteLength, createdAt: s.createdAt, updatedAt: s.updatedAt };
+  return { id: s.id, model: s.model, tokens: s.tokens.length, bytes: s.bytes.byteLength, owner: s.owner ?? '', createdAt: s.createdAt, updatedAt: s.updatedAt };
 }
 
 export interface MemoryStoreOptions {
@@ -110,83 +117,251 @@ export class MemorySessionStore implements SessionStore {
 }
 
 // A session file: "SPRWSESS" · u32 version · u32 JSON length · JSON (metadata and tokens) · snapshot bytes.
+// Version 2 adds the owner to the JSON; version 1 files (no owner) are read as owned by ''. Version 2
+// exists so that a server that knows nothing of owners refuses these files rather than ignoring the owner.
 const FILE_MAGIC = 'SPRWSESS';
+const FILE_VERSION = 2;
+const HEADER_BYTES = 16;
 
 export function encodeSessionFile(s: StoredSession): Uint8Array {
-  const json = new TextEncoder().encode(JSON.stringify({ id: s.id, model: s.model, tokens: s.tokens, createdAt: s.createdAt, updatedAt: s.updatedAt }));
-  const out = new Uint8Array(16 + json.length + s.bytes.byteLength);
+  const json = new TextEncoder().encode(JSON.stringify({ id: s.id, model: s.model, owner: s.owner ?? '', tokens: s.tokens, createdAt: s.createdAt, updatedAt: s.updatedAt }));
+  const out = new Uint8Array(HEADER_BYTES + json.length + s.bytes.byteLength);
   for (let i = 0; i < 8; i++) out[i] = FILE_MAGIC.charCodeAt(i);
   const dv = new DataView(out.buffer);
-  dv.setUint32(8, 1, true);
+  dv.setUint32(8, FILE_VERSION, true);
   dv.setUint32(12, json.length, true);
-  out.set(json, 16);
-  out.set(s.bytes, 16 + json.length);
+  out.set(json, HEADER_BYTES);
+  out.set(s.bytes, HEADER_BYTES + json.length);
   return out;
 }
 
-/** Null for anything that is not a whole, readable session file (it is then treated as absent). */
-export function decodeSessionFile(b: Uint8Array): StoredSession | null {
-  if (b.length < 16) return null;
+/** The length of the JSON part from a file's first 16 bytes; null when they are not a session file's. */
+function jsonLength(b: Uint8Array): number | null {
+  if (b.length < HEADER_BYTES) return null;
   for (let i = 0; i < 8; i++) if (b[i] !== FILE_MAGIC.charCodeAt(i)) return null;
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  if (dv.getUint32(8, true) !== 1) return null;
-  const n = dv.getUint32(12, true);
-  if (16 + n > b.length) return null;
+  const version = dv.getUint32(8, true);
+  if (version !== 1 && version !== FILE_VERSION) return null;
+  return dv.getUint32(12, true);
+}
+
+/** The JSON part: everything but the snapshot bytes. */
+function decodeJson(b: Uint8Array): Omit<StoredSession, 'bytes'> | null {
   try {
-    const m = JSON.parse(new TextDecoder().decode(b.subarray(16, 16 + n)));
+    const m = JSON.parse(new TextDecoder().decode(b));
     if (typeof m?.id !== 'string' || typeof m.model !== 'string' || !Array.isArray(m.tokens)) return null;
-    return { id: m.id, model: m.model, tokens: m.tokens, createdAt: Number(m.createdAt) || 0, updatedAt: Number(m.updatedAt) || 0, bytes: b.slice(16 + n) };
+    return { id: m.id, model: m.model, owner: typeof m.owner === 'string' ? m.owner : '', tokens: m.tokens, createdAt: Number(m.createdAt) || 0, updatedAt: Number(m.updatedAt) || 0 };
   } catch {
     return null;
   }
 }
 
-/** One file per session in a directory (Deno needs --allow-read and --allow-write for it). */
+/** Null for anything that is not a whole, readable session file (it is then treated as absent). */
+export function decodeSessionFile(b: Uint8Array): StoredSession | null {
+  const n = jsonLength(b);
+  if (n === null || HEADER_BYTES + n > b.length) return null;
+  const m = decodeJson(b.subarray(HEADER_BYTES, HEADER_BYTES + n));
+  return m && { ...m, bytes: b.slice(HEADER_BYTES + n) };
+}
+
+export interface DirStoreOptions {
+  /** Most bytes of session files kept in the directory (default 1 GiB); the least recently used go first. */
+  maxBytes?: number;
+  /** Where files that cannot be removed are reported (default: not reported). */
+  log?: (msg: string, err?: unknown) => void;
+}
+
+const notFound = (e: unknown) => (e as any)?.code === 'ENOENT' || (e as any)?.name === 'NotFound';
+
+/** The temporary files put() writes (`<id>.session.<random>.tmp`) and open()'s write probe. */
+const TMP_FILE = /^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.session\.[a-z0-9]+|\.sparrow-probe-[a-z0-9]+)\.tmp$/;
+
+/**
+ * One file per session in a directory (Deno needs --allow-read and --allow-write for it), at most
+ * `maxBytes` of them: past that the least recently used files are removed. Use is a read or a write,
+ * kept as the file's modification time, so the order survives a restart.
+ *
+ * open() (called by every method, and by the local servers at start so that problems show there)
+ * creates the directory, checks that it can write there, removes the temporary files a crash left
+ * behind, measures the files and trims them to the bound. The directory belongs to one server.
+ */
 export class DirSessionStore implements SessionStore {
-  constructor(readonly dir: string) {}
+  readonly maxBytes: number;
+  /** id → file bytes, least recently used first (the Map's order). */
+  private readonly index = new Map<string, number>();
+  private total = 0;
+  private opening: Promise<void> | null = null;
+  private readonly log: (msg: string, err?: unknown) => void;
+
+  constructor(readonly dir: string, opts: DirStoreOptions = {}) {
+    this.maxBytes = opts.maxBytes ?? 1024 * 1024 * 1024;
+    if (!(this.maxBytes > 0)) throw new RangeError(`maxBytes must be > 0, got ${this.maxBytes}`);
+    this.log = opts.log ?? (() => {});
+  }
+
+  /** Bytes of session files in the directory (as of open() and this store's own writes). */
+  get bytes(): number {
+    return this.total;
+  }
+
+  /** Session files in the directory. */
+  get size(): number {
+    return this.index.size;
+  }
+
+  private base(): string {
+    return this.dir.replace(/\/+$/, '') || '/';
+  }
 
   private path(id: string): string {
     if (!SESSION_ID.test(id)) throw new Error(`bad session id ${JSON.stringify(id)}`);
-    return `${this.dir.replace(/\/+$/, '')}/${id}.session`;
+    return `${this.base()}/${id}.session`;
   }
 
   private async fs() {
     return import('node:fs/promises');
   }
 
-  async get(id: string): Promise<StoredSession | null> {
+  open(): Promise<void> {
+    if (!this.opening) {
+      this.opening = this.scan();
+      // A failed open is tried again by the next call.
+      this.opening.catch(() => (this.opening = null));
+    }
+    return this.opening;
+  }
+
+  private async scan(): Promise<void> {
     const fs = await this.fs();
-    try {
-      const s = decodeSessionFile(new Uint8Array(await fs.readFile(this.path(id))));
-      return s && s.id === id ? s : null;
-    } catch (e) {
-      if ((e as any)?.code === 'ENOENT' || (e as any)?.name === 'NotFound') return null;
-      throw e;
+    const base = this.base();
+    await fs.mkdir(base, { recursive: true });
+    const probe = `${base}/.sparrow-probe-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}.tmp`;
+    await fs.writeFile(probe, 'sparrow');
+    await fs.unlink(probe);
+    const found: { id: string; bytes: number; used: number }[] = [];
+    for (const name of await fs.readdir(base)) {
+      if (TMP_FILE.test(name)) {
+        await fs.unlink(`${base}/${name}`).catch((e) => notFound(e) || this.log(`could not remove ${base}/${name}`, e));
+        continue;
+      }
+      const id = name.endsWith('.session') ? name.slice(0, -'.session'.length) : '';
+      if (!SESSION_ID.test(id)) continue;
+      const st = await fs.stat(`${base}/${name}`).catch(() => null);
+      if (st?.isFile()) found.push({ id, bytes: st.size, used: st.mtimeMs });
+    }
+    found.sort((a, b) => a.used - b.used);
+    this.index.clear();
+    this.total = 0;
+    for (const f of found) this.note(f.id, f.bytes);
+    await this.trim();
+  }
+
+  /** Records a file as just used. */
+  private note(id: string, bytes: number): void {
+    this.forget(id);
+    this.index.set(id, bytes);
+    this.total += bytes;
+  }
+
+  private forget(id: string): boolean {
+    const had = this.index.get(id);
+    if (had === undefined) return false;
+    this.index.delete(id);
+    this.total -= had;
+    return true;
+  }
+
+  /** Removes the least recently used files until the rest fit the bound. */
+  private async trim(): Promise<void> {
+    const fs = await this.fs();
+    while (this.total > this.maxBytes && this.index.size > 0) {
+      const id = this.index.keys().next().value as string;
+      this.forget(id);
+      await fs.unlink(this.path(id)).catch((e) => notFound(e) || this.log(`could not remove ${this.path(id)}`, e));
     }
   }
 
+  async get(id: string): Promise<StoredSession | null> {
+    await this.open();
+    const fs = await this.fs();
+    const p = this.path(id);
+    let b: Uint8Array;
+    try {
+      b = new Uint8Array(await fs.readFile(p));
+    } catch (e) {
+      if (notFound(e)) {
+        this.forget(id);
+        return null;
+      }
+      throw e;
+    }
+    const s = decodeSessionFile(b);
+    if (!s || s.id !== id) return null;
+    this.note(id, b.byteLength);
+    const now = new Date();
+    await fs.utimes(p, now, now).catch(() => {});
+    return s;
+  }
+
+  /** Reads the file's metadata part only. */
   async meta(id: string): Promise<SessionMeta | null> {
-    const s = await this.get(id);
-    return s ? metaOf(s) : null;
+    await this.open();
+    const fs = await this.fs();
+    let fh: Awaited<ReturnType<typeof fs.open>>;
+    try {
+      fh = await fs.open(this.path(id), 'r');
+    } catch (e) {
+      if (notFound(e)) return null;
+      throw e;
+    }
+    try {
+      const size = (await fh.stat()).size;
+      const head = new Uint8Array(HEADER_BYTES);
+      if ((await fh.read(head, 0, HEADER_BYTES, 0)).bytesRead < HEADER_BYTES) return null;
+      const n = jsonLength(head);
+      if (n === null || HEADER_BYTES + n > size) return null;
+      const json = new Uint8Array(n);
+      if ((await fh.read(json, 0, n, HEADER_BYTES)).bytesRead < n) return null;
+      const m = decodeJson(json);
+      if (!m || m.id !== id) return null;
+      return { id, model: m.model, tokens: m.tokens.length, bytes: size - HEADER_BYTES - n, owner: m.owner ?? '', createdAt: m.createdAt, updatedAt: m.updatedAt };
+    } finally {
+      await fh.close().catch(() => {});
+    }
   }
 
   async put(s: StoredSession): Promise<void> {
+    await this.open();
     const fs = await this.fs();
-    await fs.mkdir(this.dir, { recursive: true });
+    const data = encodeSessionFile(s);
+    // A session larger than the whole bound is not kept at all.
+    if (data.byteLength > this.maxBytes) {
+      await this.delete(s.id);
+      return;
+    }
     // Write then rename: a reader never sees half a file.
     const p = this.path(s.id);
     const tmp = `${p}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}.tmp`;
-    await fs.writeFile(tmp, encodeSessionFile(s));
-    await fs.rename(tmp, p);
+    try {
+      await fs.writeFile(tmp, data);
+      await fs.rename(tmp, p);
+    } catch (e) {
+      await fs.unlink(tmp).catch(() => {});
+      throw e;
+    }
+    this.note(s.id, data.byteLength);
+    await this.trim();
   }
 
   async delete(id: string): Promise<boolean> {
+    await this.open();
     const fs = await this.fs();
+    this.forget(id);
     try {
       await fs.unlink(this.path(id));
       return true;
     } catch (e) {
-      if ((e as any)?.code === 'ENOENT' || (e as any)?.name === 'NotFound') return false;
+      if (notFound(e)) return false;
       throw e;
     }
   }

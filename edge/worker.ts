@@ -25,6 +25,7 @@ export interface Env {
   /** Key of that GGUF in MODELS; when set, it is served instead of the bundled model. */
   MODEL_KEY?: string;
   MODEL_ID?: string;
+  /** One key, or several separated by commas; sessions belong to the key that created them. */
   SPARROW_API_KEY?: string;
   /** '*' or a comma-separated list of origins. */
   CORS?: string;
@@ -131,6 +132,8 @@ const CHUNK = 128 * 1024 - 64;
 interface StoredMeta {
   id: string;
   model: string;
+  /** Hash of the creating key ('' without keys); absent in objects written before owners existed. */
+  owner?: string;
   tokens: number[];
   bytes: number;
   chunks: number;
@@ -157,19 +160,19 @@ export class SessionObject extends DurableObject<Env> {
       o += u.byteLength;
     }
     if (o !== meta.bytes) return null;
-    return { id: meta.id, model: meta.model, tokens: meta.tokens, bytes, createdAt: meta.createdAt, updatedAt: meta.updatedAt };
+    return { id: meta.id, model: meta.model, owner: meta.owner ?? '', tokens: meta.tokens, bytes, createdAt: meta.createdAt, updatedAt: meta.updatedAt };
   }
 
   async info(): Promise<SessionMeta | null> {
     const m = await this.ctx.storage.get<StoredMeta>('meta');
-    return m ? { id: m.id, model: m.model, tokens: m.tokens.length, bytes: m.bytes, createdAt: m.createdAt, updatedAt: m.updatedAt } : null;
+    return m ? { id: m.id, model: m.model, owner: m.owner ?? '', tokens: m.tokens.length, bytes: m.bytes, createdAt: m.createdAt, updatedAt: m.updatedAt } : null;
   }
 
   async save(s: StoredSession): Promise<void> {
     const chunks = Math.ceil(s.bytes.byteLength / CHUNK);
     const entries: Record<string, unknown> = {};
     for (let i = 0; i < chunks; i++) entries[`chunk:${i}`] = s.bytes.slice(i * CHUNK, (i + 1) * CHUNK);
-    const meta: StoredMeta = { id: s.id, model: s.model, tokens: s.tokens, bytes: s.bytes.byteLength, chunks, createdAt: s.createdAt, updatedAt: s.updatedAt };
+    const meta: StoredMeta = { id: s.id, model: s.model, owner: s.owner ?? '', tokens: s.tokens, bytes: s.bytes.byteLength, chunks, createdAt: s.createdAt, updatedAt: s.updatedAt };
     // One transaction: a reader sees the old state or the new one, never a mix.
     await this.ctx.storage.transaction(async (tx) => {
       const old = await tx.get<StoredMeta>('meta');
@@ -225,7 +228,7 @@ function appFor(env: Env): SparrowApp {
     store: new DurableSessionStore(env.SESSIONS),
     maxConcurrent: int(env.MAX_CONCURRENT, 2, 1),
     maxQueue: int(env.MAX_QUEUE, 8),
-    apiKey: env.SPARROW_API_KEY || undefined,
+    apiKey: env.SPARROW_API_KEY ? env.SPARROW_API_KEY.split(',').map((k) => k.trim()).filter(Boolean) : undefined,
     cors,
     maxBodyBytes: int(env.MAX_BODY_BYTES, 1 << 20, 1),
     runtime: 'workerd',
@@ -242,7 +245,7 @@ export default {
     // leaves early, so the requests waiting on the same load are not left hanging.
     if (!loadStarted) {
       loadStarted = true;
-      ctx.waitUntil(a.ready().catch(() => {}));
+      ctx.waitUntil(a.ready().catch((e) => console.error(`sparrow: the model failed to load: ${(e as Error)?.message ?? e}`)));
     }
     return a.fetch(req, env, ctx as unknown as Parameters<SparrowApp['fetch']>[2]);
   },

@@ -5,7 +5,7 @@
 // Exit status: 0 done, 1 failed (bad model file, missing file, …), 2 bad usage. Failures print one
 // line to stderr (SPARROW_DEBUG=1 adds the stack).
 
-import { existsSync, fstatSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, fstatSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { loadModel, type LoadOptions } from './index';
 import type { ChatMessage } from './generate/chat-template';
@@ -13,10 +13,12 @@ import { ChatTemplate } from './generate/chat-template';
 import type { GenerateParams, LanguageModel, ModelSession } from './generate/language-model';
 import { mulberry32, resolveSampling } from './generate/sampler';
 import { RequestError } from './generate/errors';
-import { convertToGGUF, CONVERT_DTYPES, type ConvertDType } from './convert';
+import { ConvertAbortedError, convertToGGUF, CONVERT_DTYPES, type ConvertDType, type ConvertResult } from './convert';
 
 class UsageError extends Error {}
 class CliError extends Error {}
+/** Stopped by Ctrl-C; exit status 130 as for a shell's SIGINT. */
+class InterruptedError extends Error {}
 
 // ---- options ---------------------------------------------------------------------------------------
 
@@ -278,21 +280,23 @@ function table(rows: [string, string][]): string {
 const DEFAULT_PROMPT = 'Once upon a time';
 
 const generate: Command = {
-  usage: '[--model M] [--prompt P | < prompt.txt] [options]',
-  summary: `Streams a continuation of the prompt to stdout as it is produced. Without --prompt the prompt is read
-from piped stdin; with neither, it is "${DEFAULT_PROMPT}". The prompt is echoed first when stdout is a terminal.`,
+  usage: '[--model M] [PROMPT… | --prompt P | < prompt.txt] [options]',
+  summary: `Streams a continuation of the prompt to stdout as it is produced. The prompt is the arguments (joined
+by spaces) or --prompt; without either it is read from piped stdin; with none, it is "${DEFAULT_PROMPT}".
+The prompt is echoed first when stdout is a terminal.`,
   spec: {
     ...MODEL_OPTS,
-    prompt: { type: 'string', arg: 'P', desc: 'prompt text' },
+    prompt: { type: 'string', arg: 'P', desc: 'prompt text (or give it as arguments)' },
     ...SAMPLING_OPTS,
     echo: { type: 'boolean', desc: 'print the prompt before the continuation' },
     'no-echo': { type: 'boolean', desc: 'never print the prompt' },
     stats: { type: 'boolean', desc: 'print token counts and speed to stderr at the end' },
   },
-  positionals: [0, 0],
-  async run(o) {
+  positionals: [0, Infinity],
+  async run(o, pos) {
+    if (pos.length && o.prompt !== undefined) throw new UsageError('generate: give the prompt either as arguments or with --prompt, not both');
     const params = samplingParams(o);
-    let prompt: string | undefined = o.prompt;
+    let prompt: string | undefined = pos.length ? pos.join(' ') : o.prompt;
     if (prompt === undefined && stdinHasData()) prompt = (await readStdin()).replace(/\r?\n$/, '');
     if (!prompt) prompt = DEFAULT_PROMPT;
     const { lm } = await load(o);
@@ -340,9 +344,35 @@ function readChatFile(path: string): { messages: ChatMessage[]; snapshot: Uint8A
   if (version !== 1) throw new CliError(`${path}: chat file version ${version} is not supported`);
   const n = dv.getUint32(12, true);
   if (16 + n > b.length) throw new CliError(`${path} is truncated`);
-  const { messages } = JSON.parse(new TextDecoder().decode(b.subarray(16, 16 + n)));
-  if (!Array.isArray(messages)) throw new CliError(`${path}: no message list`);
+  let doc: unknown;
+  try {
+    doc = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(b.subarray(16, 16 + n)));
+  } catch (e) {
+    throw new CliError(`${path}: the message list is not valid JSON (${(e as Error).message})`);
+  }
+  const messages = (doc as { messages?: unknown } | null)?.messages;
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new CliError(`${path}: the message list is not a JSON object`);
+  if (!Array.isArray(messages)) throw new CliError(`${path}: messages is ${messages === undefined ? 'missing' : 'not an array'}`);
+  checkChatMessages(path, messages);
   return { messages, snapshot: b.slice(16 + n) };
+}
+
+/** The roles a chat file may hold (ChatMessage's named roles). */
+const CHAT_ROLES = ['system', 'user', 'assistant', 'tool'];
+
+/** Each message is an object with a known role and string content; otherwise a CliError naming the file and the first bad message. */
+function checkChatMessages(path: string, messages: unknown[]): asserts messages is ChatMessage[] {
+  const kind = (v: unknown) => (v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'string' ? JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v) : typeof v);
+  messages.forEach((m, i) => {
+    if (typeof m !== 'object' || m === null || Array.isArray(m)) throw new CliError(`${path}: messages[${i}] is ${kind(m)}, not an object`);
+    const { role, content } = m as Record<string, unknown>;
+    if (role === undefined) throw new CliError(`${path}: messages[${i}].role is missing`);
+    if (typeof role !== 'string' || !CHAT_ROLES.includes(role)) {
+      throw new CliError(`${path}: messages[${i}].role must be one of ${CHAT_ROLES.join(', ')}, got ${kind(role)}`);
+    }
+    if (content === undefined) throw new CliError(`${path}: messages[${i}].content is missing`);
+    if (typeof content !== 'string') throw new CliError(`${path}: messages[${i}].content must be a string, got ${kind(content)}`);
+  });
 }
 
 /** For checkpoints without a chat template: a plain transcript the model can continue. */
@@ -432,7 +462,8 @@ const chat: Command = {
         messages.push({ role: 'user', content: line });
         current = new AbortController();
         try {
-          const ids = lm.encode(render(messages), false);
+          // Control tokens come from the template's markup only, never from what was typed.
+          const ids = fallback ? lm.tokenizer!.encodePlain(render(messages)) : lm.encodeChat(messages);
           const gen = lm.generate(ids, { ...params, stop: stops, session, signal: current.signal });
           for await (const t of gen) if (t.text) stdout(t.text);
           stdout('\n');
@@ -520,9 +551,11 @@ function round(x: number): number {
 
 const convert: Command = {
   usage: 'IN OUT --dtype q8_0|q4_0|f16|f32',
-  summary: `Converts a checkpoint (HF directory or safetensors) to a GGUF file in sparrow's convention: HF tensor
-names, config / tokenizer / generation config as metadata, weights in the given dtype (norms, biases and
-other small tensors stay f32, as when quantizing on load).`,
+  summary: `Converts a checkpoint (HF directory, safetensors or GGUF) to a GGUF file in sparrow's convention: HF
+tensor names, config / tokenizer / generation config as metadata, weights in the given dtype (norms, biases
+and other small tensors stay f32, as when quantizing on load). Tensors already quantized in the source keep
+their type unless the dtype is f32. OUT is written under a temporary name and renamed when complete; an OUT
+that is one of the input's files is refused.`,
   spec: { dtype: { type: 'string', arg: 'D', desc: 'q8_0 | q4_0 | f16 | f32 (required)' } },
   positionals: [2, 2],
   async run(o, [input, output]) {
@@ -530,13 +563,30 @@ other small tensors stay f32, as when quantizing on load).`,
     if (!CONVERT_DTYPES.includes(o.dtype)) throw new UsageError(`convert: --dtype must be one of ${CONVERT_DTYPES.join(', ')}, got ${JSON.stringify(o.dtype)}`);
     if (!existsSync(input)) throw new CliError(`input not found: ${input}`);
     const bar = new Progress('converting');
-    let r;
+    const ac = new AbortController();
+    const onInt = () => ac.abort();
+    process.on('SIGINT', onInt);
+    let r: ConvertResult;
     try {
-      r = await convertToGGUF(input, output, { dtype: o.dtype as ConvertDType, onProgress: (d, t, w) => bar.update(d, t, w) });
+      r = await convertToGGUF(input, output, { dtype: o.dtype as ConvertDType, signal: ac.signal, onProgress: (d, t, w) => bar.update(d, t, w) });
+    } catch (e) {
+      if (e instanceof ConvertAbortedError) throw new InterruptedError(e.message);
+      throw e;
     } finally {
+      process.off('SIGINT', onInt);
       bar.end();
     }
-    stdout(`wrote ${output}: ${r.tensors} tensors, ${fmtBytes(r.bytes)} (${Object.entries(r.tensorsByDType).map(([k, v]) => `${v} ${k}`).join(', ')})\n`);
+    const kept = Object.entries(r.keptQuantized);
+    const nKept = kept.reduce((a, [, n]) => a + n, 0);
+    if (nKept) {
+      const why = o.dtype === 'f16'
+        ? 'f16 cannot hold their values exactly; --dtype f32 dequantizes them exactly'
+        : 'quantized blocks are copied, never re-quantized (as when the source is loaded with this dtype); --dtype f32 dequantizes them';
+      stderr(`note: ${nKept} of ${r.tensors} tensors keep their quantized type from the source (${kept.map(([k, n]) => `${n} ${k}`).join(', ')}), not ${o.dtype}: ${why}\n`);
+    }
+    const byType = Object.entries(r.tensorsByDType).map(([k, v]) => `${v} ${k}`).join(', ');
+    const keptNote = nKept ? `; ${kept.map(([k, n]) => `${n} ${k}`).join(', ')} kept from the source instead of ${o.dtype}` : '';
+    stdout(`wrote ${output}: ${r.tensors} tensors, ${fmtBytes(r.bytes)} (${byType}${keptNote})\n`);
   },
 };
 
@@ -602,7 +652,8 @@ Run "sparrow <command> --help" for the options of a command.
 `;
 
 async function runServe(args: string[]): Promise<void> {
-  const url = new URL('../edge/serve-local.ts', import.meta.url);
+  // From src/cli.ts the server is edge/serve-local.ts; from the built dist/src/cli.js, dist/edge/serve-local.js.
+  const url = new URL(`../edge/serve-local${import.meta.url.endsWith('.js') ? '.js' : '.ts'}`, import.meta.url);
   let mod: any;
   try {
     mod = await import(url.href);
@@ -614,7 +665,7 @@ async function runServe(args: string[]): Promise<void> {
     throw e;
   }
   const entry = mod.main ?? mod.default;
-  if (typeof entry !== 'function') throw new CliError('serve: edge/serve-local.ts exports no main(args) function');
+  if (typeof entry !== 'function') throw new CliError(`serve: ${fileURLToPath(url)} exports no main(args) function`);
   await entry(args);
 }
 
@@ -668,7 +719,10 @@ function isMain(): boolean {
   const argv1 = process.argv[1];
   if (!argv1) return false;
   try {
-    return fileURLToPath(import.meta.url) === argv1 || fileURLToPath(import.meta.url).replace(/\.ts$/, '') === argv1.replace(/\.ts$/, '');
+    const self = fileURLToPath(import.meta.url);
+    if (self === argv1 || self.replace(/\.[jt]s$/, '') === argv1.replace(/\.[jt]s$/, '')) return true;
+    // Run through a link (npm's node_modules/.bin/sparrow): argv[1] is the link, import.meta.url its target.
+    return existsSync(argv1) && realpathSync(argv1) === realpathSync(self);
   } catch {
     return false;
   }
@@ -684,7 +738,7 @@ export async function runCli(argv: string[], to: CliIO = processIO): Promise<num
     const msg = (e as Error)?.message ?? String(e);
     stderr(`sparrow: ${msg.split('\n')[0]}\n`);
     if ((globalThis as any).process?.env?.SPARROW_DEBUG) stderr(`${(e as Error)?.stack}\n`);
-    return e instanceof UsageError ? 2 : 1;
+    return e instanceof UsageError ? 2 : e instanceof InterruptedError ? 130 : 1;
   } finally {
     io = prev;
   }

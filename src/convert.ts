@@ -7,9 +7,10 @@
 // dtype holds it in makes the GGUF give the same logits as the source quantized on load.
 
 import { openCheckpoint, type Checkpoint, type TensorInfo } from './formats/checkpoint';
-import { f32ToF16Bytes, numElements, quantizeQ4_0, quantizeQ8_0, storedDType, type DType } from './formats/dtype';
-import { ConfigError, FormatError } from './formats/errors';
+import { f32ToF16Bytes, isQuantized, numElements, quantizeQ4_0, quantizeQ8_0, storedDType, type DType } from './formats/dtype';
+import { ConfigError, FormatError, SparrowError } from './formats/errors';
 import { GGUFWriter, ggmlType, setSparrowMetadata } from './formats/gguf';
+import { nodeFs, isUrl } from './formats/source';
 import { familyFor } from './models/index';
 
 export type ConvertDType = 'f32' | 'f16' | 'q8_0' | 'q4_0';
@@ -18,6 +19,8 @@ export const CONVERT_DTYPES: ConvertDType[] = ['f32', 'f16', 'q8_0', 'q4_0'];
 export interface ConvertOptions {
   dtype: ConvertDType;
   onProgress?: (done: number, total: number, name: string) => void;
+  /** Stops the conversion between two chunks of output; the output file is then not written. */
+  signal?: AbortSignal;
 }
 
 export interface ConvertResult {
@@ -25,6 +28,29 @@ export interface ConvertResult {
   bytes: number;
   /** Tensor count per written dtype. */
   tensorsByDType: Record<string, number>;
+  /**
+   * Tensors stored quantized in the source that keep their quantized type instead of the target
+   * dtype, counted per kept dtype (e.g. { q8_0: 14 } for a Q8_0 GGUF converted with dtype 'f16').
+   * Quantized blocks are copied as they are, never re-quantized nor widened to f16 (f16 cannot hold
+   * their values exactly); dtype 'f32' is the one target that dequantizes them (exactly).
+   */
+  keptQuantized: Record<string, number>;
+}
+
+/** The output would overwrite a file the conversion reads, or the conversion was stopped. */
+export class ConvertError extends SparrowError {
+  constructor(message: string) {
+    super('CONVERT', message);
+    this.name = 'ConvertError';
+  }
+}
+
+/** Raised when `signal` stops a conversion; the output file was not written. */
+export class ConvertAbortedError extends ConvertError {
+  constructor(output: string) {
+    super(`conversion to ${output} was interrupted; ${output} was not written`);
+    this.name = 'ConvertAbortedError';
+  }
 }
 
 /** The dtype a tensor is written in for `target`, given the family's f32-only tensors. */
@@ -33,7 +59,7 @@ export function convertedDType(info: TensorInfo, target: ConvertDType, keepF32: 
 }
 
 /** A GGUF writer for `ckpt`; tensor data is read and converted lazily while the writer streams. */
-export function ggufFor(ckpt: Checkpoint, opts: ConvertOptions): { writer: GGUFWriter; tensorsByDType: Record<string, number> } {
+export function ggufFor(ckpt: Checkpoint, opts: ConvertOptions): { writer: GGUFWriter; tensorsByDType: Record<string, number>; keptQuantized: Record<string, number> } {
   if (!CONVERT_DTYPES.includes(opts.dtype)) throw new ConfigError('dtype', `must be one of ${CONVERT_DTYPES.join(', ')}, got ${JSON.stringify(opts.dtype)}`);
   const config = ckpt.config;
   const family = familyFor(config);
@@ -41,10 +67,12 @@ export function ggufFor(ckpt: Checkpoint, opts: ConvertOptions): { writer: GGUFW
   const plan = [...ckpt.tensors.values()].map((info) => ({ info, dtype: convertedDType(info, opts.dtype, keep) }));
   const elements = new Map<DType, number>();
   const tensorsByDType: Record<string, number> = {};
+  const keptQuantized: Record<string, number> = {};
   for (const { info, dtype } of plan) {
     if (ggmlType(dtype) === undefined) throw new FormatError(`tensors[${JSON.stringify(info.name)}].dtype`, `${info.dtype} has no GGUF type`);
     elements.set(dtype, (elements.get(dtype) ?? 0) + numElements(info.shape));
     tensorsByDType[dtype] = (tensorsByDType[dtype] ?? 0) + 1;
+    if (isQuantized(info.dtype) && dtype === info.dtype && dtype !== opts.dtype) keptQuantized[dtype] = (keptQuantized[dtype] ?? 0) + 1;
   }
   let bulk: DType = 'f32';
   for (const [d, n] of elements) if (n > (elements.get(bulk) ?? 0)) bulk = d;
@@ -77,18 +105,114 @@ export function ggufFor(ckpt: Checkpoint, opts: ConvertOptions): { writer: GGUFW
       return bytes;
     });
   }
-  return { writer: w, tensorsByDType };
+  return { writer: w, tensorsByDType, keptQuantized };
 }
 
-/** Converts `input` (anything openCheckpoint opens) to a GGUF file at `output`. */
+/** Files beside the weights that opening a checkpoint reads (openCheckpoint's side files and index). */
+const SIDE_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'chat_template.json', 'model.safetensors.index.json'];
+
+function dirOf(path: string): string {
+  const i = Math.max(path.lastIndexOf('/'), path.lastIndexOf('\\'));
+  return i < 0 ? '.' : i === 0 ? path.slice(0, 1) : path.slice(0, i);
+}
+
+function joinPath(dir: string, name: string): string {
+  return `${dir.replace(/[\\/]+$/, '')}/${name}`;
+}
+
+/**
+ * Refuses an output path that is (through any spelling, symbolic link or hard link) one of the files
+ * the conversion reads: the weight files of `ckpt` and the side files of the input's directory.
+ */
+async function checkOutput(input: string, output: string, ckpt: Checkpoint): Promise<void> {
+  const fs = await nodeFs(output);
+  let out: Awaited<ReturnType<typeof fs.stat>>;
+  try {
+    out = await fs.stat(output);
+  } catch {
+    // A path that does not exist yet (or cannot be stat'ed) is no input file; writing it fails or succeeds on its own.
+    return;
+  }
+  if (out.isDirectory()) throw new ConvertError(`output ${output} is a directory; give the path of the .gguf file to write`);
+  const outReal = await fs.realpath(output).catch(() => output);
+  const candidates = new Set<string>();
+  for (const t of ckpt.tensors.values()) if (!isUrl(t.source.name)) candidates.add(t.source.name);
+  if (!isUrl(input)) {
+    let isDir = false;
+    try {
+      isDir = (await fs.stat(input)).isDirectory();
+    } catch {
+      /* the checkpoint was opened, so this does not happen; nothing more to compare then */
+    }
+    candidates.add(input);
+    const sideDir = isDir ? input : dirOf(input);
+    for (const f of SIDE_FILES) candidates.add(joinPath(sideDir, f));
+  }
+  for (const c of candidates) {
+    let st: Awaited<ReturnType<typeof fs.stat>>;
+    try {
+      st = await fs.stat(c);
+    } catch {
+      continue;
+    }
+    if (!st.isFile()) continue;
+    const real = await fs.realpath(c).catch(() => c);
+    if (real === outReal || (st.dev === out.dev && st.ino === out.ino)) {
+      const how = real === outReal ? '' : ' (a hard link to it)';
+      throw new ConvertError(`output ${output} is the input file ${c}${how}; writing it would destroy the checkpoint being converted: choose another output path`);
+    }
+  }
+}
+
+/**
+ * Converts `input` (anything openCheckpoint opens) to a GGUF file at `output`. The file is written
+ * under a temporary name in the output's directory and renamed over `output` only when complete,
+ * so a failed or stopped conversion leaves no partial file and an existing `output` untouched; an
+ * `output` that is one of the input's files is refused before anything is written.
+ */
 export async function convertToGGUF(input: string, output: string, opts: ConvertOptions): Promise<ConvertResult> {
   const ckpt = await openCheckpoint(input);
   try {
-    const { writer, tensorsByDType } = ggufFor(ckpt, opts);
+    const { writer, tensorsByDType, keptQuantized } = ggufFor(ckpt, opts);
+    await checkOutput(input, output, ckpt);
     const bytes = writer.byteLength;
-    await writer.writeTo(output);
-    return { tensors: ckpt.tensors.size, bytes, tensorsByDType };
+    await writeAtomically(writer, output, opts.signal);
+    return { tensors: ckpt.tensors.size, bytes, tensorsByDType, keptQuantized };
   } finally {
     await ckpt.close();
+  }
+}
+
+async function writeAtomically(writer: GGUFWriter, output: string, signal?: AbortSignal): Promise<void> {
+  const fs = await nodeFs(output);
+  const base = output.slice(Math.max(output.lastIndexOf('/'), output.lastIndexOf('\\')) + 1);
+  const tmp = joinPath(dirOf(output), `.${base}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}.tmp`);
+  if (signal?.aborted) throw new ConvertAbortedError(output);
+  let fh: Awaited<ReturnType<typeof fs.open>>;
+  try {
+    fh = await fs.open(tmp, 'wx');
+  } catch (e) {
+    throw new ConvertError(`cannot write ${output}: ${(e as Error).message}`);
+  }
+  let ok = false;
+  try {
+    for await (const chunk of writer.chunks()) {
+      if (signal?.aborted) throw new ConvertAbortedError(output);
+      let done = 0;
+      while (done < chunk.length) {
+        const { bytesWritten } = await fh.write(chunk, done, chunk.length - done);
+        done += bytesWritten;
+      }
+    }
+    if (signal?.aborted) throw new ConvertAbortedError(output);
+    await fh.sync();
+    await fh.close();
+    await fs.rename(tmp, output);
+    ok = true;
+  } finally {
+    if (!ok) {
+      await fh.close().catch(() => {});
+      await fs.unlink(tmp).catch(() => {});
+    }
   }
 }

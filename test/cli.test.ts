@@ -3,7 +3,8 @@
 // one-line errors and the documented exit status; convert → GGUF → generate equals generating from
 // the source directory quantized on load.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -114,6 +115,27 @@ describe('generate', () => {
     expect(echoed.stdout).toBe('Once upon a time' + flag.stdout);
   });
 
+  it('takes the prompt as arguments, joined by spaces (README: generate --backend auto "Once upon a time")', async () => {
+    const args = ['generate', '--model', model, '--max-tokens', '12', '--seed', '1', '--temperature', '1'];
+    const [flag, one, words, readme] = await Promise.all([
+      cli('node', [...args, '--prompt', 'Once upon a time']),
+      cli('node', [...args, 'Once upon a time']),
+      cli('node', [...args, 'Once', 'upon', 'a', 'time']),
+      cli('node', ['generate', '--backend', 'wasm', 'Once upon a time', '--model', model, '--max-tokens', '12', '--seed', '1', '--temperature', '1']),
+    ]);
+    for (const r of [flag, one, words, readme]) expect([r.status, r.stderr]).toEqual([0, '']);
+    expect(flag.stdout.length).toBeGreaterThan(2);
+    expect(one.stdout).toBe(flag.stdout);
+    expect(words.stdout).toBe(flag.stdout);
+    expect(readme.stdout).toBe(flag.stdout);
+    // Arguments win over piped stdin; --echo prints them joined.
+    const piped = await cli('node', [...args, '--echo', 'Once', 'upon', 'a', 'time'], 'Something else entirely\n');
+    expect(piped.stdout).toBe('Once upon a time' + flag.stdout);
+    // Both forms at once is a usage error.
+    const both = await inProcess(['generate', '--prompt', 'Once upon', 'a time']);
+    expect([both.status, both.stdout, both.stderr]).toEqual([2, '', 'sparrow: generate: give the prompt either as arguments or with --prompt, not both\n']);
+  });
+
   it('--stop ends the text before the stop string', async () => {
     const base = await cli('node', ['generate', '--model', model, ...GEN]);
     const text = base.stdout.replace(/\n$/, '');
@@ -205,6 +227,69 @@ describe('convert', () => {
   }
 });
 
+describe('convert: output safety and kept quantized tensors', () => {
+  const digest = (dir: string) => Object.fromEntries(readdirSync(dir).sort().map((f) => [f, createHash('sha256').update(readFileSync(join(dir, f))).digest('hex')]));
+
+  it('refuses an OUT that is the input (or one of its files) and leaves the input as it was', async () => {
+    const dir = tinyModelDir({ dir: join(work, 'same-path') });
+    const before = digest(dir);
+    const st = join(dir, 'model.safetensors');
+    for (const [input, output] of [[st, st], [dir, st], [dir, join(dir, 'config.json')], [st, `${dir}/./model.safetensors`]]) {
+      const r = await inProcess(['convert', input, output, '--dtype', 'q8_0']);
+      expect(r.status).toBe(1);
+      expect(r.stdout).toBe('');
+      expect(r.stderr.split('\n').filter(Boolean)).toHaveLength(1);
+      expect(r.stderr).toMatch(/^sparrow: output .* is the input file .*; writing it would destroy the checkpoint being converted: choose another output path\n$/);
+    }
+    expect(digest(dir)).toEqual(before);
+  });
+
+  it('--dtype f16 of a Q8_0 GGUF says how many tensors keep Q8_0 and why, and the summary says so', async () => {
+    const q8 = join(work, 'kept.q8_0.gguf');
+    const a = await cli('node', ['convert', model, q8, '--dtype', 'q8_0']);
+    expect([a.status, a.stderr]).toEqual([0, '']);
+    const n = Number(/\((\d+) q8_0, (\d+) f32\)/.exec(a.stdout)?.[1]);
+    expect(n).toBeGreaterThan(0);
+    const f16 = await cli('node', ['convert', q8, join(work, 'kept.f16.gguf'), '--dtype', 'f16']);
+    expect(f16.status).toBe(0);
+    expect(f16.stderr).toBe(`note: ${n} of 21 tensors keep their quantized type from the source (${n} q8_0), not f16: f16 cannot hold their values exactly; --dtype f32 dequantizes them exactly\n`);
+    expect(f16.stdout).toMatch(new RegExp(`^wrote .*kept\\.f16\\.gguf: 21 tensors, .* \\(${n} q8_0, ${21 - n} f32; ${n} q8_0 kept from the source instead of f16\\)\n$`));
+    const q4 = await cli('node', ['convert', q8, join(work, 'kept.q4_0.gguf'), '--dtype', 'q4_0']);
+    expect(q4.stderr).toMatch(new RegExp(`^note: ${n} of 21 tensors keep their quantized type from the source \\(${n} q8_0\\), not q4_0: quantized blocks are copied, never re-quantized`));
+    const f32 = await cli('node', ['convert', q8, join(work, 'kept.f32.gguf'), '--dtype', 'f32']);
+    expect([f32.status, f32.stderr]).toEqual([0, '']);
+    expect(f32.stdout).toMatch(/: 21 tensors, .* \(21 f32\)\n$/);
+  });
+
+  const MINI = join(ROOT, 'models/sparrow-mini/model.q8_0.gguf');
+  it.skipIf(!existsSync(MINI))('Ctrl-C during a conversion exits 130 and leaves neither OUT nor a temporary file', async () => {
+    // The default model to f32 writes ~47 MB; SIGINT is sent once the temporary file appears. A
+    // machine fast enough to finish first gets another try.
+    let interrupted: Run | null = null;
+    for (let attempt = 0; attempt < 3 && !interrupted; attempt++) {
+      const dir = mkdtempSync(join(work, 'sigint-'));
+      const out = join(dir, 'mini.f32.gguf');
+      const p = spawn(process.execPath, ['--import', 'tsx', CLI, 'convert', MINI, out, '--dtype', 'f32'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '', stderr = '';
+      p.stdout!.setEncoding('utf8').on('data', (d) => (stdout += d));
+      p.stderr!.setEncoding('utf8').on('data', (d) => (stderr += d));
+      const closed = new Promise<number | null>((r) => p.on('close', r));
+      let running = true;
+      void closed.then(() => (running = false));
+      while (running && !readdirSync(dir).some((f) => f.endsWith('.tmp'))) await new Promise((r) => setTimeout(r, 2));
+      if (running) p.kill('SIGINT');
+      const status = await closed;
+      if (status === 0) continue;
+      interrupted = { status, stdout, stderr };
+      expect(readdirSync(dir)).toEqual([]);
+    }
+    expect(interrupted).not.toBeNull();
+    expect(interrupted!.status).toBe(130);
+    expect(interrupted!.stdout).toBe('');
+    expect(interrupted!.stderr).toMatch(/^sparrow: conversion to .*mini\.f32\.gguf was interrupted; .*mini\.f32\.gguf was not written\n$/);
+  });
+});
+
 describe('info, bench, chat', () => {
   it('info prints the architecture table', async () => {
     const r = await cli('node', ['info', model]);
@@ -240,6 +325,46 @@ describe('info, bench, chat', () => {
     expect(resumed.stdout.split('\n')[0]).toBe(reply2);
     const reset = await cli('node', args, 'Hello there\n/reset\nWhat next?\n');
     expect(reset.stderr).toMatch(/conversation cleared/);
+  });
+
+  it('chat: /load refuses a file with malformed messages, naming the file and the message, and the conversation goes on', async () => {
+    const args = ['chat', '--model', model, '--max-tokens', '8', '--seed', '2', '--temperature', '0.8'];
+    const good = join(work, 'good.chat');
+    const saved = await cli('node', args, `Hello there\n/save ${good}\n/exit\n`);
+    expect(saved.stderr).toMatch(/saved 2 messages/);
+    // The same file with another JSON part: "SPRWCHAT" · u32 version · u32 JSON length · JSON · state.
+    const bytes = readFileSync(good);
+    const jsonLen = bytes.readUInt32LE(12);
+    const state = bytes.subarray(16 + jsonLen);
+    const withJson = (name: string, json: string) => {
+      const j = Buffer.from(json);
+      const head = Buffer.alloc(16);
+      bytes.copy(head, 0, 0, 12);
+      head.writeUInt32LE(j.length, 12);
+      const path = join(work, name);
+      writeFileSync(path, Buffer.concat([head, j, state]));
+      return path;
+    };
+    const hello = { role: 'user', content: 'Hello there' };
+    const bad: [string, string, RegExp][] = [
+      ['empty-object.chat', JSON.stringify({ messages: [{}] }), /messages\[0\]\.role is missing/],
+      ['number-content.chat', JSON.stringify({ messages: [hello, { role: 'assistant', content: 5 }] }), /messages\[1\]\.content must be a string, got number/],
+      ['unknown-role.chat', JSON.stringify({ messages: [hello, { role: 'bot', content: 'hi' }] }), /messages\[1\]\.role must be one of system, user, assistant, tool, got "bot"/],
+      ['not-object.chat', JSON.stringify({ messages: ['Hello there'] }), /messages\[0\] is "Hello there", not an object/],
+      ['not-array.chat', JSON.stringify({ messages: { role: 'user', content: 'x' } }), /messages is not an array/],
+      ['bad-json.chat', '{"messages": [', /the message list is not valid JSON/],
+    ];
+    const files = bad.map(([name, json]) => withJson(name, json));
+    const straight = await cli('node', args, 'Hello there\nWhat next?\n');
+    const r = await cli('node', args, `Hello there\n${files.map((f) => `/load ${f}\n`).join('')}What next?\n`);
+    const errors = r.stderr.split('\n').filter(Boolean);
+    expect(errors).toHaveLength(bad.length);
+    errors.forEach((line, i) => {
+      expect(line.startsWith(`error: ${files[i]}: `), line).toBe(true);
+      expect(line).toMatch(bad[i][2]);
+    });
+    // The refused loads left the conversation as it was: the second reply is the uninterrupted one.
+    expect(r.stdout).toBe(straight.stdout);
   });
 });
 

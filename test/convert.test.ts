@@ -1,11 +1,14 @@
 // convert → GGUF → loadModel gives bit-identical logits to loading the source directory quantized on
 // load with the same dtype (both hold the same bytes), on the tiny checkpoints and on parity fixtures.
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+// The output never overwrites a file the conversion reads, and a failed conversion leaves no partial
+// file; tensors already quantized in the source are reported when they keep their type.
+import { createHash } from 'node:crypto';
+import { existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { convertToGGUF } from '../src/convert';
+import { ConvertError, convertToGGUF } from '../src/convert';
 import { loadModel, supportedModelTypes } from '../src/index';
 import { openCheckpoint } from '../src/formats/checkpoint';
 import { tinyModelDir } from './tiny-models';
@@ -57,4 +60,83 @@ describe.each(SOURCES)('%s', (_label, make) => {
       b.dispose();
     });
   }
+});
+
+describe('output safety', () => {
+  const digest = (dir: string) => Object.fromEntries(readdirSync(dir).sort().map((f) => [f, createHash('sha256').update(readFileSync(join(dir, f))).digest('hex')]));
+
+  it('an output that is one of the input files (any spelling, symbolic or hard link) is refused and nothing is written', async () => {
+    const dir = tinyModelDir({ dir: join(work, 'safety-in') });
+    const outDir = join(work, 'safety-out');
+    rmSync(outDir, { recursive: true, force: true });
+    mkdirSync(outDir);
+    symlinkSync(join(dir, 'model.safetensors'), join(outDir, 'link.gguf'));
+    linkSync(join(dir, 'model.safetensors'), join(outDir, 'hard.gguf'));
+    const before = digest(dir);
+    const st = join(dir, 'model.safetensors');
+    const cases: [string, string][] = [
+      [st, st],                                            // the safetensors file onto itself
+      [dir, st],                                           // an HF directory onto its weights
+      [dir, join(dir, 'config.json')],                     // … onto a side file it reads
+      [dir, join(dir, 'tokenizer.json')],
+      [st, join(dir, 'config.json')],                      // a safetensors file reads its directory's config
+      [dir, `${dir}/../safety-in/./model.safetensors`],    // another spelling
+      [dir, join(outDir, 'link.gguf')],                    // a symbolic link to the weights
+      [dir, join(outDir, 'hard.gguf')],                    // a hard link to the weights
+    ];
+    for (const [input, output] of cases) {
+      const e = await convertToGGUF(input, output, { dtype: 'q8_0' }).then(() => null, (x) => x);
+      expect(e, `${input} → ${output}`).toBeInstanceOf(ConvertError);
+      expect(e.message).toMatch(/is the input file .*choose another output path/);
+    }
+    expect(digest(dir)).toEqual(before);
+    expect(readdirSync(outDir).sort()).toEqual(['hard.gguf', 'link.gguf']);
+    // A GGUF input onto itself, too.
+    const gguf = join(outDir, 'x.q8_0.gguf');
+    await convertToGGUF(dir, gguf, { dtype: 'q8_0' });
+    const g = readFileSync(gguf);
+    await expect(convertToGGUF(gguf, gguf, { dtype: 'f16' })).rejects.toThrow(/is the input file/);
+    expect(readFileSync(gguf).equals(g)).toBe(true);
+  });
+
+  it('a conversion failing midway leaves an existing output as it was and no temporary file', async () => {
+    const dir = tinyModelDir({ dir: join(work, 'fail-in') });
+    const outDir = mkdtempSync(join(work, 'fail-out-'));
+    const out = join(outDir, 'model.gguf');
+    writeFileSync(out, 'an older file the user keeps');
+    const stop = new Error('stopped at the third tensor');
+    await expect(convertToGGUF(dir, out, {
+      dtype: 'q8_0',
+      onProgress: (done) => {
+        if (done === 3) throw stop;
+      },
+    })).rejects.toBe(stop);
+    expect(readFileSync(out, 'utf8')).toBe('an older file the user keeps');
+    expect(readdirSync(outDir)).toEqual(['model.gguf']);
+    // Aborted through the signal: the same, and a new output is not created at all.
+    const ac = new AbortController();
+    const fresh = join(outDir, 'fresh.gguf');
+    await expect(convertToGGUF(dir, fresh, { dtype: 'q8_0', signal: ac.signal, onProgress: (d) => d === 2 && ac.abort() })).rejects.toThrow(/interrupted; .*fresh\.gguf was not written/);
+    expect(readdirSync(outDir)).toEqual(['model.gguf']);
+    // Completed, it replaces the older file.
+    const r = await convertToGGUF(dir, out, { dtype: 'q8_0' });
+    expect(statSync(out).size).toBe(r.bytes);
+    expect(readdirSync(outDir)).toEqual(['model.gguf']);
+  });
+
+  it('tensors quantized in the source that keep their type are counted', async () => {
+    const dir = tinyModelDir({ dir: join(work, 'kept-in') });
+    const q8 = join(work, 'kept.q8_0.gguf');
+    const a = await convertToGGUF(dir, q8, { dtype: 'q8_0' });
+    expect(a.keptQuantized).toEqual({});
+    const nQ8 = a.tensorsByDType.q8_0;
+    expect(nQ8).toBeGreaterThan(0);
+    const f16 = await convertToGGUF(q8, join(work, 'kept.f16.gguf'), { dtype: 'f16' });
+    expect(f16.keptQuantized).toEqual({ q8_0: nQ8 });
+    expect(f16.tensorsByDType.q8_0).toBe(nQ8);
+    expect((await convertToGGUF(q8, join(work, 'kept.q4_0.gguf'), { dtype: 'q4_0' })).keptQuantized).toEqual({ q8_0: nQ8 });
+    const f32 = await convertToGGUF(q8, join(work, 'kept.f32.gguf'), { dtype: 'f32' });
+    expect(f32.keptQuantized).toEqual({});
+    expect(Object.keys(f32.tensorsByDType)).toEqual(['f32']);
+  });
 });

@@ -2,7 +2,7 @@
 // sampling parameters, sessions resumed from stored snapshots, errors in the OpenAI shape, auth,
 // CORS, body limit, the bounded queue, cancellation, the memory-budget 503, the session stores, and
 // a fuzz of malformed bodies that must never produce a 5xx.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -39,6 +39,16 @@ function makeApp(o: Partial<AppOptions> = {}): SparrowApp {
 
 function post(app: SparrowApp, path: string, body: unknown, headers: Record<string, string> = {}) {
   return app.request(path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+}
+
+/** A new session, as the server issues them. */
+async function newSession(app: SparrowApp, headers: Record<string, string> = {}): Promise<string> {
+  const res = await post(app, '/v1/sessions', {}, headers);
+  expect(res.status).toBe(200);
+  const b = await res.json();
+  expect(b).toMatchObject({ object: 'session', tokens: 0, bytes: 0, busy: false });
+  expect(res.headers.get('x-session-id')).toBe(b.id);
+  return b.id;
 }
 
 async function sse(res: Response): Promise<any[]> {
@@ -205,12 +215,12 @@ describe('errors in the OpenAI shape', () => {
     const res = await post(app, '/v1/completions', big);
     expectError(await res.json(), 413, res, null, 'request_too_large');
     const stream = new ReadableStream({ start(c) { c.enqueue(new TextEncoder().encode(big)); c.close(); } });
-    const res2 = await app.request('/v1/completions', { method: 'POST', body: stream, duplex: 'half' } as any);
+    const res2 = await app.request('/v1/completions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: stream, duplex: 'half' } as any);
     expect(res2.status).toBe(413);
   });
 
   it('400 for a body that is not UTF-8', async () => {
-    const res = await app.request('/v1/completions', { method: 'POST', body: new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]) });
+    const res = await app.request('/v1/completions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]) });
     expectError(await res.json(), 400, res, null, 'invalid_body');
   });
 });
@@ -226,6 +236,7 @@ describe('auth and CORS', () => {
     expect(wrong.status).toBe(401);
     const ok = await app.request('/v1/models', { headers: { authorization: 'Bearer sk-test-123' } });
     expect(ok.status).toBe(200);
+    await app.ready();
     expect((await app.request('/healthz')).status).toBe(200);
     expect((await app.request('/')).status).toBe(200);
   });
@@ -247,17 +258,20 @@ describe('sessions', () => {
   it('a second turn resumes the stored state: only the new tokens run, and the text is that of a session kept alive', async () => {
     const store = new MemorySessionStore();
     const app = makeApp({ store });
+    const conv = await newSession(app);
+    expect(conv).toMatch(/^sess-[A-Za-z0-9]{32}$/);
     const turn1 = [{ role: 'user', content: 'Tell me about the sea.' }];
-    const r1 = await post(app, '/v1/chat/completions', { messages: turn1, max_tokens: 10, seed: 1 }, { 'x-session-id': 'conv-1' });
-    expect(r1.headers.get('x-session-id')).toBe('conv-1');
+    const r1 = await post(app, '/v1/chat/completions', { messages: turn1, max_tokens: 10, seed: 1 }, { 'x-session-id': conv });
+    expect(r1.headers.get('x-session-id')).toBe(conv);
     const b1 = await r1.json();
-    const meta = await (await app.request('/v1/sessions/conv-1')).json();
-    expect(meta).toMatchObject({ id: 'conv-1', object: 'session', model: 'sparrow-mini' });
+    expect(b1.usage.prompt_tokens_details.cached_tokens).toBe(0);
+    const meta = await (await app.request(`/v1/sessions/${conv}`)).json();
+    expect(meta).toMatchObject({ id: conv, object: 'session', model: 'sparrow-mini' });
     expect(meta.tokens).toBe(b1.usage.total_tokens);
     expect(meta.bytes).toBeGreaterThan(1000);
 
     const turn2 = [...turn1, { role: 'assistant', content: b1.choices[0].message.content }, { role: 'user', content: 'And the sky?' }];
-    const r2 = await (await post(app, '/v1/chat/completions', { messages: turn2, max_tokens: 10, seed: 2, session: 'conv-1' })).json();
+    const r2 = await (await post(app, '/v1/chat/completions', { messages: turn2, max_tokens: 10, seed: 2, session: conv })).json();
     expect(r2.usage.prompt_tokens_details.cached_tokens).toBe(meta.tokens);
     const fresh = await (await post(app, '/v1/chat/completions', { messages: turn2, max_tokens: 10, seed: 2 })).json();
     expect(fresh.usage.prompt_tokens_details.cached_tokens).toBe(0);
@@ -275,20 +289,24 @@ describe('sessions', () => {
     live.dispose();
 
     // A prompt that does not extend the stored tokens starts over (and replaces them).
-    const other = await (await post(app, '/v1/chat/completions', { messages: [{ role: 'user', content: 'Something else' }], max_tokens: 4, seed: 2, session: 'conv-1' })).json();
+    const other = await (await post(app, '/v1/chat/completions', { messages: [{ role: 'user', content: 'Something else' }], max_tokens: 4, seed: 2, session: conv })).json();
     expect(other.usage.prompt_tokens_details.cached_tokens).toBe(0);
 
-    const del = await app.request('/v1/sessions/conv-1', { method: 'DELETE' });
-    expect(await del.json()).toEqual({ id: 'conv-1', object: 'session.deleted', deleted: true });
-    const gone = await app.request('/v1/sessions/conv-1');
+    const del = await app.request(`/v1/sessions/${conv}`, { method: 'DELETE' });
+    expect(await del.json()).toEqual({ id: conv, object: 'session.deleted', deleted: true });
+    const gone = await app.request(`/v1/sessions/${conv}`);
     expectError(await gone.json(), 404, gone, 'id', 'session_not_found');
-    expect((await app.request('/v1/sessions/conv-1', { method: 'DELETE' })).status).toBe(404);
+    expect((await app.request(`/v1/sessions/${conv}`, { method: 'DELETE' })).status).toBe(404);
+    // A deleted session is not brought back by naming it.
+    const again = await post(app, '/v1/chat/completions', { messages: turn1, max_tokens: 2 }, { 'x-session-id': conv });
+    expectError(await again.json(), 404, again, 'session', 'session_not_found');
   });
 
   it('a completion session continues a text', async () => {
     const app = makeApp();
-    const a = await (await post(app, '/v1/completions', { prompt: 'Once upon a time', max_tokens: 6, temperature: 0, session: 'story' })).json();
-    const b = await (await post(app, '/v1/completions', { prompt: 'Once upon a time' + a.choices[0].text + ' and then', max_tokens: 6, temperature: 0, session: 'story' })).json();
+    const story = await newSession(app);
+    const a = await (await post(app, '/v1/completions', { prompt: 'Once upon a time', max_tokens: 6, temperature: 0, session: story })).json();
+    const b = await (await post(app, '/v1/completions', { prompt: 'Once upon a time' + a.choices[0].text + ' and then', max_tokens: 6, temperature: 0, session: story })).json();
     expect(b.usage.prompt_tokens_details.cached_tokens).toBeGreaterThan(0);
   });
 
@@ -328,7 +346,7 @@ describe('queue, cancellation, memory budget', () => {
   it('an aborted request signal stops a non-streamed generation', async () => {
     const app = makeApp({ maxConcurrent: 1, maxQueue: 0 });
     const ac = new AbortController();
-    const p = Promise.resolve(app.request('/v1/completions', { method: 'POST', body: JSON.stringify({ prompt: 'Once', max_tokens: 1500, ignore_eos: true }), signal: ac.signal }));
+    const p = Promise.resolve(app.request('/v1/completions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'Once', max_tokens: 1500, ignore_eos: true }), signal: ac.signal }));
     await new Promise((r) => setTimeout(r, 50));
     ac.abort();
     await p.catch(() => {});
@@ -390,6 +408,24 @@ describe('session stores', () => {
     expect(await t.delete('x2')).toBe(true);
     expect(await t.get('x2')).toBeNull();
     expect(decodeSessionFile(encodeSessionFile(mk('q', 5)).slice(0, 20))).toBeNull();
+  });
+
+  it('session files keep their owner (version 2), and version 1 files, written before owners, read as owned by no key', async () => {
+    const s2 = decodeSessionFile(encodeSessionFile({ ...mk('o', 7), owner: 'ab12' }));
+    expect(s2).toMatchObject({ id: 'o', owner: 'ab12', tokens: [1, 2, 3] });
+    // A version 1 file as earlier servers wrote it.
+    const json = new TextEncoder().encode(JSON.stringify({ id: 'old', model: 'm', tokens: [4, 5], createdAt: 1, updatedAt: 2 }));
+    const v1 = new Uint8Array(16 + json.length + 3);
+    v1.set(new TextEncoder().encode('SPRWSESS'));
+    new DataView(v1.buffer).setUint32(8, 1, true);
+    new DataView(v1.buffer).setUint32(12, json.length, true);
+    v1.set(json, 16);
+    v1.set([9, 9, 9], 16 + json.length);
+    expect(decodeSessionFile(v1)).toEqual({ id: 'old', model: 'm', owner: '', tokens: [4, 5], bytes: new Uint8Array([9, 9, 9]), createdAt: 1, updatedAt: 2 });
+    const dir = mkdtempSync(join(tmpdir(), 'sparrow-sessions-'));
+    tmp.push(dir);
+    writeFileSync(join(dir, 'old.session'), v1);
+    expect(await new DirSessionStore(dir).meta('old')).toMatchObject({ id: 'old', owner: '', tokens: 2, bytes: 3 });
   });
 });
 

@@ -2,13 +2,16 @@
 // and runs the WASM kernels): switch it on, watch the model load in the page, and see a reply
 // stream in while the server receives no generation request, neither in the page's request log
 // nor in the server's own count (/healthz generation_requests). Screenshot under test-results/.
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CHROMIUM, launchChromium, ROOT, startProcess, stopAll, type Server } from './edge-helpers';
+import { chromiumSkipReason } from './browser-skip';
 
-const haveChromium = existsSync(CHROMIUM);
+const skipReason = chromiumSkipReason(CHROMIUM);
+const haveChromium = skipReason === null;
+if (skipReason) console.warn(`test/edge.browser.test.ts: ${skipReason}`);
 let server: Server;
 let browser: Browser | null = null;
 
@@ -30,7 +33,7 @@ async function generationRequests(): Promise<number> {
   return h.generation_requests;
 }
 
-describe.skipIf(!haveChromium)('chat page, in-browser mode', () => {
+describe.skipIf(!haveChromium)(`chat page, in-browser mode${skipReason ? ` (${skipReason})` : ''}`, () => {
   it('serves the bundle, the kernels and the model file with byte ranges', async () => {
     const js = await fetch(server.url + '/browser/sparrow.js');
     expect(js.status).toBe(200);

@@ -1,13 +1,16 @@
 // The chat page in headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core): type a
 // prompt, watch the reply grow token by token, send a second turn that resumes the session, and
 // save a screenshot under test-results/.
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CHROMIUM, launchChromium, ROOT, startProcess, stopAll, type Server } from './edge-helpers';
+import { chromiumSkipReason } from './browser-skip';
 
-const haveChromium = existsSync(CHROMIUM);
+const skipReason = chromiumSkipReason(CHROMIUM);
+const haveChromium = skipReason === null;
+if (skipReason) console.warn(`test/edge.page.test.ts: ${skipReason}`);
 let server: Server;
 let browser: Browser | null = null;
 
@@ -24,7 +27,7 @@ afterAll(async () => {
   await stopAll();
 });
 
-describe.skipIf(!haveChromium)('chat page', () => {
+describe.skipIf(!haveChromium)(`chat page${skipReason ? ` (${skipReason})` : ''}`, () => {
   it('streams a reply into the page, resumes the session on the next turn, and is screenshotted', async () => {
     const page = await browser!.newPage({ viewport: { width: 1000, height: 700 } });
     const requests: string[] = [];
@@ -67,5 +70,42 @@ describe.skipIf(!haveChromium)('chat page', () => {
     // The page talks only to its own server.
     expect(requests.every((u) => u.startsWith(server.url))).toBe(true);
     await page.close();
+  });
+
+  it('with an API key: the key typed in the page is used, the session is the server\'s, and no in-browser switch is offered', async () => {
+    const keyed = await startProcess('node', { args: ['--api-key', 'sk-page-key'] });
+    try {
+      const page = await browser!.newPage({ viewport: { width: 1000, height: 700 } });
+      const calls: string[] = [];
+      page.on('request', (r) => calls.push(`${r.method()} ${new URL(r.url()).pathname}`));
+      await page.goto(keyed.url + '/');
+      // The in-browser files are not served under a key, so the page does not offer them.
+      await expect(page.locator('#local').count()).resolves.toBe(0);
+
+      // Without the key the server refuses, and the page says so.
+      await page.fill('#prompt', 'Hello?');
+      await page.click('#send');
+      await page.waitForSelector('.msg.error');
+      await expect(page.textContent('.msg.error')).resolves.toMatch(/API key/);
+      calls.length = 0;
+
+      await page.fill('#key', 'sk-page-key');
+      await page.fill('#max-tokens', '40');
+      await page.fill('#seed', '3');
+      for (const [i, text] of ['Tell me about foxes.', 'And then?'].entries()) {
+        await page.fill('#prompt', text);
+        await page.click('#send');
+        await page.waitForFunction((n) => document.querySelectorAll('.msg.assistant')[n]?.getAttribute('data-state') === 'done', i, { timeout: 30_000 });
+      }
+      const resumed = /· (\d+) of (\d+) prompt tokens resumed/.exec((await page.textContent('#stats')) ?? '');
+      expect(Number(resumed![1])).toBeGreaterThan(10);
+      // One session for the conversation, made by the server; "New chat" deletes it.
+      expect(calls.filter((c) => c === 'POST /v1/sessions')).toHaveLength(1);
+      await page.click('#new');
+      await expect.poll(() => calls.filter((c) => c.startsWith('DELETE /v1/sessions/')).length).toBe(1);
+      await page.close();
+    } finally {
+      await keyed.stop();
+    }
   });
 });

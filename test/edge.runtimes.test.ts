@@ -97,6 +97,12 @@ describe.each(KINDS)('%s', (kind) => {
       expect(Object.keys(b.error).slice(0, 4)).toEqual(['message', 'type', 'param', 'code']);
       expect(b.error.code).toBe(code);
     }
+    // JSON routes take JSON only: a text/plain POST (one a browser sends cross-site without asking) is refused.
+    for (const path of ['/v1/completions', '/v1/chat/completions', '/v1/sessions']) {
+      const plain = await fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'text/plain', ...auth(kind) }, body: JSON.stringify({ prompt: 'x' }) });
+      expect(plain.status, path).toBe(415);
+      expect((await plain.json()).error).toMatchObject({ type: 'invalid_request_error', param: null, code: 'unsupported_media_type' });
+    }
     const nf = await fetch(`${url}/v1/nothing`, { headers: auth(kind) });
     expect(nf.status).toBe(404);
     await expect(client(kind).chat.completions.create({ ...CHAT, model: 'gpt-4o' })).rejects.toMatchObject({ status: 400, code: 'model_not_found' });
@@ -104,7 +110,15 @@ describe.each(KINDS)('%s', (kind) => {
 
   it('a session resumes its saved state; GET and DELETE /v1/sessions/:id', async () => {
     const url = servers[kind].url;
-    const id = `sess-${kind}-${Date.now()}`;
+    // An id the server never issued is not taken: 404, and nothing is stored under it.
+    const made = await postJson(`${url}/v1/chat/completions`, { messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 }, { ...auth(kind), 'x-session-id': `sess-${kind}-made-up` });
+    expect(made.status).toBe(404);
+    expect((await made.json()).error).toMatchObject({ param: 'session', code: 'session_not_found' });
+    expect((await fetch(`${url}/v1/sessions/sess-${kind}-made-up`, { headers: auth(kind) })).status).toBe(404);
+    const created = await postJson(`${url}/v1/sessions`, {}, auth(kind));
+    expect(created.status).toBe(200);
+    const id: string = (await created.json()).id;
+    expect(id).toMatch(/^sess-[A-Za-z0-9]{32}$/);
     const h = { ...auth(kind), 'x-session-id': id };
     const m1 = [{ role: 'user', content: 'Hello, who are you?' }];
     const r1 = await (await postJson(`${url}/v1/chat/completions`, { messages: m1, max_tokens: 12, seed: 1 }, h)).json();
@@ -169,7 +183,7 @@ describe('across runtimes', () => {
   });
 
   it('Node keeps sessions on disk: they survive a restart', async () => {
-    const id = 'disk-session';
+    const id: string = (await (await postJson(`${servers.node.url}/v1/sessions`, {})).json()).id;
     const m1 = [{ role: 'user', content: 'Remember me.' }];
     const r1 = await (await postJson(`${servers.node.url}/v1/chat/completions`, { messages: m1, max_tokens: 8, seed: 4 }, { 'x-session-id': id })).json();
     await servers.node.stop();

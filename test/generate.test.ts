@@ -61,9 +61,12 @@ describe.each(['llama', 'mamba'] as const)('%s', (arch) => {
     const c = await collect(lm.generate(PROMPT, { ...p, seed: 12 }));
     expect(a.tokens).toEqual(b.tokens);
     expect(a.tokens).not.toEqual(c.tokens);
-    expect(a.texts.join('')).toBe(lm.decode(a.tokens));
+    // The decoded tokens, less a character the last tokens left unfinished (decoded as a final U+FFFD).
+    const decoded = lm.decode(a.tokens);
+    const unfinished = lm.decode(a.tokens.slice(-1)).endsWith('\uFFFD') && decoded.endsWith('\uFFFD');
+    expect(a.texts.join('')).toBe(unfinished ? decoded.slice(0, -1) : decoded);
     // No event ends inside a UTF-8 sequence (U+FFFD would appear at its end).
-    for (const t of a.texts.slice(0, -1)) expect(t.endsWith('\uFFFD')).toBe(false);
+    for (const t of a.texts) expect(t.endsWith('\uFFFD')).toBe(false);
   });
 
   it('EOS (generation_config eos_token_id) ends with stop; ignoreEos runs to the limit', async () => {

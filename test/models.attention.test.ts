@@ -14,6 +14,7 @@ import { openCheckpoint } from '../src/formats/checkpoint';
 import { toF32 } from '../src/formats/dtype';
 import { ropeTables } from '../src/kernels/rope';
 import { rowBytes, type Weight } from '../src/kernels/types';
+import { KernelError } from '../src/kernels/runtime';
 import { Moe } from '../src/layers/moe';
 import { buildModel, type Model } from '../src/models/index';
 import { runFixture } from '../tools/parity-lib';
@@ -650,6 +651,31 @@ describe.each(SYNTHS.filter(([n]) => /moe|mixtral|gpt_oss/.test(n)))('%s: unsele
     const got = m.newSession().forward(ids, true);
     expect(got.every(Number.isFinite)).toBe(true);
     expect(Array.from(got)).toEqual(Array.from(want));
+  });
+});
+
+describe.each(SYNTHS.filter(([n]) => /moe|mixtral|gpt_oss/.test(n)))('%s: non-finite router weights', (_name, make) => {
+  it('give a KernelError naming the layer, not a crash in the expert dispatch', async () => {
+    const s = make();
+    const E = s.config.num_local_experts ?? s.config.num_experts;
+    const router = [...s.tensors.keys()].find((n) => /^model\.layers\.\d+\.[a-z_]+\.(gate|router)\.weight$/.test(n) && s.tensors.get(n)!.shape[0] === E);
+    expect(router).toBeDefined();
+    const tensors: Tensors = new Map(s.tensors);
+    const t = tensors.get(router!)!;
+    const data = t.data.slice();
+    data[3] = NaN;
+    tensors.set(router!, { shape: t.shape, data });
+    const m = await load(checkpointFiles(s.config, tensors));
+    const layer = router!.replace(/\.weight$/, '');
+    let err: unknown;
+    try {
+      m.newSession().forward(IDS.slice(0, 3));
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(KernelError);
+    expect((err as Error).message).toContain(layer);
+    expect((err as Error).message).toMatch(/not finite/);
   });
 });
 

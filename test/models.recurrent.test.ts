@@ -10,7 +10,7 @@ import { ConfigError } from '../src/formats/errors';
 import type { Model } from '../src/models/index';
 import { lightningSlopes } from '../src/models/minimax';
 import { bf16Round } from '../src/models/recurrent_gemma';
-import { readSnapshotHeader } from '../src/models/state';
+import { readSnapshotHeader } from '../src/runtime/state';
 import { runFixture, TOLERANCE } from '../tools/parity-lib';
 import { maxRelErr, modelFromTensors, rng } from './helpers';
 

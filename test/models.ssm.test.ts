@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../src/formats/errors';
 import type { Model } from '../src/models/index';
-import { readSnapshotHeader } from '../src/models/state';
+import { readSnapshotHeader } from '../src/runtime/state';
 import { loadFixtureModel, relMaxErr, runFixture, TOLERANCE } from '../tools/parity-lib';
 import { maxRelErr, modelFromTensors, rng } from './helpers';
 

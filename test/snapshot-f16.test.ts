@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { openCheckpoint } from '../src/formats/checkpoint';
 import { buildModel } from '../src/models/index';
-import { SnapshotError } from '../src/models/state';
+import { SnapshotError } from '../src/runtime/state';
 
 const CASES: [string, string][] = [
   ['hybrid (qwen3_next, sparrow-mini)', 'models/sparrow-mini'],

@@ -4,26 +4,47 @@
 // non-overlapping 512-token windows; every token but the first of a window is predicted; bytes
 // are the UTF-8 bytes of the predicted tokens (special tokens count 0).
 //
-//   npm run bpb -- [--model models/sparrow-mini] [--text ../shared/corpus/valid.txt] [--windows N]
+//   npm run bpb -- [--model models/sparrow-mini] [--text tools/corpus/valid.txt.gz] [--windows N]
+//
+// The default text is the corpus' validation split, tools/corpus/valid.txt.gz (see its README); a
+// --text path ending in .gz is decompressed. Relative defaults are resolved from the repository root.
 
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
 import { loadModel } from '../src/index';
 
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const args = process.argv.slice(2);
 const opt = (name: string, d: string) => {
   const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : d;
+  if (i < 0) return d;
+  if (i + 1 >= args.length) fail(`--${name} needs a value`);
+  return args[i + 1];
 };
-const modelDir = opt('model', 'models/sparrow-mini');
-const textPath = opt('text', '../shared/corpus/valid.txt');
+function fail(msg: string): never {
+  console.error(`bpb: ${msg}`);
+  process.exit(1);
+}
+const modelDir = opt('model', `${ROOT}models/sparrow-mini`);
+const DEFAULT_TEXT = `${ROOT}tools/corpus/valid.txt.gz`;
+const textPath = opt('text', DEFAULT_TEXT);
 const maxWindows = Number(opt('windows', 'Infinity'));
+if (!(maxWindows >= 1)) fail(`--windows needs a number ≥ 1, got ${JSON.stringify(opt('windows', ''))}`);
+if (!existsSync(textPath)) {
+  fail(textPath === DEFAULT_TEXT
+    ? `${textPath} not found: the validation text ships in this repository (restore it with: git checkout -- tools/corpus/valid.txt.gz)`
+    : `${textPath} not found (--text takes a UTF-8 text file, or a .gz of one)`);
+}
 const SEQ = 512;
 const EOT = '<|endoftext|>';
 
 const lm = await loadModel(modelDir, { exact: true, maxContext: SEQ });
 const tok = lm.tokenizer!;
 const eot = tok.tokenToId(EOT)!;
-const text = await readFile(textPath, 'utf8');
+const raw = await readFile(textPath);
+const text = new TextDecoder('utf-8', { fatal: true }).decode(/\.gz$/i.test(textPath) ? gunzipSync(raw) : raw);
 const ids: number[] = [];
 for (let d of text.split(`\n${EOT}\n`)) {
   d = d.replace(/^\n+|\n+$/g, '');

@@ -1,4 +1,4 @@
-// Parity of sparrow against HF transformers reference fixtures (format: design.md).
+// Parity of sparrow against HF transformers reference fixtures (format: docs/parity-fixtures.md).
 // For each fixture: full-sequence logits, token-by-token logits through the cache, greedy
 // continuation (EOS masked as with min_new_tokens), and the error of Q8_0 / Q4_0 on-load weights.
 

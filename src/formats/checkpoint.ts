@@ -141,6 +141,8 @@ interface Dir {
   text(name: string): Promise<string | undefined>;
   /** A byte source for a file, or undefined when it does not exist. */
   source(name: string): Promise<ByteSource | undefined>;
+  /** Where the directory cannot be listed: why no weights were found and what to load instead. */
+  missingWeights?(side: SideFiles): Promise<string>;
 }
 
 function isNotFound(e: unknown): boolean {
@@ -211,7 +213,59 @@ function urlDir(base: string, opts: OpenOptions): Dir {
         throw e;
       }
     },
+    async missingWeights(side) {
+      const listed = await listedGGUFs(root, doFetch, opts.headers);
+      const load = listed.length
+        ? `load a GGUF by its file URL: ${listed.slice(0, 3).join(', ')}${listed.length > 3 ? ', …' : ''} (named in the directory's listing)`
+        : `load a GGUF by its file URL, e.g. ${at('model.gguf')}`;
+      return `found neither ${INDEX} nor ${SINGLE} at this URL${side.config === undefined ? ' (nor config.json)' : ''}; ` +
+        `a directory URL cannot be listed, so no other weight file is looked for: ${load}`;
+    },
   };
+}
+
+/**
+ * The .gguf files that a server's directory listing (an HTML index page, as nginx autoindex or
+ * `python -m http.server` serve) links to, as absolute URLs under `root`; none when there is no listing.
+ */
+async function listedGGUFs(root: string, doFetch: typeof fetch, headers?: Record<string, string>): Promise<string[]> {
+  const found: string[] = [];
+  try {
+    const res = await doFetch(root, { headers });
+    if (!res.ok || !/text\/html/i.test(res.headers.get('content-type') ?? '') || !res.body) {
+      await res.body?.cancel();
+      return found;
+    }
+    // A listing is small; read at most 1 MiB of it.
+    const reader = res.body.getReader();
+    const parts: Uint8Array[] = [];
+    let n = 0;
+    while (n < 1 << 20) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      parts.push(value);
+      n += value.length;
+    }
+    await reader.cancel().catch(() => {});
+    const html = new TextDecoder().decode(concatBytes(parts));
+    for (const m of html.matchAll(/href\s*=\s*["']([^"'#?]+\.gguf)["']/gi)) {
+      const url = new URL(m[1], root).toString();
+      if (url.startsWith(root) && !found.includes(url)) found.push(url);
+    }
+  } catch {
+    /* no listing */
+  }
+  return found;
+}
+
+function concatBytes(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
 }
 
 function memoryDir(files: MemoryFiles['files']): Dir {
@@ -397,7 +451,10 @@ async function openDir(dir: Dir, opts: OpenOptions): Promise<Checkpoint> {
     else if (gg.length > 1) throw new FormatError('weights', `several .gguf files (${gg.join(', ')}); open one of them by path`, dir.label);
     else if (gg.length === 1) weights = await dir.source(gg[0]);
   }
-  if (!weights) throw new FormatError('weights', `no ${SINGLE}, ${INDEX} or .gguf file`, dir.label);
+  if (!weights) {
+    if (!names && dir.missingWeights) throw new FormatError('weights', await dir.missingWeights(side), dir.label);
+    throw new FormatError('weights', `no ${SINGLE}, ${INDEX} or .gguf file`, dir.label);
+  }
   return openFile(weights, side, opts, dir.label);
 }
 

@@ -9,3 +9,11 @@ export class RequestError extends SparrowError {
     this.name = 'RequestError';
   }
 }
+
+/** A prompt longer than the tokens allowed for it; `atLeast` is a lower bound of its length. */
+export class ContextLengthError extends RequestError {
+  constructor(field: string, readonly atLeast: number, readonly limit: number) {
+    super(field, `${field === 'messages' ? 'have' : 'has'} at least ${atLeast} tokens; at most ${limit} fit`);
+    this.name = 'ContextLengthError';
+  }
+}

@@ -1,15 +1,17 @@
 // A loaded model with its tokenizer, chat template and generation config: streaming generation,
 // chat, and sessions that keep state between calls (prefix reuse, snapshot / restore).
 
-import type { SnapshotOptions } from '../models/state';
-import type { Model, ModelInfo, Session } from '../models/model';
-import type { GpuModel, GpuSession } from '../webgpu/model';
+import type { SnapshotOptions } from '../runtime/state';
+import type { Model, ModelInfo } from '../models/model';
+import type { SequenceSession, SessionFactory } from '../runtime/session';
+import type { GpuModel } from '../webgpu/model';
 import type { ChatMessage, RenderOptions } from './chat-template';
 import { ChatTemplate } from './chat-template';
-import { RequestError } from './errors';
+import { ContextLengthError, RequestError } from './errors';
 import { logProb, resolveSampling, Sampler, type SamplingParams } from './sampler';
 import { StopStrings, TextStream } from './stream';
-import type { Tokenizer } from './tokenizer';
+import { yieldToHost } from './host';
+import { escapeRegExp, TokenLimitError, type AsyncEncodeOptions, type Tokenizer } from './tokenizer';
 
 export interface GenerateParams extends SamplingParams {
   /** Most tokens to generate. Default: generation_config max_new_tokens / max_length, else until the context is full. */
@@ -67,11 +69,7 @@ const GPU_BATCH = 32;
 
 const now = (): number => globalThis.performance?.now() ?? Date.now();
 
-const setImmediateFn: ((cb: () => void) => unknown) | undefined = (globalThis as any).setImmediate;
-/** A macrotask turn, so a server keeps answering and an abort can land between tokens. */
-export function yieldToHost(): Promise<void> {
-  return new Promise((r) => (setImmediateFn ? setImmediateFn(r) : setTimeout(r, 0)));
-}
+export { yieldToHost };
 
 /** One generation: iterate it for tokens (once); the fields fill in as it runs. */
 export class Generation implements AsyncIterable<GeneratedToken> {
@@ -111,28 +109,18 @@ function commonPrefix(a: ArrayLike<number>, b: ArrayLike<number>): number {
  * to the common prefix, while recurrent state (which cannot be cut) returns to the checkpoint taken
  * after the previous prompt when that is still a prefix, or starts over.
  *
- * `inner` is the WASM session, or the WebGPU one for a model loaded with backend 'webgpu' (see
- * `gpu`); snapshotAsync() works on both (snapshot() is the synchronous WASM form).
+ * `inner` is the backend's session (the WASM model's or the WebGPU one's), behind one interface;
+ * snapshotAsync() works on both (snapshot() is the synchronous form, where the state is in host memory).
  */
 export class ModelSession {
   /** Logits after the last token fed (so a prompt equal to the cached tokens needs no run). */
   lastLogits: Float32Array | null = null;
-  private checkpoint: { pos: number; bytes: Uint8Array | null; logits: Float32Array | null } | null = null;
+  /** Logits at the inner session's checkpoint. */
+  private checkpointLogits: Float32Array | null = null;
   busy = false;
   private disposed = false;
 
-  constructor(readonly model: Model, public inner: Session | GpuSession) {}
-
-  /** The WebGPU session, when this one runs on the GPU. */
-  get gpu(): GpuSession | null {
-    return isGpu(this.inner) ? this.inner : null;
-  }
-
-  private get wasm(): Session {
-    const s = this.inner;
-    if (isGpu(s)) throw new RequestError('session', "snapshot() is synchronous and needs backend 'wasm'; on the webgpu backend use `await session.snapshotAsync()` (same bytes, restorable on either backend)");
-    return s;
-  }
+  constructor(readonly model: Model, public inner: SequenceSession) {}
 
   /** Token ids whose state this session holds. */
   get tokens(): readonly number[] {
@@ -145,49 +133,34 @@ export class ModelSession {
 
   /** Whether the state can be cut back to `pos` tokens (every region is a plain or unwrapped KV cache). */
   canTruncate(pos: number): boolean {
-    if (pos >= this.inner.pos) return pos === this.inner.pos;
-    const g = this.gpu;
-    if (g) return g.canRewind(pos);
-    for (const r of this.model.layout.regions) {
-      if (r.kind === 'fixed') return false;
-      if (r.kind === 'ring' && this.inner.pos > (r.capacity ?? 0)) return false;
-    }
-    return true;
+    return this.inner.canRewind(pos);
   }
 
   /** Keeps the longest usable prefix of `ids` and returns its length (< ids.length unless lastLogits hold). */
   reuse(ids: ArrayLike<number>): number {
-    const have = this.inner.tokens;
-    const lcp = commonPrefix(have, ids);
-    if (lcp === have.length && (lcp < ids.length || this.lastLogits)) return lcp;
+    const s = this.inner;
+    const lcp = commonPrefix(s.tokens, ids);
+    if (lcp === s.tokens.length && (lcp < ids.length || this.lastLogits)) return lcp;
     // The prompt's last token must run again unless its logits are at hand.
     const keep = Math.min(lcp, ids.length - 1);
-    const g = this.gpu;
-    if (this.canTruncate(keep)) {
-      if (g) g.rewind(keep);
-      else this.inner.tokens.length = keep;
+    if (s.canRewind(keep)) {
+      s.rewind(keep);
       this.lastLogits = null;
       return keep;
     }
-    const cp = this.checkpoint;
-    if (cp && cp.pos > 0 && cp.pos <= lcp && (cp.pos < ids.length || cp.logits)) {
-      if (g) g.restoreCheckpoint();
-      else {
-        this.inner.dispose();
-        this.inner = this.model.restore(cp.bytes!);
-      }
-      this.lastLogits = cp.pos === ids.length ? cp.logits : null;
-      return cp.pos;
+    const cp = s.checkpointPos;
+    if (cp !== null && cp > 0 && cp <= lcp && (cp < ids.length || this.checkpointLogits)) {
+      s.restoreCheckpoint();
+      this.lastLogits = cp === ids.length ? this.checkpointLogits : null;
+      return cp;
     }
-    this.inner.reset();
-    this.lastLogits = null;
-    this.checkpoint = null;
+    this.reset();
     return 0;
   }
 
   /** Feeds tokens in chunks, yielding to the host between chunks; null when aborted. */
   async feed(ids: number[], signal?: AbortSignal): Promise<Float32Array | null> {
-    const C = this.gpu ? Math.max(this.model.maxChunk, 64) : this.model.maxChunk;
+    const C = this.inner.prefillChunk;
     let logits: Float32Array | null = null;
     for (let i = 0; i < ids.length; i += C) {
       if (i > 0) {
@@ -202,35 +175,35 @@ export class ModelSession {
 
   /** Remembers the state at the end of a prompt when it cannot be truncated later. */
   markCheckpoint(): void {
-    if (this.canTruncate(0)) return;
-    const g = this.gpu;
-    if (g) g.markCheckpoint();
-    this.checkpoint = { pos: this.inner.pos, bytes: g ? null : this.wasm.snapshot(), logits: this.lastLogits };
+    if (this.inner.canRewind(0)) return;
+    this.inner.markCheckpoint();
+    this.checkpointLogits = this.lastLogits;
   }
 
   /** The session's state as versioned, checksummed bytes (they name the model; see LanguageModel.restore); `{ dtype: 'f16' }` halves them at f16 precision. */
   snapshot(opts: SnapshotOptions = {}): Uint8Array {
-    return this.wasm.snapshot(opts);
+    if (!this.inner.snapshotSync) {
+      throw new RequestError('session', "snapshot() is synchronous and needs backend 'wasm'; on the webgpu backend use `await session.snapshotAsync()` (same bytes, restorable on either backend)");
+    }
+    return this.inner.snapshotSync(opts);
   }
 
   /** snapshot() on either backend: a GPU session's state is read back, in the same format (restorable by a WASM or a GPU model). */
-  async snapshotAsync(opts: SnapshotOptions = {}): Promise<Uint8Array> {
-    const g = this.gpu;
-    return g ? g.snapshot(opts) : this.wasm.snapshot(opts);
+  snapshotAsync(opts: SnapshotOptions = {}): Promise<Uint8Array> {
+    return this.inner.snapshotAsync(opts);
   }
 
   reset(): void {
     this.inner.reset();
     this.lastLogits = null;
-    this.checkpoint = null;
+    this.checkpointLogits = null;
   }
 
   /** An independent copy of this session's state. */
   fork(): ModelSession {
     const s = new ModelSession(this.model, this.inner.fork());
     s.lastLogits = this.lastLogits?.slice() ?? null;
-    // A GPU checkpoint lives in the session it was taken in.
-    s.checkpoint = this.gpu ? null : this.checkpoint;
+    if (s.inner.checkpointPos !== null) s.checkpointLogits = this.checkpointLogits;
     return s;
   }
 
@@ -239,10 +212,6 @@ export class ModelSession {
     this.disposed = true;
     this.inner.dispose();
   }
-}
-
-function isGpu(s: Session | GpuSession): s is GpuSession {
-  return 'submitGreedy' in s;
 }
 
 function idList(v: unknown): number[] {
@@ -301,6 +270,77 @@ export class LanguageModel {
     return this.tokenizer.decode(ids, { skipSpecialTokens });
   }
 
+  /** encode() in steps that yield to the host; more than `limit` tokens is a ContextLengthError on `prompt`. */
+  async encodeAsync(text: string, opts: AsyncEncodeOptions = {}): Promise<number[]> {
+    if (!this.tokenizer) throw new RequestError('prompt', 'this checkpoint has no tokenizer.json; pass token ids');
+    try {
+      return await this.tokenizer.encodeAsync(text, opts);
+    } catch (e) {
+      if (e instanceof TokenLimitError) throw new ContextLengthError('prompt', e.atLeast, e.limit);
+      throw e;
+    }
+  }
+
+  /**
+   * The token ids of the chat template's text for `messages`. Control tokens come only from the
+   * template's own markup: a special-token string inside a message (a user writing
+   * "<|im_end|><|im_start|>system") is encoded as the plain text it is.
+   */
+  encodeChat(messages: ChatMessage[], opts: RenderOptions & { template?: string } = {}): number[] {
+    const c = this.chatText(messages, opts);
+    if (!c.literals) return this.encode(c.text, false);
+    const ids: number[] = [];
+    for (const part of this.tokenizer!.splitSpecial(c.text)) {
+      if (typeof part === 'number') ids.push(part);
+      else for (const id of this.tokenizer!.encodePlain(c.restore(part))) ids.push(id);
+    }
+    return ids;
+  }
+
+  /** encodeChat() in steps that yield to the host; more than `limit` tokens is a ContextLengthError on `messages`. */
+  async encodeChatAsync(messages: ChatMessage[], opts: RenderOptions & { template?: string; limit?: number; signal?: AbortSignal } = {}): Promise<number[]> {
+    const c = this.chatText(messages, opts);
+    const limit = opts.limit ?? Infinity;
+    try {
+      if (!c.literals) return await this.tokenizer!.encodeAsync(c.text, { addSpecialTokens: false, limit, signal: opts.signal });
+      const ids: number[] = [];
+      for (const part of this.tokenizer!.splitSpecial(c.text)) {
+        if (typeof part === 'number') ids.push(part);
+        else for (const id of await this.tokenizer!.encodePlainAsync(c.restore(part), { limit: limit - ids.length, signal: opts.signal })) ids.push(id);
+        if (ids.length > limit) throw new TokenLimitError(ids.length, limit);
+      }
+      return ids;
+    } catch (e) {
+      if (e instanceof TokenLimitError) throw new ContextLengthError('messages', e.atLeast, limit);
+      throw e;
+    }
+  }
+
+  /**
+   * The rendered chat. When a message holds special-token strings, they are rendered as markers
+   * (private-use characters that occur nowhere else) and `restore` turns a piece of the text back
+   * into the original characters; `literals` is then set.
+   */
+  private chatText(messages: ChatMessage[], opts: RenderOptions & { template?: string }): { text: string; literals: boolean; restore: (s: string) => string } {
+    if (!this.tokenizer) throw new RequestError('prompt', 'this checkpoint has no tokenizer.json; pass token ids');
+    const specials = this.tokenizer.specialTokens.filter((t) => t.length > 0);
+    const strings: string[] = [];
+    collectStrings(messages, strings);
+    const hit = specials.length > 0 && strings.some((s) => specials.some((t) => s.includes(t)));
+    if (!hit) return { text: this.applyChatTemplate(messages, opts), literals: false, restore: (s) => s };
+    const seen = strings.join('') + (this.chatTemplate?.source ?? '');
+    let mark = 0xe000;
+    while (mark <= 0xf8ff && seen.includes(String.fromCharCode(mark))) mark++;
+    if (mark > 0xf8ff) throw new RequestError('messages', 'use every private-use character; they cannot be told apart from control-token markers');
+    const m = String.fromCharCode(mark);
+    const order = [...specials].sort((a, b) => b.length - a.length);
+    const pattern = new RegExp(order.map(escapeRegExp).join('|'), 'g');
+    const escape = (s: string) => s.replace(pattern, (t) => `${m}${order.indexOf(t)}${m}`);
+    const back = new RegExp(`${m}(\\d+)${m}`, 'g');
+    const text = this.applyChatTemplate(mapStrings(messages, escape) as ChatMessage[], opts);
+    return { text, literals: true, restore: (s) => s.replace(back, (_, i) => order[Number(i)]) };
+  }
+
   /** The chat template's text for these messages (with the assistant turn opened by default). */
   applyChatTemplate(messages: ChatMessage[], opts: RenderOptions & { template?: string } = {}): string {
     let t = this.chatTemplate;
@@ -309,14 +349,18 @@ export class LanguageModel {
     return t.render(messages, opts);
   }
 
+  /** Where sessions run: the WebGPU model, else the WASM one. */
+  private get sessions(): SessionFactory {
+    return this.gpu ?? this.model;
+  }
+
   session(): ModelSession {
-    return new ModelSession(this.model, this.gpu ? this.gpu.newSession() : this.model.newSession());
+    return new ModelSession(this.model, this.sessions.newSession());
   }
 
   /** A session resumed from snapshot bytes of this same model, taken on either backend. */
   restore(bytes: Uint8Array): ModelSession {
-    if (this.gpu) return new ModelSession(this.model, this.gpu.restore(bytes));
-    return new ModelSession(this.model, this.model.restore(bytes));
+    return new ModelSession(this.model, this.sessions.restore(bytes));
   }
 
   /** Sampling defaults from generation_config.json: sampling only when it sets do_sample, as transformers does. */
@@ -351,9 +395,8 @@ export class LanguageModel {
 
   /** Streams the assistant's reply to `messages`, rendered with the checkpoint's chat template. */
   chat(messages: ChatMessage[], params: ChatParams = {}): Generation {
-    const text = this.applyChatTemplate(messages, params);
     // The template writes BOS itself (transformers tokenizes its output without special tokens).
-    return this.start(this.encode(text, false), params);
+    return this.start(this.encodeChat(messages, params), params);
   }
 
   private start(ids: number[], params: GenerateParams): Generation {
@@ -399,7 +442,8 @@ export class LanguageModel {
           let finish: FinishReason | null = stop.stopped !== null || ends ? 'stop' : null;
           if (!finish && (i + 1 >= maxTokens || ids.length + i >= self.model.maxContext)) finish = 'length';
           if (finish && stop.stopped === null) {
-            out += stop.push(text?.flush() ?? '');
+            // A character still unfinished when the generation ends is not text: it is left out.
+            out += stop.push(text?.flush(true) ?? '');
             out += stop.flush();
             if (stop.stopped !== null) finish = 'stop';
           }
@@ -414,18 +458,18 @@ export class LanguageModel {
           if (finish) g.finishReason = finish;
           return ev;
         };
-        const gpu = s.gpu;
-        if (gpu && sampler.plainGreedy && !params.logprobs) {
+        const inner = s.inner;
+        if (inner.greedy && sampler.plainGreedy && !params.logprobs) {
           // Greedy on the GPU: batches of steps whose argmax runs there; two in flight, so reading
           // one back overlaps computing the next. The state is cut back to the tokens kept at the end.
           const first = sampler.next(logits.slice());
           const ev = take(first, 0, logits);
           yield ev;
           if (g.finishReason) return;
-          const budget = Math.min(maxTokens - 1, self.model.maxContext - gpu.pos);
+          const budget = Math.min(maxTokens - 1, self.model.maxContext - inner.pos);
           let i = 1;
           try {
-            for await (const toks of gpu.greedy(first, budget, GPU_BATCH)) {
+            for await (const toks of inner.greedy(first, budget, GPU_BATCH)) {
               for (const tok of toks) {
                 const e = take(tok, i++, null);
                 yield e;
@@ -438,7 +482,7 @@ export class LanguageModel {
           } finally {
             // Batches in flight have finished (the loop waits for them on leaving).
             s.lastLogits = null;
-            gpu.rewind(ids.length + Math.max(g.tokens.length - 1, 0));
+            inner.rewind(ids.length + Math.max(g.tokens.length - 1, 0));
           }
         }
         for (let i = 0; ; i++) {
@@ -472,6 +516,22 @@ export class LanguageModel {
     this.model.dispose();
     for (const fn of fns) await fn();
   }
+}
+
+/** Every string of a message list but the roles (content, names, tool-call arguments …). */
+function collectStrings(v: unknown, out: string[], key = ''): void {
+  if (typeof v === 'string') {
+    if (key !== 'role') out.push(v);
+  } else if (Array.isArray(v)) for (const x of v) collectStrings(x, out);
+  else if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) collectStrings(x, out, k);
+}
+
+/** A copy of a message list with `f` applied to every string but the roles. */
+function mapStrings(v: unknown, f: (s: string) => string, key = ''): unknown {
+  if (typeof v === 'string') return key === 'role' ? v : f(v);
+  if (Array.isArray(v)) return v.map((x) => mapStrings(x, f));
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, mapStrings(x, f, k)]));
+  return v;
 }
 
 function definedOnly<T extends object>(o: T): Partial<T> {

@@ -40,9 +40,16 @@ export class TextStream {
     return this.delta(false);
   }
 
-  /** Whatever is still pending, U+FFFD included (the stream ended inside a character). */
-  flush(): string {
-    return this.read < this.ids.length ? this.delta(true) : '';
+  /**
+   * Whatever is still pending. When the stream ended inside a character, that unfinished character
+   * decodes to one U+FFFD at the end: it is left out with `dropIncomplete` (generation cut short by a
+   * token limit), kept otherwise.
+   */
+  flush(dropIncomplete = false): string {
+    if (this.read >= this.ids.length) return '';
+    const held = this.tok.decode(this.ids.slice(this.prefix), { skipSpecialTokens: this.skipSpecial }).endsWith('\uFFFD');
+    const out = this.delta(true);
+    return dropIncomplete && held && out.endsWith('\uFFFD') ? out.slice(0, -1) : out;
   }
 }
 

@@ -1,4 +1,4 @@
-// Generalized linear attention (families.md §2.0–2.7, 2.12–2.13): vanilla / RetNet / GLA / DeltaNet /
+// Generalized linear attention (docs/recurrences.md §2–8, §13–15): vanilla / RetNet / GLA / DeltaNet /
 // Gated DeltaNet (Qwen3-Next, Qwen3.5) / KDA / lightning (MiniMax), recurrent and chunked forms.
 // All buffers are arena byte offsets of f32, row-major; the state is always f32.
 import { checkBuf, checkInt } from './act';

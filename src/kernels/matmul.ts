@@ -69,11 +69,6 @@ export function reserveMatmulScratch(k: K, maxBatch: number, maxCols: number): v
   scratches.set(k, { ptr: k.arena.alloc(need, 64), bytes: need });
 }
 
-/** Bytes reserved for the activation scratch (0 when none yet). */
-export function matmulScratchBytes(k: K): number {
-  return scratches.get(k)?.bytes ?? 0;
-}
-
 /** Calls a row-range kernel over all rows, through the attached pool when `work` (rows·cols·batch) is large enough. */
 function runRows(k: K, fn: string, args: number[], rows: number, work: number): void {
   const pool = poolOf(k);

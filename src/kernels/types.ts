@@ -4,6 +4,8 @@ export type WeightDType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
 
 /** A 2-D weight matrix [rows, cols] (HF Linear layout: out × in) resident in the arena. */
 export interface Weight {
+  /** The checkpoint tensor it comes from, where known (for errors). */
+  name?: string;
   ptr: number;
   dtype: WeightDType;
   rows: number;

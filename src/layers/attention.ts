@@ -7,7 +7,7 @@ import { mul, sigmoid } from '../kernels/act';
 import { rmsNorm } from '../kernels/norm';
 import { rope } from '../kernels/rope';
 import type { Weight } from '../kernels/types';
-import type { RegionSpec, SeqState } from '../models/state';
+import type { RegionSpec, SeqState } from '../runtime/state';
 import { addBias, type Ctx, type Mixer } from './context';
 
 export interface RopeSpec {

@@ -3,8 +3,8 @@
 import { matmul } from '../kernels/matmul';
 import { KernelError, type Buf } from '../kernels/runtime';
 import type { K, Weight } from '../kernels/types';
-import type { WeightStore } from '../models/weights';
-import type { RegionSpec, SeqState } from '../models/state';
+import type { WeightStore } from '../runtime/weights';
+import type { RegionSpec, SeqState } from '../runtime/state';
 
 /**
  * Scratch shared by all layers: layers declare the floats they need per key while the net is

@@ -20,7 +20,7 @@ import { rmsNorm } from '../kernels/norm';
 import { selectiveScan, ssdScan, ssdScanScratchBytes } from '../kernels/ssm';
 import type { Weight } from '../kernels/types';
 import { ConfigError } from '../formats/errors';
-import type { RegionSpec, SeqState } from '../models/state';
+import type { RegionSpec, SeqState } from '../runtime/state';
 import { addBias, type Ctx, type Mixer } from './context';
 import { rowsOf } from './mlp';
 

@@ -1,6 +1,6 @@
-// Gated feed-forward blocks: down(act(gate(x)) ⊙ up(x)), and the plain up → act → down form.
+// Gated feed-forward blocks: down(act(gate(x)) ⊙ up(x)).
 
-import { gelu, geglu, relu2, silu, swiglu } from '../kernels/act';
+import { geglu, relu2, swiglu } from '../kernels/act';
 import { rowBytes, type Weight } from '../kernels/types';
 import { ConfigError } from '../formats/errors';
 import { addBias, type Ctx, type Ffn } from './context';
@@ -78,18 +78,4 @@ export class GatedMlp implements Ffn {
   forward(x: number, out: number, T: number): void {
     gatedFfn(this.ctx, this.w, this.act, x, out, T);
   }
-}
-
-/** Single activation between two projections (no gate). */
-export function plainFfn(ctx: Ctx, up: Weight, down: Weight, act: Activation, x: number, y: number, T: number, upBias = 0, downBias = 0, tmpKey = 'mlp'): void {
-  const { k } = ctx;
-  const u = ctx.scratch.get(`${tmpKey}.u`);
-  ctx.mm(u, x, up, T);
-  addBias(ctx, u, upBias, T, up.rows);
-  const n = T * up.rows;
-  if (act === 'silu') silu(k, u, u, n);
-  else if (act === 'relu2') relu2(k, u, u, n);
-  else gelu(k, u, u, n, act === 'gelu_tanh' ? 'tanh' : 'none');
-  ctx.mm(y, u, down, T);
-  addBias(ctx, y, downBias, T, down.rows);
 }

@@ -4,10 +4,13 @@
 
 import { route, type RouteOptions } from '../kernels/moe';
 import type { Weight } from '../kernels/types';
+import { KernelError } from '../kernels/runtime';
 import { addBias, type Ctx, type Ffn } from './context';
 import { gatedFfn, reserveGatedFfn, type Activation, type GatedWeights } from './mlp';
 
 export interface MoeConfig {
+  /** The layer's name in errors (default: from the router weight's name). */
+  name?: string;
   hidden: number;
   nExperts: number;
   topk: number;
@@ -42,6 +45,19 @@ export class Moe implements Ffn {
     }
   }
 
+  /** The error for routing that picked no valid expert: non-finite router logits, named with the layer. */
+  private badRouting(logits: number, T: number, t: number): never {
+    const E = this.cfg.nExperts;
+    const lv = this.ctx.f32(logits, T * E);
+    let bad = -1;
+    for (let i = 0; i < T * E && bad < 0; i++) if (!Number.isFinite(lv[i])) bad = i;
+    const where = this.cfg.name ?? this.cfg.router.name?.replace(/\.weight$/, '') ?? 'MoE layer';
+    const detail = bad >= 0
+      ? `router logit ${bad % E} of token ${Math.floor(bad / E)} is ${lv[bad]}: the weights or the activations reaching this layer are not finite (NaN or infinite values in the checkpoint?)`
+      : `token ${t} was routed to no valid expert`;
+    throw new KernelError('moe', `${where}: ${detail}`);
+  }
+
   private expert(e: number): GatedWeights {
     return (this.experts[e] ??= this.cfg.expert(e));
   }
@@ -54,10 +70,16 @@ export class Moe implements Ffn {
     const logits = s.get('moe.logits'), ids = s.get('moe.ids'), w = s.get('moe.w');
     ctx.mm(logits, x, cfg.router, T);
     addBias(ctx, logits, cfg.routerBias ?? 0, T, E);
+    // Top-k passes over NaN scores silently; non-finite router logits are an error, not a routing.
+    const lv = ctx.f32(logits, T * E);
+    for (let i = 0; i < T * E; i++) if (!Number.isFinite(lv[i])) this.badRouting(logits, T, Math.floor(i / E));
     route(k, ids, w, logits, T, E, K, cfg.routing);
 
     const idv = k.arena.i32(ids, T * K).slice();
     const wv = ctx.f32(w, T * K).slice();
+    for (let i = 0; i < T * K; i++) {
+      if (!(idv[i] >= 0 && idv[i] < E) || !Number.isFinite(wv[i])) this.badRouting(logits, T, Math.floor(i / K));
+    }
     const byExpert: number[][] = Array.from({ length: E }, () => []);
     for (let i = 0; i < T * K; i++) byExpert[idv[i]].push(i);
 

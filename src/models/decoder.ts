@@ -7,7 +7,7 @@ import { layerNorm, rmsNorm } from '../kernels/norm';
 import type { Weight } from '../kernels/types';
 import type { Ctx, Ffn, Mixer } from '../layers/context';
 import type { Net } from './net';
-import type { RegionSpec, SeqState } from './state';
+import type { RegionSpec, SeqState } from '../runtime/state';
 
 export interface NormSpec {
   w: number;

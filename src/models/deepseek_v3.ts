@@ -22,11 +22,11 @@ import { addBias, type Ctx, type Ffn, type Mixer } from '../layers/context';
 import { GatedMlp, parseActivation, rowsOf, type Activation, type GatedWeights } from '../layers/mlp';
 import { Moe } from '../layers/moe';
 import { ConfigError } from '../formats/errors';
-import { bool, int, lmHead, num, rejectIf, ropeParams, ropeSpec } from './common';
+import { bool, int, lmHead, num, rejectIf, ropeParams, ropeSpec, tiedEmbeddings, type RawConfig, type RopeParams } from './common';
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
-import { expertWeights } from './mixtral';
 import type { Family, Net } from './net';
-import type { RegionSpec, SeqState } from './state';
+import { expertWeights, keepKvbF32 } from './shared';
+import type { RegionSpec, SeqState } from '../runtime/state';
 
 /** HF DeepseekV3RMSNorm(q_lora_rank) / (kv_lora_rank) are built without eps: the class default 1e-6. */
 export const LORA_NORM_EPS = 1e-6;
@@ -198,8 +198,52 @@ export class MlaAttention implements Mixer {
   }
 }
 
-/** DeepSeek-V3 MLA settings of a config (also read by DeepSeek-V3.2). */
-export function mlaConfig(c: any, style: 'neox' | 'interleaved'): MlaConfig {
+/** MLA settings as read from a config: MlaConfig with the RoPE as parameters (tables come at build). */
+export interface MlaParams extends Omit<MlaConfig, 'rope'> {
+  rope: RopeParams;
+  /** Pairing of the rotated dims: adjacent pairs ('interleaved') or halves ('neox'). */
+  ropeStyle: 'neox' | 'interleaved';
+}
+
+/** DeepseekV3MoE: routed experts (DeepseekV3TopkRouter) and n_shared_experts as one MLP. */
+export interface DeepseekMoeConfig {
+  /** n_routed_experts */
+  nExperts: number;
+  topk: number;
+  /** moe_intermediate_size, of each routed expert (and of each shared one) */
+  inter: number;
+  /** n_shared_experts (0: none) */
+  nShared: number;
+  nGroup: number;
+  topkGroup: number;
+  /** norm_topk_prob */
+  renormalize: boolean;
+  /** routed_scaling_factor */
+  routedScaling: number;
+}
+
+/** The config of a DeepSeek-V3 decoder (also DeepSeek-V3.2's, which adds its indexer settings). */
+export interface DeepseekConfig {
+  hidden: number;
+  nLayers: number;
+  vocab: number;
+  /** rms_norm_eps */
+  eps: number;
+  act: Activation;
+  /** Biases on the MLPs and shared experts (DeepSeek-V3.2 mlp_bias). */
+  mlpBias: boolean;
+  mla: MlaParams;
+  /** Whether each layer's feed-forward is the MoE (else a dense MLP of denseInter). */
+  sparse: boolean[];
+  /** null when no layer is sparse. */
+  moe: DeepseekMoeConfig | null;
+  /** intermediate_size of the dense layers; null when every layer is sparse. */
+  denseInter: number | null;
+  tieEmbeddings: boolean;
+}
+
+/** DeepSeek-V3 MLA settings of a config. */
+function mlaParams(c: RawConfig, ropeStyle: 'neox' | 'interleaved'): MlaParams {
   const hidden = int(c, 'hidden_size');
   const nHeads = int(c, 'num_attention_heads');
   const qLora = c.q_lora_rank === null ? 0 : int(c, 'q_lora_rank', 1536);
@@ -218,7 +262,8 @@ export function mlaConfig(c: any, style: 'neox' | 'interleaved'): MlaConfig {
   // HF DeepseekV3Attention.scaling: qk_head_dim^-0.5, times mscale² when the RoPE is scaled and
   // mscale_all_dim is set (yarn_get_mscale(factor, mscale_all_dim) = 0.1·m·ln(factor) + 1 for factor > 1).
   let scale = 1 / Math.sqrt(dNope + dRope);
-  const { scaling } = ropeParams(c);
+  const rope = ropeParams(c);
+  const { scaling } = rope;
   const ropeType = scaling?.rope_type ?? scaling?.type ?? 'default';
   if (scaling && ropeType !== 'default') {
     const msAll = scaling.mscale_all_dim ?? 0;
@@ -228,27 +273,29 @@ export function mlaConfig(c: any, style: 'neox' | 'interleaved'): MlaConfig {
       scale *= m * m;
     }
   }
-  // RoPE acts on the qk_rope_head_dim slice only (HF sets config.head_dim = qk_rope_head_dim).
-  const ropeCfg = ropeSpec(c, dRope, dRope, undefined, style);
-  return { hidden, nHeads, qLora, kvLora, dNope, dRope, dV, bias: bool(c, 'attention_bias', false), rope: ropeCfg, scale };
+  return { hidden, nHeads, qLora, kvLora, dNope, dRope, dV, bias: bool(c, 'attention_bias', false), rope, ropeStyle, scale };
 }
 
-/** Whether layer i's feed-forward is the MoE block: `mlp_layer_types` when given, else first_k_dense_replace. */
-export function sparseLayers(c: any, nLayers: number): (i: number) => boolean {
+/** The MLA layer settings with their RoPE tables: RoPE acts on the qk_rope_head_dim slice only. */
+function mlaConfig(p: MlaParams): MlaConfig {
+  const { ropeStyle, rope, ...rest } = p;
+  return { ...rest, rope: ropeSpec(rope, p.dRope, p.dRope, ropeStyle) };
+}
+
+/** Whether each layer's feed-forward is the MoE block: `mlp_layer_types` when given, else first_k_dense_replace. */
+export function sparseLayers(c: RawConfig, nLayers: number): boolean[] {
   const mt = c.mlp_layer_types;
   if (Array.isArray(mt)) {
     rejectIf(mt.length !== nLayers, 'mlp_layer_types', `has ${mt.length} entries for ${nLayers} layers`);
     mt.forEach((t, i) => rejectIf(t !== 'dense' && t !== 'sparse', `mlp_layer_types[${i}]`, `${JSON.stringify(t)} is not dense or sparse`));
-    return (i) => mt[i] === 'sparse';
+    return mt.map((t) => t === 'sparse');
   }
   const k = int(c, 'first_k_dense_replace', 3);
-  return (i) => i >= k;
+  return Array.from({ length: nLayers }, (_, i) => i >= k);
 }
 
-/** DeepseekV3MoE: sigmoid-routed experts (DeepseekV3TopkRouter) plus n_shared_experts as one MLP. */
-export function deepseekMoe(ctx: Ctx, c: any, p: string, act: Activation, mlpBias: boolean): Ffn {
-  const { ws } = ctx;
-  const hidden = int(c, 'hidden_size');
+/** The routed and shared experts of a config's MoE layers. */
+function deepseekMoeConfig(c: RawConfig): DeepseekMoeConfig {
   const E = int(c, 'n_routed_experts', 256);
   const topk = int(c, 'num_experts_per_tok', 8);
   const inter = int(c, 'moe_intermediate_size', 2048);
@@ -260,14 +307,42 @@ export function deepseekMoe(ctx: Ctx, c: any, p: string, act: Activation, mlpBia
   rejectIf(nGroup > 1 && E / nGroup < 2, 'n_group', `groups of ${E / nGroup} expert: the group score sums each group's best two`);
   rejectIf(topkGroup < 1 || topkGroup > nGroup, 'topk_group', `${topkGroup} must be in [1, n_group ${nGroup}]`);
   rejectIf(topkGroup * (E / nGroup) < topk, 'topk_group', `${topkGroup} groups of ${E / nGroup} experts hold fewer than num_experts_per_tok ${topk}`);
-  const m = `${p}.mlp`;
+  return {
+    nExperts: E, topk, inter, nShared, nGroup, topkGroup,
+    renormalize: bool(c, 'norm_topk_prob', true),
+    routedScaling: num(c, 'routed_scaling_factor', 2.5),
+  };
+}
+
+/** The DeepSeek decoder fields of a config; `ropeStyle` and `mlpBias` are the variant's. */
+export function parseDeepseek(c: RawConfig, ropeStyle: 'neox' | 'interleaved', mlpBias: boolean): DeepseekConfig {
+  const mla = mlaParams(c, ropeStyle);
+  const hidden = int(c, 'hidden_size');
+  const nLayers = int(c, 'num_hidden_layers');
+  const vocab = int(c, 'vocab_size');
+  const eps = num(c, 'rms_norm_eps', 1e-6);
+  const act = parseActivation(c.hidden_act ?? 'silu');
+  const sparse = sparseLayers(c, nLayers);
+  return {
+    hidden, nLayers, vocab, eps, act, mlpBias, mla, sparse,
+    moe: sparse.some((s) => s) ? deepseekMoeConfig(c) : null,
+    denseInter: sparse.every((s) => s) ? null : int(c, 'intermediate_size'),
+    tieEmbeddings: tiedEmbeddings(c, false),
+  };
+}
+
+/** DeepseekV3MoE: sigmoid-routed experts (DeepseekV3TopkRouter) plus n_shared_experts as one MLP. */
+export function deepseekMoe(ctx: Ctx, m: DeepseekMoeConfig, hidden: number, p: string, act: Activation, mlpBias: boolean): Ffn {
+  const { ws } = ctx;
+  const { nExperts: E, topk, inter, nShared, nGroup, topkGroup } = m;
+  const mp = `${p}.mlp`;
   const routing: RouteOptions = {
-    mode: 'sigmoid', renormalize: bool(c, 'norm_topk_prob', true), bias: ws.optVec(`${m}.gate.e_score_correction_bias`, E) || undefined,
-    nGroup, topkGroup, routedScaling: num(c, 'routed_scaling_factor', 2.5),
+    mode: 'sigmoid', renormalize: m.renormalize, bias: ws.optVec(`${mp}.gate.e_score_correction_bias`, E) || undefined,
+    nGroup, topkGroup, routedScaling: m.routedScaling,
   };
   let shared: { w: GatedWeights; inter: number } | undefined;
   if (nShared > 0) {
-    const si = inter * nShared, sp = `${m}.shared_experts`;
+    const si = inter * nShared, sp = `${mp}.shared_experts`;
     shared = {
       inter: si,
       w: {
@@ -282,27 +357,23 @@ export function deepseekMoe(ctx: Ctx, c: any, p: string, act: Activation, mlpBia
   }
   return new Moe(ctx, {
     hidden, nExperts: E, topk, inter, act, routing,
-    router: ws.mat(`${m}.gate.weight`, E, hidden),
-    expert: expertWeights(ws, m, E, inter, hidden),
+    router: ws.mat(`${mp}.gate.weight`, E, hidden),
+    expert: expertWeights(ws, mp, E, inter, hidden),
     shared,
   });
 }
 
-/** The DeepSeek decoder around a family's attention mixer. */
-export function buildDeepseek(ctx: Ctx, c: any, kind: string, mixer: (p: string) => Mixer, mlpBias = false): Net {
+/** The DeepSeek decoder around a family's attention mixer (made from its prefix and the MLA settings). */
+export function buildDeepseek(ctx: Ctx, c: DeepseekConfig, kind: string, mixer: (prefix: string, mla: MlaConfig) => Mixer): Net {
   const { ws } = ctx;
-  const hidden = int(c, 'hidden_size');
-  const nLayers = int(c, 'num_hidden_layers');
-  const vocab = int(c, 'vocab_size');
-  const eps = num(c, 'rms_norm_eps', 1e-6);
-  const act = parseActivation(c.hidden_act ?? 'silu');
-  const sparse = sparseLayers(c, nLayers);
+  const { hidden, nLayers, vocab, eps, act, mlpBias } = c;
+  const mla = mlaConfig(c.mla);
   const blocks: Block[] = [];
   for (let i = 0; i < nLayers; i++) {
     const p = `model.layers.${i}`;
     blocks.push(new PreNormBlock(ctx, {
-      kind, hidden, mixer: mixer(`${p}.self_attn`),
-      ffn: sparse(i) ? deepseekMoe(ctx, c, p, act, mlpBias) : new GatedMlp(ctx, `${p}.mlp`, hidden, int(c, 'intermediate_size'), act, mlpBias),
+      kind, hidden, mixer: mixer(`${p}.self_attn`, mla),
+      ffn: c.sparse[i] && c.moe ? deepseekMoe(ctx, c.moe, hidden, p, act, mlpBias) : new GatedMlp(ctx, `${p}.mlp`, hidden, c.denseInter!, act, mlpBias),
       preMixer: { w: ws.vec(`${p}.input_layernorm.weight`, hidden), eps },
       preFfn: { w: ws.vec(`${p}.post_attention_layernorm.weight`, hidden), eps },
     }));
@@ -310,21 +381,16 @@ export function buildDeepseek(ctx: Ctx, c: any, kind: string, mixer: (p: string)
   return new DecoderNet(ctx, {
     hidden, vocab, embed: ws.mat('model.embed_tokens.weight', vocab, hidden), blocks,
     finalNorm: { w: ws.vec('model.norm.weight', hidden), eps },
-    lmHead: lmHead(ws, { ...c, tie_word_embeddings: c.tie_word_embeddings ?? false }, vocab, hidden),
+    lmHead: lmHead(ws, c.tieEmbeddings, vocab, hidden),
   });
 }
 
-/** kv_b_proj is read on the host at load (transposed W_UK), so it stays f32 under quantized loads. */
-export const keepKvbF32 = (name: string): boolean => name.endsWith('.kv_b_proj.weight');
-
-export const deepseekV3: Family = {
+export const deepseekV3: Family<DeepseekConfig> = {
   types: ['deepseek_v3'],
   keepF32: keepKvbF32,
-  build: (ctx, c) => {
-    // rope_interleave (default True): HF de-interleaves q_rope/k_rope before a rotate-half RoPE, which
-    // gives the same q·k as rotating adjacent pairs in place.
-    const mla = mlaConfig(c, bool(c, 'rope_interleave', true) ? 'interleaved' : 'neox');
-    // HF ignores the remote-code moe_layer_freq (every layer from first_k_dense_replace on is MoE).
-    return buildDeepseek(ctx, c, 'mla_attention', (p) => new MlaAttention(ctx, p, mla));
-  },
+  // rope_interleave (default True): HF de-interleaves q_rope/k_rope before a rotate-half RoPE, which
+  // gives the same q·k as rotating adjacent pairs in place.
+  // HF ignores the remote-code moe_layer_freq (every layer from first_k_dense_replace on is MoE).
+  parse: (c) => parseDeepseek(c, bool(c, 'rope_interleave', true) ? 'interleaved' : 'neox', false),
+  build: (ctx, c) => buildDeepseek(ctx, c, 'mla_attention', (p, mla) => new MlaAttention(ctx, p, mla)),
 };

@@ -16,9 +16,10 @@ import type { Buf } from '../kernels/runtime';
 import type { Weight } from '../kernels/types';
 import type { Ctx } from '../layers/context';
 import { bool, int, layerTypes, rejectIf } from './common';
-import { buildDeepseek, keepKvbF32, MlaAttention, mlaConfig, type MlaConfig } from './deepseek_v3';
+import { buildDeepseek, MlaAttention, parseDeepseek, type DeepseekConfig, type MlaConfig } from './deepseek_v3';
 import type { Family } from './net';
-import type { RegionSpec, SeqState } from './state';
+import { keepKvbF32 } from './shared';
+import type { RegionSpec, SeqState } from '../runtime/state';
 
 /** HF DeepseekV32Indexer.k_norm = nn.LayerNorm(index_head_dim, eps=1e-6). */
 export const INDEXER_NORM_EPS = 1e-6;
@@ -28,6 +29,11 @@ export interface DsaConfig {
   nHeads: number;
   headDim: number;
   topk: number;
+}
+
+/** DeepSeek-V3's config plus the lightning indexer's settings. */
+export interface DeepseekV32Config extends DeepseekConfig {
+  dsa: DsaConfig;
 }
 
 /** Per-query indexer scores over the whole context: one buffer per arena, sized at state layout. */
@@ -113,25 +119,26 @@ export class DsaAttention extends MlaAttention {
   }
 }
 
-export const deepseekV32: Family = {
+export const deepseekV32: Family<DeepseekV32Config> = {
   types: ['deepseek_v32'],
   // HF keeps indexer.weights_proj in float32 (_keep_in_fp32_modules).
   keepF32: (name) => keepKvbF32(name) || name.endsWith('.indexer.weights_proj.weight'),
-  build: (ctx, c) => {
+  parse: (c) => {
     const nLayers = int(c, 'num_hidden_layers');
     layerTypes(c, nLayers, ['deepseek_sparse_attention'], () => 'deepseek_sparse_attention');
     // DeepseekV32Attention always takes the q_a_proj → q_a_layernorm path (its indexer reads that
     // latent) and always de-interleaves the MLA rope slice (no rope_interleave field).
     rejectIf(c.q_lora_rank === null, 'q_lora_rank', 'must be set: the DSA indexer reads the query latent');
-    const mla = mlaConfig(c, 'interleaved');
+    const base = parseDeepseek(c, 'interleaved', bool(c, 'mlp_bias', false));
     const dsa: DsaConfig = {
       nHeads: int(c, 'index_n_heads', 64),
       headDim: int(c, 'index_head_dim', 128),
       topk: int(c, 'index_topk', 2048),
     };
     rejectIf(dsa.nHeads < 1, 'index_n_heads', 'must be ≥ 1');
-    rejectIf(dsa.headDim < mla.dRope, 'index_head_dim', `${dsa.headDim} < qk_rope_head_dim ${mla.dRope}: RoPE covers the first qk_rope_head_dim dims`);
+    rejectIf(dsa.headDim < base.mla.dRope, 'index_head_dim', `${dsa.headDim} < qk_rope_head_dim ${base.mla.dRope}: RoPE covers the first qk_rope_head_dim dims`);
     rejectIf(dsa.topk < 1, 'index_topk', 'must be ≥ 1');
-    return buildDeepseek(ctx, c, 'dsa_attention', (p) => new DsaAttention(ctx, p, mla, dsa), bool(c, 'mlp_bias', false));
+    return { ...base, dsa };
   },
+  build: (ctx, c) => buildDeepseek(ctx, c, 'dsa_attention', (p, mla) => new DsaAttention(ctx, p, mla, c.dsa)),
 };

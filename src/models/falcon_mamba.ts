@@ -4,11 +4,12 @@
 
 import { ssmKeepF32 } from '../layers/mamba';
 import { num } from './common';
-import { buildMamba1Net } from './mamba';
+import { buildMamba1Net, parseMamba1Net, type Mamba1NetConfig } from './mamba';
 import type { Family } from './net';
 
-export const falconMamba: Family = {
+export const falconMamba: Family<Mamba1NetConfig> = {
   types: ['falcon_mamba'],
   keepF32: (name) => ssmKeepF32(name),
-  build: (ctx, c) => buildMamba1Net(ctx, c, { eps: num(c, 'mixer_rms_eps', 1e-6), weighted: false }),
+  parse: (c) => parseMamba1Net(c, { eps: num(c, 'mixer_rms_eps', 1e-6), weighted: false }),
+  build: buildMamba1Net,
 };

@@ -17,11 +17,11 @@ import { Attention } from '../layers/attention';
 import { addBias, type Ctx } from '../layers/context';
 import type { GatedWeights } from '../layers/mlp';
 import { Moe } from '../layers/moe';
-import { attentionShape, int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
+import { attentionShape, int, layerTypes, lmHead, num, obj, rejectIf, ropeParams, ropeSpec, tiedEmbeddings, type AttentionShape, type RawConfig, type RopeParams } from './common';
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
-import { expertCount } from './mixtral';
 import type { Family, Net } from './net';
-import type { WeightStore } from './weights';
+import { expertCount } from './shared';
+import type { WeightStore } from '../runtime/weights';
 
 /** Tensors already rewritten, per weight store (a second build over the same store must not redo it). */
 const rearranged = new WeakMap<WeightStore, Set<string>>();
@@ -65,35 +65,66 @@ function permuteMatrices(ws: WeightStore, name: string, E: number, R: number, C:
   }
 }
 
-export function buildGptOss(ctx: Ctx, c: any): Net {
-  const { ws } = ctx;
+export type GptOssLayerType = 'full_attention' | 'sliding_attention';
+
+export interface GptOssConfig {
+  hidden: number;
+  nLayers: number;
+  vocab: number;
+  attn: AttentionShape;
+  /** intermediate_size of each expert */
+  inter: number;
+  nExperts: number;
+  topk: number;
+  /** rms_norm_eps */
+  eps: number;
+  /** q/k/v/o biases (attention_bias, default true). */
+  attnBias: boolean;
+  layerTypes: GptOssLayerType[];
+  /** sliding_window of the sliding layers (0 when no layer slides). */
+  window: number;
+  rope: RopeParams;
+  tieEmbeddings: boolean;
+}
+
+export function parseGptOss(c: RawConfig): GptOssConfig {
   const hidden = int(c, 'hidden_size');
   const nLayers = int(c, 'num_hidden_layers');
-  const { nHeads, nKv, headDim } = attentionShape(c, hidden);
+  const attn = attentionShape(c, hidden);
   const inter = int(c, 'intermediate_size');
   const vocab = int(c, 'vocab_size');
-  const E = expertCount(c, 128);
+  const nExperts = expertCount(c, 128);
   const topk = int(c, 'num_experts_per_tok', 4);
   const eps = num(c, 'rms_norm_eps', 1e-5);
   const attnBias = c.attention_bias ?? true;
-  const alpha = 1.702, limit = 7.0;
   rejectIf(typeof attnBias !== 'boolean', 'attention_bias', 'must be a boolean');
-  rejectIf(topk < 1 || topk > E, 'num_experts_per_tok', `${topk} must be in [1, ${E}]`);
-  const types = layerTypes(c, nLayers, ['full_attention', 'sliding_attention'], (i) => ((i + 1) % 2 ? 'sliding_attention' : 'full_attention'));
+  rejectIf(topk < 1 || topk > nExperts, 'num_experts_per_tok', `${topk} must be in [1, ${nExperts}]`);
+  const types = layerTypes<GptOssLayerType>(c, nLayers, ['full_attention', 'sliding_attention'], (i) => ((i + 1) % 2 ? 'sliding_attention' : 'full_attention'));
   const window = types.includes('sliding_attention') ? int(c, 'sliding_window', 128) : 0;
   rejectIf(types.includes('sliding_attention') && window < 1, 'sliding_window', 'must be ≥ 1 when layers slide');
   // GptOssConfig's RoPE when the config names none (YaRN ×32 over 4096 positions), and its default θ.
   const theta = c.rope_theta ?? 150000;
-  const rp = c.rope_parameters ?? (c.rope_scaling ? { ...c.rope_scaling, rope_theta: theta } : {
+  const rp = c.rope_parameters != null ? obj(c.rope_parameters) : c.rope_scaling ? { ...obj(c.rope_scaling), rope_theta: theta } : {
     rope_type: 'yarn', factor: 32, beta_fast: 32, beta_slow: 1, truncate: false, original_max_position_embeddings: 4096,
-  });
-  const ropeCfg = { ...c, rope_parameters: { rope_theta: theta, ...rp } };
-  const rope = ropeSpec(ropeCfg, headDim);
+  };
+  const rope = ropeParams({ ...c, rope_parameters: { rope_theta: theta, ...rp } });
+  return {
+    hidden, nLayers, vocab, attn, inter, nExperts, topk, eps, attnBias: attnBias as boolean,
+    layerTypes: types, window, rope, tieEmbeddings: tiedEmbeddings(c, false),
+  };
+}
+
+export function buildGptOss(ctx: Ctx, c: GptOssConfig): Net {
+  const { ws } = ctx;
+  const { hidden, nLayers, vocab, inter, nExperts: E, topk, eps, attnBias, window } = c;
+  const { nHeads, nKv, headDim } = c.attn;
+  const alpha = 1.702, limit = 7.0;
+  const rope = ropeSpec(c.rope, headDim);
 
   const blocks: Block[] = [];
   for (let i = 0; i < nLayers; i++) {
     const p = `model.layers.${i}`;
-    const sliding = types[i] === 'sliding_attention';
+    const sliding = c.layerTypes[i] === 'sliding_attention';
     const attn = new Attention(ctx, `${p}.self_attn`, {
       hidden, nHeads, nKv, headDim, qkvBias: attnBias, oBias: attnBias, rope,
       scale: 1 / Math.sqrt(headDim), window: sliding ? window : undefined, sinks: true,
@@ -152,7 +183,7 @@ export function buildGptOss(ctx: Ctx, c: any): Net {
   return new DecoderNet(ctx, {
     hidden, vocab, embed: ws.mat('model.embed_tokens.weight', vocab, hidden), blocks,
     finalNorm: { w: ws.vec('model.norm.weight', hidden), eps },
-    lmHead: lmHead(ws, { ...c, tie_word_embeddings: c.tie_word_embeddings ?? false }, vocab, hidden),
+    lmHead: lmHead(ws, c.tieEmbeddings, vocab, hidden),
   });
 }
 
@@ -174,9 +205,10 @@ function clampedSwigluExpert(ctx: Ctx, w: GatedWeights, x: number, y: number, n:
   addBias(ctx, y, w.downBias ?? 0, n, w.down.rows);
 }
 
-export const gptOss: Family = {
+export const gptOss: Family<GptOssConfig> = {
   types: ['gpt_oss'],
   // Biases are [E, n] matrices on disk; the host de-interleaves them and the kernels read them as f32.
   keepF32: (name) => name.endsWith('_proj_bias') || name.endsWith('.sinks') || name.endsWith('router.bias'),
+  parse: parseGptOss,
   build: buildGptOss,
 };

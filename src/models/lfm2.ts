@@ -13,10 +13,10 @@ import type { Weight } from '../kernels/types';
 import { Attention } from '../layers/attention';
 import { addBias, type Ctx, type Ffn, type Mixer } from '../layers/context';
 import { gatedFfn, reserveGatedFfn, rowsOf, type GatedWeights } from '../layers/mlp';
-import { attentionShape, bool, int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
+import { attentionShape, bool, int, layerTypes, lmHead, num, obj, rejectIf, ropeParams, ropeSpec, type AttentionShape, type RawConfig, type RopeParams } from './common';
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
 import type { Family, Net } from './net';
-import type { RegionSpec, SeqState } from './state';
+import type { RegionSpec, SeqState } from '../runtime/state';
 
 export class ShortConv implements Mixer {
   readonly inProj: Weight;
@@ -80,7 +80,7 @@ export class Lfm2Mlp implements Ffn {
 }
 
 /** Lfm2MLP's feed-forward width: block_ff_dim, adjusted ⅔ · multiplier, rounded up to block_multiple_of. */
-export function lfm2FfnDim(c: any): number {
+export function lfm2FfnDim(c: RawConfig): number {
   // Lfm2Config: a block_ff_dim key overrides intermediate_size.
   let inter = c.block_ff_dim !== undefined ? int(c, 'block_ff_dim') : int(c, 'intermediate_size', 12288);
   if (bool(c, 'block_auto_adjust_ff_dim', true)) {
@@ -90,37 +90,71 @@ export function lfm2FfnDim(c: any): number {
       rejectIf(typeof mult !== 'number', 'block_ffn_dim_multiplier', 'must be a number or null');
       const m = int(c, 'block_multiple_of', 256);
       rejectIf(m < 1, 'block_multiple_of', 'must be ≥ 1');
-      inter = Math.floor(mult * inter);
+      inter = Math.floor((mult as number) * inter);
       inter = m * Math.floor((inter + m - 1) / m);
     }
   }
   return inter;
 }
 
-export function buildLfm2(ctx: Ctx, c: any): Net {
-  const { ws } = ctx;
+export type Lfm2LayerType = 'conv' | 'full_attention';
+
+export interface Lfm2Config {
+  hidden: number;
+  nLayers: number;
+  vocab: number;
+  attn: AttentionShape;
+  /** norm_eps */
+  eps: number;
+  /** conv_L_cache: the short convolution's kernel width */
+  convL: number;
+  convBias: boolean;
+  layerTypes: Lfm2LayerType[];
+  /** Feed-forward width (lfm2FfnDim). */
+  inter: number;
+  rope: RopeParams;
+  tieEmbeddings: boolean;
+}
+
+export function parseLfm2(c: RawConfig): Lfm2Config {
   const hidden = int(c, 'hidden_size');
   const nLayers = int(c, 'num_hidden_layers');
-  const { nHeads, nKv, headDim } = attentionShape(c, hidden);
+  const attn = attentionShape(c, hidden);
   const vocab = int(c, 'vocab_size');
   const eps = num(c, 'norm_eps', 1e-5);
-  const L = int(c, 'conv_L_cache', 3);
+  const convL = int(c, 'conv_L_cache', 3);
   const convBias = bool(c, 'conv_bias', false);
-  rejectIf(L < 2 || L > 4, 'conv_L_cache', `${L} is not supported (2 … 4)`);
+  rejectIf(convL < 2 || convL > 4, 'conv_L_cache', `${convL} is not supported (2 … 4)`);
   // Lfm2Config without layer_types: full_attn_idxs lists the attention layers (default: all).
-  const full: number[] = c.full_attn_idxs ?? Array.from({ length: nLayers }, (_, i) => i);
-  const types = layerTypes(c, nLayers, ['conv', 'full_attention'], (i) => (full.includes(i) ? 'full_attention' : 'conv'));
+  const fullAttn = (): unknown[] => {
+    const full = c.full_attn_idxs ?? Array.from({ length: nLayers }, (_, i) => i);
+    rejectIf(!Array.isArray(full), 'full_attn_idxs', 'must be a list of layer indices');
+    return full as unknown[];
+  };
+  const types = layerTypes<Lfm2LayerType>(c, nLayers, ['conv', 'full_attention'], (i) => (fullAttn().includes(i) ? 'full_attention' : 'conv'));
   const inter = lfm2FfnDim(c);
   // The default RoPE here rotates the whole head whatever partial_rotary_factor says; the scaled types
   // would build partial tables that HF's full-head apply_rotary_pos_emb cannot take.
-  const ropeType = c.rope_parameters?.rope_type ?? c.rope_scaling?.rope_type ?? c.rope_scaling?.type ?? 'default';
-  const prf = c.rope_parameters?.partial_rotary_factor ?? c.partial_rotary_factor ?? 1;
+  const rp = obj(c.rope_parameters), rs = obj(c.rope_scaling);
+  const ropeType = rp.rope_type ?? rs.rope_type ?? rs.type ?? 'default';
+  const prf = rp.partial_rotary_factor ?? c.partial_rotary_factor ?? 1;
   rejectIf(ropeType !== 'default' && prf !== 1, 'rope_parameters.partial_rotary_factor', `${prf} is not supported with rope_type ${JSON.stringify(ropeType)}`);
-  const rope = ropeSpec(c, headDim);
+  return {
+    hidden, nLayers, vocab, attn, eps, convL, convBias, layerTypes: types, inter, rope: ropeParams(c),
+    // Lfm2Config: a tie_embedding key overrides tie_word_embeddings (default true).
+    tieEmbeddings: Boolean(c.tie_embedding ?? c.tie_word_embeddings ?? true),
+  };
+}
+
+export function buildLfm2(ctx: Ctx, c: Lfm2Config): Net {
+  const { ws } = ctx;
+  const { hidden, nLayers, vocab, eps, convL: L, convBias, inter } = c;
+  const { nHeads, nKv, headDim } = c.attn;
+  const rope = ropeSpec(c.rope, headDim);
   const blocks: Block[] = [];
   for (let i = 0; i < nLayers; i++) {
     const p = `model.layers.${i}`;
-    const conv = types[i] === 'conv';
+    const conv = c.layerTypes[i] === 'conv';
     const mixer: Mixer = conv
       ? new ShortConv(ctx, `${p}.conv`, hidden, L, convBias)
       : new Attention(ctx, `${p}.self_attn`, {
@@ -138,13 +172,13 @@ export function buildLfm2(ctx: Ctx, c: any): Net {
   return new DecoderNet(ctx, {
     hidden, vocab, embed: ws.mat('model.embed_tokens.weight', vocab, hidden), blocks,
     finalNorm: { w: ws.vec('model.embedding_norm.weight', hidden), eps },
-    // Lfm2Config: a tie_embedding key overrides tie_word_embeddings (default true).
-    lmHead: lmHead(ws, { tie_word_embeddings: c.tie_embedding ?? c.tie_word_embeddings ?? true }, vocab, hidden),
+    lmHead: lmHead(ws, c.tieEmbeddings, vocab, hidden),
   });
 }
 
-export const lfm2: Family = {
+export const lfm2: Family<Lfm2Config> = {
   types: ['lfm2'],
   keepF32: (name) => name.endsWith('.conv.conv.weight'),
+  parse: parseLfm2,
   build: buildLfm2,
 };

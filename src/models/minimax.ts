@@ -18,13 +18,13 @@ import { rmsNorm } from '../kernels/norm';
 import type { Weight } from '../kernels/types';
 import { Attention } from '../layers/attention';
 import type { Ctx, Ffn, Mixer } from '../layers/context';
-import { parseActivation } from '../layers/mlp';
+import { parseActivation, type Activation } from '../layers/mlp';
 import { Moe } from '../layers/moe';
-import { attentionShape, int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
+import { attentionShape, int, layerTypes, lmHead, num, obj, rejectIf, ropeParams, ropeSpec, tiedEmbeddings, type AttentionShape, type RawConfig, type RopeParams } from './common';
 import { applyNorm, DecoderNet, type Block, type NormSpec } from './decoder';
-import { expertCount, expertWeights } from './mixtral';
 import type { Family, Net } from './net';
-import type { RegionSpec, SeqState } from './state';
+import { expertCount, expertWeights, slidingWindow } from './shared';
+import type { RegionSpec, SeqState } from '../runtime/state';
 
 export interface LightningConfig {
   hidden: number;
@@ -136,38 +136,81 @@ export class MiniMaxBlock implements Block {
   }
 }
 
-export function buildMiniMax(ctx: Ctx, c: any): Net {
-  const { ws } = ctx;
+export type MiniMaxLayerType = 'linear_attention' | 'full_attention';
+
+/** The (α, β) weights of a residual branch: x' = α·h + β·branch(h). */
+export interface BranchFactors {
+  alpha: number;
+  beta: number;
+}
+
+export interface MiniMaxConfig {
+  hidden: number;
+  nLayers: number;
+  vocab: number;
+  attn: AttentionShape;
+  /** rms_norm_eps */
+  eps: number;
+  act: Activation;
+  /** Sliding window of the softmax layers, or 0. */
+  window: number;
+  layerTypes: MiniMaxLayerType[];
+  nExperts: number;
+  topk: number;
+  /** intermediate_size of each expert */
+  inter: number;
+  /** linear_attn_{alpha,beta}_factor, full_attn_{alpha,beta}_factor, mlp_{alpha,beta}_factor */
+  factors: { linearAttn: BranchFactors; fullAttn: BranchFactors; mlp: BranchFactors };
+  rope: RopeParams;
+  /** block_size of HF's block-wise prefill */
+  blockSize: number;
+  tieEmbeddings: boolean;
+}
+
+export function parseMiniMax(c: RawConfig): MiniMaxConfig {
   const hidden = int(c, 'hidden_size');
   const nLayers = int(c, 'num_hidden_layers');
-  const { nHeads, nKv, headDim } = attentionShape(c, hidden);
+  const attn = attentionShape(c, hidden);
   const vocab = int(c, 'vocab_size');
   const eps = num(c, 'rms_norm_eps', 1e-5);
   const act = parseActivation(c.hidden_act ?? 'silu');
   // The lightning qkv activation is ACT2FN[hidden_act]; SiLU is what MiniMax-01 uses.
   rejectIf(act !== 'silu', 'hidden_act', `${JSON.stringify(c.hidden_act)} is not supported (MiniMax uses silu)`);
-  const window = c.sliding_window ?? 0;
-  rejectIf(!Number.isInteger(window) || window < 0, 'sliding_window', `must be a non-negative integer or null, got ${JSON.stringify(c.sliding_window)}`);
-  const types = layerTypes(c, nLayers, ['linear_attention', 'full_attention'], (i) => ((i + 1) % 2 ? 'full_attention' : 'linear_attention'));
+  const window = slidingWindow(c);
+  const types = layerTypes<MiniMaxLayerType>(c, nLayers, ['linear_attention', 'full_attention'], (i) => ((i + 1) % 2 ? 'full_attention' : 'linear_attention'));
   const nExperts = expertCount(c, 8);
   const topk = int(c, 'num_experts_per_tok', 2);
   rejectIf(topk < 1 || topk > nExperts, 'num_experts_per_tok', `${topk} must be in [1, ${nExperts}]`);
   const inter = int(c, 'intermediate_size');
-  const factor = (f: string) => ({ alpha: num(c, `${f}_alpha_factor`, 1), beta: num(c, `${f}_beta_factor`, 1) });
+  const factor = (f: string): BranchFactors => ({ alpha: num(c, `${f}_alpha_factor`, 1), beta: num(c, `${f}_beta_factor`, 1) });
   // The default RoPE here rotates the whole head whatever partial_rotary_factor says; the scaled types
   // would build partial tables that HF's full-head apply_rotary_pos_emb cannot take.
-  const ropeType = c.rope_parameters?.rope_type ?? c.rope_scaling?.rope_type ?? c.rope_scaling?.type ?? 'default';
-  const prf = c.rope_parameters?.partial_rotary_factor ?? c.partial_rotary_factor ?? 1;
+  const rp = obj(c.rope_parameters), rs = obj(c.rope_scaling);
+  const ropeType = rp.rope_type ?? rs.rope_type ?? rs.type ?? 'default';
+  const prf = rp.partial_rotary_factor ?? c.partial_rotary_factor ?? 1;
   rejectIf(ropeType !== 'default' && prf !== 1, 'rope_parameters.partial_rotary_factor', `${prf} is not supported with rope_type ${JSON.stringify(ropeType)}`);
-  const rope = ropeSpec(c, headDim);
-  const blockSize = int(c, 'block_size', 256);
+  return {
+    hidden, nLayers, vocab, attn, eps, act, window, layerTypes: types, nExperts, topk, inter,
+    factors: { linearAttn: factor('linear_attn'), fullAttn: factor('full_attn'), mlp: factor('mlp') },
+    rope: ropeParams(c),
+    blockSize: int(c, 'block_size', 256),
+    // MiniMaxConfig.tie_word_embeddings defaults to false.
+    tieEmbeddings: tiedEmbeddings(c, false),
+  };
+}
+
+export function buildMiniMax(ctx: Ctx, c: MiniMaxConfig): Net {
+  const { ws } = ctx;
+  const { hidden, nLayers, vocab, eps, act, window, nExperts, topk, inter, blockSize } = c;
+  const { nHeads, nKv, headDim } = c.attn;
+  const rope = ropeSpec(c.rope, headDim);
   // transformers v5 names the MoE `mlp`; earlier conversions `block_sparse_moe`.
   const moeName = ws.has('model.layers.0.block_sparse_moe.gate.weight') ? 'block_sparse_moe' : 'mlp';
 
   const blocks: Block[] = [];
   for (let i = 0; i < nLayers; i++) {
     const p = `model.layers.${i}`;
-    const linear = types[i] === 'linear_attention';
+    const linear = c.layerTypes[i] === 'linear_attention';
     const mixer: Mixer = linear
       ? new LightningAttention(ctx, `${p}.self_attn`, { hidden, H: nHeads, d: headDim, layer: i, nLayers, blockSize })
       : new Attention(ctx, `${p}.self_attn`, {
@@ -185,21 +228,21 @@ export function buildMiniMax(ctx: Ctx, c: any): Net {
       ctx, linear ? 'lightning_attention' : window ? 'sliding_attention' : 'attention', hidden, mixer, ffn,
       { w: ws.vec(`${p}.input_layernorm.weight`, hidden), eps },
       { w: ws.vec(`${p}.post_attention_layernorm.weight`, hidden), eps },
-      factor(linear ? 'linear_attn' : 'full_attn'), factor('mlp'),
+      linear ? c.factors.linearAttn : c.factors.fullAttn, c.factors.mlp,
     ));
   }
   return new DecoderNet(ctx, {
     hidden, vocab, embed: ws.mat('model.embed_tokens.weight', vocab, hidden), blocks,
     finalNorm: { w: ws.vec('model.norm.weight', hidden), eps },
-    // MiniMaxConfig.tie_word_embeddings defaults to false.
-    lmHead: lmHead(ws, { tie_word_embeddings: c.tie_word_embeddings ?? false }, vocab, hidden),
+    lmHead: lmHead(ws, c.tieEmbeddings, vocab, hidden),
   });
 }
 
-export const miniMax: Family = {
+export const miniMax: Family<MiniMaxConfig> = {
   types: ['minimax'],
   keepF32: (name) => name.endsWith('.slope_rate'),
   // The block-wise prefill's decay tables (HF buffers) are recomputed from slope_rate by the kernel.
   ignore: (name) => /\.(query_decay|key_decay|diagonal_decay)$/.test(name),
+  parse: parseMiniMax,
   build: buildMiniMax,
 };

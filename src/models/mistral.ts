@@ -1,13 +1,13 @@
 // Mistral: Llama with a sliding window on every layer (`sliding_window`, null = full attention).
 import type { Family } from './net';
-import { buildLlamaLike } from './llama';
+import { buildLlamaLike, parseLlamaLike, type LlamaConfig } from './llama';
+import { slidingWindow } from './shared';
 
-export const mistral: Family = {
+export const mistral: Family<LlamaConfig> = {
   types: ['mistral'],
-  build: (ctx, c) => buildLlamaLike(ctx, c, {
-    qkvBias: () => false,
-    oBias: () => false,
-    qkNorm: false,
-    window: (c) => c.sliding_window ?? 0,
-  }),
+  parse: (c) => {
+    const window = slidingWindow(c);
+    return parseLlamaLike(c, { qkvBias: false, oBias: false, qkNorm: false, window: () => window });
+  },
+  build: buildLlamaLike,
 };

@@ -7,8 +7,10 @@ import { instantiate, type BuildChoice, type WasmInstance } from '../kernels/run
 import { Ctx } from '../layers/context';
 import type { Net, Family } from './net';
 import { familyFor } from './registry';
-import { crc32, readSnapshotHeader, restoreSnapshot, SeqState, SlotPool, StateLayout, writeSnapshot, SnapshotError, type SnapshotOptions } from './state';
-import { WeightStore, type LoadDType } from './weights';
+import { ConfigError } from '../formats/errors';
+import { crc32, readSnapshotHeader, restoreSnapshot, SeqState, SlotPool, StateLayout, writeSnapshot, SnapshotError, type SnapshotOptions } from '../runtime/state';
+import { WeightStore, type LoadDType } from '../runtime/weights';
+import type { SequenceSession, SessionFactory } from '../runtime/session';
 
 export interface ModelOptions {
   dtype?: LoadDType;
@@ -49,7 +51,7 @@ function hashHex(parts: Uint8Array[]): string {
   return h.toString(16).padStart(8, '0') + h2.toString(16).padStart(8, '0');
 }
 
-export class Model {
+export class Model implements SessionFactory {
   readonly layout: StateLayout;
   readonly slots: SlotPool;
   readonly modelType: string;
@@ -115,16 +117,64 @@ export class Model {
   }
 }
 
-export class Session {
+export class Session implements SequenceSession {
   tokens: number[] = [];
   readonly state: SeqState;
   private disposed = false;
+  /** The state kept by markCheckpoint(): its position, and its bytes unless the state is all positional. */
+  private checkpoint: { pos: number; bytes: Uint8Array | null } | null = null;
   constructor(readonly model: Model, private readonly slot: number) {
     this.state = new SeqState(model.k.arena, model.layout, slot);
   }
 
   get pos(): number {
     return this.tokens.length;
+  }
+
+  get prefillChunk(): number {
+    return this.model.maxChunk;
+  }
+
+  canRewind(pos: number): boolean {
+    if (pos >= this.pos) return pos === this.pos;
+    if (pos < 0) return false;
+    for (const r of this.model.layout.regions) {
+      if (r.kind === 'fixed') return false;
+      if (r.kind === 'ring' && this.pos > (r.capacity ?? 0)) return false;
+    }
+    return true;
+  }
+
+  rewind(pos: number): void {
+    if (!this.canRewind(pos)) throw new RangeError(`cannot rewind to ${pos} (session holds ${this.pos}; recurrent state or a wrapped window cache cannot be cut back)`);
+    this.tokens.length = pos;
+  }
+
+  markCheckpoint(): void {
+    this.checkpoint = { pos: this.pos, bytes: this.canRewind(0) ? null : this.snapshot() };
+  }
+
+  get checkpointPos(): number | null {
+    return this.checkpoint?.pos ?? null;
+  }
+
+  restoreCheckpoint(): void {
+    const cp = this.checkpoint;
+    if (!cp) throw new Error('no checkpoint');
+    if (!cp.bytes) {
+      this.rewind(cp.pos);
+      return;
+    }
+    const h = restoreSnapshot(this.state, cp.bytes, { modelHash: this.model.hash });
+    this.tokens = h.tokens.slice();
+  }
+
+  async snapshotAsync(opts: SnapshotOptions = {}): Promise<Uint8Array> {
+    return this.snapshot(opts);
+  }
+
+  snapshotSync(opts: SnapshotOptions = {}): Uint8Array {
+    return this.snapshot(opts);
   }
 
   /**
@@ -161,11 +211,14 @@ export class Session {
   reset(): void {
     this.state.clear();
     this.tokens = [];
+    this.checkpoint = null;
   }
 
-  /** A new session with the same state (prefix sharing between requests). */
+  /** A new session with the same state and checkpoint (prefix sharing between requests). */
   fork(): Session {
-    return this.model.restore(this.snapshot());
+    const s = this.model.restore(this.snapshot());
+    s.checkpoint = this.checkpoint;
+    return s;
   }
 
   dispose(): void {
@@ -187,14 +240,44 @@ export async function buildModel(ckpt: Checkpoint, opts: ModelOptions = {}): Pro
   );
   const maxChunk = opts.maxChunk ?? 64;
   const ctx = new Ctx(k, ws, { exact: opts.exact ?? false, maxChunk });
-  const net = family.build(ctx, config);
+  const net = family.build(ctx, family.parse(config));
   // The int8 activation scratch of quantized products is laid out now, so no forward grows memory.
   let maxCols = 32;
   for (const info of ckpt.tensors.values()) if (info.shape.length >= 2) maxCols = Math.max(maxCols, info.shape[info.shape.length - 1]);
   reserveMatmulScratch(k, maxChunk, maxCols);
   ctx.scratch.allocate();
-  const cfgMax = Number(config.max_position_embeddings) || 4096;
+  const positions = Number(config.max_position_embeddings);
+  const cfgMax = positions > 0 ? positions : 4096;
   const maxContext = opts.maxContext ?? Math.min(cfgMax, 4096);
+  if (positions > 0 && maxContext > positions) {
+    throw new ConfigError('options.maxContext', `is ${maxContext}, but the model has ${positions} positions (config max_position_embeddings); use at most ${positions}`);
+  }
+  checkStateFits(k, net, maxContext, opts);
   const parts: Uint8Array[] = [new TextEncoder().encode(JSON.stringify(config)), ...ws.digestParts];
   return new Model(k, ctx, net, config, ws, hashHex(parts), maxContext, ckpt, opts.maxSessions);
+}
+
+/** The most bytes a WebAssembly memory (32-bit addresses) can hold. */
+export const WASM_MEMORY_LIMIT = 65536 * 65536;
+
+/**
+ * Refuses a context whose session state cannot fit beside the weights: one slot per session that may
+ * be alive at once (maxSessions, at least one) within the memory budget, or within what a
+ * WebAssembly memory can address. The error gives the numbers and the largest context that fits.
+ */
+function checkStateFits(k: WasmInstance, net: Net, maxContext: number, opts: ModelOptions): void {
+  const limit = Math.min(opts.memoryBudget ?? Infinity, WASM_MEMORY_LIMIT);
+  const slots = Number.isFinite(opts.maxSessions) && opts.maxSessions! > 0 ? opts.maxSessions! : 1;
+  const used = k.arena.top;
+  const slot = new StateLayout(net.specs(maxContext), maxContext).bytes;
+  const need = used + slot * slots;
+  if (need <= limit) return;
+  const perToken = net.specs(maxContext).reduce((a, r) => a + (r.kind === 'kv' ? r.perToken! * 4 : 0), 0);
+  const fixed = slot - perToken * maxContext;
+  const fits = perToken ? Math.max(0, Math.floor(((limit - used) / slots - fixed) / perToken)) : 0;
+  const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+  const what = opts.memoryBudget !== undefined && opts.memoryBudget < WASM_MEMORY_LIMIT ? 'the memory budget' : 'a WebAssembly memory';
+  throw new ConfigError('options.maxContext',
+    `is ${maxContext}: ${slots} session${slots > 1 ? 's' : ''} of ${mib(slot)} state each plus ${mib(used)} of weights and scratch need ${mib(need)}, ` +
+    `more than ${what} holds (${mib(limit)}); at most about ${fits} positions fit`);
 }

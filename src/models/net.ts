@@ -1,7 +1,7 @@
 // The contract between a family (src/models/<family>.ts) and the model runtime (model.ts).
 
 import type { Ctx } from '../layers/context';
-import type { RegionSpec, SeqState } from './state';
+import type { RegionSpec, SeqState } from '../runtime/state';
 
 export interface Net {
   readonly vocabSize: number;
@@ -16,12 +16,18 @@ export interface Net {
   forward(state: SeqState, ids: Int32Array, pos0: number, all: boolean): number;
 }
 
-export interface Family {
+/**
+ * A model family: `parse` reads a config.json into the family's typed config C (validated, defaults
+ * filled in; errors are ConfigErrors naming the field), and `build` makes the net from it and the
+ * loaded weights.
+ */
+export interface Family<C = unknown> {
   /** HF `model_type` values this family implements. */
   types: string[];
   /** Tensors read as f32 whatever the load dtype (decay parameters, small matrices used by host code). */
   keepF32?: (name: string, config: any) => boolean;
   /** Tensor names present in checkpoints but never used (e.g. tied lm_head copies, rotary caches). */
   ignore?: (name: string, config: any) => boolean;
-  build(ctx: Ctx, config: any): Net;
+  parse(config: Record<string, unknown>): C;
+  build(ctx: Ctx, c: C): Net;
 }

@@ -4,29 +4,30 @@
 // decoder_sparse_step and mlp_only_layers choose dense layers.
 
 import { bool, int, num } from './common';
-import { buildMoeLike, expertCount, qwenSparseLayers, slidingByType } from './mixtral';
+import { buildMoeLike, parseMoeLike, type MoeLikeConfig } from './mixtral';
 import type { Family } from './net';
+import { expertCount, qwenSparseLayers, slidingByType } from './shared';
 
-export const qwen2Moe: Family = {
+export const qwen2Moe: Family<MoeLikeConfig> = {
   types: ['qwen2_moe'],
-  build: (ctx, c) => {
+  parse: (c) => {
     const nExperts = expertCount(c, 60);
     // Qwen2MoeConfig: sliding_window only counts when use_sliding_window.
     const window = bool(c, 'use_sliding_window', false) ? int(c, 'sliding_window', 4096) : 0;
     const qkvBias = bool(c, 'qkv_bias', true);
-    return buildMoeLike(ctx, c, {
+    return parseMoeLike(c, {
       nExperts,
       topk: int(c, 'num_experts_per_tok', 4),
       expertInter: int(c, 'moe_intermediate_size', 1408),
-      routing: { mode: 'softmax_topk', renormalize: bool(c, 'norm_topk_prob', false) },
+      renormalize: bool(c, 'norm_topk_prob', false),
       qkvBias,
       oBias: false,
       qkNorm: null,
-      window: slidingByType(c, int(c, 'num_hidden_layers'), window),
-      sparse: qwenSparseLayers(c, nExperts),
-      moePrefix: (p) => `${p}.mlp`,
+      windows: (n) => slidingByType(c, n, window),
+      sparse: (n) => qwenSparseLayers(c, n, nExperts),
       sharedInter: int(c, 'shared_expert_intermediate_size', 5632),
       rmsEps: num(c, 'rms_norm_eps', 1e-6),
     });
   },
+  build: buildMoeLike,
 };

@@ -1,14 +1,19 @@
 // Qwen3: Llama with per-head RMSNorm on q and k before RoPE; optional attention_bias.
 import type { Family } from './net';
 import { bool } from './common';
-import { buildLlamaLike } from './llama';
+import { buildLlamaLike, parseLlamaLike, type LlamaConfig } from './llama';
+import { slidingWindow } from './shared';
 
-export const qwen3: Family = {
+export const qwen3: Family<LlamaConfig> = {
   types: ['qwen3'],
-  build: (ctx, c) => buildLlamaLike(ctx, c, {
-    qkvBias: (c) => bool(c, 'attention_bias', false),
-    oBias: (c) => bool(c, 'attention_bias', false),
-    qkNorm: true,
-    window: (c, types, i) => (types[i] === 'sliding_attention' ? c.sliding_window ?? 0 : 0),
-  }),
+  parse: (c) => {
+    const bias = bool(c, 'attention_bias', false);
+    return parseLlamaLike(c, {
+      qkvBias: bias,
+      oBias: bias,
+      qkNorm: true,
+      window: (types, i) => (types[i] === 'sliding_attention' ? slidingWindow(c) : 0),
+    });
+  },
+  build: buildLlamaLike,
 };

@@ -3,28 +3,29 @@
 // The sliding window, when use_sliding_window, applies to every layer (Qwen3MoeAttention).
 
 import { bool, int, num } from './common';
-import { buildMoeLike, expertCount, qwenSparseLayers } from './mixtral';
+import { buildMoeLike, parseMoeLike, type MoeLikeConfig } from './mixtral';
 import type { Family } from './net';
+import { expertCount, qwenSparseLayers } from './shared';
 
-export const qwen3Moe: Family = {
+export const qwen3Moe: Family<MoeLikeConfig> = {
   types: ['qwen3_moe'],
-  build: (ctx, c) => {
+  parse: (c) => {
     const nExperts = expertCount(c, 128);
     const window = bool(c, 'use_sliding_window', false) ? int(c, 'sliding_window', 4096) : 0;
     const bias = bool(c, 'attention_bias', false);
     const eps = num(c, 'rms_norm_eps', 1e-6);
-    return buildMoeLike(ctx, c, {
+    return parseMoeLike(c, {
       nExperts,
       topk: int(c, 'num_experts_per_tok', 8),
       expertInter: int(c, 'moe_intermediate_size', 768),
-      routing: { mode: 'softmax_topk', renormalize: bool(c, 'norm_topk_prob', false) },
+      renormalize: bool(c, 'norm_topk_prob', false),
       qkvBias: bias,
       oBias: bias,
       qkNorm: { eps, addOne: false },
-      window: () => window,
-      sparse: qwenSparseLayers(c, nExperts),
-      moePrefix: (p) => `${p}.mlp`,
+      windows: (n) => new Array<number>(n).fill(window),
+      sparse: (n) => qwenSparseLayers(c, n, nExperts),
       rmsEps: eps,
     });
   },
+  build: buildMoeLike,
 };

@@ -18,13 +18,13 @@ import { l2Norm, rmsNorm } from '../kernels/norm';
 import { rowBytes, type Weight } from '../kernels/types';
 import { Attention } from '../layers/attention';
 import type { Ctx, Ffn, Mixer } from '../layers/context';
-import { GatedMlp, parseActivation, rowsOf } from '../layers/mlp';
+import { GatedMlp, parseActivation, rowsOf, type Activation } from '../layers/mlp';
 import { Moe } from '../layers/moe';
-import { attentionShape, bool, int, layerTypes, lmHead, num, rejectIf, ropeSpec } from './common';
+import { attentionShape, bool, int, layerTypes, lmHead, num, obj, rejectIf, ropeParams, ropeSpec, tiedEmbeddings, type AttentionShape, type RawConfig, type RopeParams } from './common';
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
-import { expertWeights, qwenSparseLayers } from './mixtral';
 import type { Family, Net } from './net';
-import type { RegionSpec, SeqState } from './state';
+import { expertWeights, qwenSparseLayers } from './shared';
+import type { RegionSpec, SeqState } from '../runtime/state';
 
 export interface GatedDeltaNetConfig {
   hidden: number;
@@ -170,11 +170,48 @@ export class GatedDeltaNet implements Mixer {
   }
 }
 
-export function buildQwen3Next(ctx: Ctx, c: any): Net {
-  const { ws } = ctx;
+export type Qwen3NextLayerType = 'linear_attention' | 'full_attention';
+
+/** The sparse MoE of Qwen3-Next layers: routed experts plus a sigmoid-gated shared expert. */
+export interface Qwen3NextMoeConfig {
+  nExperts: number;
+  topk: number;
+  /** moe_intermediate_size */
+  inter: number;
+  /** shared_expert_intermediate_size */
+  sharedInter: number;
+  /** norm_topk_prob */
+  renormalize: boolean;
+}
+
+export interface Qwen3NextConfig {
+  hidden: number;
+  nLayers: number;
+  vocab: number;
+  attn: AttentionShape;
+  /** rms_norm_eps */
+  eps: number;
+  act: Activation;
+  /** Gated DeltaNet layers. */
+  gdn: GatedDeltaNetConfig;
+  layerTypes: Qwen3NextLayerType[];
+  /** int(head_dim · partial_rotary_factor) */
+  rotaryDim: number;
+  rope: RopeParams;
+  attnBias: boolean;
+  /** Whether each layer's feed-forward is the MoE (else a dense MLP of denseInter). */
+  sparse: boolean[];
+  /** null when no layer is sparse. */
+  moe: Qwen3NextMoeConfig | null;
+  /** intermediate_size of the dense layers; null when every layer is sparse. */
+  denseInter: number | null;
+  tieEmbeddings: boolean;
+}
+
+export function parseQwen3Next(c: RawConfig): Qwen3NextConfig {
   const hidden = int(c, 'hidden_size');
   const nLayers = int(c, 'num_hidden_layers');
-  const { nHeads, nKv, headDim } = attentionShape(c, hidden);
+  const attn = attentionShape(c, hidden);
   const vocab = int(c, 'vocab_size');
   const eps = num(c, 'rms_norm_eps', 1e-6);
   const actName = c.hidden_act ?? 'silu';
@@ -193,22 +230,40 @@ export function buildQwen3Next(ctx: Ctx, c: any): Net {
   rejectIf(gdn.Hk < 1 || gdn.Hv % gdn.Hk !== 0, 'linear_num_value_heads', `${gdn.Hv} is not a multiple of linear_num_key_heads ${gdn.Hk}`);
   rejectIf(gdn.convK < 2 || gdn.convK > 4, 'linear_conv_kernel_dim', `${gdn.convK} is not supported (2 … 4)`);
   const interval = int(c, 'full_attention_interval', 4);
-  const types = layerTypes(c, nLayers, ['linear_attention', 'full_attention'], (i) => ((i + 1) % interval ? 'linear_attention' : 'full_attention'));
-  const prf = num(c.rope_parameters ?? {}, 'partial_rotary_factor', num(c, 'partial_rotary_factor', 0.25));
-  const rotaryDim = Math.floor(headDim * prf);
-  rejectIf(rotaryDim < 2 || rotaryDim % 2 !== 0, 'partial_rotary_factor', `gives ${rotaryDim} rotary dims of head_dim ${headDim}; need an even number ≥ 2`);
-  const rope = ropeSpec(c, headDim, rotaryDim);
+  const types = layerTypes<Qwen3NextLayerType>(c, nLayers, ['linear_attention', 'full_attention'], (i) => ((i + 1) % interval ? 'linear_attention' : 'full_attention'));
+  const prf = num(obj(c.rope_parameters), 'partial_rotary_factor', num(c, 'partial_rotary_factor', 0.25));
+  const rotaryDim = Math.floor(attn.headDim * prf);
+  rejectIf(rotaryDim < 2 || rotaryDim % 2 !== 0, 'partial_rotary_factor', `gives ${rotaryDim} rotary dims of head_dim ${attn.headDim}; need an even number ≥ 2`);
   const attnBias = bool(c, 'attention_bias', false);
 
   const nExperts = int(c, 'num_experts', 512);
-  const sparse = qwenSparseLayers(c, nExperts);
+  const sparse = qwenSparseLayers(c, nLayers, nExperts);
   const topk = int(c, 'num_experts_per_tok', 10);
   if (nExperts > 0) rejectIf(topk < 1 || topk > nExperts, 'num_experts_per_tok', `${topk} must be in [1, ${nExperts}]`);
+  const moe: Qwen3NextMoeConfig | null = sparse.some((s) => s) ? {
+    nExperts, topk,
+    inter: int(c, 'moe_intermediate_size', 512),
+    sharedInter: int(c, 'shared_expert_intermediate_size', 512),
+    renormalize: bool(c, 'norm_topk_prob', true),
+  } : null;
+  return {
+    hidden, nLayers, vocab, attn, eps, act, gdn, layerTypes: types, rotaryDim, rope: ropeParams(c), attnBias,
+    sparse, moe, denseInter: sparse.every((s) => s) ? null : int(c, 'intermediate_size'),
+    // Qwen3NextConfig.tie_word_embeddings defaults to false.
+    tieEmbeddings: tiedEmbeddings(c, false),
+  };
+}
+
+export function buildQwen3Next(ctx: Ctx, c: Qwen3NextConfig): Net {
+  const { ws } = ctx;
+  const { hidden, nLayers, vocab, eps, act, gdn, attnBias } = c;
+  const { nHeads, nKv, headDim } = c.attn;
+  const rope = ropeSpec(c.rope, headDim, c.rotaryDim);
 
   const blocks: Block[] = [];
   for (let i = 0; i < nLayers; i++) {
     const p = `model.layers.${i}`;
-    const linear = types[i] === 'linear_attention';
+    const linear = c.layerTypes[i] === 'linear_attention';
     const mixer: Mixer = linear
       ? new GatedDeltaNet(ctx, `${p}.linear_attn`, gdn)
       : new Attention(ctx, `${p}.self_attn`, {
@@ -216,13 +271,12 @@ export function buildQwen3Next(ctx: Ctx, c: any): Net {
         qkNorm: { eps, addOne: true }, rope, scale: 1 / Math.sqrt(headDim), gated: true,
       });
     let ffn: Ffn;
-    if (sparse(i)) {
+    if (c.sparse[i] && c.moe) {
       const moe = `${p}.mlp`;
-      const I = int(c, 'moe_intermediate_size', 512);
-      const sharedI = int(c, 'shared_expert_intermediate_size', 512);
+      const { nExperts, topk, inter: I, sharedInter: sharedI } = c.moe;
       ffn = new Moe(ctx, {
         hidden, nExperts, topk, inter: I, act,
-        routing: { mode: 'softmax_topk', renormalize: bool(c, 'norm_topk_prob', true) },
+        routing: { mode: 'softmax_topk', renormalize: c.moe.renormalize },
         router: ws.mat(`${moe}.gate.weight`, nExperts, hidden),
         expert: expertWeights(ws, moe, nExperts, I, hidden),
         shared: {
@@ -236,7 +290,7 @@ export function buildQwen3Next(ctx: Ctx, c: any): Net {
         },
       });
     } else {
-      ffn = new GatedMlp(ctx, `${p}.mlp`, hidden, int(c, 'intermediate_size'), act);
+      ffn = new GatedMlp(ctx, `${p}.mlp`, hidden, c.denseInter!, act);
     }
     blocks.push(new PreNormBlock(ctx, {
       kind: linear ? 'linear_attention' : 'attention', hidden, mixer, ffn,
@@ -247,15 +301,15 @@ export function buildQwen3Next(ctx: Ctx, c: any): Net {
   return new DecoderNet(ctx, {
     hidden, vocab, embed: ws.mat('model.embed_tokens.weight', vocab, hidden), blocks,
     finalNorm: { w: ws.vec('model.norm.weight', hidden), eps, addOne: true },
-    // Qwen3NextConfig.tie_word_embeddings defaults to false.
-    lmHead: lmHead(ws, { tie_word_embeddings: c.tie_word_embeddings ?? false }, vocab, hidden),
+    lmHead: lmHead(ws, c.tieEmbeddings, vocab, hidden),
   });
 }
 
-export const qwen3Next: Family = {
+export const qwen3Next: Family<Qwen3NextConfig> = {
   types: ['qwen3_next'],
   keepF32: (name) => name.endsWith('.conv1d.weight') || name.endsWith('.A_log') || name.endsWith('.dt_bias'),
   // Multi-token-prediction heads of the released checkpoints (HF _keys_to_ignore_on_load_unexpected).
   ignore: (name) => name.startsWith('mtp.'),
+  parse: parseQwen3Next,
   build: buildQwen3Next,
 };

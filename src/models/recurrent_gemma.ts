@@ -17,11 +17,11 @@ import { rglruScan } from '../kernels/rnn';
 import type { Weight } from '../kernels/types';
 import { Attention } from '../layers/attention';
 import { addBias, type Ctx, type Mixer } from '../layers/context';
-import { GatedMlp, parseActivation } from '../layers/mlp';
-import { bool, int, lmHead, num, rejectIf, ropeSpec } from './common';
+import { GatedMlp, parseActivation, type Activation } from '../layers/mlp';
+import { bool, int, lmHead, num, obj, rejectIf, ropeParams, ropeSpec, tiedEmbeddings, type RawConfig, type RopeParams } from './common';
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
 import type { Family, Net } from './net';
-import type { RegionSpec, SeqState } from './state';
+import type { RegionSpec, SeqState } from '../runtime/state';
 
 /** x rounded to the nearest bfloat16 (ties to even), as torch.tensor(x, dtype=torch.bfloat16). */
 export function bf16Round(x: number): number {
@@ -157,8 +157,39 @@ export class RecurrentBlock implements Mixer {
   }
 }
 
-export function buildRecurrentGemma(ctx: Ctx, c: any): Net {
-  const { ws } = ctx;
+export type RecurrentGemmaBlockType = 'recurrent' | 'attention';
+
+export interface RecurrentGemmaConfig {
+  hidden: number;
+  nLayers: number;
+  vocab: number;
+  nHeads: number;
+  nKv: number;
+  /** hidden_size / num_attention_heads */
+  headDim: number;
+  /** rms_norm_eps */
+  eps: number;
+  /** lru_width */
+  lruWidth: number;
+  /** conv1d_width */
+  convK: number;
+  /** attention_window_size */
+  window: number;
+  act: Activation;
+  /** block_types, repeated cyclically over the layers. */
+  blockTypes: RecurrentGemmaBlockType[];
+  /** int(head_dim · partial_rotary_factor) */
+  rotaryDim: number;
+  rope: RopeParams;
+  attnBias: boolean;
+  /** The MLP width: intermediate_size / 2. */
+  inter: number;
+  /** logits_soft_cap, if > 0. */
+  finalSoftcap?: number;
+  tieEmbeddings: boolean;
+}
+
+export function parseRecurrentGemma(c: RawConfig): RecurrentGemmaConfig {
   const hidden = int(c, 'hidden_size');
   const nLayers = int(c, 'num_hidden_layers');
   const nHeads = int(c, 'num_attention_heads');
@@ -176,16 +207,29 @@ export function buildRecurrentGemma(ctx: Ctx, c: any): Net {
   rejectIf(convK < 2 || convK > 4, 'conv1d_width', `${convK} is not supported (2 … 4)`);
   // The recurrent block's y branch uses ACT2FN[hidden_activation], as the MLP does.
   rejectIf(act !== 'gelu_tanh', 'hidden_activation', `${JSON.stringify(c.hidden_activation)} is not supported (gelu_pytorch_tanh)`);
-  const pattern: string[] = c.block_types ?? ['recurrent', 'recurrent', 'attention'];
+  const pattern = c.block_types ?? ['recurrent', 'recurrent', 'attention'];
   rejectIf(!Array.isArray(pattern) || !pattern.length || pattern.some((t) => t !== 'recurrent' && t !== 'attention'), 'block_types', 'must be a non-empty list of "recurrent" / "attention"');
-  const prf = num(c.rope_parameters ?? {}, 'partial_rotary_factor', num(c, 'partial_rotary_factor', 0.5));
+  const prf = num(obj(c.rope_parameters), 'partial_rotary_factor', num(c, 'partial_rotary_factor', 0.5));
   const rotaryDim = Math.floor(headDim * prf);
   rejectIf(rotaryDim < 2 || rotaryDim % 2 !== 0, 'partial_rotary_factor', `gives ${rotaryDim} rotary dims of head_dim ${headDim}; need an even number ≥ 2`);
-  const rtype = c.rope_parameters?.rope_type ?? c.rope_scaling?.rope_type ?? 'default';
+  const rtype = obj(c.rope_parameters).rope_type ?? obj(c.rope_scaling).rope_type ?? 'default';
   rejectIf(rtype !== 'default', 'rope_parameters.rope_type', `${JSON.stringify(rtype)} is not supported by RecurrentGemma (default only)`);
-  const rope = ropeSpec(c, headDim, rotaryDim);
-  const attnBias = bool(c, 'attention_bias', false);
-  const inter = Math.floor(int(c, 'intermediate_size') / 2);
+  const cap = num(c, 'logits_soft_cap', 30);
+  return {
+    hidden, nLayers, vocab, nHeads, nKv, headDim, eps, lruWidth: W, convK, window, act,
+    blockTypes: pattern as RecurrentGemmaBlockType[], rotaryDim, rope: ropeParams(c),
+    attnBias: bool(c, 'attention_bias', false),
+    inter: Math.floor(int(c, 'intermediate_size') / 2),
+    finalSoftcap: cap > 0 ? cap : undefined,
+    tieEmbeddings: tiedEmbeddings(c, true),
+  };
+}
+
+export function buildRecurrentGemma(ctx: Ctx, c: RecurrentGemmaConfig): Net {
+  const { ws } = ctx;
+  const { hidden, nLayers, vocab, nHeads, nKv, headDim, eps, lruWidth: W, convK, window, act, attnBias, inter } = c;
+  const pattern = c.blockTypes;
+  const rope = ropeSpec(c.rope, headDim, c.rotaryDim);
 
   const blocks: Block[] = [];
   for (let i = 0; i < nLayers; i++) {
@@ -204,18 +248,18 @@ export function buildRecurrentGemma(ctx: Ctx, c: any): Net {
       preFfn: { w: ws.vec(`${p}.channel_pre_norm.weight`, hidden), eps, addOne: true },
     }));
   }
-  const cap = num(c, 'logits_soft_cap', 30);
   return new DecoderNet(ctx, {
     hidden, vocab, embed: ws.mat('model.embed_tokens.weight', vocab, hidden), blocks,
     embedScale: bf16Round(Math.sqrt(hidden)),
     finalNorm: { w: ws.vec('model.final_norm.weight', hidden), eps, addOne: true },
-    lmHead: lmHead(ws, c, vocab, hidden),
-    finalSoftcap: cap > 0 ? cap : undefined,
+    lmHead: lmHead(ws, c.tieEmbeddings, vocab, hidden),
+    finalSoftcap: c.finalSoftcap,
   });
 }
 
-export const recurrentGemma: Family = {
+export const recurrentGemma: Family<RecurrentGemmaConfig> = {
   types: ['recurrent_gemma'],
   keepF32: (name) => name.endsWith('.conv_1d.weight') || name.endsWith('_gate_weight') || name.endsWith('.recurrent_param'),
+  parse: parseRecurrentGemma,
   build: buildRecurrentGemma,
 };

@@ -20,10 +20,10 @@ import { layerNorm } from '../kernels/norm';
 import { wkv4, wkv4InitState } from '../kernels/rnn';
 import type { Weight } from '../kernels/types';
 import type { Ctx } from '../layers/context';
-import { int, num, rejectIf } from './common';
+import { int, num, rejectIf, tiedEmbeddings, type RawConfig } from './common';
 import { DecoderNet, type Block, type NormSpec } from './decoder';
 import type { Family, Net } from './net';
-import type { RegionSpec, SeqState } from './state';
+import type { RegionSpec, SeqState } from '../runtime/state';
 
 export interface RwkvBlockConfig {
   hidden: number;
@@ -150,16 +150,36 @@ export class RwkvBlock implements Block {
   }
 }
 
-export function buildRwkv(ctx: Ctx, c: any): Net {
-  const { ws } = ctx;
-  const D = int(c, 'hidden_size');
+export interface RwkvConfig {
+  hidden: number;
+  nLayers: number;
+  vocab: number;
+  /** attention_hidden_size */
+  A: number;
+  /** intermediate_size */
+  I: number;
+  /** layer_norm_epsilon of the block LayerNorms */
+  eps: number;
+  /** rescale_every (≤ 0: no rescaling) */
+  rescaleEvery: number;
+  tieEmbeddings: boolean;
+}
+
+export function parseRwkv(c: RawConfig): RwkvConfig {
+  const hidden = int(c, 'hidden_size');
   const nLayers = int(c, 'num_hidden_layers');
   const vocab = int(c, 'vocab_size');
-  const A = int(c, 'attention_hidden_size', D);
-  const I = int(c, 'intermediate_size', 4 * D);
+  const A = int(c, 'attention_hidden_size', hidden);
+  const I = int(c, 'intermediate_size', 4 * hidden);
   const eps = num(c, 'layer_norm_epsilon', 1e-5);
   const R = c.rescale_every ?? 6;
   rejectIf(!Number.isInteger(R), 'rescale_every', `must be an integer, got ${JSON.stringify(R)}`);
+  return { hidden, nLayers, vocab, A, I, eps, rescaleEvery: R as number, tieEmbeddings: tiedEmbeddings(c, false) };
+}
+
+export function buildRwkv(ctx: Ctx, c: RwkvConfig): Net {
+  const { ws } = ctx;
+  const { hidden: D, nLayers, vocab, A, I, eps, rescaleEvery: R } = c;
   const blocks: Block[] = [];
   for (let i = 0; i < nLayers; i++) {
     blocks.push(new RwkvBlock(ctx, `rwkv.blocks.${i}`, i, {
@@ -168,16 +188,16 @@ export function buildRwkv(ctx: Ctx, c: any): Net {
       halveAfter: R > 0 && (i + 1) % R === 0,
     }));
   }
-  const tied = c.tie_word_embeddings ?? false;
   return new DecoderNet(ctx, {
     hidden: D, vocab, embed: ws.mat('rwkv.embeddings.weight', vocab, D), blocks,
     finalNorm: { kind: 'layer', w: ws.vec('rwkv.ln_out.weight', D), b: ws.vec('rwkv.ln_out.bias', D), eps: 1e-5 },
-    lmHead: tied && !ws.has('head.weight') ? ws.mat('rwkv.embeddings.weight', vocab, D) : ws.mat('head.weight', vocab, D),
+    lmHead: c.tieEmbeddings && !ws.has('head.weight') ? ws.mat('rwkv.embeddings.weight', vocab, D) : ws.mat('head.weight', vocab, D),
   });
 }
 
-export const rwkv: Family = {
+export const rwkv: Family<RwkvConfig> = {
   types: ['rwkv'],
   keepF32: (name) => /\.time_(mix_key|mix_value|mix_receptance|decay|first)$/.test(name),
+  parse: parseRwkv,
   build: buildRwkv,
 };

@@ -95,7 +95,7 @@ export class GpuBuilder {
 
   /**
    * State floats of `st`: `kv` for position-indexed caches (cut back by moving the position), `fixed`
-   * for recurrent state. `region` names the WASM state region (models/state.ts) the floats hold, so
+   * for recurrent state. `region` names the WASM state region (runtime/state.ts) the floats hold, so
    * snapshots carry them: a `kv` allocation holds maxContext positions of the region's perToken
    * floats (a WASM ring too: on the GPU it is a full-length cache); a `fixed` one the region as is.
    */

@@ -15,8 +15,9 @@ import { BufferUsage, MapMode } from './flags';
 import { KernelError } from '../kernels/runtime';
 import { DecoderNet } from '../models/decoder';
 import type { Model } from '../models/model';
-import { decodeSnapshot, encodeSnapshot, SnapshotError, type Region, type SnapshotOptions, type StateLayout } from '../models/state';
+import { decodeSnapshot, encodeSnapshot, SnapshotError, type Region, type SnapshotOptions, type StateLayout } from '../runtime/state';
 import type { GpuDevice } from './device';
+import type { SequenceSession, SessionFactory } from '../runtime/session';
 import { EW, GpuKernels, writeStep, type Dispatch, type GpuBufs } from './ops';
 import './layers/index';
 
@@ -60,7 +61,7 @@ export interface GpuModelInfo {
   dispatchesPerToken: number;
 }
 
-export class GpuModel {
+export class GpuModel implements SessionFactory {
   readonly K: GpuKernels;
   readonly vocab: number;
   readonly hidden: number;
@@ -137,7 +138,7 @@ export class GpuModel {
 
   /**
    * A session resumed from snapshot bytes of this model, from either backend (the WASM format of
-   * models/state.ts); refuses snapshots of another model or version as WASM does.
+   * runtime/state.ts); refuses snapshots of another model or version as WASM does.
    */
   restore(bytes: Uint8Array): GpuSession {
     let s: GpuSession | null = null;
@@ -166,7 +167,7 @@ interface RestorePoint {
 /** How many greedy batches keep restore points (callers keep at most this many in flight). */
 const KEEP_POINTS = 3;
 
-export class GpuSession {
+export class GpuSession implements SequenceSession {
   /** Token ids whose state the session holds (may trail `pos` while greedy batches are in flight). */
   tokens: number[] = [];
   /** Positions fed on the GPU (submitted). */
@@ -187,6 +188,15 @@ export class GpuSession {
 
   private get device(): GPUDevice {
     return this.model.K.device;
+  }
+
+  /** Prefill chunks: each token is its own submission, so chunks only bound the work between yields. */
+  get prefillChunk(): number {
+    return Math.max(this.model.model.maxChunk, 64);
+  }
+
+  snapshotAsync(opts: SnapshotOptions = {}): Promise<Uint8Array> {
+    return this.snapshot(opts);
   }
 
   private check(n: number): void {
@@ -408,7 +418,7 @@ export class GpuSession {
   }
 
   /**
-   * The state as snapshot bytes in the WASM format (models/state.ts): each region read back trimmed
+   * The state as snapshot bytes in the WASM format (runtime/state.ts): each region read back trimmed
    * to the positions in use, sliding-window caches laid out as WASM's ring. Resolves once read back.
    */
   async snapshot(opts: SnapshotOptions = {}): Promise<Uint8Array> {

@@ -6,12 +6,11 @@
 import { BufferUsage, MapMode, ShaderStage } from './flags';
 import { KernelError } from '../kernels/runtime';
 import type { GpuDevice } from './device';
-import { attentionWgsl, ATTN_PARAMS } from './kernels/attention.wgsl';
 import { copyWgsl, COPY_PARAMS, elementwiseWgsl, EW_PARAMS } from './kernels/elementwise.wgsl';
 import { convWgsl, CONV_PARAMS } from './kernels/conv.wgsl';
 import { deltaWgsl, DELTA_PARAMS, gatesWgsl, GATES_PARAMS } from './kernels/linear_attention.wgsl';
 import { embedWgsl, EMBED_PARAMS, matmulWgsl, MATMUL_PARAMS, type GpuWeightDType } from './kernels/matmul.wgsl';
-import { combineWgsl, COMBINE_PARAMS, routeWgsl, ROUTE_PARAMS } from './kernels/moe.wgsl';
+import { combineWgsl, COMBINE_PARAMS } from './kernels/moe.wgsl';
 import { normWgsl, NORM_PARAMS } from './kernels/norm.wgsl';
 import { ropeWgsl, ROPE_PARAMS } from './kernels/rope.wgsl';
 import { argmaxWgsl, ARGMAX_PARAMS, softmaxWgsl, SOFTMAX_PARAMS } from './kernels/softmax.wgsl';
@@ -226,15 +225,6 @@ export class GpuKernels {
     return this.dispatch('softmax', softmaxWgsl, SOFTMAX_PARAMS, { rows, n, off: x }, b, [rows, 1, 1]);
   }
 
-  /** Decode attention of one query over st-resident caches holding positions 0 … step.pos. */
-  attention(b: GpuBufs, out: number, q: number, kCache: number, vCache: number, o: { nHeads: number; nKv: number; headDim: number; vDim: number; scale: number; scores: number; maxN: number }): Dispatch {
-    if (o.headDim > 512) throw new KernelError('webgpu', `attention: headDim ${o.headDim} > 512`);
-    return this.dispatch('attention', attentionWgsl, ATTN_PARAMS, {
-      nHeads: o.nHeads, nKv: o.nKv, headDim: o.headDim, vDim: o.vDim, qOff: q, oOff: out, kOff: kCache, vOff: vCache,
-      kStride: o.nKv * o.headDim, vStride: o.nKv * o.vDim, sOff: o.scores, maxN: o.maxN, scale: o.scale,
-    }, b, [o.nHeads, 1, 1]);
-  }
-
   /**
    * Causal depthwise conv1d of x[T, C] (rows xStride apart) into y (default: in place), state
    * st[state] ([C, W−1]), taps c[w] ([C, W]), optional bias c[o.bias].
@@ -264,11 +254,6 @@ export class GpuKernels {
   /** Greedy choice: ids[TOKENS_BASE + step.pos + 1] = argmax of a[logits, logits + n) (ties: lowest id). */
   argmax(b: GpuBufs, logits: number, n: number): Dispatch {
     return this.dispatch('argmax', argmaxWgsl, ARGMAX_PARAMS, { n, off: logits, outOff: TOKENS_BASE + 1 }, b, [1, 1, 1]);
-  }
-
-  /** softmax → top-k (→ renormalise) over T rows of E logits: ids to ids[idsOff], weights to a[w]. */
-  route(b: GpuBufs, idsOff: number, w: number, logits: number, T: number, E: number, K: number, renormalize: boolean): Dispatch {
-    return this.dispatch('route', routeWgsl, ROUTE_PARAMS, { T, E, K, logitsOff: logits, wOff: w, idsOff, renorm: renormalize ? 1 : 0 }, b, [T, 1, 1]);
   }
 
   /** out[D] = Σ_j w[j]·y[j, :] (+ sigmoid(a[sg])·a[shared] when given). */

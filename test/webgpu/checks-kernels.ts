@@ -5,6 +5,8 @@
 
 import { BufferUsage, MapMode } from '../../src/webgpu/flags';
 import { EW, TOKENS_BASE } from '../../src/webgpu/ops';
+import { decodeAttention } from '../../src/webgpu/layers/attention';
+import { route } from '../../src/webgpu/layers/ffn';
 import { instantiate } from '../../src/kernels/runtime';
 import { matmul, quantizeRowsQ4_0, quantizeRowsQ8_0 } from '../../src/kernels/matmul';
 import { rowBytes } from '../../src/kernels/types';
@@ -152,7 +154,7 @@ await withGpu(async (gpu) => {
     put(b.st, 0, Kc);
     put(b.st, 65536, Vc);
     setStep(b, n - 1);
-    const got = await run([K.attention(b, 1024, 0, 0, 65536, { nHeads, nKv, headDim: D, vDim: Dv, scale, scores: 8192, maxN: 64 })], b.a, 1024, nHeads * Dv);
+    const got = await run([decodeAttention(K, b, 1024, 0, 0, 65536, { nHeads, nKv, headDim: D, vDim: Dv, scale, scores: 8192, maxN: 64 })], b.a, 1024, nHeads * Dv);
     const want = attentionRef(q, Kc, Vc, { T: 1, qPos0: n - 1, nHeads, nKv, headDim: D, vDim: Dv, scale });
     check(`attention GQA ${nHeads}/${nKv} n=${n}`, rel(got, want), 1e-5);
   }
@@ -228,7 +230,7 @@ await withGpu(async (gpu) => {
     for (const renorm of [true, false]) {
       const b = mk();
       put(b.a, 0, L);
-      const gw = await run([K.route(b, 0, 512, 0, T, E, Kk, renorm)], b.a, 512, T * Kk);
+      const gw = await run([route(K, b, 0, 512, 0, T, E, Kk, { mode: 'softmax_topk', renormalize: renorm })], b.a, 512, T * Kk);
       const enc = dev.createCommandEncoder();
       const rd = dev.createBuffer({ size: 64, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
       enc.copyBufferToBuffer(b.ids, 0, rd, 0, 64);

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { openCheckpoint } from '../../src/formats/checkpoint';
 import { loadModel } from '../../src/index';
 import { buildModel, type Model } from '../../src/models/index';
-import { readSnapshotHeader, SnapshotError } from '../../src/models/state';
+import { readSnapshotHeader, SnapshotError } from '../../src/runtime/state';
 import { acquireGpu } from '../../src/webgpu/device';
 import { gpuModel, mapState, type GpuModel } from '../../src/webgpu/model';
 import { findFixtures, loadFixtureModel, type FixtureReference } from '../../tools/parity-lib';

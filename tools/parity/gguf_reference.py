@@ -5,8 +5,9 @@ config.json as metadata; Q8_0 / F32 tensors), e.g. models/sparrow-mini.
 The GGUF is dequantized exactly (q · f32(f16 d)) into a safetensors checkpoint, loaded with
 transformers in float64, and the script writes, as JSON: greedy tokens with and without the KV /
 recurrent cache, and for every cached step the largest logit difference against a full forward of
-the same tokens. With --fixture DIR it also rewrites DIR/reference.json's greedy tokens from the
-full-forward (use_cache=False) generation.
+the same tokens. --fixture DIR names the fixture whose prompt is used; the output also holds that
+fixture's greedy tokens and the largest difference between its stored logits and a fresh forward, so
+the fixture can be checked against the full-forward (use_cache=False) generation.
 
   python3 tools/parity/gguf_reference.py --gguf models/sparrow-mini/model.q8_0.gguf --fixture models/sparrow-mini/parity --out OUT.json
 """

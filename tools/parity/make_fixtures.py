@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Build tiny random-weight parity fixtures with Hugging Face transformers (format: design.md,
-"Parity fixture format").
+"""Build tiny random-weight parity fixtures with Hugging Face transformers (format:
+docs/parity-fixtures.md).
 
 For every fixture:
   DIR/<name>/config.json, model.safetensors, generation_config.json   (save_pretrained, float32)

@@ -106,7 +106,7 @@ export class WeightStore {
     if ((rows !== undefined && rows !== r) || (cols !== undefined && cols !== c)) {
       throw new ConfigError(`tensors["${name}"].shape`, `is [${m.shape}], expected [${rows}, ${cols}]`);
     }
-    return { ptr: m.ptr, dtype: m.dtype, rows: r, cols: c };
+    return { name, ptr: m.ptr, dtype: m.dtype, rows: r, cols: c };
   }
 
   /** Matrix `e` of a stacked 3-D tensor [E, rows, cols] (fused MoE experts). */
