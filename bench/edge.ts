@@ -59,7 +59,7 @@ async function streamed(url: string): Promise<{ ttft: number; tokPerS: number; t
     const { done, value } = await reader.read();
     if (done) break;
     buf += dec.decode(value, { stream: true });
-    let i;
+    let i: number;
     while ((i = buf.indexOf('\n\n')) >= 0) {
       const ev = buf.slice(0, i);
       buf = buf.slice(i + 2);
@@ -175,7 +175,7 @@ async function inProcess(): Promise<Row> {
     ttfts.push(g.stats.ttftMs);
     rates.push(((g.stats.generatedTokens - 1) / g.stats.decodeMs) * 1000);
   }
-  const wasm = lm.model.k.memory.buffer.byteLength / 1048576;
+  const wasm = lm.status().wasmBytes / 1048576;
   await lm.dispose();
   return { runtime: `library in-process (node ${process.versions.node}, no HTTP)`, startMs: r1(startMs), firstTtftMs: NaN, firstRequestMs: NaN, ttftMs: r1(median(ttfts)), ttftMinMs: r1(Math.min(...ttfts)), decodeTokPerS: r1(median(rates)), rssMiB: null, wasmMiB: wasm };
 }

@@ -3,11 +3,13 @@
 // memory in front of a directory), and what happens at start: the session directory is checked,
 // the model loaded, and a model that cannot load stops the server unless told otherwise.
 //
-// Settings: a flag, else its environment variable, else the default (USAGE lists them all).
+// Settings: a flag, else its environment variable, else the default (SERVER_OPTIONS; USAGE lists
+// them all).
 
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
+import { ArgsError, optionsHelp, parseArgs, type OptionsSpec, type ParsedArgs } from '../src/args';
 import { loadModel, type LanguageModel } from '../src/index';
 import type { BuildChoice } from '../src/kernels/runtime';
 import { BROWSER_BUNDLE_PATH, createApp, type BrowserFiles, type SparrowApp } from './app';
@@ -47,32 +49,59 @@ export interface LocalConfig {
 
 export class SettingsError extends Error {}
 
-type FlagKind = 'string' | 'int' | 'bool' | 'list';
-
-/** Flags, their environment variables and kinds; a 'list' flag may be repeated or comma-separated. */
-const FLAGS: Record<string, { env: string[]; kind: FlagKind }> = {
-  host: { env: ['SPARROW_HOST'], kind: 'string' },
-  port: { env: ['SPARROW_PORT', 'PORT'], kind: 'int' },
-  model: { env: ['SPARROW_MODEL'], kind: 'string' },
-  'model-id': { env: ['SPARROW_MODEL_ID'], kind: 'string' },
-  'api-key': { env: ['SPARROW_API_KEY'], kind: 'list' },
-  cors: { env: ['SPARROW_CORS'], kind: 'string' },
-  'allowed-hosts': { env: ['SPARROW_ALLOWED_HOSTS'], kind: 'list' },
-  'max-concurrent': { env: ['SPARROW_MAX_CONCURRENT'], kind: 'int' },
-  'max-queue': { env: ['SPARROW_MAX_QUEUE'], kind: 'int' },
-  'max-body-bytes': { env: ['SPARROW_MAX_BODY_BYTES'], kind: 'int' },
-  'session-dir': { env: ['SPARROW_SESSION_DIR'], kind: 'string' },
-  'session-dir-max-bytes': { env: ['SPARROW_SESSION_DIR_MAX_BYTES'], kind: 'int' },
-  'max-sessions': { env: ['SPARROW_MAX_SESSIONS'], kind: 'int' },
-  build: { env: ['SPARROW_WASM'], kind: 'string' },
-  'max-context': { env: ['SPARROW_MAX_CONTEXT'], kind: 'int' },
-  'memory-budget': { env: ['SPARROW_MEMORY_BUDGET'], kind: 'int' },
-  'browser-files': { env: ['SPARROW_BROWSER_FILES'], kind: 'string' },
-  'keep-up-on-load-failure': { env: ['SPARROW_KEEP_UP_ON_LOAD_FAILURE'], kind: 'bool' },
-  'access-log': { env: ['SPARROW_ACCESS_LOG'], kind: 'bool' },
-  'request-timeout': { env: ['SPARROW_REQUEST_TIMEOUT'], kind: 'int' },
-  'idle-timeout': { env: ['SPARROW_IDLE_TIMEOUT'], kind: 'int' },
-};
+/** The server's options, their environment variables and defaults. */
+const SERVER_OPTIONS = {
+  host: { type: 'string', arg: 'H', env: ['SPARROW_HOST'], desc: 'address to listen on', default: '127.0.0.1' },
+  port: { type: 'int', arg: 'N', env: ['SPARROW_PORT', 'PORT'], desc: 'port; 0 picks a free one', min: 0, max: 65535, default: 8080 },
+  model: { type: 'string', arg: 'M', env: ['SPARROW_MODEL'], desc: 'HF directory, .gguf or .safetensors', defaultText: 'models/sparrow-mini' },
+  'model-id': { type: 'string', arg: 'ID', env: ['SPARROW_MODEL_ID'], desc: 'the name clients use', defaultText: "the model's file or directory name" },
+  'api-key': {
+    type: 'list', arg: 'K', env: ['SPARROW_API_KEY'], commas: true,
+    desc: 'require "Authorization: Bearer K" on /v1/*; several keys: repeat the option or separate them with commas. A session belongs to the key that created it',
+  },
+  cors: { type: 'string', arg: 'O', env: ['SPARROW_CORS'], desc: "allow browsers from origin(s) O ('*' or a comma-separated list)" },
+  'allowed-hosts': {
+    type: 'list', arg: 'H', env: ['SPARROW_ALLOWED_HOSTS'], commas: true,
+    desc: "Host header values answered, others get 403: host:port, or host for any port; comma-separated or repeated; '*' answers any",
+    defaultText: 'bound to loopback, 127.0.0.1, localhost and [::1] with the port; bound to another address, that address with the port; bound to 0.0.0.0 or ::, any',
+  },
+  'max-concurrent': { type: 'int', arg: 'N', env: ['SPARROW_MAX_CONCURRENT'], desc: 'generations at once', min: 1, default: 4 },
+  'max-queue': { type: 'int', arg: 'N', env: ['SPARROW_MAX_QUEUE'], desc: 'generations waiting; more get 429', min: 0, default: 16 },
+  'max-body-bytes': { type: 'int', arg: 'N', env: ['SPARROW_MAX_BODY_BYTES'], desc: 'largest request body; larger get 413', min: 1, default: 1 << 20 },
+  'session-dir': {
+    type: 'string', arg: 'D', env: ['SPARROW_SESSION_DIR'],
+    desc: 'keep session state in files under D too; D must be writable (checked at start); leftover *.tmp files of a crash are removed at start',
+  },
+  'session-dir-max-bytes': {
+    type: 'int', arg: 'N', env: ['SPARROW_SESSION_DIR_MAX_BYTES'], min: 1, default: 1024 * 1024 * 1024, defaultText: '1073741824 (1 GiB)',
+    desc: 'bytes of session files kept in D; the least recently used are removed beyond',
+  },
+  'max-sessions': { type: 'int', arg: 'N', env: ['SPARROW_MAX_SESSIONS'], desc: 'sessions kept in memory', min: 1, default: 256 },
+  build: { type: 'string', arg: 'B', env: ['SPARROW_WASM'], desc: 'kernel build', choices: ['simd', 'relaxed', 'auto'], default: 'simd' },
+  'max-context': { type: 'int', arg: 'N', env: ['SPARROW_MAX_CONTEXT'], desc: 'positions per session', min: 1, defaultText: "the model's, at most 4096" },
+  'memory-budget': { type: 'int', arg: 'N', env: ['SPARROW_MEMORY_BUDGET'], desc: 'bytes the model may take; more gives 503', min: 1 },
+  'browser-files': {
+    type: 'string', arg: 'W', env: ['SPARROW_BROWSER_FILES'], choices: ['auto', 'on', 'off'], default: 'auto',
+    desc: "the chat page's in-browser mode files (/models/<id>/<file>, /build/*.wasm, /browser/sparrow.js), served without auth; auto: only when no API key is set. Not served, they answer 404 and the page offers the server only",
+  },
+  'keep-up-on-load-failure': {
+    type: 'boolean', env: ['SPARROW_KEEP_UP_ON_LOAD_FAILURE'],
+    desc: 'when the model cannot be loaded, keep serving (503, and /healthz says why) instead of exiting with status 1',
+  },
+  'access-log': {
+    type: 'boolean', env: ['SPARROW_ACCESS_LOG'],
+    desc: 'one line per request on stderr: time, method, path, status, duration, bytes sent, and tokens (prompt+completion) for generations',
+  },
+  'request-timeout': {
+    type: 'int', arg: 'S', env: ['SPARROW_REQUEST_TIMEOUT'], min: 0, default: 0,
+    desc: 'seconds a generation request may take, waiting in the queue included; beyond, it is stopped and answered 504 (streamed: an error event); 0: no limit',
+  },
+  'idle-timeout': {
+    // Bun takes at most 255 seconds.
+    type: 'int', arg: 'S', env: ['SPARROW_IDLE_TIMEOUT'], min: 0, max: 255, default: 10,
+    desc: "seconds an idle connection is kept open, at most 255: Node's keep-alive timeout, Bun's idle timeout (lifted while a generation request runs); Deno does not let it be set; 0: no limit",
+  },
+} as const satisfies OptionsSpec;
 
 export const USAGE = `Usage: sparrow serve [options]   (also: edge/node.ts, edge/bun.ts, edge/deno.ts)
 
@@ -80,53 +109,8 @@ OpenAI-compatible server for one model: /v1/models, /v1/completions, /v1/chat/co
 for server-sent events), /v1/sessions (POST creates one) and /v1/sessions/:id, /healthz, and a chat page at /.
 POST bodies must be sent as "Content-Type: application/json" (415 otherwise).
 
-Options (environment variable in brackets):
-  --host H              [SPARROW_HOST] address to listen on (default 127.0.0.1)
-  --port N              [PORT, SPARROW_PORT] port (default 8080; 0 picks a free one)
-  --model M             [SPARROW_MODEL] HF directory, .gguf or .safetensors (default models/sparrow-mini)
-  --model-id ID         [SPARROW_MODEL_ID] the name clients use (default: the model's file or directory name)
-  --api-key K           [SPARROW_API_KEY] require "Authorization: Bearer K" on /v1/*; several keys: repeat the
-                        option or separate them with commas. A session belongs to the key that created it
-  --cors O              [SPARROW_CORS] allow browsers from origin(s) O ('*' or a comma-separated list)
-  --allowed-hosts H     [SPARROW_ALLOWED_HOSTS] Host header values answered, others get 403: host:port, or host
-                        for any port; comma-separated or repeated; '*' answers any. Default: bound to loopback,
-                        127.0.0.1, localhost and [::1] with the port; bound to another address, that address
-                        with the port; bound to 0.0.0.0 or ::, any
-  --max-concurrent N    [SPARROW_MAX_CONCURRENT] generations at once (default 4)
-  --max-queue N         [SPARROW_MAX_QUEUE] generations waiting; more get 429 (default 16)
-  --max-body-bytes N    [SPARROW_MAX_BODY_BYTES] largest request body; larger get 413 (default 1048576)
-  --session-dir D       [SPARROW_SESSION_DIR] keep session state in files under D too; D must be writable (checked
-                        at start); leftover *.tmp files of a crash are removed at start
-  --session-dir-max-bytes N   [SPARROW_SESSION_DIR_MAX_BYTES] bytes of session files kept in D; the least recently
-                        used are removed beyond (default 1073741824, 1 GiB)
-  --max-sessions N      [SPARROW_MAX_SESSIONS] sessions kept in memory (default 256)
-  --build B             [SPARROW_WASM] kernel build: simd (default), relaxed, auto
-  --max-context N       [SPARROW_MAX_CONTEXT] positions per session (default: the model's, at most 4096)
-  --memory-budget N     [SPARROW_MEMORY_BUDGET] bytes the model may take; more gives 503
-  --browser-files W     [SPARROW_BROWSER_FILES] the chat page's in-browser mode files (/models/<id>/<file>, /build/*.wasm,
-                        /browser/sparrow.js), served without auth: auto (default: only when no API key is set), on, off.
-                        Not served, they answer 404 and the page offers the server only
-  --keep-up-on-load-failure   [SPARROW_KEEP_UP_ON_LOAD_FAILURE=1] when the model cannot be loaded, keep serving (503,
-                        and /healthz says why) instead of exiting with status 1
-  --access-log          [SPARROW_ACCESS_LOG=1] one line per request on stderr: time, method, path, status,
-                        duration, bytes sent, and tokens (prompt+completion) for generations
-  --request-timeout S   [SPARROW_REQUEST_TIMEOUT] seconds a generation request may take, waiting in the queue
-                        included; beyond, it is stopped and answered 504 (streamed: an error event) (default 0: none)
-  --idle-timeout S      [SPARROW_IDLE_TIMEOUT] seconds an idle connection is kept open: Node's keep-alive timeout,
-                        Bun's idle timeout (lifted while a generation request runs); Deno does not let it be set
-                        (default 10, at most 255; 0: none)
-  --help                this text
-`;
-
-function envGet(name: string): string | undefined {
-  const g = globalThis as any;
-  try {
-    if (g.Deno?.env?.get) return g.Deno.env.get(name) ?? undefined;
-  } catch {
-    return undefined; // no --allow-env: flags and defaults only
-  }
-  return g.process?.env?.[name];
-}
+Options (environment variables in brackets, read when the option is not given):
+${optionsHelp(SERVER_OPTIONS)}`;
 
 function defaultModel(): string {
   return fileURLToPath(new URL('../models/sparrow-mini/', import.meta.url));
@@ -139,83 +123,44 @@ function idOf(path: string): string {
 
 /** Settings from a command line and the environment; SettingsError on anything malformed. */
 export function localConfig(args: string[]): LocalConfig | 'help' {
-  const given: Record<string, string> = {};
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    if (a === '--help' || a === '-h') return 'help';
-    if (!a.startsWith('--')) throw new SettingsError(`unexpected argument ${JSON.stringify(a)} (see --help)`);
-    const eq = a.indexOf('=');
-    const key = a.slice(2, eq < 0 ? undefined : eq);
-    const flag = FLAGS[key];
-    if (!flag) throw new SettingsError(`unknown option --${key} (see --help)`);
-    let v: string;
-    if (eq >= 0) v = a.slice(eq + 1);
-    else if (flag.kind === 'bool') v = 'true';
-    else if (i + 1 < args.length) v = args[++i];
-    else throw new SettingsError(`option --${key} needs a value`);
-    given[key] = flag.kind === 'list' && given[key] !== undefined ? `${given[key]},${v}` : v;
+  let parsed: ParsedArgs<typeof SERVER_OPTIONS>;
+  try {
+    parsed = parseArgs(args, SERVER_OPTIONS, { helpHint: '--help' });
+  } catch (e) {
+    if (e instanceof ArgsError) throw new SettingsError(e.message);
+    throw e;
   }
-  const get = (k: string): string | undefined => {
-    if (given[k] !== undefined) return given[k];
-    for (const e of FLAGS[k].env) {
-      const v = envGet(e);
-      if (v !== undefined && v !== '') return v;
-    }
-    return undefined;
-  };
-  const int = (k: string, dflt: number | undefined, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined => {
-    const v = get(k);
-    if (v === undefined) return dflt;
-    const n = Number(v);
-    if (!/^\s*-?\d+\s*$/.test(v) || !Number.isSafeInteger(n) || n < min || n > max) {
-      throw new SettingsError(`--${k} must be an integer ≥ ${min}${max < Number.MAX_SAFE_INTEGER ? ` and ≤ ${max}` : ''}, got ${JSON.stringify(v)}`);
-    }
-    return n;
-  };
-  const bool = (k: string): boolean => {
-    const v = get(k);
-    if (v === undefined) return false;
-    if (/^(1|true|yes|on)$/i.test(v.trim())) return true;
-    if (/^(0|false|no|off)$/i.test(v.trim())) return false;
-    throw new SettingsError(`--${k} takes no value, or true or false; got ${JSON.stringify(v)}`);
-  };
-  const list = (k: string): string[] | undefined => {
-    const v = get(k);
-    return v === undefined ? undefined : v.split(',').map((x) => x.trim()).filter(Boolean);
-  };
-  const model = get('model') ?? defaultModel();
-  const build = (get('build') ?? 'simd') as BuildChoice;
-  if (!['simd', 'relaxed', 'auto'].includes(build)) throw new SettingsError(`--build must be simd, relaxed or auto, got ${JSON.stringify(build)}`);
-  const browserFiles = (get('browser-files') ?? 'auto') as BrowserFilesMode;
-  if (!['auto', 'on', 'off'].includes(browserFiles)) throw new SettingsError(`--browser-files must be auto, on or off, got ${JSON.stringify(browserFiles)}`);
-  const corsV = get('cors');
-  const apiKeys = list('api-key') ?? [];
-  if (get('api-key') !== undefined && apiKeys.length === 0) throw new SettingsError('--api-key is empty');
-  const hosts = list('allowed-hosts');
+  if (parsed.help) return 'help';
+  const { values: v, positionals } = parsed;
+  if (positionals.length) throw new SettingsError(`unexpected argument ${JSON.stringify(positionals[0])} (see --help)`);
+  const model = v.model ?? defaultModel();
+  const apiKeys = v['api-key'] ?? [];
+  if (v['api-key'] !== undefined && apiKeys.length === 0) throw new SettingsError('--api-key is empty');
+  const hosts = v['allowed-hosts'];
   if (hosts && hosts.length === 0) throw new SettingsError(`--allowed-hosts is empty (use '*' to answer any Host)`);
+  const cors = v.cors;
   return {
-    host: get('host') ?? '127.0.0.1',
-    port: int('port', 8080, 0, 65535)!,
+    host: v.host,
+    port: v.port,
     model,
-    modelId: get('model-id') ?? idOf(model),
+    modelId: v['model-id'] ?? idOf(model),
     apiKeys,
-    cors: corsV === undefined ? undefined : corsV === '*' ? true : corsV.split(',').map((s) => s.trim()).filter(Boolean),
+    cors: cors === undefined ? undefined : cors === '*' ? true : cors.split(',').map((s) => s.trim()).filter(Boolean),
     allowedHosts: hosts === undefined ? undefined : hosts.includes('*') ? null : hosts,
-    maxConcurrent: int('max-concurrent', 4, 1)!,
-    maxQueue: int('max-queue', 16, 0)!,
-    maxBodyBytes: int('max-body-bytes', 1 << 20, 1)!,
-    sessionDir: get('session-dir'),
-    sessionDirMaxBytes: int('session-dir-max-bytes', 1024 * 1024 * 1024, 1)!,
-    maxSessions: int('max-sessions', 256, 1)!,
-    build,
-    maxContext: int('max-context', undefined, 1),
-    memoryBudget: int('memory-budget', undefined, 1),
-    browserFiles,
-    keepUpOnLoadFailure: bool('keep-up-on-load-failure'),
-    accessLog: bool('access-log'),
-    requestTimeout: int('request-timeout', 0, 0)!,
-    // Bun takes at most 255 seconds.
-    idleTimeout: int('idle-timeout', 10, 0, 255)!,
+    maxConcurrent: v['max-concurrent'],
+    maxQueue: v['max-queue'],
+    maxBodyBytes: v['max-body-bytes'],
+    sessionDir: v['session-dir'],
+    sessionDirMaxBytes: v['session-dir-max-bytes'],
+    maxSessions: v['max-sessions'],
+    build: v.build as BuildChoice,
+    maxContext: v['max-context'],
+    memoryBudget: v['memory-budget'],
+    browserFiles: v['browser-files'] as BrowserFilesMode,
+    keepUpOnLoadFailure: v['keep-up-on-load-failure'],
+    accessLog: v['access-log'],
+    requestTimeout: v['request-timeout'],
+    idleTimeout: v['idle-timeout'],
   };
 }
 

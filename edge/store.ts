@@ -7,6 +7,8 @@
 // Workers store, one Durable Object per session id, is in worker.ts. Each session records its owner
 // (a hash of the API key that created it), which the app checks.
 
+import { ContainerError, decodeContainer, decodeHeader, encodeContainer, PREFIX_BYTES, readPrefix, type Container, type ContainerKind } from '../src/runtime/container';
+
 export interface StoredSession {
   id: string;
   /** Model id the state belongs to (the snapshot also names the model's hash and is checked on restore). */
@@ -116,52 +118,33 @@ export class MemorySessionStore implements SessionStore {
   }
 }
 
-// A session file: "SPRWSESS" · u32 version · u32 JSON length · JSON (metadata and tokens) · snapshot bytes.
-// Version 2 adds the owner to the JSON; version 1 files (no owner) are read as owned by ''. Version 2
-// exists so that a server that knows nothing of owners refuses these files rather than ignoring the owner.
-const FILE_MAGIC = 'SPRWSESS';
-const FILE_VERSION = 2;
-const HEADER_BYTES = 16;
+// A session file is a container (src/runtime/container.ts) of magic "SPRWSESS": the header holds the
+// metadata and tokens, the payload the snapshot bytes. Version 2 adds the owner to the header;
+// version 1 files (no owner) are read as owned by ''. Version 2 exists so that a server that knows
+// nothing of owners refuses these files rather than ignoring the owner.
+const SESSION_FILE: ContainerKind = { magic: 'SPRWSESS', version: 2, readable: [1, 2] };
 
 export function encodeSessionFile(s: StoredSession): Uint8Array {
-  const json = new TextEncoder().encode(JSON.stringify({ id: s.id, model: s.model, owner: s.owner ?? '', tokens: s.tokens, createdAt: s.createdAt, updatedAt: s.updatedAt }));
-  const out = new Uint8Array(HEADER_BYTES + json.length + s.bytes.byteLength);
-  for (let i = 0; i < 8; i++) out[i] = FILE_MAGIC.charCodeAt(i);
-  const dv = new DataView(out.buffer);
-  dv.setUint32(8, FILE_VERSION, true);
-  dv.setUint32(12, json.length, true);
-  out.set(json, HEADER_BYTES);
-  out.set(s.bytes, HEADER_BYTES + json.length);
-  return out;
+  return encodeContainer(SESSION_FILE, { id: s.id, model: s.model, owner: s.owner ?? '', tokens: s.tokens, createdAt: s.createdAt, updatedAt: s.updatedAt }, s.bytes);
 }
 
-/** The length of the JSON part from a file's first 16 bytes; null when they are not a session file's. */
-function jsonLength(b: Uint8Array): number | null {
-  if (b.length < HEADER_BYTES) return null;
-  for (let i = 0; i < 8; i++) if (b[i] !== FILE_MAGIC.charCodeAt(i)) return null;
-  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  const version = dv.getUint32(8, true);
-  if (version !== 1 && version !== FILE_VERSION) return null;
-  return dv.getUint32(12, true);
-}
-
-/** The JSON part: everything but the snapshot bytes. */
-function decodeJson(b: Uint8Array): Omit<StoredSession, 'bytes'> | null {
-  try {
-    const m = JSON.parse(new TextDecoder().decode(b));
-    if (typeof m?.id !== 'string' || typeof m.model !== 'string' || !Array.isArray(m.tokens)) return null;
-    return { id: m.id, model: m.model, owner: typeof m.owner === 'string' ? m.owner : '', tokens: m.tokens, createdAt: Number(m.createdAt) || 0, updatedAt: Number(m.updatedAt) || 0 };
-  } catch {
-    return null;
-  }
+/** A session file's header: everything but the snapshot bytes; null when it lacks what a session needs. */
+function sessionHeader(m: Record<string, unknown>): Omit<StoredSession, 'bytes'> | null {
+  if (typeof m.id !== 'string' || typeof m.model !== 'string' || !Array.isArray(m.tokens)) return null;
+  return { id: m.id, model: m.model, owner: typeof m.owner === 'string' ? m.owner : '', tokens: m.tokens, createdAt: Number(m.createdAt) || 0, updatedAt: Number(m.updatedAt) || 0 };
 }
 
 /** Null for anything that is not a whole, readable session file (it is then treated as absent). */
 export function decodeSessionFile(b: Uint8Array): StoredSession | null {
-  const n = jsonLength(b);
-  if (n === null || HEADER_BYTES + n > b.length) return null;
-  const m = decodeJson(b.subarray(HEADER_BYTES, HEADER_BYTES + n));
-  return m && { ...m, bytes: b.slice(HEADER_BYTES + n) };
+  let c: Container;
+  try {
+    c = decodeContainer(SESSION_FILE, b);
+  } catch (e) {
+    if (e instanceof ContainerError) return null;
+    throw e;
+  }
+  const m = sessionHeader(c.header);
+  return m && { ...m, bytes: c.payload.slice() };
 }
 
 export interface DirStoreOptions {
@@ -316,15 +299,22 @@ export class DirSessionStore implements SessionStore {
     }
     try {
       const size = (await fh.stat()).size;
-      const head = new Uint8Array(HEADER_BYTES);
-      if ((await fh.read(head, 0, HEADER_BYTES, 0)).bytesRead < HEADER_BYTES) return null;
-      const n = jsonLength(head);
-      if (n === null || HEADER_BYTES + n > size) return null;
-      const json = new Uint8Array(n);
-      if ((await fh.read(json, 0, n, HEADER_BYTES)).bytesRead < n) return null;
-      const m = decodeJson(json);
+      const head = new Uint8Array(PREFIX_BYTES);
+      if ((await fh.read(head, 0, PREFIX_BYTES, 0)).bytesRead < PREFIX_BYTES) return null;
+      let m: Omit<StoredSession, 'bytes'> | null;
+      let n: number;
+      try {
+        n = readPrefix(SESSION_FILE, head).headerBytes;
+        if (PREFIX_BYTES + n > size) return null;
+        const json = new Uint8Array(n);
+        if ((await fh.read(json, 0, n, PREFIX_BYTES)).bytesRead < n) return null;
+        m = sessionHeader(decodeHeader(json));
+      } catch (e) {
+        if (e instanceof ContainerError) return null;
+        throw e;
+      }
       if (!m || m.id !== id) return null;
-      return { id, model: m.model, tokens: m.tokens.length, bytes: size - HEADER_BYTES - n, owner: m.owner ?? '', createdAt: m.createdAt, updatedAt: m.updatedAt };
+      return { id, model: m.model, tokens: m.tokens.length, bytes: size - PREFIX_BYTES - n, owner: m.owner ?? '', createdAt: m.createdAt, updatedAt: m.updatedAt };
     } finally {
       await fh.close().catch(() => {});
     }

@@ -114,7 +114,8 @@ async function workerModel(env: Env): Promise<LanguageModel> {
   }
   // Every running generation holds a state slot (plus one spare, as the model allows): they must
   // fit too, or the server would fail under load instead of at start.
-  const arenaNeed = lm.model.k.arena.top + (maxConcurrent + 1) * lm.model.layout.bytes;
+  const status = lm.status();
+  const arenaNeed = status.arenaBytes + (maxConcurrent + 1) * status.sessionBytes;
   try {
     checkPlan(plan, arenaNeed);
   } catch (e) {

@@ -7,6 +7,7 @@
 
 import { existsSync, fstatSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { ArgsError, optionsHelp, parseArgs, type OptionsSpec, type ParsedArgs } from './args';
 import { loadModel, type LoadOptions } from './index';
 import type { ChatMessage } from './generate/chat-template';
 import { ChatTemplate } from './generate/chat-template';
@@ -14,6 +15,7 @@ import type { GenerateParams, LanguageModel, ModelSession } from './generate/lan
 import { mulberry32, resolveSampling } from './generate/sampler';
 import { RequestError } from './generate/errors';
 import { ConvertAbortedError, convertToGGUF, CONVERT_DTYPES, type ConvertDType, type ConvertResult } from './convert';
+import { ContainerError, decodeContainer, encodeContainer, type Container, type ContainerKind } from './runtime/container';
 
 class UsageError extends Error {}
 class CliError extends Error {}
@@ -22,34 +24,26 @@ class InterruptedError extends Error {}
 
 // ---- options ---------------------------------------------------------------------------------------
 
-type OptType = 'string' | 'int' | 'number' | 'boolean' | 'list';
-interface Opt {
-  type: OptType;
-  arg?: string;
-  desc: string;
-}
-type Spec = Record<string, Opt>;
-
 interface Command {
   usage: string;
   summary: string;
-  spec: Spec;
+  spec: OptionsSpec;
   positionals: [number, number];
   run(opts: Record<string, any>, pos: string[]): Promise<void>;
 }
 
-const MODEL_OPTS: Spec = {
-  model: { type: 'string', arg: 'M', desc: 'checkpoint: HF directory, .gguf / .safetensors file, or URL (default: models/sparrow-mini)' },
-  dtype: { type: 'string', arg: 'D', desc: 'weights in memory: auto | f32 | q8_0 | q4_0 (default auto)' },
-  'max-context': { type: 'int', arg: 'N', desc: 'positions a session holds (default: min(model, 4096))' },
-  build: { type: 'string', arg: 'B', desc: 'kernel build: auto | simd | relaxed | threads (default auto)' },
-  threads: { type: 'int', arg: 'N', desc: 'threads for the matrix products, this one included (default 1)' },
-  backend: { type: 'string', arg: 'X', desc: "wasm | webgpu | auto (WebGPU on a hardware adapter, else WASM) (default wasm)" },
+const MODEL_OPTS: OptionsSpec = {
+  model: { type: 'string', arg: 'M', desc: 'checkpoint: HF directory, .gguf / .safetensors file, or URL', defaultText: 'models/sparrow-mini' },
+  dtype: { type: 'string', arg: 'D', desc: 'weights in memory', choices: ['auto', 'f32', 'q8_0', 'q4_0'], defaultText: 'auto' },
+  'max-context': { type: 'int', arg: 'N', desc: 'positions a session holds', defaultText: 'min(model, 4096)' },
+  build: { type: 'string', arg: 'B', desc: 'kernel build', choices: ['auto', 'simd', 'relaxed', 'threads'], defaultText: 'auto' },
+  threads: { type: 'int', arg: 'N', desc: 'threads for the matrix products, this one included', min: 1, defaultText: '1' },
+  backend: { type: 'string', arg: 'X', desc: 'where the model runs: wasm, webgpu, or auto (WebGPU on a hardware adapter, else WASM)', defaultText: 'wasm' },
 };
 
-const SAMPLING_OPTS: Spec = {
-  'max-tokens': { type: 'int', arg: 'N', desc: 'most tokens to generate (default 200)' },
-  temperature: { type: 'number', arg: 'T', desc: '0 = greedy (default: generation_config.json, else greedy)' },
+const SAMPLING_OPTS: OptionsSpec = {
+  'max-tokens': { type: 'int', arg: 'N', desc: 'most tokens to generate', default: 200 },
+  temperature: { type: 'number', arg: 'T', desc: '0 = greedy', defaultText: 'generation_config.json, else greedy' },
   'top-k': { type: 'int', arg: 'K', desc: 'keep the K most likely tokens' },
   'top-p': { type: 'number', arg: 'P', desc: 'nucleus sampling mass' },
   'min-p': { type: 'number', arg: 'P', desc: 'drop tokens below P × the top probability' },
@@ -60,62 +54,8 @@ const SAMPLING_OPTS: Spec = {
   stop: { type: 'list', arg: 'S', desc: 'stop string (repeatable); it is not printed' },
 };
 
-const HELP: Opt = { type: 'boolean', desc: 'show this help' };
-
-function optName(k: string): string {
-  return `--${k}`;
-}
-
-function parseArgs(cmd: string, argv: string[], spec: Spec): { opts: Record<string, any>; pos: string[] } {
-  const opts: Record<string, any> = {};
-  const pos: string[] = [];
-  const full: Spec = { ...spec, help: HELP };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--') {
-      pos.push(...argv.slice(i + 1));
-      break;
-    }
-    if (a === '-h') {
-      opts.help = true;
-      continue;
-    }
-    if (!a.startsWith('--') || a === '-') {
-      if (a.startsWith('-') && a !== '-') throw new UsageError(`${cmd}: unknown option ${a} (see sparrow ${cmd} --help)`);
-      pos.push(a);
-      continue;
-    }
-    const eq = a.indexOf('=');
-    const key = a.slice(2, eq < 0 ? undefined : eq);
-    const o = full[key];
-    if (!o) throw new UsageError(`${cmd}: unknown option --${key} (see sparrow ${cmd} --help)`);
-    if (o.type === 'boolean') {
-      if (eq >= 0) throw new UsageError(`${cmd}: option --${key} takes no value`);
-      opts[key] = true;
-      continue;
-    }
-    let v: string;
-    if (eq >= 0) v = a.slice(eq + 1);
-    else {
-      if (i + 1 >= argv.length) throw new UsageError(`${cmd}: option --${key} needs a value (${o.arg ?? 'value'})`);
-      v = argv[++i];
-    }
-    if (o.type === 'int' || o.type === 'number') {
-      const n = Number(v);
-      if (v.trim() === '' || !Number.isFinite(n) || (o.type === 'int' && !Number.isInteger(n))) {
-        throw new UsageError(`${cmd}: option --${key} needs ${o.type === 'int' ? 'an integer' : 'a number'}, got ${JSON.stringify(v)}`);
-      }
-      opts[key] = n;
-    } else if (o.type === 'list') (opts[key] ??= []).push(v);
-    else opts[key] = v;
-  }
-  return { opts, pos };
-}
-
 function helpText(name: string, c: Command): string {
-  const rows = Object.entries({ ...c.spec, help: HELP }).map(([k, o]) => [`  ${optName(k)}${o.arg ? ` ${o.arg}` : ''}`, o.desc]);
-  const w = Math.max(...rows.map((r) => r[0].length)) + 2;
-  return `Usage: sparrow ${name} ${c.usage}\n\n${c.summary}\n\nOptions:\n${rows.map(([a, d]) => a.padEnd(w) + d).join('\n')}\n`;
+  return `Usage: sparrow ${name} ${c.usage}\n\n${c.summary}\n\nOptions:\n${optionsHelp(c.spec)}`;
 }
 
 // ---- shared helpers --------------------------------------------------------------------------------
@@ -189,7 +129,7 @@ async function load(opts: Record<string, any>, extra: LoadOptions = {}): Promise
 /** Sampling flags as GenerateParams, checked before any model is loaded. */
 function samplingParams(o: Record<string, any>): GenerateParams {
   const p: GenerateParams = {
-    maxTokens: o['max-tokens'] ?? 200,
+    maxTokens: o['max-tokens'],
     temperature: o.temperature,
     topK: o['top-k'],
     topP: o['top-p'],
@@ -320,41 +260,39 @@ The prompt is echoed first when stdout is a terminal.`,
   },
 };
 
-// A chat file: "SPRWCHAT" · u32 version · u32 JSON length · JSON {messages} · state snapshot bytes.
-const CHAT_MAGIC = 'SPRWCHAT';
+// A chat file is a container (src/runtime/container.ts) of magic "SPRWCHAT", version 1: the header
+// is {messages}, the payload the state snapshot.
+const CHAT_FILE: ContainerKind = { magic: 'SPRWCHAT', version: 1, readable: [1] };
+
+/** A conversation and the state after it as chat file bytes. */
+export function encodeChatFile(messages: ChatMessage[], snapshot: Uint8Array): Uint8Array {
+  return encodeContainer(CHAT_FILE, { messages }, snapshot);
+}
+
+/** Chat file bytes read back; errors name the file as `path`. */
+export function decodeChatFile(b: Uint8Array, path: string): { messages: ChatMessage[]; snapshot: Uint8Array } {
+  let c: Container;
+  try {
+    c = decodeContainer(CHAT_FILE, b);
+  } catch (e) {
+    if (!(e instanceof ContainerError)) throw e;
+    if (e.problem === 'magic') throw new CliError(`${path} is not a sparrow chat file`);
+    if (e.problem === 'version') throw new CliError(`${path}: chat file version ${e.version} is not supported`);
+    if (e.problem === 'truncated') throw new CliError(`${path} is truncated`);
+    throw new CliError(`${path}: the message list is ${e.message}`);
+  }
+  const messages = c.header.messages;
+  if (!Array.isArray(messages)) throw new CliError(`${path}: messages is ${messages === undefined ? 'missing' : 'not an array'}`);
+  checkChatMessages(path, messages);
+  return { messages, snapshot: c.payload.slice() };
+}
 
 function writeChatFile(path: string, messages: ChatMessage[], snapshot: Uint8Array): void {
-  const json = new TextEncoder().encode(JSON.stringify({ messages }));
-  const out = new Uint8Array(16 + json.length + snapshot.length);
-  const dv = new DataView(out.buffer);
-  for (let i = 0; i < 8; i++) out[i] = CHAT_MAGIC.charCodeAt(i);
-  dv.setUint32(8, 1, true);
-  dv.setUint32(12, json.length, true);
-  out.set(json, 16);
-  out.set(snapshot, 16 + json.length);
-  writeFileSync(path, out);
+  writeFileSync(path, encodeChatFile(messages, snapshot));
 }
 
 function readChatFile(path: string): { messages: ChatMessage[]; snapshot: Uint8Array } {
-  const b = new Uint8Array(readFileSync(path));
-  const magic = String.fromCharCode(...b.subarray(0, 8));
-  if (b.length < 16 || magic !== CHAT_MAGIC) throw new CliError(`${path} is not a sparrow chat file`);
-  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  const version = dv.getUint32(8, true);
-  if (version !== 1) throw new CliError(`${path}: chat file version ${version} is not supported`);
-  const n = dv.getUint32(12, true);
-  if (16 + n > b.length) throw new CliError(`${path} is truncated`);
-  let doc: unknown;
-  try {
-    doc = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(b.subarray(16, 16 + n)));
-  } catch (e) {
-    throw new CliError(`${path}: the message list is not valid JSON (${(e as Error).message})`);
-  }
-  const messages = (doc as { messages?: unknown } | null)?.messages;
-  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new CliError(`${path}: the message list is not a JSON object`);
-  if (!Array.isArray(messages)) throw new CliError(`${path}: messages is ${messages === undefined ? 'missing' : 'not an array'}`);
-  checkChatMessages(path, messages);
-  return { messages, snapshot: b.slice(16 + n) };
+  return decodeChatFile(new Uint8Array(readFileSync(path)), path);
 }
 
 /** The roles a chat file may hold (ChatMessage's named roles). */
@@ -392,12 +330,11 @@ const chat: Command = {
     ...MODEL_OPTS,
     system: { type: 'string', arg: 'S', desc: 'system message' },
     ...SAMPLING_OPTS,
-    'max-tokens': { type: 'int', arg: 'N', desc: 'most tokens per reply (default 512)' },
+    'max-tokens': { type: 'int', arg: 'N', desc: 'most tokens per reply', default: 512 },
   },
   positionals: [0, 0],
   async run(o) {
     const params = samplingParams(o);
-    params.maxTokens = o['max-tokens'] ?? 512;
     const { lm } = await load(o);
     let template: string | undefined;
     const stops = [...(params.stop as string[] | undefined ?? [])];
@@ -489,20 +426,19 @@ const bench: Command = {
   summary: 'Measures prefill and decode speed on random prompt tokens (greedy, EOS ignored) after one warm-up run.',
   spec: {
     ...MODEL_OPTS,
-    'prompt-len': { type: 'int', arg: 'N', desc: 'prompt tokens (default 128)' },
-    'gen-len': { type: 'int', arg: 'N', desc: 'generated tokens (default 64)' },
-    runs: { type: 'int', arg: 'N', desc: 'measured runs; the best is reported (default 3)' },
-    seed: { type: 'int', arg: 'S', desc: 'seed of the random prompt (default 0)' },
+    'prompt-len': { type: 'int', arg: 'N', desc: 'prompt tokens', min: 1, default: 128 },
+    'gen-len': { type: 'int', arg: 'N', desc: 'generated tokens', min: 1, default: 64 },
+    runs: { type: 'int', arg: 'N', desc: 'measured runs; the best is reported', min: 1, default: 3 },
+    seed: { type: 'int', arg: 'S', desc: 'seed of the random prompt', default: 0 },
     json: { type: 'boolean', desc: 'print one JSON object instead of the table' },
   },
   positionals: [0, 0],
   async run(o) {
-    const promptLen = o['prompt-len'] ?? 128, genLen = o['gen-len'] ?? 64, runs = o.runs ?? 3;
-    if (promptLen < 1 || genLen < 1 || runs < 1) throw new UsageError('bench: --prompt-len, --gen-len and --runs must be ≥ 1');
+    const promptLen: number = o['prompt-len'], genLen: number = o['gen-len'], runs: number = o.runs;
     const { lm, path, loadMs } = await load(o, { maxContext: o['max-context'] ?? promptLen + genLen });
     try {
-      const V = lm.model.net.vocabSize;
-      const rand = mulberry32(o.seed ?? 0);
+      const V = lm.vocabSize;
+      const rand = mulberry32(o.seed);
       const prompt = Array.from({ length: promptLen }, () => Math.floor(rand() * V));
       const once = async (p: number[], n: number) => {
         const g = lm.generate(p, { maxTokens: n, temperature: 0, ignoreEos: true });
@@ -520,12 +456,12 @@ const bench: Command = {
         best.ttft = Math.min(best.ttft, s.ttftMs);
       }
       const info = lm.info();
-      const arena = lm.model.k.arena;
+      const status = lm.status();
       const result = {
         model: path, modelType: info.modelType, build: info.build, backend: info.backend, adapter: info.adapter, runtime: runtimeName(), dtype: o.dtype ?? 'auto',
         params: info.params, promptTokens: promptLen, genTokens: genLen, loadMs: round(loadMs),
         prefillTokPerS: round(best.prefill), decodeTokPerS: round(best.decode), ttftMs: round(best.ttft),
-        peakArenaBytes: arena.peak, wasmMemoryBytes: lm.model.k.memory.buffer.byteLength,
+        peakArenaBytes: status.arenaPeakBytes, wasmMemoryBytes: status.wasmBytes,
       };
       if (o.json) stdout(JSON.stringify(result) + '\n');
       else {
@@ -536,7 +472,7 @@ const bench: Command = {
           ['prefill', `${result.prefillTokPerS} tok/s  (${promptLen} tokens in ${round(best.prefillMs)} ms)`],
           ['decode', `${result.decodeTokPerS} tok/s  (${genLen} tokens)`],
           ['time to first token', `${result.ttftMs} ms`],
-          ['peak arena', fmtBytes(arena.peak)],
+          ['peak arena', fmtBytes(status.arenaPeakBytes)],
         ]));
       }
     } finally {
@@ -556,11 +492,10 @@ tensor names, config / tokenizer / generation config as metadata, weights in the
 and other small tensors stay f32, as when quantizing on load). Tensors already quantized in the source keep
 their type unless the dtype is f32. OUT is written under a temporary name and renamed when complete; an OUT
 that is one of the input's files is refused.`,
-  spec: { dtype: { type: 'string', arg: 'D', desc: 'q8_0 | q4_0 | f16 | f32 (required)' } },
+  spec: { dtype: { type: 'string', arg: 'D', desc: 'required: the dtype of the weights written', choices: CONVERT_DTYPES } },
   positionals: [2, 2],
   async run(o, [input, output]) {
     if (!o.dtype) throw new UsageError('convert: --dtype is required (q8_0, q4_0, f16 or f32)');
-    if (!CONVERT_DTYPES.includes(o.dtype)) throw new UsageError(`convert: --dtype must be one of ${CONVERT_DTYPES.join(', ')}, got ${JSON.stringify(o.dtype)}`);
     if (!existsSync(input)) throw new CliError(`input not found: ${input}`);
     const bar = new Progress('converting');
     const ac = new AbortController();
@@ -652,21 +587,17 @@ Run "sparrow <command> --help" for the options of a command.
 `;
 
 async function runServe(args: string[]): Promise<void> {
-  // From src/cli.ts the server is edge/serve-local.ts; from the built dist/src/cli.js, dist/edge/serve-local.js.
-  const url = new URL(`../edge/serve-local${import.meta.url.endsWith('.js') ? '.js' : '.ts'}`, import.meta.url);
-  let mod: any;
+  let server: typeof import('../edge/serve-local');
   try {
-    mod = await import(url.href);
+    server = await import('../edge/serve-local');
   } catch (e) {
-    const code = (e as any)?.code;
-    if (code === 'ERR_MODULE_NOT_FOUND' || !existsSync(fileURLToPath(url)) || /Cannot find module|not found/i.test(String((e as Error)?.message))) {
-      throw new CliError(`serve: the local server (${fileURLToPath(url)}) is not available in this checkout`);
-    }
+    // A copy without edge/ has no server; a server whose own imports fail reports that instead.
+    const ext = import.meta.url.endsWith('.js') ? '.js' : '.ts';
+    const path = fileURLToPath(new URL(`../edge/serve-local${ext}`, import.meta.url));
+    if (!existsSync(path)) throw new CliError(`serve: the local server (${path}) is not available in this checkout`);
     throw e;
   }
-  const entry = mod.main ?? mod.default;
-  if (typeof entry !== 'function') throw new CliError(`serve: ${fileURLToPath(url)} exports no main(args) function`);
-  await entry(args);
+  await server.main(args);
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -685,21 +616,21 @@ async function main(argv: string[]): Promise<number> {
     await runServe(rest);
     return 0;
   }
-  const { opts, pos } = parseArgs(name, rest, cmd.spec);
-  if (opts.help) {
+  let parsed: ParsedArgs<OptionsSpec>;
+  try {
+    parsed = parseArgs(rest, cmd.spec, { helpHint: `sparrow ${name} --help` });
+  } catch (e) {
+    if (e instanceof ArgsError) throw new UsageError(`${name}: ${e.message}`);
+    throw e;
+  }
+  if (parsed.help) {
     stdout(helpText(name, cmd));
     return 0;
   }
+  const { values: opts, positionals: pos } = parsed;
   const [lo, hi] = cmd.positionals;
   if (pos.length < lo) throw new UsageError(`${name}: expected ${cmd.usage}`);
   if (pos.length > hi) throw new UsageError(`${name}: unexpected argument ${JSON.stringify(pos[hi])}`);
-  if (opts.dtype !== undefined && name !== 'convert' && !['auto', 'f32', 'q8_0', 'q4_0'].includes(opts.dtype)) {
-    throw new UsageError(`${name}: --dtype must be auto, f32, q8_0 or q4_0, got ${JSON.stringify(opts.dtype)}`);
-  }
-  if (opts.threads !== undefined && opts.threads < 1) throw new UsageError(`${name}: --threads must be ≥ 1, got ${opts.threads}`);
-  if (opts.build !== undefined && !['auto', 'simd', 'relaxed', 'threads'].includes(opts.build)) {
-    throw new UsageError(`${name}: --build must be auto, simd, relaxed or threads, got ${JSON.stringify(opts.build)}`);
-  }
   try {
     await cmd.run(opts, pos);
   } catch (e) {

@@ -1,10 +1,10 @@
 // Checkpoint → GGUF in sparrow's convention (src/formats/gguf.ts): HF tensor names and shapes,
 // config / generation config / tokenizer / chat template as metadata.
 //
-// formats/checkpoint.ts checkpointToGGUF converts by storagePolicy alone; a family may also keep
-// tensors f32 that the policy would quantize (Family.keepF32, e.g. gpt-oss expert biases), and the
-// loader honours that. Writing each tensor in exactly the dtype a load of the source with the same
-// dtype holds it in makes the GGUF give the same logits as the source quantized on load.
+// Each tensor is written in exactly the dtype a load of the source with the same dtype holds it in
+// (formats/dtype.ts storedDType, with the family's f32-only tensors, Family.keepF32, e.g. gpt-oss
+// expert biases), so the GGUF gives the same logits as the source quantized on load. Integer and
+// boolean tensors are copied (u8 and bool as GGUF I8).
 
 import { openCheckpoint, type Checkpoint, type TensorInfo } from './formats/checkpoint';
 import { f32ToF16Bytes, isQuantized, numElements, quantizeQ4_0, quantizeQ8_0, storedDType, type DType } from './formats/dtype';
@@ -18,6 +18,8 @@ export const CONVERT_DTYPES: ConvertDType[] = ['f32', 'f16', 'q8_0', 'q4_0'];
 
 export interface ConvertOptions {
   dtype: ConvertDType;
+  /** general.name (default: the config's _name_or_path). */
+  name?: string;
   onProgress?: (done: number, total: number, name: string) => void;
   /** Stops the conversion between two chunks of output; the output file is then not written. */
   signal?: AbortSignal;
@@ -55,7 +57,9 @@ export class ConvertAbortedError extends ConvertError {
 
 /** The dtype a tensor is written in for `target`, given the family's f32-only tensors. */
 export function convertedDType(info: TensorInfo, target: ConvertDType, keepF32: (name: string) => boolean): DType {
-  return storedDType(info.name, info.shape, info.dtype, target, keepF32);
+  const d = storedDType(info.name, info.shape, info.dtype, target, keepF32);
+  // GGUF has no unsigned byte or boolean type: their values (0…127, 0/1) are written as I8.
+  return d === 'u8' || d === 'bool' ? 'i8' : d;
 }
 
 /** A GGUF writer for `ckpt`; tensor data is read and converted lazily while the writer streams. */
@@ -83,17 +87,20 @@ export function ggufFor(ckpt: Checkpoint, opts: ConvertOptions): { writer: GGUFW
     tokenizerJson: ckpt.tokenizerJson,
     tokenizerConfig: ckpt.tokenizerConfig,
     chatTemplate: ckpt.chatTemplate,
-    name: typeof config._name_or_path === 'string' ? config._name_or_path : undefined,
+    name: opts.name ?? (typeof config._name_or_path === 'string' ? config._name_or_path : undefined),
     fileType: bulk,
   });
   let done = 0;
   for (const { info, dtype } of plan) {
     w.addTensor(info.name, dtype, info.shape, async () => {
       let bytes: Uint8Array;
-      if (dtype === info.dtype) bytes = (await ckpt.read(info.name)).bytes;
-      else {
+      if (dtype === info.dtype || info.dtype === 'bool') bytes = (await ckpt.read(info.name)).bytes;
+      else if (info.dtype === 'u8') {
+        bytes = (await ckpt.read(info.name)).bytes;
+        for (const b of bytes) if (b > 127) throw new FormatError(`tensors[${JSON.stringify(info.name)}]`, `u8 value ${b} does not fit GGUF I8`);
+      } else {
         const f = await ckpt.readF32(info.name);
-        const cols = info.shape[info.shape.length - 1];
+        const cols = info.shape.length ? info.shape[info.shape.length - 1] : 1;
         const rows = cols ? f.length / cols : 0;
         if (dtype === 'f32') bytes = new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
         else if (dtype === 'f16') bytes = f32ToF16Bytes(f);

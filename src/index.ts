@@ -2,7 +2,7 @@
 
 import { openCheckpoint, type Checkpoint, type CheckpointInput } from './formats/checkpoint';
 import { BudgetError, ConfigError } from './formats/errors';
-import { KernelError, threadsAvailable, type BuildChoice } from './kernels/runtime';
+import { ArenaBudgetError, KernelError, threadsAvailable, type BuildChoice } from './kernels/runtime';
 import { attachPool, createPool, type Pool } from './kernels/pool';
 import { buildModel, familyFor } from './models/index';
 import { WeightStore, type LoadDType } from './runtime/weights';
@@ -82,7 +82,7 @@ export async function loadModel(source: CheckpointSource, options: LoadOptions =
       const need = WeightStore.plannedBytes(ckpt, dtype, (name) => family.keepF32?.(name, ckpt.config) ?? false, (name) => family.ignore?.(name, ckpt.config) ?? false);
       if (need > options.memoryBudget) throw new BudgetError(need, options.memoryBudget);
     }
-    let model;
+    let model: Model;
     try {
       model = await buildModel(ckpt, {
         dtype,
@@ -94,8 +94,8 @@ export async function loadModel(source: CheckpointSource, options: LoadOptions =
         onProgress: options.onProgress,
       });
     } catch (e) {
-      // The arena refuses growth past the budget (scratch, state slots) with need/budget attached.
-      if (e instanceof KernelError && typeof (e as any).need === 'number') throw new BudgetError((e as any).need, (e as any).budget);
+      // The arena refuses growth past the budget (scratch, state slots).
+      if (e instanceof ArenaBudgetError) throw new BudgetError(e.need, e.budget);
       throw e;
     }
     let pool: Pool | null = null;
@@ -141,7 +141,7 @@ async function gpuFor(model: Model, options: LoadOptions): Promise<GpuModel | nu
 }
 
 export { LanguageModel, ModelSession, Generation, yieldToHost } from './generate/language-model';
-export type { GenerateParams, ChatParams, GeneratedToken, FinishReason, GenerationStats, GenerationResult, LanguageModelInfo } from './generate/language-model';
+export type { GenerateParams, ChatParams, GeneratedToken, FinishReason, GenerationStats, GenerationResult, LanguageModelInfo, LanguageModelStatus } from './generate/language-model';
 export { Tokenizer } from './generate/tokenizer';
 export { ChatTemplate, type ChatMessage, type RenderOptions } from './generate/chat-template';
 export { Sampler, resolveSampling, type SamplingParams } from './generate/sampler';
@@ -149,7 +149,8 @@ export { TextStream, StopStrings } from './generate/stream';
 export { RequestError, ContextLengthError } from './generate/errors';
 export { convertToGGUF, ggufFor, type ConvertDType, type ConvertOptions, type ConvertResult } from './convert';
 export { FormatError, ConfigError, BudgetError } from './formats/errors';
-export { SnapshotError } from './runtime/state';
+export { SnapshotError, SlotsBusyError } from './runtime/state';
+export { ArenaBudgetError } from './kernels/runtime';
 export { supportedModelTypes } from './models/index';
 export { loadGpuModel, acquireGpu, probeGpu, WebGpuUnavailableError, GpuModel, GpuSession } from './webgpu/index';
 export type { ModelInfo } from './models/index';

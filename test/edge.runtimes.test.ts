@@ -135,7 +135,7 @@ describe.each(KINDS)('%s', (kind) => {
 
   // The Worker case is the hard one: workerd does not cancel a JavaScript stream body when the client
   // goes away, and a request whose client left runs no more timers unless it is kept alive (see
-  // streamBody in edge/app.ts).
+  // streamBody in edge/sse.ts).
   it('a client that goes away mid-stream frees its place', async () => {
     const url = servers[kind].url;
     const health = async () => (await step('healthz', fetch(`${url}/healthz`))).json();

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, describe, expect, it } from 'vitest';
-import { postJson, ROOT, startCommand, startProcess, startWorker, stopAll, type Server } from './edge-helpers';
+import { postJson, ROOT, startCommand, startProcess, startWorker, stopAll } from './edge-helpers';
 
 const dirs: string[] = [];
 const tempDir = (name: string) => {
@@ -367,7 +367,8 @@ describe('access log and timeouts', () => {
     try {
       const c = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'x', maxRetries: 0 });
       // ignore_eos is this server's own parameter, not in the client's types.
-      const long = { model: 'sparrow-mini', prompt: 'Once', max_tokens: 2000, ...({ ignore_eos: true } as {}) };
+      const extra: object = { ignore_eos: true };
+      const long = { model: 'sparrow-mini', prompt: 'Once', max_tokens: 2000, ...extra };
       const t0 = Date.now();
       await expect(c.completions.create(long)).rejects.toMatchObject({ status: 504, code: 'request_timeout' });
       expect(Date.now() - t0).toBeLessThan(4000);

@@ -4,6 +4,7 @@
 // directories, and malformed files: every truncation, crafted bad fields, and seeded random mutations,
 // where only FormatError may come out.
 
+import { ggufFor } from '../src/convert';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mulberry32 } from '../src/generate/sampler';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -15,7 +16,7 @@ import {
   f32ToF16, f16ToF32, f32ToBF16, bf16ToF32, f16BytesToF32, bf16BytesToF32, f32ToF16Bytes, f32ToBF16Bytes, toF32,
   quantizeQ8_0, dequantizeQ8_0, quantizeQ4_0, dequantizeQ4_0, quantPolicy, storagePolicy, numElements, tensorByteSize,
   parseSafetensors, writeSafetensors, parseGGUF, GGUFWriter, setSparrowMetadata, SPARROW_GGUF_VERSION,
-  openCheckpoint, checkpointToGGUF,
+  openCheckpoint,
   type ByteSource, type DType, type GGUFValue,
 } from '../src/formats/index';
 
@@ -715,7 +716,7 @@ describe('checkpoints', () => {
     let e = await formatError(() => openCheckpoint(variant((_, f) => delete f['model-00002-of-00002.safetensors'])));
     expect(e.message).toContain('model-00002-of-00002.safetensors');
     // The same tensor in two shards.
-    e = await formatError(() => openCheckpoint(variant((idx, f) => {
+    e = await formatError(() => openCheckpoint(variant((_idx, f) => {
       f['model-00002-of-00002.safetensors'] = writeSafetensors([...ts.slice(4), ts[0]]);
     })));
     expect(e.field).toBe(`tensors[${JSON.stringify(ts[0].name)}]`);
@@ -758,7 +759,7 @@ describe('checkpoints', () => {
         'tokenizer_config.json': JSON.stringify(tokCfg), 'model.safetensors': writeSafetensors(ts),
       },
     });
-    const w = checkpointToGGUF(src, { dtype: 'q8_0', name: 'tiny' });
+    const { writer: w } = ggufFor(src, { dtype: 'q8_0', name: 'tiny' });
     const path = join(tmp, 'tiny.gguf');
     await w.writeTo(path);
     const check = async (ck: Awaited<ReturnType<typeof openCheckpoint>>) => {

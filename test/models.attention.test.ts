@@ -392,7 +392,7 @@ function refForward(s: Synth, ids: number[]): Float64Array[] {
     }
   };
   const gatedMlp = (x: Float64Array, gate: Float32Array, up: Float32Array, down: Float32Array, I: number, act: (v: number) => number, go = 0, uo = 0, dno = 0) => {
-    const g = new Float64Array(I), u = new Float64Array(I);
+    const g = new Float64Array(I);
     for (let i = 0; i < I; i++) {
       let a = 0, b = 0;
       for (let d = 0; d < Dm; d++) {

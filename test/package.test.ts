@@ -105,6 +105,15 @@ describe('the npm package', () => {
     expect(JSON.parse(info.stdout).model).toBe(join(pkgDir, 'dist/models/sparrow-mini/'));
   });
 
+  it('the sparrow bin starts the local server from the package (sparrow serve)', async () => {
+    const bin = join(project, 'node_modules/.bin/sparrow');
+    const help = await run(bin, ['serve', '--help'], project);
+    expect([help.status, help.stderr]).toEqual([0, '']);
+    expect(help.stdout).toMatch(/^Usage: sparrow serve[\s\S]*--session-dir D/);
+    const bad = await run(bin, ['serve', '--max-queue', 'many'], project);
+    expect([bad.status, bad.stdout, bad.stderr]).toEqual([2, '', 'sparrow serve: --max-queue must be an integer ≥ 0, got "many"\n']);
+  });
+
   it('imports by its package name from plain Node', async () => {
     writeFileSync(join(project, 'use.mjs'), `
 import { loadModel, supportedModelTypes, convertToGGUF } from '${NAME}';

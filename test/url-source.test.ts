@@ -4,7 +4,6 @@
 // looked for and the GGUF's own URL.
 import { createServer, type Server } from 'node:http';
 import { readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../src/index';
 

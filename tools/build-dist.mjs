@@ -3,16 +3,17 @@
 //
 // dist/ mirrors the repository root, so every path the sources compute from import.meta.url
 // (src/kernels/runtime.ts → ../../build/*.wasm, src/cli.ts → ../models/sparrow-mini/,
-// ../edge/serve-local.js, edge/local.ts → ../build/, ../models/) resolves inside dist/:
+// edge/local.ts → ../build/, ../models/) resolves inside dist/:
 //
 //   dist/src/**/*.js, *.d.ts    the library (src/index.ts) and the CLI (src/cli.ts, the `sparrow` bin)
-//   dist/edge/*.js              the local server that `sparrow serve` starts (edge/serve-local.ts and its imports)
+//   dist/edge/*.js, *.d.ts      the local server that `sparrow serve` starts (src/cli.ts imports
+//                               edge/serve-local.ts when it runs; that module and its imports)
 //   dist/build/*.wasm           the three kernel builds (tools/asbuild.mjs), and build/browser/ when built
 //   dist/models/sparrow-mini/   the default model
 //
 // Each source file becomes one module (esbuild, no bundling): relative imports get their file
-// extension (./index → ./index.js, ./formats → ./formats/index.js) and packages stay imports of the
-// dependencies. Declarations come from tsc (emitDeclarationOnly, tsconfig.build.json) with the same
+// extension (./index → ./index.js, ./formats → ./formats/index.js; static imports and literal
+// `import('…')` alike) and packages stay imports of the dependencies. Declarations come from tsc (emitDeclarationOnly, tsconfig.build.json) with the same
 // rewriting. Offline: esbuild and typescript are devDependencies.
 //
 //   node tools/build-dist.mjs [--if-stale]    (--if-stale: nothing to do when dist/ is newer than its inputs)
@@ -140,7 +141,8 @@ function fixDeclarations(dir) {
     }
   }
 }
-fixDeclarations(join(dist, 'src'));
+// The CLI's import of the server brings edge/ into the declaration program too.
+for (const d of ['src', 'edge']) if (existsSync(join(dist, d))) fixDeclarations(join(dist, d));
 
 // 4. Files read at run time.
 function copy(from, to) {

@@ -3,6 +3,7 @@
 // continuation (EOS masked as with min_new_tokens), and the error of Q8_0 / Q4_0 on-load weights.
 
 import { readFile, readdir, stat } from 'node:fs/promises';
+import type { Dirent } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { openCheckpoint } from '../src/formats/checkpoint';
 import { buildModel, type Model } from '../src/models/index';
@@ -40,7 +41,7 @@ export const TOLERANCE = 1e-4;
 export async function findFixtures(root: string): Promise<string[]> {
   const out: string[] = [];
   async function walk(d: string, depth: number) {
-    let entries;
+    let entries: Dirent[];
     try {
       entries = await readdir(d, { withFileTypes: true });
     } catch {

@@ -5,14 +5,11 @@
 
 import { ConfigError, FormatError } from './errors';
 import type { DType, WeightDType } from './dtype';
-import {
-  f32ToBF16Bytes, f32ToF16Bytes, isQuantized, numElements, quantizeQ4_0, quantizeQ8_0, storagePolicy,
-  tensorByteSize, toF32,
-} from './dtype';
+import { isQuantized, numElements, storagePolicy, tensorByteSize, toF32 } from './dtype';
 import type { ByteSource, ProgressFn, SourceInput } from './source';
 import { bufferSource, fileSource, isByteSource, isUrl, nodeFs, openSource, urlSource } from './source';
 import { looksLikeSafetensors, parseSafetensors } from './safetensors';
-import { GGUFWriter, ggmlType, isGGUF, parseGGUF, readSparrowMetadata, setSparrowMetadata } from './gguf';
+import { isGGUF, parseGGUF, readSparrowMetadata } from './gguf';
 
 export interface TensorInfo {
   name: string;
@@ -269,7 +266,7 @@ function concatBytes(parts: Uint8Array[]): Uint8Array {
 }
 
 function memoryDir(files: MemoryFiles['files']): Dir {
-  const get = (name: string) => (Object.prototype.hasOwnProperty.call(files, name) ? files[name] : undefined);
+  const get = (name: string) => (Object.hasOwn(files, name) ? files[name] : undefined);
   return {
     label: '{ files }',
     async list() {
@@ -508,67 +505,4 @@ export async function openCheckpoint(src: CheckpointInput, opts: OpenOptions = {
   }
   const source = await openSource(src, opts);
   return openFile(source, {}, opts, source.name);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Conversion
-
-export interface ToGGUFOptions {
-  /** Target dtype under storagePolicy, or 'keep' to copy every tensor as stored. Default 'keep'. */
-  dtype?: WeightDType | 'keep';
-  /** general.name */
-  name?: string;
-  alignment?: number;
-}
-
-/**
- * A GGUFWriter holding `ckpt` in sparrow's GGUF convention (see gguf.ts). Tensor data is read and
- * converted lazily, one tensor at a time, while the writer streams (writeTo / chunks / toStream).
- */
-export function checkpointToGGUF(ckpt: Checkpoint, opts: ToGGUFOptions = {}): GGUFWriter {
-  const target = opts.dtype ?? 'keep';
-  const w = new GGUFWriter({ alignment: opts.alignment });
-  const counts = new Map<DType, number>();
-  const plan: { info: TensorInfo; dtype: DType }[] = [];
-  for (const info of ckpt.tensors.values()) {
-    let dtype: DType = target === 'keep' || !isFloat(info.dtype) ? info.dtype : storagePolicy(info.name, info.shape, target);
-    if (dtype === 'u8' || dtype === 'bool') dtype = 'i8';
-    if (ggmlType(dtype) === undefined) throw new FormatError(`tensors[${JSON.stringify(info.name)}].dtype`, `${info.dtype} has no GGUF type`);
-    plan.push({ info, dtype });
-    counts.set(dtype, (counts.get(dtype) ?? 0) + numElements(info.shape));
-  }
-  let bulk: DType = 'f32';
-  for (const [d, n] of counts) if (n > (counts.get(bulk) ?? 0)) bulk = d;
-  setSparrowMetadata(w, {
-    config: ckpt.config,
-    generationConfig: ckpt.generationConfig,
-    tokenizerJson: ckpt.tokenizerJson,
-    tokenizerConfig: ckpt.tokenizerConfig,
-    chatTemplate: ckpt.chatTemplate,
-    name: opts.name ?? (typeof ckpt.config?._name_or_path === 'string' ? ckpt.config._name_or_path : undefined),
-    fileType: bulk,
-  });
-  for (const { info, dtype } of plan) {
-    w.addTensor(info.name, dtype, info.shape, async () => {
-      // bool bytes are 0 or 1 and fit I8 unchanged.
-      if (dtype === info.dtype || info.dtype === 'bool') return (await ckpt.read(info.name)).bytes;
-      if (info.dtype === 'u8') {
-        const { bytes } = await ckpt.read(info.name);
-        for (const b of bytes) if (b > 127) throw new FormatError(`tensors[${JSON.stringify(info.name)}]`, `u8 value ${b} does not fit GGUF I8`);
-        return bytes;
-      }
-      const f = await ckpt.readF32(info.name);
-      const cols = info.shape.length ? info.shape[info.shape.length - 1] : 1;
-      const rows = cols ? f.length / cols : 0;
-      switch (dtype) {
-        case 'f32': return new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
-        case 'f16': return f32ToF16Bytes(f);
-        case 'bf16': return f32ToBF16Bytes(f);
-        case 'q8_0': return quantizeQ8_0(f, rows, cols, info.name);
-        case 'q4_0': return quantizeQ4_0(f, rows, cols, info.name);
-        default: throw new FormatError(`tensors[${JSON.stringify(info.name)}].dtype`, `cannot convert ${info.dtype} to ${dtype}`);
-      }
-    });
-  }
-  return w;
 }

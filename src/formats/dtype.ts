@@ -40,7 +40,7 @@ const LAYOUT: Record<DType, DTypeLayout> = {
 export const DTYPES = Object.keys(LAYOUT) as DType[];
 
 export function isDType(x: unknown): x is DType {
-  return typeof x === 'string' && Object.prototype.hasOwnProperty.call(LAYOUT, x);
+  return typeof x === 'string' && Object.hasOwn(LAYOUT, x);
 }
 
 export function isQuantized(d: DType): d is QuantDType {

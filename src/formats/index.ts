@@ -18,5 +18,5 @@ export {
   parseGGUF, GGUFWriter, GGUFValueType, GGUF_DEFAULT_ALIGNMENT, SPARROW_GGUF_VERSION, isGGUF, ggmlType, ggufFileType,
   setSparrowMetadata, readSparrowMetadata,
 } from './gguf';
-export type { Checkpoint, CheckpointFormat, CheckpointInput, MemoryFiles, OpenOptions, TensorInfo, ToGGUFOptions } from './checkpoint';
-export { openCheckpoint, checkpointToGGUF } from './checkpoint';
+export type { Checkpoint, CheckpointFormat, CheckpointInput, MemoryFiles, OpenOptions, TensorInfo } from './checkpoint';
+export { openCheckpoint } from './checkpoint';

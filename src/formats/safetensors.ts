@@ -28,7 +28,7 @@ export interface SafetensorsFile {
   source: ByteSource;
 }
 
-const own = (o: object, k: string) => Object.prototype.hasOwnProperty.call(o, k);
+const own = (o: object, k: string) => Object.hasOwn(o, k);
 const isPlainObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 
 /** Runs a check that throws FormatError without a file name, attaching `file`. */

@@ -10,10 +10,15 @@ export class RequestError extends SparrowError {
   }
 }
 
-/** A prompt longer than the tokens allowed for it; `atLeast` is a lower bound of its length. */
+/**
+ * A prompt longer than the tokens allowed for it. `atLeast` is a lower bound of its length, or its
+ * length when `exact` (a prompt already encoded, against the model's context of `limit` positions).
+ */
 export class ContextLengthError extends RequestError {
-  constructor(field: string, readonly atLeast: number, readonly limit: number) {
-    super(field, `${field === 'messages' ? 'have' : 'has'} at least ${atLeast} tokens; at most ${limit} fit`);
+  constructor(field: string, readonly atLeast: number, readonly limit: number, readonly exact = false) {
+    super(field, exact
+      ? `has ${atLeast} tokens; the context holds ${limit}`
+      : `${field === 'messages' ? 'have' : 'has'} at least ${atLeast} tokens; at most ${limit} fit`);
     this.name = 'ContextLengthError';
   }
 }

@@ -2,6 +2,7 @@
 // chat, and sessions that keep state between calls (prefix reuse, snapshot / restore).
 
 import type { SnapshotOptions } from '../runtime/state';
+import type { BuildName } from '../kernels/runtime';
 import type { Model, ModelInfo } from '../models/model';
 import type { SequenceSession, SessionFactory } from '../runtime/session';
 import type { GpuModel } from '../webgpu/model';
@@ -227,6 +228,23 @@ export interface LanguageModelInfo extends ModelInfo {
   adapter?: string;
 }
 
+/** Memory and session use of a loaded model at one moment (servers report it). */
+export interface LanguageModelStatus {
+  /** The kernel build the model runs on. */
+  build: BuildName;
+  /** Size of the model's WebAssembly memory. */
+  wasmBytes: number;
+  /** Bytes of the arena in use now (weights, scratch, session state slots). */
+  arenaBytes: number;
+  /** Most bytes the arena has held. */
+  arenaPeakBytes: number;
+  /** Sessions holding a state slot. */
+  sessionsInUse: number;
+  /** Bytes of one session's state slot (sized for maxContext). */
+  sessionBytes: number;
+  maxContext: number;
+}
+
 export class LanguageModel {
   /** EOS ids: generation_config eos_token_id (int or list), config eos_token_id, else the tokenizer's. */
   readonly eosTokenIds: ReadonlySet<number>;
@@ -247,6 +265,29 @@ export class LanguageModel {
 
   get maxContext(): number {
     return this.model.maxContext;
+  }
+
+  /** Token ids are below this. */
+  get vocabSize(): number {
+    return this.model.net.vocabSize;
+  }
+
+  /** Hash of the config and weights; snapshots name it, and restore only into a model with the same. */
+  get hash(): string {
+    return this.model.hash;
+  }
+
+  status(): LanguageModelStatus {
+    const k = this.model.k;
+    return {
+      build: k.build,
+      wasmBytes: k.memory.buffer.byteLength,
+      arenaBytes: k.arena.top,
+      arenaPeakBytes: k.arena.peak,
+      sessionsInUse: this.model.slots.inUse,
+      sessionBytes: this.model.layout.bytes,
+      maxContext: this.model.maxContext,
+    };
   }
 
   /** Where sessions run. */
@@ -335,9 +376,9 @@ export class LanguageModel {
     const m = String.fromCharCode(mark);
     const order = [...specials].sort((a, b) => b.length - a.length);
     const pattern = new RegExp(order.map(escapeRegExp).join('|'), 'g');
-    const escape = (s: string) => s.replace(pattern, (t) => `${m}${order.indexOf(t)}${m}`);
+    const toMarkers = (s: string) => s.replace(pattern, (t) => `${m}${order.indexOf(t)}${m}`);
     const back = new RegExp(`${m}(\\d+)${m}`, 'g');
-    const text = this.applyChatTemplate(mapStrings(messages, escape) as ChatMessage[], opts);
+    const text = this.applyChatTemplate(mapStrings(messages, toMarkers) as ChatMessage[], opts);
     return { text, literals: true, restore: (s) => s.replace(back, (_, i) => order[Number(i)]) };
   }
 
@@ -400,10 +441,10 @@ export class LanguageModel {
   }
 
   private start(ids: number[], params: GenerateParams): Generation {
-    const V = this.model.net.vocabSize;
+    const V = this.vocabSize;
     if (!ids.length) throw new RequestError('prompt', 'is empty (no tokens)');
     for (const id of ids) if (!Number.isInteger(id) || id < 0 || id >= V) throw new RequestError('prompt', `token id ${id} is outside the vocabulary [0, ${V})`);
-    if (ids.length > this.model.maxContext) throw new RequestError('prompt', `has ${ids.length} tokens; the context holds ${this.model.maxContext}`);
+    if (ids.length > this.model.maxContext) throw new ContextLengthError('prompt', ids.length, this.model.maxContext, true);
     const sampling = resolveSampling({ ...this.defaults(), ...definedOnly(params) });
     const maxTokens = this.maxTokensFor(ids.length, params);
     const stops = typeof params.stop === 'string' ? [params.stop] : params.stop ?? [];

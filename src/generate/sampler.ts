@@ -109,7 +109,7 @@ const pow2buf = new DataView(new ArrayBuffer(8));
  * e^r by its Taylor series to r¹³ (remainder < 1e-17), times 2^k assembled from exponent bits.
  */
 export function expNonPositive(x: number): number {
-  if (!(x > -708)) return x === x ? 0 : NaN;
+  if (!(x > -708)) return Number.isNaN(x) ? NaN : 0;
   if (x === 0) return 1;
   const k = Math.round(x * INV_LN2);
   const r = x - k * LN2_HI - k * LN2_LO;

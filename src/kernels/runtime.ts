@@ -16,6 +16,14 @@ export class KernelError extends Error {
   }
 }
 
+/** An arena allocation past the memory budget: `need` is the arena's end after it, in bytes. */
+export class ArenaBudgetError extends KernelError {
+  constructor(readonly bytes: number, readonly need: number, readonly budget: number) {
+    super('arena', `allocation of ${bytes} bytes exceeds the memory budget (${need} > ${budget})`);
+    this.name = 'ArenaBudgetError';
+  }
+}
+
 /** Compiled modules, cached per process; keyed by build name. */
 const compiled = new Map<BuildName, WebAssembly.Module>();
 /** Modules handed in by the host (Workers import them precompiled). */
@@ -118,7 +126,7 @@ export class Arena {
     const p = Math.ceil(this.top / align) * align;
     const end = p + bytes;
     if (end > this.budget) {
-      throw Object.assign(new KernelError('arena', `allocation of ${bytes} bytes exceeds the memory budget (${end} > ${this.budget})`), { need: end, budget: this.budget });
+      throw new ArenaBudgetError(bytes, end, this.budget);
     }
     const have = this.memory.buffer.byteLength;
     if (end > have) {

@@ -56,6 +56,14 @@ export class StateLayout {
   }
 }
 
+/** Every session slot is taken (the model's maxSessions); one is free again when a session is disposed. */
+export class SlotsBusyError extends KernelError {
+  constructor(readonly maxSlots: number) {
+    super('state', `all ${maxSlots} session slots are in use`);
+    this.name = 'SlotsBusyError';
+  }
+}
+
 /** Fixed-size slots for session state, reused after release (a free list over arena blocks). */
 export class SlotPool {
   private free: number[] = [];
@@ -63,7 +71,7 @@ export class SlotPool {
   constructor(private readonly arena: Arena, readonly layout: StateLayout, readonly maxSlots = Infinity) {}
   acquire(): number {
     const p = this.free.pop() ?? (this.live.size >= this.maxSlots ? -1 : this.arena.alloc(this.layout.bytes));
-    if (p < 0) throw new KernelError('state', `all ${this.maxSlots} session slots are in use`);
+    if (p < 0) throw new SlotsBusyError(this.maxSlots);
     this.live.add(p);
     this.arena.u8(p, this.layout.bytes).fill(0);
     return p;

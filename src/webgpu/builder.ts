@@ -14,7 +14,7 @@ import { rowBytes, type Weight } from '../kernels/types';
 import type { Block, NormSpec } from '../models/decoder';
 import type { Ffn, Mixer } from '../layers/context';
 import type { Model } from '../models/model';
-import { EW, GpuKernels, type Dispatch, type GpuBufs, type GpuWeight } from './ops';
+import { EW, type GpuKernels, type Dispatch, type GpuBufs, type GpuWeight } from './ops';
 
 export { TOKENS_BASE } from './ops';
 

@@ -190,9 +190,9 @@ export class GpuSession implements SequenceSession {
     return this.model.K.device;
   }
 
-  /** Prefill chunks: each token is its own submission, so chunks only bound the work between yields. */
+  /** Prefill chunks: one submission each (a 128-token prompt is one submission). */
   get prefillChunk(): number {
-    return Math.max(this.model.model.maxChunk, 64);
+    return Math.max(this.model.model.maxChunk, 128);
   }
 
   snapshotAsync(opts: SnapshotOptions = {}): Promise<Uint8Array> {
@@ -215,19 +215,47 @@ export class GpuSession implements SequenceSession {
     this.device.queue.writeBuffer(this.bufs.ids, (TOKENS_BASE + at) * 4, u);
   }
 
-  /** One submit per position, so each sees its own step uniform. */
+  /**
+   * Runs `list` for positions from … from+n−1 in one submission: the step records of all n positions
+   * are written once, and before each position's compute pass a copy puts its record in the step
+   * uniform (commands of one command buffer run in order).
+   */
   private submitSteps(from: number, n: number, list: Dispatch[], after?: (enc: GPUCommandEncoder, t: number) => void): void {
+    const per = Math.max(1, Math.floor(this.stepsPerSubmission));
+    if (n > per) {
+      for (let t = 0; t < n; t += per) this.submitSteps(from + t, Math.min(per, n - t), list, after && ((enc, u) => after(enc, t + u)));
+      return;
+    }
     const dev = this.device;
+    if (n === 1) {
+      writeStep(dev, this.bufs.step, 0, from);
+    } else {
+      const rec = new Uint32Array(n * 4);
+      for (let t = 0; t < n; t++) rec.set([0, from + t, from + t + 1, 0], t * 4);
+      if (!this.steps || this.steps.size < rec.byteLength) {
+        this.steps?.destroy();
+        this.steps = dev.createBuffer({ size: Math.max(rec.byteLength, 4096), usage: BufferUsage.COPY_SRC | BufferUsage.COPY_DST, label: 'step records' });
+      }
+      dev.queue.writeBuffer(this.steps, 0, rec);
+    }
+    const enc = dev.createCommandEncoder();
     for (let t = 0; t < n; t++) {
-      writeStep(dev, this.bufs.step, 0, from + t);
-      const enc = dev.createCommandEncoder();
+      if (n > 1) enc.copyBufferToBuffer(this.steps!, t * 16, this.bufs.step, 0, 16);
       const pass = enc.beginComputePass();
       this.model.K.encode(pass, list);
       pass.end();
       after?.(enc, t);
-      dev.queue.submit([enc.finish()]);
     }
+    dev.queue.submit([enc.finish()]);
+    this.submissions++;
   }
+
+  /** Step records of a multi-position submission (see submitSteps). */
+  private steps: GPUBuffer | null = null;
+  /** Submissions of forward passes so far (one per forward call, greedy batch or replay). */
+  submissions = 0;
+  /** Most positions one submission runs (benchmarks set 1 to time one submission per token). */
+  stepsPerSubmission = Infinity;
 
   private async read(src: GPUBuffer, byteOff: number, bytes: number, enc?: GPUCommandEncoder): Promise<ArrayBuffer> {
     const dev = this.device;
@@ -517,7 +545,7 @@ export class GpuSession implements SequenceSession {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    for (const b of [this.bufs.a, this.bufs.st, this.bufs.ids, this.bufs.step, ...this.spare, ...this.points.map((p) => p.buf), this.checkpointPoint?.buf]) b?.destroy();
+    for (const b of [this.bufs.a, this.bufs.st, this.bufs.ids, this.bufs.step, this.steps, ...this.spare, ...this.points.map((p) => p.buf), this.checkpointPoint?.buf]) b?.destroy();
   }
 }
 

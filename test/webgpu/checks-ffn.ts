@@ -18,7 +18,7 @@ import { geluRef, siluRef, relu2Ref } from '../../src/kernels/act.ref';
 import { routeRef } from '../../src/kernels/moe.ref';
 import { openCheckpoint } from '../../src/formats/checkpoint';
 import { buildModel, type Model } from '../../src/models/index';
-import { DecoderNet, PreNormBlock } from '../../src/models/decoder';
+import { type DecoderNet, PreNormBlock } from '../../src/models/decoder';
 import { GatedMlp, type GatedWeights } from '../../src/layers/mlp';
 import { Moe, type MoeConfig } from '../../src/layers/moe';
 import type { Ffn } from '../../src/layers/context';
@@ -27,17 +27,6 @@ import { Checks, gpuBench, rel, rng, withGpu } from './harness';
 const { randn } = rng(4242);
 const checks = new Checks();
 const { check } = checks;
-
-/** max over elements of |a − b| / max(|b|, floor). */
-function elemRel(a: ArrayLike<number>, b: ArrayLike<number>, floor = 1e-30): number {
-  let m = 0;
-  for (let i = 0; i < b.length; i++) {
-    const d = Math.abs(a[i] - b[i]) / Math.max(Math.abs(b[i]), floor);
-    if (!Number.isFinite(d)) return Infinity;
-    m = Math.max(m, d);
-  }
-  return m;
-}
 
 await withGpu(async (gpu) => {
   const { K, mk: bufs, put, run } = gpuBench(gpu);

@@ -10,7 +10,7 @@ import { Checks, rel, withGpu } from './harness';
 const ids = [1873, 604, 261, 536, 14, 445, 310, 261];
 const checks = new Checks();
 await withGpu(async (gpu) => {
-  const model = await buildModel(await openCheckpoint('models/sparrow-mini'), { exact: true, maxContext: 64 });
+  const model = await buildModel(await openCheckpoint('models/sparrow-mini'), { exact: true, maxContext: 160 });
   const gm = gpuModel(model, gpu);
   const V = model.net.vocabSize;
   const ws = model.newSession(), gs = gm.newSession();
@@ -28,5 +28,15 @@ await withGpu(async (gpu) => {
   }
   checks.check('sparrow-mini logits, GPU vs WASM (max rel)', rel(got, want), 1e-5);
   checks.check('sparrow-mini argmax agrees at every position', ids.length - agree, 0);
+  // A 128-token prompt is one submission, with the logits of a token-by-token run.
+  const long = Array.from({ length: 128 }, (_, i) => ids[i % ids.length] + (i >> 3));
+  const s1 = gm.newSession(), s2 = gm.newSession();
+  const before = s1.submissions;
+  const one = await s1.forward(long);
+  checks.check('128-token prefill: submissions', s1.submissions - before - 1, 0);
+  let last: Float32Array = new Float32Array(0);
+  for (const id of long) last = await s2.forward([id]);
+  checks.check('128-token prefill in one submission = token by token (max rel)', rel(one, last), 1e-6);
+  checks.check('128-token prefill = WASM (max rel)', rel(one, model.newSession().forward(long)), 1e-5);
   checks.print(gpu.adapterName, { info: gm.info() });
 });
