@@ -117,7 +117,7 @@ describe.runIf(have)('DeepSeek-V3.2 sparse attention', () => {
       const b = model.restore(snap);
       layers.forEach((m, i) => {
         const L = m.latentDim;
-        const lat = b.state.arena.f32(b.state.ptr(`${m.prefix}.latent`), n * L);
+        const lat = b.state.arena.f32(b.state.ptr(m.latentState), n * L);
         for (let pos = 0; pos < n; pos++) if (!keep(i, pos)) lat.fill(NaN, pos * L, (pos + 1) * L);
       });
       const out = b.forward([ids[n]]);

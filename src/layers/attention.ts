@@ -60,6 +60,11 @@ export class Attention implements Mixer {
   readonly invFreq: number;
   readonly vDim: number;
   private capacity = 0;
+  /** Session state: the key and value caches (rings for a sliding window shorter than the context). */
+  kState!: RegionSpec;
+  vState!: RegionSpec;
+  /** The context the caches were declared for. */
+  private declaredFor = -1;
 
   constructor(readonly ctx: Ctx, readonly prefix: string, readonly cfg: AttentionConfig) {
     const { ws } = ctx;
@@ -90,19 +95,17 @@ export class Attention implements Mixer {
   }
 
   specs(maxContext: number): RegionSpec[] {
-    const { nKv, headDim, window } = this.cfg;
-    if (window && window + this.ctx.maxChunk - 1 < maxContext) {
-      this.capacity = window + this.ctx.maxChunk - 1;
-      return [
-        { name: `${this.prefix}.k`, kind: 'ring', perToken: nKv * headDim, capacity: this.capacity },
-        { name: `${this.prefix}.v`, kind: 'ring', perToken: nKv * this.vDim, capacity: this.capacity },
-      ];
+    if (maxContext !== this.declaredFor) {
+      const { nKv, headDim, window } = this.cfg;
+      const ring = !!window && window + this.ctx.maxChunk - 1 < maxContext;
+      this.capacity = ring ? window + this.ctx.maxChunk - 1 : 0;
+      const cache = (name: string, perToken: number): RegionSpec =>
+        ring ? { name, kind: 'ring', perToken, capacity: this.capacity } : { name, kind: 'kv', perToken };
+      this.kState = cache(`${this.prefix}.k`, nKv * headDim);
+      this.vState = cache(`${this.prefix}.v`, nKv * this.vDim);
+      this.declaredFor = maxContext;
     }
-    this.capacity = 0;
-    return [
-      { name: `${this.prefix}.k`, kind: 'kv', perToken: nKv * headDim },
-      { name: `${this.prefix}.v`, kind: 'kv', perToken: nKv * this.vDim },
-    ];
+    return [this.kState, this.vState];
   }
 
   forward(state: SeqState, x: number, out: number, T: number, pos0: number): void {
@@ -157,7 +160,7 @@ export class Attention implements Mixer {
     }
 
     // Write this chunk's keys/values into the cache, then attend.
-    const kc = state.ptr(`${this.prefix}.k`), vc = state.ptr(`${this.prefix}.v`);
+    const kc = state.ptr(this.kState), vc = state.ptr(this.vState);
     const cap = this.capacity;
     const kAll = ctx.f32(kk, T * kd), vAll = ctx.f32(v, T * vd);
     const slots = cap || state.layout.maxContext;

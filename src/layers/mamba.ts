@@ -111,6 +111,9 @@ export class Mamba1Mixer implements Mixer {
   readonly dtNorm: number;
   readonly bNorm: number;
   readonly cNorm: number;
+  /** Session state: the conv window and the SSM state. */
+  readonly convState: RegionSpec;
+  readonly ssmState: RegionSpec;
 
   constructor(readonly ctx: Ctx, readonly prefix: string, readonly cfg: Mamba1Config) {
     const { ws } = ctx;
@@ -152,14 +155,12 @@ export class Mamba1Mixer implements Mixer {
     ctx.scratch.need('m1.y', T * dInner);
     // selectiveScan work space: 32·N bytes
     ctx.scratch.need('m1.scan', 8 * N);
+    this.convState = { name: `${p}.conv`, kind: 'fixed', floats: dInner * (W - 1) };
+    this.ssmState = { name: `${p}.ssm`, kind: 'fixed', floats: dInner * N };
   }
 
   specs(): RegionSpec[] {
-    const { dInner, N, W } = this.cfg;
-    return [
-      { name: `${this.prefix}.conv`, kind: 'fixed', floats: dInner * (W - 1) },
-      { name: `${this.prefix}.ssm`, kind: 'fixed', floats: dInner * N },
-    ];
+    return [this.convState, this.ssmState];
   }
 
   forward(state: SeqState, u: number, out: number, T: number): void {
@@ -176,7 +177,7 @@ export class Mamba1Mixer implements Mixer {
       addBias(ctx, x, this.inBias, T, dInner);
       addBias(ctx, z, this.inBias + dInner * 4, T, dInner);
     }
-    conv1d(k, xc, x, this.convW, this.convB, state.ptr(`${this.prefix}.conv`), T, dInner, W, 'silu');
+    conv1d(k, xc, x, this.convW, this.convB, state.ptr(this.convState), T, dInner, W, 'silu');
 
     ctx.mm(delta, xc, this.xDelta, T);
     ctx.mm(B, xc, this.xB, T);
@@ -191,7 +192,7 @@ export class Mamba1Mixer implements Mixer {
     addBias(ctx, dt, this.dtB, T, dInner);
     softplus(k, dt, dt, T * dInner);
 
-    selectiveScan(k, y, state.ptr(`${this.prefix}.ssm`), xc, dt, this.A, B, C, this.D, z, { T, dInner, N, scratch: s.get('m1.scan') });
+    selectiveScan(k, y, state.ptr(this.ssmState), xc, dt, this.A, B, C, this.D, z, { T, dInner, N, scratch: s.get('m1.scan') });
 
     ctx.mm(out, y, this.outW, T);
     addBias(ctx, out, this.outB, T, cfg.hidden);
@@ -239,6 +240,9 @@ export class Mamba2Mixer implements Mixer {
   readonly outB: number;
   /** SSD chunk length; HF's chunk_size only sets its own padding, the result is the same. */
   readonly chunk: 16 | 32 | 64;
+  /** Session state: the conv window and the SSM state. */
+  readonly convState: RegionSpec;
+  readonly ssmState: RegionSpec;
 
   constructor(readonly ctx: Ctx, readonly prefix: string, readonly cfg: Mamba2Config) {
     const { ws } = ctx;
@@ -276,14 +280,12 @@ export class Mamba2Mixer implements Mixer {
     ctx.scratch.need('m2.y', T * dInner);
     this.chunk = T >= 64 ? 64 : T >= 32 ? 32 : 16;
     ctx.scratch.need('m2.ssd', ssdScanScratchBytes(ctx.k, { P, N, chunk: this.chunk }) / 4);
+    this.convState = { name: `${p}.conv`, kind: 'fixed', floats: convDim * (W - 1) };
+    this.ssmState = { name: `${p}.ssm`, kind: 'fixed', floats: H * P * N };
   }
 
   specs(): RegionSpec[] {
-    const { H, P, N, W } = this.cfg;
-    return [
-      { name: `${this.prefix}.conv`, kind: 'fixed', floats: this.convDim * (W - 1) },
-      { name: `${this.prefix}.ssm`, kind: 'fixed', floats: H * P * N },
-    ];
+    return [this.convState, this.ssmState];
   }
 
   forward(state: SeqState, u: number, out: number, T: number): void {
@@ -302,7 +304,7 @@ export class Mamba2Mixer implements Mixer {
       addBias(ctx, xbc, this.inBias + dInner * 4, T, convDim);
       addBias(ctx, dt, this.inBias + (dInner + convDim) * 4, T, H);
     }
-    conv1d(k, xbc, xbc, this.convW, this.convB, state.ptr(`${this.prefix}.conv`), T, convDim, W, 'silu');
+    conv1d(k, xbc, xbc, this.convW, this.convB, state.ptr(this.convState), T, convDim, W, 'silu');
 
     // Split the conv output [T, x | B | C] into the contiguous operands of the scan.
     const GN = G * N;
@@ -324,7 +326,7 @@ export class Mamba2Mixer implements Mixer {
       for (let i = 0; i < T * H; i++) d2[i] = Math.min(Math.max(d2[i], lo), hi);
     }
 
-    ssdScan(k, y, state.ptr(`${this.prefix}.ssm`), x, dt, this.A, B, C, this.D, {
+    ssdScan(k, y, state.ptr(this.ssmState), x, dt, this.A, B, C, this.D, {
       T, H, P, G, N, mode: 'auto', chunk: this.chunk, scratch: s.get('m2.ssd'),
     });
 

@@ -67,12 +67,15 @@ export class MlaAttention implements Mixer {
   readonly invFreq: number;
   /** Latent cache row: [c (kv_lora_rank) | k_rope (qk_rope_head_dim)]. */
   readonly latentDim: number;
+  /** Session state: the compressed latent cache (kv_lora_rank + the rotary key part per position). */
+  readonly latentState: RegionSpec;
 
   constructor(readonly ctx: Ctx, readonly prefix: string, readonly cfg: MlaConfig) {
     const { ws } = ctx;
     const { hidden, nHeads: H, qLora, kvLora: R, dNope, dRope, dV } = cfg;
     const dQk = dNope + dRope;
     this.latentDim = R + dRope;
+    this.latentState = { name: `${prefix}.latent`, kind: 'kv', perToken: this.latentDim };
     if (qLora) {
       this.qa = ws.mat(`${prefix}.q_a_proj.weight`, qLora, hidden);
       this.qaBias = cfg.bias ? ws.vec(`${prefix}.q_a_proj.bias`, qLora) : 0;
@@ -118,7 +121,7 @@ export class MlaAttention implements Mixer {
   }
 
   specs(_maxContext: number): RegionSpec[] {
-    return [{ name: `${this.prefix}.latent`, kind: 'kv', perToken: this.latentDim }];
+    return [this.latentState];
   }
 
   forward(state: SeqState, x: number, out: number, T: number, pos0: number): void {
@@ -140,7 +143,7 @@ export class MlaAttention implements Mixer {
 
     // The chunk's latent rows are contiguous in the cache (slots pos0 … pos0+T−1): project into it,
     // normalise c in place, rotate k_rope in place.
-    const lat = state.ptr(`${this.prefix}.latent`);
+    const lat = state.ptr(this.latentState);
     const rows = lat + pos0 * L * 4;
     ctx.mm(rows, x, this.kva, T);
     addBias(ctx, rows, this.kvaBias, T, L);
@@ -190,7 +193,7 @@ export class MlaAttention implements Mixer {
    */
   protected attend(state: SeqState, _x: number, _qa: number, qlat: number, olat: number, T: number, pos0: number): void {
     const { ctx, cfg } = this;
-    const lat = state.ptr(`${this.prefix}.latent`);
+    const lat = state.ptr(this.latentState);
     attention(ctx.k, olat, qlat, lat, lat, {
       T, qPos0: pos0, nHeads: cfg.nHeads, nKv: 1, headDim: this.latentDim, vDim: cfg.kvLora, scale: cfg.scale,
       kStride: this.latentDim, vStride: this.latentDim,

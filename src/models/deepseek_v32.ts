@@ -47,6 +47,8 @@ export class DsaAttention extends MlaAttention {
   readonly weightsProj: Weight;
   /** Cache positions the last query of the last forward attended to (ascending), for inspection. */
   lastSelected: Int32Array = new Int32Array(0);
+  /** Session state: the indexer's key cache. */
+  indexerState?: RegionSpec;
 
   constructor(ctx: Ctx, prefix: string, cfg: MlaConfig, readonly dsa: DsaConfig) {
     super(ctx, prefix, cfg);
@@ -68,7 +70,8 @@ export class DsaAttention extends MlaAttention {
     const arena = this.ctx.k.arena;
     const have = scoreBufs.get(arena);
     if (!have || have.n < maxContext) scoreBufs.set(arena, arena.f32buf(maxContext));
-    return [...super.specs(maxContext), { name: `${this.prefix}.indexer.k`, kind: 'kv', perToken: this.dsa.headDim }];
+    this.indexerState ??= { name: `${this.prefix}.indexer.k`, kind: 'kv', perToken: this.dsa.headDim };
+    return [...super.specs(maxContext), this.indexerState];
   }
 
   protected attend(state: SeqState, x: number, qa: number, qlat: number, olat: number, T: number, pos0: number): void {
@@ -77,8 +80,8 @@ export class DsaAttention extends MlaAttention {
     const s = ctx.scratch;
     const { nHeads: Hi, headDim: Di, topk } = dsa;
     const H = cfg.nHeads, L = this.latentDim, R = cfg.kvLora;
-    const lat = state.ptr(`${this.prefix}.latent`);
-    const kI = state.ptr(`${this.prefix}.indexer.k`);
+    const lat = state.ptr(this.latentState);
+    const kI = state.ptr(this.indexerState!);
 
     // Indexer keys of this chunk straight into their cache rows; RoPE (rotate-half) on the first
     // qk_rope_head_dim dims with the MLA position tables.

@@ -26,6 +26,9 @@ export class ShortConv implements Mixer {
   readonly outProj: Weight;
   readonly outBias: number;
 
+  /** Session state: the short conv window. */
+  readonly convState: RegionSpec;
+
   constructor(readonly ctx: Ctx, readonly prefix: string, readonly hidden: number, readonly L: number, bias: boolean) {
     const { ws } = ctx;
     const D = hidden;
@@ -39,10 +42,11 @@ export class ShortConv implements Mixer {
     ctx.scratch.need('sconv.b', T * D);
     ctx.scratch.need('sconv.c', T * D);
     ctx.scratch.need('sconv.x', T * D);
+    this.convState = { name: `${this.prefix}.conv`, kind: 'fixed', floats: this.hidden * (this.L - 1) };
   }
 
   specs(): RegionSpec[] {
-    return [{ name: `${this.prefix}.conv`, kind: 'fixed', floats: this.hidden * (this.L - 1) }];
+    return [this.convState];
   }
 
   forward(state: SeqState, h: number, out: number, T: number): void {
@@ -55,7 +59,7 @@ export class ShortConv implements Mixer {
       if (this.inBias) addBias(ctx, parts[i], this.inBias + i * D * 4, T, D);
     }
     mul(ctx.k, b, b, x, T * D);
-    conv1d(ctx.k, b, b, this.convW, this.convB, state.ptr(`${this.prefix}.conv`), T, D, this.L, 'none');
+    conv1d(ctx.k, b, b, this.convW, this.convB, state.ptr(this.convState), T, D, this.L, 'none');
     mul(ctx.k, c, c, b, T * D);
     ctx.mm(out, c, this.outProj, T);
     addBias(ctx, out, this.outBias, T, D);

@@ -54,6 +54,9 @@ export class LightningAttention implements Mixer {
   /** s_h, f32[H] in the arena */
   readonly slopes: number;
 
+  /** Session state: the per-head lightning-attention state [H, d, d]. */
+  readonly kvState: RegionSpec;
+
   constructor(readonly ctx: Ctx, readonly prefix: string, readonly cfg: LightningConfig) {
     const { ws } = ctx;
     const { hidden, H, d } = cfg;
@@ -74,11 +77,11 @@ export class LightningAttention implements Mixer {
     s.need('la.o', T * H * d);
     s.need('la.gate', T * H * d);
     s.need('la.scan', linearAttentionScratchBytes(ctx.k, { dk: d, dv: d, decay: 'scalar', delta: false }) / 4);
+    this.kvState = { name: `${this.prefix}.S`, kind: 'fixed', floats: this.cfg.H * this.cfg.d * this.cfg.d };
   }
 
   specs(): RegionSpec[] {
-    const { H, d } = this.cfg;
-    return [{ name: `${this.prefix}.S`, kind: 'fixed', floats: H * d * d }];
+    return [this.kvState];
   }
 
   forward(state: SeqState, x: number, out: number, T: number): void {
@@ -98,7 +101,7 @@ export class LightningAttention implements Mixer {
       kv.set(src.subarray(o3 + d, o3 + 2 * d), r * d);
       vv.set(src.subarray(o3 + 2 * d, o3 + 3 * d), r * d);
     }
-    lightningAttention(k, o, state.ptr(`${this.prefix}.S`), q, kk, v, this.slopes, {
+    lightningAttention(k, o, state.ptr(this.kvState), q, kk, v, this.slopes, {
       T, H, d, blockSize: cfg.blockSize, mode: 'auto', scratch: s.get('la.scan'),
     });
     rmsNorm(k, o, o, this.normW, T, H * d, 1e-6);

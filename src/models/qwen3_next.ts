@@ -63,6 +63,11 @@ export class GatedDeltaNet implements Mixer {
   readonly normW: number;
   readonly out: Weight;
 
+  /** Session state: the conv window of q, k, v. */
+  readonly convState: RegionSpec;
+  /** Session state: the gated delta rule state [Hv, dk, dv]. */
+  readonly deltaState: RegionSpec;
+
   constructor(readonly ctx: Ctx, readonly prefix: string, readonly cfg: GatedDeltaNetConfig) {
     const { ws } = ctx;
     const { hidden, Hk, Hv, dk, dv, convK } = cfg;
@@ -107,14 +112,12 @@ export class GatedDeltaNet implements Mixer {
     s.need('gdn.v', T * Hv * dv);
     s.need('gdn.o', T * Hv * dv);
     s.need('gdn.scan', linearAttentionScratchBytes(ctx.k, { dk, dv, decay: 'scalar', delta: true }) / 4);
+    this.convState = { name: `${this.prefix}.conv`, kind: 'fixed', floats: this.convDim * (this.cfg.convK - 1) };
+    this.deltaState = { name: `${this.prefix}.S`, kind: 'fixed', floats: this.cfg.Hv * this.cfg.dk * this.cfg.dv };
   }
 
   specs(): RegionSpec[] {
-    const { Hv, dk, dv, convK } = this.cfg;
-    return [
-      { name: `${this.prefix}.conv`, kind: 'fixed', floats: this.convDim * (convK - 1) },
-      { name: `${this.prefix}.S`, kind: 'fixed', floats: Hv * dk * dv },
-    ];
+    return [this.convState, this.deltaState];
   }
 
   forward(state: SeqState, x: number, out: number, T: number): void {
@@ -130,7 +133,7 @@ export class GatedDeltaNet implements Mixer {
     ctx.mm(mixed, x, rowsOf(this.qkvz, 0, convDim), T);
     ctx.mm(z, x, rowsOf(this.qkvz, convDim, Hv * dv), T);
     ctx.mm(ba, x, this.ba, T);
-    conv1d(k, mixed, mixed, this.convW, 0, state.ptr(`${this.prefix}.conv`), T, convDim, convK, 'silu');
+    conv1d(k, mixed, mixed, this.convW, 0, state.ptr(this.convState), T, convDim, convK, 'silu');
 
     // β = sigmoid(b); g = −exp(A_log)·softplus(a + dt_bias) (torch softplus threshold 20).
     const bav = ctx.f32(ba, T * 2 * Hv), gv = ctx.f32(g, T * Hv), bv = ctx.f32(beta, T * Hv);
@@ -158,7 +161,7 @@ export class GatedDeltaNet implements Mixer {
     l2Norm(k, q, q, T * Hv, dk, 1e-6);
     l2Norm(k, kk, kk, T * Hv, dk, 1e-6);
     // Prefill chunks of ≥ 64 tokens take the chunked (WY) form, decode steps the recurrent one.
-    linearAttention(k, o, state.ptr(`${this.prefix}.S`), q, kk, v, {
+    linearAttention(k, o, state.ptr(this.deltaState), q, kk, v, {
       T, H: Hv, dk, dv, decay: 'scalar', g, beta, scale: 1 / Math.sqrt(dk), mode: 'auto', scratch: s.get('gdn.scan'),
     });
 

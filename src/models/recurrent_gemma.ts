@@ -58,6 +58,11 @@ export class RecurrentBlock implements Mixer {
   /** −8·softplus(Λ) [W]: log a = r ⊙ this */
   readonly logABase: Float32Array;
 
+  /** Session state: the conv window. */
+  readonly convState: RegionSpec;
+  /** Session state: the RG-LRU hidden state. */
+  readonly hState: RegionSpec;
+
   constructor(readonly ctx: Ctx, readonly prefix: string, readonly cfg: RglruConfig) {
     const { ws } = ctx;
     const { hidden, W, H, convK } = cfg;
@@ -98,14 +103,12 @@ export class RecurrentBlock implements Mixer {
     for (const key of ['rg.y', 'rg.x', 'rg.gi', 'rg.ga', 'rg.h']) s.need(key, T * W);
     for (const key of ['rg.xs', 'rg.is', 'rg.as']) s.need(key, T * bw);
     s.need('rg.reset', Math.ceil(T / 4));
+    this.convState = { name: `${this.prefix}.conv`, kind: 'fixed', floats: this.cfg.W * (this.cfg.convK - 1) };
+    this.hState = { name: `${this.prefix}.h`, kind: 'fixed', floats: this.cfg.W };
   }
 
   specs(): RegionSpec[] {
-    const { W, convK } = this.cfg;
-    return [
-      { name: `${this.prefix}.conv`, kind: 'fixed', floats: W * (convK - 1) },
-      { name: `${this.prefix}.h`, kind: 'fixed', floats: W },
-    ];
+    return [this.convState, this.hState];
   }
 
   forward(state: SeqState, x: number, out: number, T: number, pos0: number): void {
@@ -122,7 +125,7 @@ export class RecurrentBlock implements Mixer {
     gelu(k, y, y, T * W, 'tanh');
     ctx.mm(xb, x, this.linX, T);
     addBias(ctx, xb, this.bX, T, W);
-    conv1d(k, xb, xb, this.convW, this.convB, state.ptr(`${this.prefix}.conv`), T, W, convK, 'none');
+    conv1d(k, xb, xb, this.convW, this.convB, state.ptr(this.convState), T, W, convK, 'none');
 
     for (let h = 0; h < H; h++) {
       const xv = ctx.f32(xb, T * W), xsv = ctx.f32(xs, T * bw);
@@ -150,7 +153,7 @@ export class RecurrentBlock implements Mixer {
       reset = s.get('rg.reset');
       k.arena.u8(reset, T).fill(0)[0] = 1;
     }
-    rglruScan(k, hs, state.ptr(`${this.prefix}.h`), ga, gi, reset, T, W);
+    rglruScan(k, hs, state.ptr(this.hState), ga, gi, reset, T, W);
     mul(k, hs, hs, y, T * W);
     ctx.mm(out, hs, this.linOut, T);
     addBias(ctx, out, this.bOut, T, cfg.hidden);

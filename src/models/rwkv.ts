@@ -46,6 +46,13 @@ export class RwkvBlock implements Block {
   readonly att: { mk: Float32Array; mv: Float32Array; mr: Float32Array; k: Weight; v: Weight; r: Weight; o: Weight; timeDecay: number; timeFirst: number };
   readonly ffn: { mk: Float32Array; mr: Float32Array; k: Weight; r: Weight; v: Weight };
 
+  /** Session state: the previous token of the time-mixing block. */
+  readonly attShiftState: RegionSpec;
+  /** Session state: the previous token of the channel-mixing block. */
+  readonly ffnShiftState: RegionSpec;
+  /** Session state: HF's (num_state, den_state, max_state) of this layer, [3, A]. */
+  readonly wkvState: RegionSpec;
+
   constructor(readonly ctx: Ctx, readonly prefix: string, readonly layer: number, readonly cfg: RwkvBlockConfig) {
     const { ws } = ctx;
     const { hidden: D, A, I, eps } = cfg;
@@ -76,17 +83,13 @@ export class RwkvBlock implements Block {
     s.need('rwkv.r', T * Math.max(A, D));
     s.need('rwkv.o', T * D);
     s.need('rwkv.wkv', T * A);
+    this.attShiftState = { name: `${this.prefix}.att_shift`, kind: 'fixed', floats: this.cfg.hidden };
+    this.ffnShiftState = { name: `${this.prefix}.ffn_shift`, kind: 'fixed', floats: this.cfg.hidden };
+    this.wkvState = { name: `${this.prefix}.wkv`, kind: 'fixed', floats: 3 * this.cfg.A };
   }
 
   specs(): RegionSpec[] {
-    const { hidden: D, A } = this.cfg;
-    const p = this.prefix;
-    return [
-      { name: `${p}.att_shift`, kind: 'fixed', floats: D },
-      { name: `${p}.ffn_shift`, kind: 'fixed', floats: D },
-      // HF's (num_state, den_state, max_state) of this layer, [3, A]
-      { name: `${p}.wkv`, kind: 'fixed', floats: 3 * A },
-    ];
+    return [this.attShiftState, this.ffnShiftState, this.wkvState];
   }
 
   /**
@@ -107,7 +110,7 @@ export class RwkvBlock implements Block {
   }
 
   forward(state: SeqState, x: number, T: number, pos0: number): void {
-    const { ctx, cfg, prefix: p } = this;
+    const { ctx, cfg } = this;
     const { k } = ctx;
     const { hidden: D, A, I } = cfg;
     const s = ctx.scratch;
@@ -119,12 +122,12 @@ export class RwkvBlock implements Block {
     // time mix
     layerNorm(k, h, x, this.ln1.w, this.ln1.b!, T, D, this.ln1.eps);
     const att = this.att;
-    this.lerps(h, state.ptr(`${p}.att_shift`), T, [att.mk, att.mv, att.mr], [xk, xv, xr]);
+    this.lerps(h, state.ptr(this.attShiftState), T, [att.mk, att.mv, att.mr], [xk, xv, xr]);
     ctx.mm(kb, xk, att.k, T);
     ctx.mm(vb, xv, att.v, T);
     ctx.mm(rb, xr, att.r, T);
     sigmoid(k, rb, rb, T * A);
-    const wkvState = state.ptr(`${p}.wkv`), wkv = s.get('rwkv.wkv');
+    const wkvState = state.ptr(this.wkvState), wkv = s.get('rwkv.wkv');
     // A fresh sequence starts the running max at −1e38 (HF rwkv_linear_attention_cpu), not at the
     // zero a new state slot holds.
     if (pos0 === 0) wkv4InitState(k, wkvState, A);
@@ -137,7 +140,7 @@ export class RwkvBlock implements Block {
     // channel mix
     layerNorm(k, h, x, this.ln2.w, this.ln2.b!, T, D, this.ln2.eps);
     const ffn = this.ffn;
-    this.lerps(h, state.ptr(`${p}.ffn_shift`), T, [ffn.mk, ffn.mr], [xk, xr]);
+    this.lerps(h, state.ptr(this.ffnShiftState), T, [ffn.mk, ffn.mr], [xk, xr]);
     ctx.mm(kb, xk, ffn.k, T);
     relu2(k, kb, kb, T * I);
     ctx.mm(o, kb, ffn.v, T);

@@ -31,9 +31,16 @@ export interface Region extends RegionSpec {
   size: number;
 }
 
+/**
+ * The regions of a session's state, laid out in one slot. Layers declare their regions once, as
+ * RegionSpec objects they keep; those objects are the handles the WASM forward pass
+ * (SeqState.ptr) and the WebGPU builder (GpuBuilder.state) find the region by. Names serve the
+ * snapshot format only.
+ */
 export class StateLayout {
   readonly regions: Region[] = [];
   readonly byName = new Map<string, Region>();
+  private readonly bySpec = new Map<RegionSpec, Region>();
   readonly bytes: number;
   constructor(specs: RegionSpec[], readonly maxContext: number) {
     let off = 0;
@@ -44,10 +51,18 @@ export class StateLayout {
       const r: Region = { ...s, capacity: s.kind === 'ring' ? Math.min(s.capacity!, maxContext) : s.capacity, offset: off, size };
       this.regions.push(r);
       this.byName.set(s.name, r);
+      this.bySpec.set(s, r);
       off += Math.ceil((size * 4) / 64) * 64;
     }
     this.bytes = Math.max(off, 64);
   }
+  /** The region a layer declared as `spec` (the same object its specs() returned). */
+  region(spec: RegionSpec): Region {
+    const r = this.bySpec.get(spec);
+    if (!r) throw new KernelError('state', `no state region declared as ${spec.name} in this layout`);
+    return r;
+  }
+
   /** Floats a snapshot holds for `pos` processed tokens. */
   snapshotFloats(pos: number): number {
     let n = 0;
@@ -85,16 +100,11 @@ export class SlotPool {
   }
 }
 
-/** A view of one session slot: region pointers by name. */
+/** A view of one session slot: where each declared region is. */
 export class SeqState {
   constructor(readonly arena: Arena, readonly layout: StateLayout, readonly base: number) {}
-  ptr(name: string): number {
-    const r = this.layout.byName.get(name);
-    if (!r) throw new KernelError('state', `no state region ${name}`);
-    return this.base + r.offset;
-  }
-  region(name: string): Region {
-    return this.layout.byName.get(name)!;
+  ptr(spec: RegionSpec): number {
+    return this.base + this.layout.region(spec).offset;
   }
   clear(): void {
     this.arena.u8(this.base, this.layout.bytes).fill(0);

@@ -13,6 +13,7 @@ import { KernelError } from '../kernels/runtime';
 import { rowBytes, type Weight } from '../kernels/types';
 import type { Block, NormSpec } from '../models/decoder';
 import type { Ffn, Mixer } from '../layers/context';
+import type { RegionSpec } from '../runtime/state';
 import type { Model } from '../models/model';
 import { EW, type GpuKernels, type Dispatch, type GpuBufs, type GpuWeight } from './ops';
 
@@ -30,12 +31,12 @@ export class Floats {
   }
 }
 
-/** One allocation of session state in `st` and the WASM state region it holds (null: none named). */
+/** One allocation of session state in `st` and the state region (as its layer declared it) it holds. */
 export interface GpuStateAlloc {
   off: number;
   floats: number;
   kind: 'kv' | 'fixed';
-  region: string | null;
+  region: RegionSpec | null;
 }
 
 export type Emit = (b: GpuBufs) => Dispatch[];
@@ -99,7 +100,7 @@ export class GpuBuilder {
    * snapshots carry them: a `kv` allocation holds maxContext positions of the region's perToken
    * floats (a WASM ring too: on the GPU it is a full-length cache); a `fixed` one the region as is.
    */
-  state(n: number, kind: 'kv' | 'fixed', region?: { name: string }): number {
+  state(n: number, kind: 'kv' | 'fixed', region?: RegionSpec): number {
     const o = this.stateAlloc.take(n);
     if (kind === 'fixed') {
       const last = this.fixedRanges[this.fixedRanges.length - 1];
@@ -107,7 +108,7 @@ export class GpuBuilder {
       if (last && last[0] + last[1] === o) last[1] += len;
       else this.fixedRanges.push([o, len]);
     }
-    this.stateAllocs.push({ off: o, floats: n, kind, region: region?.name ?? null });
+    this.stateAllocs.push({ off: o, floats: n, kind, region: region ?? null });
     return o;
   }
 

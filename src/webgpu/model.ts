@@ -32,23 +32,25 @@ export interface GpuRegionMap {
   mode: 'copy' | 'ring';
 }
 
-/** Pairs every region of the WASM state layout with the `st` allocation holding it; throws on a gap or a mismatch. */
+/**
+ * Pairs every region of the state layout with the `st` allocation holding it, by the region objects
+ * the layers declared (the same handles the WASM forward pass uses); throws on a gap or a mismatch.
+ */
 export function mapState(layout: StateLayout, allocs: GpuStateAlloc[]): GpuRegionMap[] {
   const L = layout.maxContext;
-  const byName = new Map<string, GpuStateAlloc>();
+  const byRegion = new Map<Region, GpuStateAlloc>();
   for (const a of allocs) {
-    if (a.region === null) throw new KernelError('webgpu', `a layer's ${a.kind} state (${a.floats} floats at st offset ${a.off}) names no WASM state region, so snapshots could not carry it`);
-    const r = layout.byName.get(a.region);
-    if (!r) throw new KernelError('webgpu', `GPU state names region ${a.region}, which the WASM state layout does not have`);
-    if (byName.has(a.region)) throw new KernelError('webgpu', `GPU state region ${a.region} is allocated twice`);
+    if (a.region === null) throw new KernelError('webgpu', `a layer's ${a.kind} state (${a.floats} floats at st offset ${a.off}) is not one of its declared state regions, so snapshots could not carry it`);
+    const r = layout.region(a.region);
+    if (byRegion.has(r)) throw new KernelError('webgpu', `GPU state region ${r.name} is allocated twice`);
     const want = r.kind === 'fixed' ? { kind: 'fixed', floats: r.size } : { kind: 'kv', floats: r.perToken! * L };
     if (a.kind !== want.kind || a.floats !== want.floats) {
-      throw new KernelError('webgpu', `GPU state of region ${a.region} (${a.kind}, ${a.floats} floats) does not match the WASM ${r.kind} region (expected ${want.kind}, ${want.floats} floats)`);
+      throw new KernelError('webgpu', `GPU state of region ${r.name} (${a.kind}, ${a.floats} floats) does not match the WASM ${r.kind} region (expected ${want.kind}, ${want.floats} floats)`);
     }
-    byName.set(a.region, a);
+    byRegion.set(r, a);
   }
   return layout.regions.map((r) => {
-    const a = byName.get(r.name);
+    const a = byRegion.get(r);
     if (!a) throw new KernelError('webgpu', `WASM state region ${r.name} has no GPU state: its layer's WebGPU builder must name it in GpuBuilder.state(), or snapshots would lose it`);
     return { region: r, off: a.off, mode: r.kind === 'ring' ? 'ring' : 'copy' };
   });

@@ -153,7 +153,16 @@ try {
     } catch (e) {
       msg = (e as Error).message;
     }
-    check('GPU state naming no WASM region is refused', /names no WASM state region/.test(msg), msg);
+    check('GPU state that is no declared region is refused', /is not one of its declared state regions/.test(msg), msg);
+    msg = '';
+    try {
+      // A region with the right name but not the object the layer declared: names do not match state.
+      const r = first.model.layout.regions[0];
+      mapState(first.model.layout, [{ ...allocs[0], region: { ...r } }, ...allocs.slice(1)]);
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    check('GPU state is found by the declared region, not by its name', /no state region declared as/.test(msg), msg);
   }
 
   // LanguageModel sessions across backends.

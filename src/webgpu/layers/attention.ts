@@ -103,7 +103,7 @@ registerMixer(Attention, (B: GpuBuilder, m: Attention, x: number, out: number, w
   const sinks = c.sinks ? B.vec(m.sinks, nHeads) : undefined;
   const r = c.rope;
   const tables = r ? ropeTables(B, r) : { cos: 0, sin: 0 };
-  const kc = B.state(L * kd, 'kv', { name: `${m.prefix}.k` }), vc = B.state(L * vd, 'kv', { name: `${m.prefix}.v` });
+  const kc = B.state(L * kd, 'kv', m.kState), vc = B.state(L * vd, 'kv', m.vState);
   const limit = B.K.gpu.limits.maxStorageBufferBindingSize;
   if (B.stateFloats * 4 > limit) {
     throw new KernelError('webgpu', `${where}: KV caches for ${L} positions need ${B.stateFloats * 4} bytes of state, over the device's storage binding limit ${limit} (use a shorter maxContext)`);

@@ -14,7 +14,7 @@ registerMixer(GatedDeltaNet, (B: GpuBuilder, m: GatedDeltaNet, x: number, out: n
   const convW = B.vec(m.convW, convDim * convK);
   const aLog = B.constant(m.aLog), dtBias = B.constant(m.dtBias);
   const normW = B.vec(m.normW, dv);
-  const convSt = B.state(convDim * (convK - 1), 'fixed', { name: `${m.prefix}.conv` }), S = B.state(Hv * dk * dv, 'fixed', { name: `${m.prefix}.S` });
+  const convSt = B.state(convDim * (convK - 1), 'fixed', m.convState), S = B.state(Hv * dk * dv, 'fixed', m.deltaState);
   B.emit((b) => [
     B.K.matmul(b, mixed, x, qkvz, 1, { rows: convDim }),
     B.K.matmul(b, z, x, qkvz, 1, { rows: Hv * dv, rowOff: convDim }),

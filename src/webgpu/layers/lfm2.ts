@@ -14,7 +14,7 @@ registerMixer(ShortConv, (B: GpuBuilder, m: ShortConv, x: number, out: number) =
   const inB = m.inBias ? B.vec(m.inBias, 3 * D) : -1;
   const convW = B.vec(m.convW, D * L), convB = m.convB ? B.vec(m.convB, D) : -1;
   const outB = m.outBias ? B.vec(m.outBias, D) : -1;
-  const st = B.state(D * (L - 1), 'fixed', { name: `${m.prefix}.conv` });
+  const st = B.state(D * (L - 1), 'fixed', m.convState);
   const bb = bcx, cc = bcx + D, xx = bcx + 2 * D;
   B.emit((b) => {
     const K = B.K, list: Dispatch[] = [K.matmul(b, bcx, x, inW, 1)];

@@ -89,7 +89,7 @@ registerMixer(Mamba1Mixer, (B: GpuBuilder, m: Mamba1Mixer, x: number, out: numbe
   const norm = m.cfg.innerNorm;
   const weighted = norm?.weighted ?? false;
   const nD = weighted ? B.vec(m.dtNorm, R) : -1, nB = weighted ? B.vec(m.bNorm, N) : -1, nC = weighted ? B.vec(m.cNorm, N) : -1;
-  const convSt = B.state(dInner * (W - 1), 'fixed', { name: `${p}.conv` }), h = B.state(dInner * N, 'fixed', { name: `${p}.ssm` });
+  const convSt = B.state(dInner * (W - 1), 'fixed', m.convState), h = B.state(dInner * N, 'fixed', m.ssmState);
   B.emit((b) => {
     const K = B.K;
     const list: Dispatch[] = [K.matmul(b, xz, x, inX, 1), K.matmul(b, z, x, inZ, 1)];
@@ -119,7 +119,7 @@ registerMixer(Mamba2Mixer, (B: GpuBuilder, m: Mamba2Mixer, x: number, out: numbe
   const inBias = m.inBias ? B.vec(m.inBias, all) : -1, outBias = m.outB ? B.vec(m.outB, hidden) : -1;
   const convW = B.vec(m.convW, convDim * W), convB = m.convB ? B.vec(m.convB, convDim) : -1;
   const dtBias = B.constant(m.dtBias), Aneg = B.vec(m.A, H), D = B.vec(m.D, H), normW = B.vec(m.normW, dInner);
-  const convSt = B.state(convDim * (W - 1), 'fixed', { name: `${p}.conv` }), h = B.state(H * P * N, 'fixed', { name: `${p}.ssm` });
+  const convSt = B.state(convDim * (W - 1), 'fixed', m.convState), h = B.state(H * P * N, 'fixed', m.ssmState);
   B.emit((b) => {
     const K = B.K;
     const list: Dispatch[] = [K.matmul(b, z, x, inZ, 1), K.matmul(b, xbc, x, inXBC, 1), K.matmul(b, dt, x, inDt, 1)];

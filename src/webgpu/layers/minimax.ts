@@ -14,7 +14,7 @@ registerMixer(LightningAttention, (B: GpuBuilder, m: LightningAttention, x: numb
   const qkv = A.take(3 * n), o = A.take(n), gate = A.take(n);
   const qkvW = B.weight(m.qkv, `${m.prefix}.qkv_proj`), gateW = B.weight(m.gate, `${m.prefix}.output_gate`), outW = B.weight(m.out, `${m.prefix}.out_proj`);
   const normW = B.vec(m.normW, n), slopes = B.vec(m.slopes, H);
-  const S = B.state(H * d * d, 'fixed', { name: `${m.prefix}.S` });
+  const S = B.state(H * d * d, 'fixed', m.kvState);
   B.emit((b) => {
     const K = B.K;
     return [

@@ -94,7 +94,7 @@ function buildMla(B: GpuBuilder, m: MlaAttention, x: number, out: number, where:
   const q = A.take(H * dQk), lat = A.take(L), qlat = A.take(H * L), olat = A.take(H * R), ao = A.take(H * dV);
   const sel = dsa ? Math.min(dsa.dsa.topk, maxCtx) : maxCtx;
   const scores = A.take(H * sel);
-  const cache = B.state(maxCtx * L, 'kv', { name: `${m.prefix}.latent` });
+  const cache = B.state(maxCtx * L, 'kv', m.latentState);
 
   const qaW = m.qa ? B.weight(m.qa, `${m.prefix}.q_a_proj`) : null;
   const qbW = B.weight(m.qb, `${m.prefix}.${m.qa ? 'q_b_proj' : 'q_proj'}`);
@@ -118,7 +118,7 @@ function buildMla(B: GpuBuilder, m: MlaAttention, x: number, out: number, where:
     const { nHeads: Hi, headDim: Di, topk } = dsa.dsa;
     if (!m.qa) throw unsupported(`${where}: DSA without q_lora_rank`);
     ix = {
-      Hi, Di, topk, kc: B.state(maxCtx * Di, 'kv', { name: `${m.prefix}.indexer.k` }), kRow: A.take(Di), qI: A.take(Hi * Di), wI: A.take(Hi), sc: A.take(maxCtx), idx: A.take(sel),
+      Hi, Di, topk, kc: B.state(maxCtx * Di, 'kv', dsa.indexerState), kRow: A.take(Di), qI: A.take(Hi * Di), wI: A.take(Hi), sc: A.take(maxCtx), idx: A.take(sel),
       wk: B.weight(dsa.wk, `${m.prefix}.indexer.wk`), wqb: B.weight(dsa.wqb, `${m.prefix}.indexer.wq_b`), wp: B.weight(dsa.weightsProj, `${m.prefix}.indexer.weights_proj`),
       kNormW: B.vec(dsa.kNormW, Di), kNormB: B.vec(dsa.kNormB, Di),
     };

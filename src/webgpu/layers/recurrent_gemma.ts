@@ -18,7 +18,7 @@ registerMixer(RecurrentBlock, (B: GpuBuilder, m: RecurrentBlock, x: number, out:
     mi: B.vec(m.gateI[0].ptr, H * bw * bw), ma: B.vec(m.gateA[0].ptr, H * bw * bw),
     bi: B.vec(m.bI, W), ba: B.vec(m.bA, W), logA: B.constant(m.logABase),
   };
-  const convSt = B.state(W * (convK - 1), 'fixed', { name: `${m.prefix}.conv` }), hSt = B.state(W, 'fixed', { name: `${m.prefix}.h` });
+  const convSt = B.state(W * (convK - 1), 'fixed', m.convState), hSt = B.state(W, 'fixed', m.hState);
   B.emit((b) => {
     const K = B.K;
     return [

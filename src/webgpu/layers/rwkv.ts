@@ -24,7 +24,7 @@ registerBlock(RwkvBlock, (B: GpuBuilder, blk: RwkvBlock, x: number) => {
   const h = A.take(D), mixed = A.take(3 * D), kb = A.take(Math.max(Ah, I)), vb = A.take(Ah), rb = A.take(Math.max(Ah, D));
   const o = A.take(D), wkv = A.take(Ah);
   const att = blk.att, ffn = blk.ffn;
-  const attShift = B.state(D, 'fixed', { name: `${p}.att_shift` }), ffnShift = B.state(D, 'fixed', { name: `${p}.ffn_shift` }), wkvSt = B.state(3 * Ah, 'fixed', { name: `${p}.wkv` });
+  const attShift = B.state(D, 'fixed', blk.attShiftState), ffnShift = B.state(D, 'fixed', blk.ffnShiftState), wkvSt = B.state(3 * Ah, 'fixed', blk.wkvState);
   const attMix = B.constant(concat([att.mk, att.mv, att.mr])), ffnMix = B.constant(concat([ffn.mk, ffn.mr]));
   const aK = B.weight(att.k, `${p}.attention.key`), aV = B.weight(att.v, `${p}.attention.value`), aR = B.weight(att.r, `${p}.attention.receptance`);
   const aO = B.weight(att.o, `${p}.attention.output`);
