@@ -4,13 +4,13 @@ import { openCheckpoint, type Checkpoint, type CheckpointInput } from './formats
 import { BudgetError, ConfigError } from './formats/errors';
 import { ArenaBudgetError, KernelError, threadsAvailable, type BuildChoice } from './kernels/runtime';
 import { attachPool, createPool, type Pool } from './kernels/pool';
-import { buildModel, familyFor } from './models/index';
+import { buildModel, familyFor, type ModelOptions } from './models/index';
 import { WeightStore, type LoadDType } from './runtime/weights';
 import { ChatTemplate } from './generate/chat-template';
 import { LanguageModel } from './generate/language-model';
 import { Tokenizer } from './generate/tokenizer';
 import type { Model } from './models/model';
-import { probeGpu, WebGpuUnavailableError } from './webgpu/device';
+import { acquireGpu, probeGpu, WebGpuUnavailableError } from './webgpu/device';
 import { GpuModel } from './webgpu/model';
 
 export type Backend = 'wasm' | 'webgpu' | 'auto';
@@ -152,6 +152,24 @@ export { FormatError, ConfigError, BudgetError } from './formats/errors';
 export { SnapshotError, SlotsBusyError } from './runtime/state';
 export { ArenaBudgetError } from './kernels/runtime';
 export { supportedModelTypes } from './models/index';
-export { loadGpuModel, acquireGpu, probeGpu, WebGpuUnavailableError, GpuModel, GpuSession } from './webgpu/index';
+export { acquireGpu, probeGpu, WebGpuUnavailableError, type GpuDevice } from './webgpu/device';
+export { GpuModel, GpuSession, gpuModel, forwardBatch } from './webgpu/model';
+
+/**
+ * Loads a checkpoint and uploads it to the WebGPU device (a GpuModel: sessions with async forward
+ * and greedy batches). Rejects with WebGpuUnavailableError when there is no usable adapter, and with
+ * a KernelError naming the part of the model that has no GPU kernels yet.
+ */
+export async function loadGpuModel(source: CheckpointInput, options: Omit<ModelOptions, 'build'> = {}): Promise<GpuModel> {
+  const gpu = await acquireGpu();
+  const ckpt = await openCheckpoint(source);
+  try {
+    const model = await buildModel(ckpt, { exact: true, ...options, maxSessions: options.maxSessions ?? 1 });
+    return new GpuModel(model, gpu);
+  } catch (e) {
+    await ckpt.close();
+    throw e;
+  }
+}
 export type { ModelInfo } from './models/index';
 export type { LoadDType } from './runtime/weights';

@@ -1,21 +1,14 @@
 // Softmax attention with a KV cache: GQA/MQA, optional q/k RMSNorm, RoPE (full or partial),
-// sliding window (ring-buffer cache), logit soft-capping, learned sinks, and Qwen3-Next's
+// sliding window (ring-buffer cache on WASM), logit soft-capping, learned sinks, and Qwen3-Next's
 // output gate. Keys are cached after RoPE at their absolute position.
 
-import { attention } from '../kernels/attention';
-import { mul, sigmoid } from '../kernels/act';
-import { rmsNorm } from '../kernels/norm';
-import { rope } from '../kernels/rope';
 import type { Weight } from '../kernels/types';
-import type { RegionSpec, SeqState } from '../runtime/state';
-import { addBias, type Ctx, type Mixer } from './context';
+import type { RegionSpec } from '../runtime/state';
+import type { Graph, Tensor } from '../graph/graph';
+import { attention, clamp, copy, kvAppend, linear, mulSigmoid, norm, rope, type RopeSpec } from '../graph/ops';
+import type { Ctx, Mixer } from './context';
 
-export interface RopeSpec {
-  invFreq: Float32Array;
-  rotaryDim: number;
-  style: 'neox' | 'interleaved';
-  attentionFactor: number;
-}
+export type { RopeSpec };
 
 export interface AttentionConfig {
   hidden: number;
@@ -57,9 +50,7 @@ export class Attention implements Mixer {
   readonly qNorm: number;
   readonly kNorm: number;
   readonly sinks: number;
-  readonly invFreq: number;
   readonly vDim: number;
-  private capacity = 0;
   /** Session state: the key and value caches (rings for a sliding window shorter than the context). */
   kState!: RegionSpec;
   vState!: RegionSpec;
@@ -83,24 +74,15 @@ export class Attention implements Mixer {
     this.qNorm = cfg.qkNorm ? ws.vec(`${prefix}.${nm.qNorm}.weight`, fullNorm ? nHeads * headDim : headDim) : 0;
     this.kNorm = cfg.qkNorm ? ws.vec(`${prefix}.${nm.kNorm}.weight`, fullNorm ? nKv * headDim : headDim) : 0;
     this.sinks = cfg.sinks ? ws.vec(`${prefix}.sinks`, nHeads) : 0;
-    this.invFreq = cfg.rope ? ctx.k.arena.putF32(cfg.rope.invFreq).ptr : 0;
-    const T = ctx.maxChunk;
-    ctx.scratch.need('attn.qraw', T * this.q.rows);
-    ctx.scratch.need('attn.q', T * nHeads * headDim);
-    ctx.scratch.need('attn.gate', cfg.gated ? T * nHeads * headDim : 1);
-    ctx.scratch.need('attn.k', T * nKv * headDim);
-    ctx.scratch.need('attn.v', T * nKv * this.vDim);
-    ctx.scratch.need('attn.out', T * nHeads * this.vDim);
-    ctx.scratch.need('pos', T);
   }
 
   specs(maxContext: number): RegionSpec[] {
     if (maxContext !== this.declaredFor) {
       const { nKv, headDim, window } = this.cfg;
       const ring = !!window && window + this.ctx.maxChunk - 1 < maxContext;
-      this.capacity = ring ? window + this.ctx.maxChunk - 1 : 0;
+      const capacity = window! + this.ctx.maxChunk - 1;
       const cache = (name: string, perToken: number): RegionSpec =>
-        ring ? { name, kind: 'ring', perToken, capacity: this.capacity } : { name, kind: 'kv', perToken };
+        ring ? { name, kind: 'ring', perToken, capacity } : { name, kind: 'kv', perToken };
       this.kState = cache(`${this.prefix}.k`, nKv * headDim);
       this.vState = cache(`${this.prefix}.v`, nKv * this.vDim);
       this.declaredFor = maxContext;
@@ -108,87 +90,46 @@ export class Attention implements Mixer {
     return [this.kState, this.vState];
   }
 
-  forward(state: SeqState, x: number, out: number, T: number, pos0: number): void {
-    const { ctx, cfg } = this;
-    const { k } = ctx;
+  forward(g: Graph, x: Tensor, out: Tensor): void {
+    const { cfg } = this;
     const { nHeads, nKv, headDim } = cfg;
-    const s = ctx.scratch;
-    const q = s.get('attn.q'), kk = s.get('attn.k'), v = s.get('attn.v'), ao = s.get('attn.out');
     const qd = nHeads * headDim, kd = nKv * headDim, vd = nKv * this.vDim;
-
+    const q = g.tmp(qd), kk = g.tmp(kd), v = g.tmp(vd), ao = g.tmp(nHeads * this.vDim);
+    let gate: Tensor | null = null;
     if (cfg.gated) {
       // q_proj rows are per head [query(headDim) | gate(headDim)].
-      const raw = s.get('attn.qraw'), gate = s.get('attn.gate');
-      ctx.mm(raw, x, this.q, T);
-      addBias(ctx, raw, this.bq, T, this.q.rows);
-      const r = ctx.f32(raw, T * 2 * qd), qv = ctx.f32(q, T * qd), gv = ctx.f32(gate, T * qd);
-      for (let t = 0; t < T; t++) {
-        for (let h = 0; h < nHeads; h++) {
-          const src = t * 2 * qd + h * 2 * headDim, dst = t * qd + h * headDim;
-          qv.set(r.subarray(src, src + headDim), dst);
-          gv.set(r.subarray(src + headDim, src + 2 * headDim), dst);
-        }
-      }
+      const raw = g.tmp(2 * qd);
+      gate = g.tmp(qd);
+      linear(g, raw, x, this.q, this.bq);
+      copy(g, q, raw, { chunks: nHeads, len: headDim, xStride: 2 * headDim });
+      copy(g, gate, raw, { chunks: nHeads, len: headDim, xOff: headDim, xStride: 2 * headDim });
     } else {
-      ctx.mm(q, x, this.q, T);
-      addBias(ctx, q, this.bq, T, qd);
+      linear(g, q, x, this.q, this.bq);
     }
-    ctx.mm(kk, x, this.kw, T);
-    addBias(ctx, kk, this.bk, T, kd);
-    ctx.mm(v, x, this.v, T);
-    addBias(ctx, v, this.bv, T, vd);
-
-    if (cfg.qkNorm?.full) {
-      rmsNorm(k, q, q, this.qNorm, T, qd, cfg.qkNorm.eps, { addOne: cfg.qkNorm.addOne });
-      rmsNorm(k, kk, kk, this.kNorm, T, kd, cfg.qkNorm.eps, { addOne: cfg.qkNorm.addOne });
-    } else if (cfg.qkNorm) {
-      rmsNorm(k, q, q, this.qNorm, T * nHeads, headDim, cfg.qkNorm.eps, { addOne: cfg.qkNorm.addOne });
-      rmsNorm(k, kk, kk, this.kNorm, T * nKv, headDim, cfg.qkNorm.eps, { addOne: cfg.qkNorm.addOne });
+    linear(g, kk, x, this.kw, this.bk);
+    linear(g, v, x, this.v, this.bv);
+    if (cfg.qkNorm) {
+      const full = cfg.qkNorm.full ?? false;
+      const n = { eps: cfg.qkNorm.eps, addOne: cfg.qkNorm.addOne };
+      norm(g, { ...n, w: this.qNorm }, q, q, full ? qd : headDim);
+      norm(g, { ...n, w: this.kNorm }, kk, kk, full ? kd : headDim);
     }
     if (cfg.clip !== undefined) {
-      clampInPlace(ctx.f32(q, T * qd), cfg.clip);
-      clampInPlace(ctx.f32(kk, T * kd), cfg.clip);
-      clampInPlace(ctx.f32(v, T * vd), cfg.clip);
+      clamp(g, q, q, cfg.clip);
+      clamp(g, kk, kk, cfg.clip);
+      clamp(g, v, v, cfg.clip);
     }
-    const pos = s.get('pos');
-    const pv = k.arena.i32(pos, T);
-    for (let t = 0; t < T; t++) pv[t] = pos0 + t;
     if (cfg.rope) {
-      const r = cfg.rope;
-      rope(k, q, T, nHeads, headDim, pos, this.invFreq, r.rotaryDim, r.style, r.attentionFactor);
-      rope(k, kk, T, nKv, headDim, pos, this.invFreq, r.rotaryDim, r.style, r.attentionFactor);
+      rope(g, q, nHeads, headDim, cfg.rope);
+      rope(g, kk, nKv, headDim, cfg.rope);
     }
-
-    // Write this chunk's keys/values into the cache, then attend.
-    const kc = state.ptr(this.kState), vc = state.ptr(this.vState);
-    const cap = this.capacity;
-    const kAll = ctx.f32(kk, T * kd), vAll = ctx.f32(v, T * vd);
-    const slots = cap || state.layout.maxContext;
-    const kCache = ctx.f32(kc, slots * kd), vCache = ctx.f32(vc, slots * vd);
-    for (let t = 0; t < T; t++) {
-      const slot = cap ? (pos0 + t) % cap : pos0 + t;
-      kCache.set(kAll.subarray(t * kd, (t + 1) * kd), slot * kd);
-      vCache.set(vAll.subarray(t * vd, (t + 1) * vd), slot * vd);
-    }
-    attention(k, ao, q, kc, vc, {
-      T, qPos0: pos0, nHeads, nKv, headDim, vDim: this.vDim, scale: cfg.scale,
-      window: cfg.window, softcap: cfg.softcap, sinks: this.sinks || undefined, capacity: cap || undefined,
+    kvAppend(g, this.kState, kk);
+    kvAppend(g, this.vState, v);
+    attention(g, {
+      y: ao, q, k: this.kState, v: this.vState, nHeads, nKv, headDim, vDim: this.vDim, scale: cfg.scale,
+      window: cfg.window, softcap: cfg.softcap, sinks: this.sinks || undefined,
     });
-    if (cfg.gated) {
-      const gate = s.get('attn.gate');
-      sigmoid(k, gate, gate, T * qd);
-      mul(k, ao, ao, gate, T * qd);
-    }
-    ctx.mm(out, ao, this.o, T);
-    addBias(ctx, out, this.bo, T, cfg.hidden);
-  }
-}
-
-/** x ← min(max(x, −c), c) (host loop: one pass over T·width floats, negligible beside the projections). */
-function clampInPlace(x: Float32Array, c: number): void {
-  for (let i = 0; i < x.length; i++) {
-    const v = x[i];
-    if (v > c) x[i] = c;
-    else if (v < -c) x[i] = -c;
+    if (gate) mulSigmoid(g, ao, ao, gate);
+    linear(g, out, ao, this.o, this.bo);
   }
 }

@@ -14,14 +14,13 @@
 //   y = RMSNorm(y ⊙ SiLU(z)) · w  (MambaRMSNormGated, norm_before_gate=False; in transformers 5.17 one
 //   norm over all d_inner channels whatever n_groups, for mamba2, bamba and granitemoehybrid alike)
 
-import { softplus, swiglu } from '../kernels/act';
-import { conv1d } from '../kernels/conv';
-import { rmsNorm } from '../kernels/norm';
-import { selectiveScan, ssdScan, ssdScanScratchBytes } from '../kernels/ssm';
 import type { Weight } from '../kernels/types';
 import { ConfigError } from '../formats/errors';
-import type { RegionSpec, SeqState } from '../runtime/state';
-import { addBias, type Ctx, type Mixer } from './context';
+import type { Graph, Tensor } from '../graph/graph';
+import { causalConv, linear, matmul, norm } from '../graph/ops';
+import { selectiveScan, ssdScan } from '../graph/ops-ssm';
+import type { RegionSpec } from '../runtime/state';
+import type { Ctx, Mixer } from './context';
 import { rowsOf } from './mlp';
 
 /** Tensors every SSM family must keep in f32 whatever the load dtype (read by host code or scans). */
@@ -144,17 +143,6 @@ export class Mamba1Mixer implements Mixer {
     this.dtNorm = weighted ? ws.vec(`${p}.dt_layernorm.weight`, R) : 0;
     this.bNorm = weighted ? ws.vec(`${p}.b_layernorm.weight`, N) : 0;
     this.cNorm = weighted ? ws.vec(`${p}.c_layernorm.weight`, N) : 0;
-    const T = ctx.maxChunk;
-    ctx.scratch.need('m1.x', T * dInner);
-    ctx.scratch.need('m1.z', T * dInner);
-    ctx.scratch.need('m1.xc', T * dInner);
-    ctx.scratch.need('m1.dt', T * dInner);
-    ctx.scratch.need('m1.delta', T * R);
-    ctx.scratch.need('m1.B', T * N);
-    ctx.scratch.need('m1.C', T * N);
-    ctx.scratch.need('m1.y', T * dInner);
-    // selectiveScan work space: 32·N bytes
-    ctx.scratch.need('m1.scan', 8 * N);
     this.convState = { name: `${p}.conv`, kind: 'fixed', floats: dInner * (W - 1) };
     this.ssmState = { name: `${p}.ssm`, kind: 'fixed', floats: dInner * N };
   }
@@ -163,39 +151,28 @@ export class Mamba1Mixer implements Mixer {
     return [this.convState, this.ssmState];
   }
 
-  forward(state: SeqState, u: number, out: number, T: number): void {
-    const { ctx, cfg } = this;
-    const { k } = ctx;
+  forward(g: Graph, u: Tensor, out: Tensor): void {
+    const { cfg } = this;
     const { dInner, N, R, W } = cfg;
-    const s = ctx.scratch;
-    const x = s.get('m1.x'), z = s.get('m1.z'), xc = s.get('m1.xc'), dt = s.get('m1.dt');
-    const delta = s.get('m1.delta'), B = s.get('m1.B'), C = s.get('m1.C'), y = s.get('m1.y');
+    const x = g.tmp(dInner), z = g.tmp(dInner), xc = g.tmp(dInner), y = g.tmp(dInner);
+    const delta = g.tmp(R), B = g.tmp(N), C = g.tmp(N);
 
-    ctx.mm(x, u, this.inX, T);
-    ctx.mm(z, u, this.inZ, T);
-    if (this.inBias) {
-      addBias(ctx, x, this.inBias, T, dInner);
-      addBias(ctx, z, this.inBias + dInner * 4, T, dInner);
-    }
-    conv1d(k, xc, x, this.convW, this.convB, state.ptr(this.convState), T, dInner, W, 'silu');
+    linear(g, x, u, this.inX, this.inBias);
+    linear(g, z, u, this.inZ, this.inBias && this.inBias + dInner * 4);
+    causalConv(g, xc, x, { w: this.convW, bias: this.convB, state: this.convState, W, act: 'silu' });
 
-    ctx.mm(delta, xc, this.xDelta, T);
-    ctx.mm(B, xc, this.xB, T);
-    ctx.mm(C, xc, this.xC, T);
+    matmul(g, delta, xc, this.xDelta);
+    matmul(g, B, xc, this.xB);
+    matmul(g, C, xc, this.xC);
     if (cfg.innerNorm) {
       const eps = cfg.innerNorm.eps;
-      rmsNorm(k, delta, delta, this.dtNorm, T, R, eps);
-      rmsNorm(k, B, B, this.bNorm, T, N, eps);
-      rmsNorm(k, C, C, this.cNorm, T, N, eps);
+      norm(g, { w: this.dtNorm, eps }, delta, delta);
+      norm(g, { w: this.bNorm, eps }, B, B);
+      norm(g, { w: this.cNorm, eps }, C, C);
     }
-    ctx.mm(dt, delta, this.dtW, T);
-    addBias(ctx, dt, this.dtB, T, dInner);
-    softplus(k, dt, dt, T * dInner);
 
-    selectiveScan(k, y, state.ptr(this.ssmState), xc, dt, this.A, B, C, this.D, z, { T, dInner, N, scratch: s.get('m1.scan') });
-
-    ctx.mm(out, y, this.outW, T);
-    addBias(ctx, out, this.outB, T, cfg.hidden);
+    selectiveScan(g, { y, x: xc, delta, dtW: this.dtW, dtBias: this.dtB, A: this.A, D: this.D, B, C, z, state: this.ssmState });
+    linear(g, out, y, this.outW, this.outB);
   }
 }
 
@@ -232,14 +209,12 @@ export class Mamba2Mixer implements Mixer {
   readonly inBias: number;
   readonly convW: number;
   readonly convB: number;
-  readonly dtBias: Float32Array;
+  readonly dtBias: number;
   readonly A: number;
   readonly D: number;
   readonly normW: number;
   readonly outW: Weight;
   readonly outB: number;
-  /** SSD chunk length; HF's chunk_size only sets its own padding, the result is the same. */
-  readonly chunk: 16 | 32 | 64;
   /** Session state: the conv window and the SSM state. */
   readonly convState: RegionSpec;
   readonly ssmState: RegionSpec;
@@ -264,22 +239,12 @@ export class Mamba2Mixer implements Mixer {
     this.inBias = cfg.projBias ? ws.vec(`${p}.in_proj.bias`, dInner + convDim + H) : 0;
     this.convW = convWeight(ctx, `${p}.conv1d.weight`, convDim, W);
     this.convB = cfg.convBias ? ws.vec(`${p}.conv1d.bias`, convDim) : 0;
-    this.dtBias = ctx.f32(ws.vec(`${p}.dt_bias`, H), H).slice();
+    this.dtBias = ws.vec(`${p}.dt_bias`, H);
     this.A = negExp(ctx, ws.vec(`${p}.A_log`, H), H);
     this.D = ws.vec(`${p}.D`, H);
     this.normW = ws.vec(`${p}.norm.weight`, dInner);
     this.outW = ws.mat(`${p}.out_proj.weight`, hidden, dInner);
     this.outB = cfg.projBias ? ws.vec(`${p}.out_proj.bias`, hidden) : 0;
-    const T = ctx.maxChunk;
-    ctx.scratch.need('m2.z', T * dInner);
-    ctx.scratch.need('m2.xbc', T * convDim);
-    ctx.scratch.need('m2.dt', T * H);
-    ctx.scratch.need('m2.x', T * dInner);
-    ctx.scratch.need('m2.B', T * G * N);
-    ctx.scratch.need('m2.C', T * G * N);
-    ctx.scratch.need('m2.y', T * dInner);
-    this.chunk = T >= 64 ? 64 : T >= 32 ? 32 : 16;
-    ctx.scratch.need('m2.ssd', ssdScanScratchBytes(ctx.k, { P, N, chunk: this.chunk }) / 4);
     this.convState = { name: `${p}.conv`, kind: 'fixed', floats: convDim * (W - 1) };
     this.ssmState = { name: `${p}.ssm`, kind: 'fixed', floats: H * P * N };
   }
@@ -288,52 +253,20 @@ export class Mamba2Mixer implements Mixer {
     return [this.convState, this.ssmState];
   }
 
-  forward(state: SeqState, u: number, out: number, T: number): void {
-    const { ctx, cfg, dInner, convDim } = this;
-    const { k } = ctx;
+  forward(g: Graph, u: Tensor, out: Tensor): void {
+    const { cfg, dInner, convDim } = this;
     const { H, P, G, N, W } = cfg;
-    const s = ctx.scratch;
-    const z = s.get('m2.z'), xbc = s.get('m2.xbc'), dt = s.get('m2.dt');
-    const x = s.get('m2.x'), B = s.get('m2.B'), C = s.get('m2.C'), y = s.get('m2.y');
+    const z = g.tmp(dInner), xbc = g.tmp(convDim), dt = g.tmp(H), y = g.tmp(dInner);
+    const b = this.inBias;
 
-    ctx.mm(z, u, this.inZ, T);
-    ctx.mm(xbc, u, this.inXBC, T);
-    ctx.mm(dt, u, this.inDt, T);
-    if (this.inBias) {
-      addBias(ctx, z, this.inBias, T, dInner);
-      addBias(ctx, xbc, this.inBias + dInner * 4, T, convDim);
-      addBias(ctx, dt, this.inBias + (dInner + convDim) * 4, T, H);
-    }
-    conv1d(k, xbc, xbc, this.convW, this.convB, state.ptr(this.convState), T, convDim, W, 'silu');
+    linear(g, z, u, this.inZ, b);
+    linear(g, xbc, u, this.inXBC, b && b + dInner * 4);
+    linear(g, dt, u, this.inDt, b && b + (dInner + convDim) * 4);
+    causalConv(g, xbc, xbc, { w: this.convW, bias: this.convB, state: this.convState, W, act: 'silu' });
 
-    // Split the conv output [T, x | B | C] into the contiguous operands of the scan.
-    const GN = G * N;
-    const src = ctx.f32(xbc, T * convDim), xv = ctx.f32(x, T * dInner), bv = ctx.f32(B, T * GN), cv = ctx.f32(C, T * GN);
-    for (let t = 0; t < T; t++) {
-      const o = t * convDim;
-      xv.set(src.subarray(o, o + dInner), t * dInner);
-      bv.set(src.subarray(o + dInner, o + dInner + GN), t * GN);
-      cv.set(src.subarray(o + dInner + GN, o + convDim), t * GN);
-    }
-
-    // Δ = clamp(softplus(dt + dt_bias), time_step_limit)
-    const dv = ctx.f32(dt, T * H);
-    for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) dv[t * H + h] += this.dtBias[h];
-    softplus(k, dt, dt, T * H);
-    const [lo, hi] = cfg.dtLimit;
-    if (lo > 0 || hi < Infinity) {
-      const d2 = ctx.f32(dt, T * H);
-      for (let i = 0; i < T * H; i++) d2[i] = Math.min(Math.max(d2[i], lo), hi);
-    }
-
-    ssdScan(k, y, state.ptr(this.ssmState), x, dt, this.A, B, C, this.D, {
-      T, H, P, G, N, mode: 'auto', chunk: this.chunk, scratch: s.get('m2.ssd'),
-    });
-
-    // MambaRMSNormGated: RMSNorm(y ⊙ SiLU(z)) · w
-    swiglu(k, y, z, y, T * dInner);
-    rmsNorm(k, y, y, this.normW, T, dInner, cfg.normEps);
-    ctx.mm(out, y, this.outW, T);
-    addBias(ctx, out, this.outB, T, cfg.hidden);
+    ssdScan(g, { y, xbc, dt, dtBias: this.dtBias, limit: cfg.dtLimit, A: this.A, D: this.D, z, state: this.ssmState, H, P, G, N });
+    // MambaRMSNormGated: RMSNorm(y ⊙ SiLU(z)) · w (the gate is applied by the scan)
+    norm(g, { w: this.normW, eps: cfg.normEps }, y, y);
+    linear(g, out, y, this.outW, this.outB);
   }
 }

@@ -12,21 +12,20 @@
 // and W_UV into the output (Σ_s p_s W_UV_h c_s = W_UV_h Σ_s p_s c_s), so attention runs as MQA with one
 // latent kv head: keys [c | k_rope], values c, queries [W_UK_hᵀ q_nope_h | q_rope_h].
 
-import { attention } from '../kernels/attention';
 import type { RouteOptions } from '../kernels/moe';
-import { rmsNorm } from '../kernels/norm';
-import { rope } from '../kernels/rope';
 import type { Weight } from '../kernels/types';
-import type { RopeSpec } from '../layers/attention';
-import { addBias, type Ctx, type Ffn, type Mixer } from '../layers/context';
-import { GatedMlp, parseActivation, rowsOf, type Activation, type GatedWeights } from '../layers/mlp';
+import type { Graph, Tensor } from '../graph/graph';
+import { copy, kvAppend, linear, matmul, norm, type RopeSpec } from '../graph/ops';
+import { headMatmul, latentAttention, normPrefix, ropeSlice } from '../graph/ops-mla';
+import type { Ctx, Ffn, Mixer } from '../layers/context';
+import { GatedMlp, parseActivation, type Activation, type GatedWeights } from '../layers/mlp';
 import { Moe } from '../layers/moe';
 import { ConfigError } from '../formats/errors';
 import { bool, int, lmHead, num, rejectIf, ropeParams, ropeSpec, tiedEmbeddings, type RawConfig, type RopeParams } from './common';
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
 import type { Family, Net } from './net';
 import { expertWeights, keepKvbF32 } from './shared';
-import type { RegionSpec, SeqState } from '../runtime/state';
+import type { RegionSpec } from '../runtime/state';
 
 /** HF DeepseekV3RMSNorm(q_lora_rank) / (kv_lora_rank) are built without eps: the class default 1e-6. */
 export const LORA_NORM_EPS = 1e-6;
@@ -58,13 +57,12 @@ export class MlaAttention implements Mixer {
   readonly kva: Weight;
   readonly kvaBias: number;
   readonly kvaNorm: number;
-  /** W_UK_hᵀ [kv_lora_rank, qk_nope_head_dim] per head (f32, transposed from kv_b_proj at load). */
-  readonly ukT: Weight[];
-  /** W_UV_h [v_head_dim, kv_lora_rank] per head: rows of kv_b_proj. */
-  readonly uv: Weight[];
+  /** W_UK_hᵀ of every head, [nHeads·kv_lora_rank, qk_nope_head_dim] (f32, transposed from kv_b_proj at load). */
+  readonly ukT: Weight;
+  /** kv_b_proj (f32): rows per head [W_UK_h (qk_nope_head_dim) | W_UV_h (v_head_dim)], kv_lora_rank columns. */
+  readonly kvb: Weight;
   readonly o: Weight;
   readonly oBias: number;
-  readonly invFreq: number;
   /** Latent cache row: [c (kv_lora_rank) | k_rope (qk_rope_head_dim)]. */
   readonly latentDim: number;
   /** Session state: the compressed latent cache (kv_lora_rank + the rotary key part per position). */
@@ -93,6 +91,7 @@ export class MlaAttention implements Mixer {
     const kvbName = `${prefix}.kv_b_proj.weight`;
     const kvb = ws.mat(kvbName, H * (dNope + dV), R);
     if (kvb.dtype !== 'f32') throw new ConfigError(`tensors["${kvbName}"]`, `must be held as f32 to absorb it into the query, holds ${kvb.dtype}`);
+    this.kvb = kvb;
     const src = ctx.f32(kvb.ptr, kvb.rows * R);
     const t = new Float32Array(H * R * dNope);
     for (let h = 0; h < H; h++) {
@@ -102,102 +101,61 @@ export class MlaAttention implements Mixer {
         for (let r = 0; r < R; r++) t[(h * R + r) * dNope + i] = src[s + r];
       }
     }
-    const ukPtr = ctx.k.arena.putF32(t).ptr;
-    this.ukT = Array.from({ length: H }, (_, h) => ({ ptr: ukPtr + h * R * dNope * 4, dtype: 'f32' as const, rows: R, cols: dNope }));
-    this.uv = Array.from({ length: H }, (_, h) => rowsOf(kvb, h * (dNope + dV) + dNope, dV));
+    this.ukT = { name: `${kvbName} (W_UK^T)`, ptr: ctx.k.arena.putF32(t).ptr, dtype: 'f32', rows: H * R, cols: dNope };
     this.o = ws.mat(`${prefix}.o_proj.weight`, hidden, H * dV);
     this.oBias = cfg.bias ? ws.vec(`${prefix}.o_proj.bias`, hidden) : 0;
-    this.invFreq = ctx.k.arena.putF32(cfg.rope.invFreq).ptr;
-
-    const T = ctx.maxChunk, s = ctx.scratch;
-    s.need('mla.qa', T * Math.max(qLora, 1));
-    s.need('mla.q', T * H * dQk);
-    s.need('mla.qlat', T * H * this.latentDim);
-    s.need('mla.olat', T * H * R);
-    s.need('mla.ao', T * H * dV);
-    s.need('mla.g', T * Math.max(dNope, R));
-    s.need('mla.p', T * Math.max(R, dV));
-    s.need('pos', T);
   }
 
   specs(_maxContext: number): RegionSpec[] {
     return [this.latentState];
   }
 
-  forward(state: SeqState, x: number, out: number, T: number, pos0: number): void {
-    const { ctx, cfg } = this;
-    const { k } = ctx;
-    const s = ctx.scratch;
-    const { nHeads: H, kvLora: R, dNope, dRope } = cfg;
+  forward(g: Graph, x: Tensor, out: Tensor): void {
+    const { cfg } = this;
+    const { nHeads: H, qLora, kvLora: R, dNope, dRope, dV } = cfg;
     const dQk = dNope + dRope, L = this.latentDim;
-    const q = s.get('mla.q'), qa = s.get('mla.qa');
 
+    const q = g.tmp(H * dQk);
+    let qa: Tensor | null = null;
     if (this.qa) {
-      ctx.mm(qa, x, this.qa, T);
-      addBias(ctx, qa, this.qaBias, T, cfg.qLora);
-      rmsNorm(k, qa, qa, this.qaNorm, T, cfg.qLora, LORA_NORM_EPS);
-      ctx.mm(q, qa, this.qb, T);
+      qa = g.tmp(qLora);
+      linear(g, qa, x, this.qa, this.qaBias);
+      norm(g, { w: this.qaNorm, eps: LORA_NORM_EPS }, qa, qa);
+      matmul(g, q, qa, this.qb);
     } else {
-      ctx.mm(q, x, this.qb, T);
+      matmul(g, q, x, this.qb);
     }
+    ropeSlice(g, q, { heads: H, off: dNope, stride: dQk }, cfg.rope);
 
-    // The chunk's latent rows are contiguous in the cache (slots pos0 … pos0+T−1): project into it,
-    // normalise c in place, rotate k_rope in place.
-    const lat = state.ptr(this.latentState);
-    const rows = lat + pos0 * L * 4;
-    ctx.mm(rows, x, this.kva, T);
-    addBias(ctx, rows, this.kvaBias, T, L);
-    rmsNorm(k, rows, rows, this.kvaNorm, T, R, LORA_NORM_EPS, { stride: L });
+    // The latent row [RMSNorm(c) | RoPE(k_rope)], cached at the pass's positions.
+    const lat = g.tmp(L);
+    linear(g, lat, x, this.kva, this.kvaBias);
+    normPrefix(g, lat, R, { w: this.kvaNorm, eps: LORA_NORM_EPS });
+    ropeSlice(g, lat, { heads: 1, off: R, stride: dRope }, cfg.rope);
+    kvAppend(g, this.latentState, lat);
 
-    const pos = s.get('pos');
-    const pv = k.arena.i32(pos, T);
-    for (let t = 0; t < T; t++) pv[t] = pos0 + t;
-    const r = cfg.rope;
-    rope(k, q + dNope * 4, T, H, dRope, pos, this.invFreq, dRope, r.style, r.attentionFactor, dQk, H * dQk);
-    rope(k, rows + R * 4, T, 1, dRope, pos, this.invFreq, dRope, r.style, r.attentionFactor, L, L);
+    // Absorbed queries qlat[h] = [W_UK_hᵀ q_nope_h | q_rope_h].
+    const qlat = g.tmp(H * L);
+    headMatmul(g, { y: qlat, x: q, w: this.ukT, heads: H, rows: R, cols: dNope, wOff: 0, wHeadStride: R * dNope, xStride: dQk, yStride: L });
+    copy(g, qlat, q, { chunks: H, len: dRope, xOff: dNope, xStride: dQk, yOff: R, yStride: L });
 
-    // qlat[t, h] = [W_UK_hᵀ q_nope[t, h] | q_rope[t, h]]
-    const qlat = s.get('mla.qlat'), g = s.get('mla.g'), p = s.get('mla.p');
-    for (let h = 0; h < H; h++) {
-      const qv = ctx.f32(q, T * H * dQk), gv = ctx.f32(g, T * dNope);
-      for (let t = 0; t < T; t++) gv.set(qv.subarray((t * H + h) * dQk, (t * H + h) * dQk + dNope), t * dNope);
-      ctx.mm(p, g, this.ukT[h], T);
-      const pv2 = ctx.f32(p, T * R), ql = ctx.f32(qlat, T * H * L), qv2 = ctx.f32(q, T * H * dQk);
-      for (let t = 0; t < T; t++) {
-        const d = (t * H + h) * L;
-        ql.set(pv2.subarray(t * R, (t + 1) * R), d);
-        ql.set(qv2.subarray((t * H + h) * dQk + dNope, (t * H + h + 1) * dQk), d + R);
-      }
-    }
+    const olat = g.tmp(H * R);
+    this.attend(g, x, qa, qlat, olat);
 
-    const olat = s.get('mla.olat');
-    this.attend(state, x, qa, qlat, olat, T, pos0);
-
-    // ao[t, h] = W_UV_h olat[t, h]
-    const ao = s.get('mla.ao'), dV = cfg.dV;
-    for (let h = 0; h < H; h++) {
-      const ov = ctx.f32(olat, T * H * R), gv = ctx.f32(g, T * R);
-      for (let t = 0; t < T; t++) gv.set(ov.subarray((t * H + h) * R, (t * H + h + 1) * R), t * R);
-      ctx.mm(p, g, this.uv[h], T);
-      const pv2 = ctx.f32(p, T * dV), av = ctx.f32(ao, T * H * dV);
-      for (let t = 0; t < T; t++) av.set(pv2.subarray(t * dV, (t + 1) * dV), (t * H + h) * dV);
-    }
-    ctx.mm(out, ao, this.o, T);
-    addBias(ctx, out, this.oBias, T, cfg.hidden);
+    // o_h = W_UV_h olat_h (the rows of kv_b_proj after each head's W_UK_h), then o_proj.
+    const ao = g.tmp(H * dV);
+    headMatmul(g, { y: ao, x: olat, w: this.kvb, heads: H, rows: dV, cols: R, wOff: dNope * R, wHeadStride: (dNope + dV) * R, xStride: R, yStride: dV });
+    linear(g, out, ao, this.o, this.oBias);
   }
 
   /**
-   * olat[T, H, kv_lora_rank] = attention of the absorbed queries over the latent cache (positions
-   * 0 … pos0+T−1 already written). Dense causal here; DeepSeek-V3.2 restricts it to indexer picks.
-   * `x` is the layer input and `qa` the normalised query latent (DSA's indexer reads both).
+   * olat[rows, nHeads·kv_lora_rank] = attention of the absorbed queries over the latent cache. Dense
+   * causal here; DeepSeek-V3.2 restricts it to its indexer's picks. `x` is the layer input and `qa`
+   * the normalised query latent (DSA's indexer reads both).
    */
-  protected attend(state: SeqState, _x: number, _qa: number, qlat: number, olat: number, T: number, pos0: number): void {
-    const { ctx, cfg } = this;
-    const lat = state.ptr(this.latentState);
-    attention(ctx.k, olat, qlat, lat, lat, {
-      T, qPos0: pos0, nHeads: cfg.nHeads, nKv: 1, headDim: this.latentDim, vDim: cfg.kvLora, scale: cfg.scale,
-      kStride: this.latentDim, vStride: this.latentDim,
-    });
+  protected attend(g: Graph, _x: Tensor, _qa: Tensor | null, qlat: Tensor, olat: Tensor): void {
+    const { cfg } = this;
+    latentAttention(g, { y: olat, q: qlat, cache: this.latentState, nHeads: cfg.nHeads, dim: this.latentDim, vDim: cfg.kvLora, scale: cfg.scale });
   }
 }
 

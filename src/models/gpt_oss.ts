@@ -14,7 +14,7 @@ import { quantizeQ4_0, quantizeQ8_0, toF32 } from '../formats/dtype';
 import { ConfigError } from '../formats/errors';
 import { rowBytes, type WeightDType } from '../kernels/types';
 import { Attention } from '../layers/attention';
-import { addBias, type Ctx } from '../layers/context';
+import type { Ctx } from '../layers/context';
 import type { GatedWeights } from '../layers/mlp';
 import { Moe } from '../layers/moe';
 import { attentionShape, int, layerTypes, lmHead, num, obj, rejectIf, ropeParams, ropeSpec, tiedEmbeddings, type AttentionShape, type RawConfig, type RopeParams } from './common';
@@ -165,14 +165,12 @@ export function buildGptOss(ctx: Ctx, c: GptOssConfig): Net {
         downBias: downBias + e * hidden * 4,
       };
     };
-    const cache: (GatedWeights | null)[] = new Array(E).fill(null);
     const moe = new Moe(ctx, {
-      hidden, nExperts: E, topk, inter, act: 'silu',
+      hidden, nExperts: E, topk, inter, act: 'clamped_swiglu', alpha, limit,
       routing: { mode: 'topk_softmax' },
       router: ws.mat(`${p}.mlp.router.weight`, E, hidden),
       routerBias: ws.vec(`${p}.mlp.router.bias`, E),
       expert,
-      runExpert: (ctx, e, x, y, n) => clampedSwigluExpert(ctx, (cache[e] ??= expert(e)), x, y, n, alpha, limit),
     });
     blocks.push(new PreNormBlock(ctx, {
       kind: sliding ? 'sliding_attention' : 'attention', hidden, mixer: attn, ffn: moe,
@@ -187,23 +185,6 @@ export function buildGptOss(ctx: Ctx, c: GptOssConfig): Net {
   });
 }
 
-/** y[n, D] = down((clamp(up) + 1) · g·σ(α g)) + b_d with g = min(gate, limit) (GptOssExperts._apply_gate). */
-function clampedSwigluExpert(ctx: Ctx, w: GatedWeights, x: number, y: number, n: number, alpha: number, limit: number): void {
-  const I = w.gate.rows;
-  const g = ctx.scratch.get('moe.e.g'), u = ctx.scratch.get('moe.e.u');
-  ctx.mm(g, x, w.gate, n);
-  addBias(ctx, g, w.gateBias ?? 0, n, I);
-  ctx.mm(u, x, w.up, n);
-  addBias(ctx, u, w.upBias ?? 0, n, I);
-  const gv = ctx.f32(g, n * I), uv = ctx.f32(u, n * I);
-  for (let i = 0; i < n * I; i++) {
-    const gate = Math.min(gv[i], limit);
-    const up = Math.min(Math.max(uv[i], -limit), limit);
-    gv[i] = (up + 1) * (gate / (1 + Math.exp(-alpha * gate)));
-  }
-  ctx.mm(y, g, w.down, n);
-  addBias(ctx, y, w.downBias ?? 0, n, w.down.rows);
-}
 
 export const gptOss: Family<GptOssConfig> = {
   types: ['gpt_oss'],

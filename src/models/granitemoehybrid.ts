@@ -10,48 +10,18 @@
 import { Attention, type RopeSpec } from '../layers/attention';
 import type { Ctx, Ffn } from '../layers/context';
 import { Mamba2Mixer, ssmKeepF32, type Mamba2Config } from '../layers/mamba';
-import { gatedFfn, parseActivation, reserveGatedFfn, rowsOf, type Activation, type GatedWeights } from '../layers/mlp';
+import { GatedFfn, parseActivation, rowsOf, type Activation, type GatedWeights } from '../layers/mlp';
 import { Moe } from '../layers/moe';
-import { ConfigError } from '../formats/errors';
 import { attentionShape, bool, int, layerTypes, lmHead, num, obj, rejectIf, ropeParams, ropeSpec, tiedEmbeddings, type AttentionShape, type RawConfig, type RopeParams } from './common';
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
 import type { Family, Net } from './net';
-import { hybridMamba2Config } from './shared';
+import { expertWeights, hybridMamba2Config } from './shared';
 import type { WeightStore } from '../runtime/weights';
-
-/** The shared SwiGLU expert alone (num_local_experts = 0). */
-export class SharedMlp implements Ffn {
-  constructor(readonly ctx: Ctx, readonly w: GatedWeights, readonly act: Activation) {
-    reserveGatedFfn(ctx, w.gate.rows, ctx.maxChunk, 'gmh.s');
-  }
-  forward(x: number, out: number, T: number): void {
-    gatedFfn(this.ctx, this.w, this.act, x, out, T, 'gmh.s');
-  }
-}
 
 /** `shared_mlp.input_linear` [2S, D] holds gate rows then up rows (chunk(2) in GraniteMoeHybridMLP). */
 function sharedWeights(ws: WeightStore, p: string, S: number, D: number): GatedWeights {
   const inp = ws.mat(`${p}.shared_mlp.input_linear.weight`, 2 * S, D);
   return { gate: rowsOf(inp, 0, S), up: rowsOf(inp, S, S), down: ws.mat(`${p}.shared_mlp.output_linear.weight`, D, S) };
-}
-
-/**
- * Routed experts: the checkpoint layout `block_sparse_moe.input_linear` [E, 2I, D] / `output_linear`
- * [E, D, I] (what save_pretrained writes), or the in-memory v5 names `experts.gate_up_proj` /
- * `experts.down_proj`; gate rows come first in both.
- */
-function routedExperts(ws: WeightStore, moe: string, E: number, I: number, D: number): (e: number) => GatedWeights {
-  const [gu, down] = ws.has(`${moe}.input_linear.weight`)
-    ? [`${moe}.input_linear.weight`, `${moe}.output_linear.weight`]
-    : [`${moe}.experts.gate_up_proj`, `${moe}.experts.down_proj`];
-  const shape = ws.shape(gu);
-  if (shape.length !== 3 || shape[0] !== E || shape[1] !== 2 * I || shape[2] !== D) {
-    throw new ConfigError(`tensors["${gu}"].shape`, `is [${shape}], expected [${E}, ${2 * I}, ${D}]`);
-  }
-  return (e) => {
-    const w = ws.slice(gu, e, 2 * I, D);
-    return { gate: rowsOf(w, 0, I), up: rowsOf(w, I, I), down: ws.slice(down, e, D, I) };
-  };
 }
 
 export type GraniteMoeHybridLayerType = 'mamba' | 'linear_attention' | 'attention' | 'full_attention';
@@ -144,11 +114,11 @@ export function buildGraniteMoeHybrid(ctx: Ctx, c: GraniteMoeHybridConfig): Net 
       const routerName = ws.has(`${moe}.router.layer.weight`) ? `${moe}.router.layer.weight` : `${moe}.router.weight`;
       ffn = new Moe(ctx, {
         hidden, nExperts: E, topk, inter: I, act, routing: { mode: 'topk_softmax' },
-        router: ws.mat(routerName, E, hidden), expert: routedExperts(ws, moe, E, I, hidden),
+        router: ws.mat(routerName, E, hidden), expert: expertWeights(ws, moe, E, I, hidden),
         shared: { w: shared, inter: S },
       });
     } else {
-      ffn = new SharedMlp(ctx, shared, act);
+      ffn = new GatedFfn(shared, act);
     }
     blocks.push(new PreNormBlock(ctx, {
       kind: isAttn ? 'attention' : 'mamba2', hidden, mixer, ffn,

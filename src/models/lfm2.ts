@@ -7,19 +7,21 @@
 //   y = C ⊙ conv1d_L(B ⊙ x)               (depthwise causal, kernel conv_L_cache, no activation)
 //   out = out_proj y                       (in_proj, conv and out_proj biased iff conv_bias)
 
-import { mul } from '../kernels/act';
-import { conv1d } from '../kernels/conv';
+import type { Graph, Tensor } from '../graph/graph';
+import { causalConv, linear, mul } from '../graph/ops';
 import type { Weight } from '../kernels/types';
 import { Attention } from '../layers/attention';
-import { addBias, type Ctx, type Ffn, type Mixer } from '../layers/context';
-import { gatedFfn, reserveGatedFfn, rowsOf, type GatedWeights } from '../layers/mlp';
+import type { Ctx, Mixer } from '../layers/context';
+import { GatedFfn, rowsOf } from '../layers/mlp';
 import { attentionShape, bool, int, layerTypes, lmHead, num, obj, rejectIf, ropeParams, ropeSpec, type AttentionShape, type RawConfig, type RopeParams } from './common';
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
 import type { Family, Net } from './net';
-import type { RegionSpec, SeqState } from '../runtime/state';
+import type { RegionSpec } from '../runtime/state';
 
 export class ShortConv implements Mixer {
   readonly inProj: Weight;
+  /** The rows of in_proj that make B, C and x. */
+  readonly inParts: Weight[];
   readonly inBias: number;
   readonly convW: number;
   readonly convB: number;
@@ -33,15 +35,12 @@ export class ShortConv implements Mixer {
     const { ws } = ctx;
     const D = hidden;
     this.inProj = ws.mat(`${prefix}.in_proj.weight`, 3 * D, D);
+    this.inParts = [0, 1, 2].map((i) => ({ ...rowsOf(this.inProj, i * D, D), name: this.inProj.name }));
     this.inBias = bias ? ws.vec(`${prefix}.in_proj.bias`, 3 * D) : 0;
     this.convW = ws.vec(`${prefix}.conv.weight`, D * L);
     this.convB = bias ? ws.vec(`${prefix}.conv.bias`, D) : 0;
     this.outProj = ws.mat(`${prefix}.out_proj.weight`, D, D);
     this.outBias = bias ? ws.vec(`${prefix}.out_proj.bias`, D) : 0;
-    const T = ctx.maxChunk;
-    ctx.scratch.need('sconv.b', T * D);
-    ctx.scratch.need('sconv.c', T * D);
-    ctx.scratch.need('sconv.x', T * D);
     this.convState = { name: `${this.prefix}.conv`, kind: 'fixed', floats: this.hidden * (this.L - 1) };
   }
 
@@ -49,40 +48,19 @@ export class ShortConv implements Mixer {
     return [this.convState];
   }
 
-  forward(state: SeqState, h: number, out: number, T: number): void {
-    const { ctx, hidden: D } = this;
-    const s = ctx.scratch;
-    const b = s.get('sconv.b'), c = s.get('sconv.c'), x = s.get('sconv.x');
-    const parts = [b, c, x];
-    for (let i = 0; i < 3; i++) {
-      ctx.mm(parts[i], h, rowsOf(this.inProj, i * D, D), T);
-      if (this.inBias) addBias(ctx, parts[i], this.inBias + i * D * 4, T, D);
-    }
-    mul(ctx.k, b, b, x, T * D);
-    conv1d(ctx.k, b, b, this.convW, this.convB, state.ptr(this.convState), T, D, this.L, 'none');
-    mul(ctx.k, c, c, b, T * D);
-    ctx.mm(out, c, this.outProj, T);
-    addBias(ctx, out, this.outBias, T, D);
+  forward(g: Graph, h: Tensor, out: Tensor): void {
+    const D = this.hidden;
+    const b = g.tmp(D), c = g.tmp(D), x = g.tmp(D);
+    // in_proj rows are [B | C | x], each D wide (its bias likewise).
+    [b, c, x].forEach((part, i) => linear(g, part, h, this.inParts[i], this.inBias && this.inBias + i * D * 4));
+    mul(g, b, b, x);
+    causalConv(g, b, b, { w: this.convW, bias: this.convB, state: this.convState, W: this.L, act: 'none' });
+    mul(g, c, c, b);
+    linear(g, out, c, this.outProj, this.outBias);
   }
 }
 
 /** Lfm2MLP: w2(silu(w1 x) ⊙ w3 x). */
-export class Lfm2Mlp implements Ffn {
-  readonly w: GatedWeights;
-  constructor(readonly ctx: Ctx, prefix: string, hidden: number, inter: number) {
-    const { ws } = ctx;
-    this.w = {
-      gate: ws.mat(`${prefix}.w1.weight`, inter, hidden),
-      up: ws.mat(`${prefix}.w3.weight`, inter, hidden),
-      down: ws.mat(`${prefix}.w2.weight`, hidden, inter),
-    };
-    reserveGatedFfn(ctx, inter);
-  }
-  forward(x: number, out: number, T: number): void {
-    gatedFfn(this.ctx, this.w, 'silu', x, out, T);
-  }
-}
-
 /** Lfm2MLP's feed-forward width: block_ff_dim, adjusted ⅔ · multiplier, rounded up to block_multiple_of. */
 export function lfm2FfnDim(c: RawConfig): number {
   // Lfm2Config: a block_ff_dim key overrides intermediate_size.
@@ -168,7 +146,7 @@ export function buildLfm2(ctx: Ctx, c: Lfm2Config): Net {
       });
     blocks.push(new PreNormBlock(ctx, {
       kind: conv ? 'short_conv' : 'attention', hidden, mixer,
-      ffn: new Lfm2Mlp(ctx, `${p}.feed_forward`, hidden, inter),
+      ffn: lfm2Mlp(ctx, `${p}.feed_forward`, hidden, inter),
       preMixer: { w: ws.vec(`${p}.operator_norm.weight`, hidden), eps },
       preFfn: { w: ws.vec(`${p}.ffn_norm.weight`, hidden), eps },
     }));
@@ -186,3 +164,13 @@ export const lfm2: Family<Lfm2Config> = {
   parse: parseLfm2,
   build: buildLfm2,
 };
+
+/** Lfm2MLP: w1 (gate), w3 (up), w2 (down), SiLU. */
+function lfm2Mlp(ctx: Ctx, prefix: string, hidden: number, inter: number): GatedFfn {
+  const { ws } = ctx;
+  return new GatedFfn({
+    gate: ws.mat(`${prefix}.w1.weight`, inter, hidden),
+    up: ws.mat(`${prefix}.w3.weight`, inter, hidden),
+    down: ws.mat(`${prefix}.w2.weight`, hidden, inter),
+  }, 'silu');
+}

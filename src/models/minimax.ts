@@ -12,19 +12,19 @@
 //   out = out_proj( sigmoid(output_gate x) ⊙ RMSNorm_{H·d}(o) )   (that RMSNorm has eps 1e−6)
 // HF's block-wise prefill (block_size) is the chunked form of the same recurrence.
 
-import { addScaled, mul, scale, sigmoid, silu } from '../kernels/act';
-import { lightningAttention, linearAttentionScratchBytes } from '../kernels/linear_attention';
-import { rmsNorm } from '../kernels/norm';
+import type { Graph, Tensor } from '../graph/graph';
+import { add, matmul, mulSigmoid, norm, scale, silu } from '../graph/ops';
+import { lightningAttention } from '../graph/ops-conv';
 import type { Weight } from '../kernels/types';
 import { Attention } from '../layers/attention';
 import type { Ctx, Ffn, Mixer } from '../layers/context';
 import { parseActivation, type Activation } from '../layers/mlp';
 import { Moe } from '../layers/moe';
 import { attentionShape, int, layerTypes, lmHead, num, obj, rejectIf, ropeParams, ropeSpec, tiedEmbeddings, type AttentionShape, type RawConfig, type RopeParams } from './common';
-import { applyNorm, DecoderNet, type Block, type NormSpec } from './decoder';
+import { DecoderNet, type Block, type NormSpec } from './decoder';
 import type { Family, Net } from './net';
 import { expertCount, expertWeights, slidingWindow } from './shared';
-import type { RegionSpec, SeqState } from '../runtime/state';
+import type { RegionSpec } from '../runtime/state';
 
 export interface LightningConfig {
   hidden: number;
@@ -68,15 +68,6 @@ export class LightningAttention implements Mixer {
     this.slopes = ws.has(`${prefix}.slope_rate`)
       ? ws.vec(`${prefix}.slope_rate`, H)
       : ctx.k.arena.putF32(lightningSlopes(H, cfg.layer, cfg.nLayers)).ptr;
-    const T = ctx.maxChunk;
-    const s = ctx.scratch;
-    s.need('la.qkv', T * 3 * H * d);
-    s.need('la.q', T * H * d);
-    s.need('la.k', T * H * d);
-    s.need('la.v', T * H * d);
-    s.need('la.o', T * H * d);
-    s.need('la.gate', T * H * d);
-    s.need('la.scan', linearAttentionScratchBytes(ctx.k, { dk: d, dv: d, decay: 'scalar', delta: false }) / 4);
     this.kvState = { name: `${this.prefix}.S`, kind: 'fixed', floats: this.cfg.H * this.cfg.d * this.cfg.d };
   }
 
@@ -84,31 +75,17 @@ export class LightningAttention implements Mixer {
     return [this.kvState];
   }
 
-  forward(state: SeqState, x: number, out: number, T: number): void {
-    const { ctx, cfg } = this;
-    const { k } = ctx;
-    const { H, d } = cfg;
-    const s = ctx.scratch;
-    const qkv = s.get('la.qkv'), q = s.get('la.q'), kk = s.get('la.k'), v = s.get('la.v');
-    const o = s.get('la.o'), gate = s.get('la.gate');
-    const n = T * H * d;
-    ctx.mm(qkv, x, this.qkv, T);
-    silu(k, qkv, qkv, 3 * n);
-    const src = ctx.f32(qkv, 3 * n), qv = ctx.f32(q, n), kv = ctx.f32(kk, n), vv = ctx.f32(v, n);
-    for (let r = 0; r < T * H; r++) {
-      const o3 = r * 3 * d;
-      qv.set(src.subarray(o3, o3 + d), r * d);
-      kv.set(src.subarray(o3 + d, o3 + 2 * d), r * d);
-      vv.set(src.subarray(o3 + 2 * d, o3 + 3 * d), r * d);
-    }
-    lightningAttention(k, o, state.ptr(this.kvState), q, kk, v, this.slopes, {
-      T, H, d, blockSize: cfg.blockSize, mode: 'auto', scratch: s.get('la.scan'),
-    });
-    rmsNorm(k, o, o, this.normW, T, H * d, 1e-6);
-    ctx.mm(gate, x, this.gate, T);
-    sigmoid(k, gate, gate, n);
-    mul(k, o, o, gate, n);
-    ctx.mm(out, o, this.out, T);
+  forward(g: Graph, x: Tensor, out: Tensor): void {
+    const { H, d, blockSize } = this.cfg;
+    const n = H * d;
+    const qkv = g.tmp(3 * n), o = g.tmp(n), gate = g.tmp(n);
+    matmul(g, qkv, x, this.qkv);
+    silu(g, qkv, qkv);
+    lightningAttention(g, o, qkv, { state: this.kvState, slopes: this.slopes, H, d, blockSize });
+    norm(g, { w: this.normW, eps: 1e-6 }, o, o);
+    matmul(g, gate, x, this.gate);
+    mulSigmoid(g, o, o, gate);
+    matmul(g, out, o, this.out);
   }
 }
 
@@ -118,24 +95,23 @@ export class MiniMaxBlock implements Block {
     readonly ctx: Ctx, readonly kind: string, readonly hidden: number,
     readonly mixer: Mixer, readonly ffn: Ffn, readonly norm1: NormSpec, readonly norm2: NormSpec,
     readonly attn: { alpha: number; beta: number }, readonly mlp: { alpha: number; beta: number },
-  ) {
-    ctx.scratch.need('blk.o', ctx.maxChunk * hidden);
-  }
+  ) {}
   specs(maxContext: number): RegionSpec[] {
     return this.mixer.specs(maxContext);
   }
-  forward(state: SeqState, x: number, T: number, pos0: number): void {
-    const { ctx, hidden: D } = this;
-    const n = T * D;
-    const o = ctx.scratch.get('blk.o');
-    applyNorm(ctx, this.norm1, x, x, T, D);
-    this.mixer.forward(state, x, o, T, pos0);
-    scale(ctx.k, x, x, this.attn.alpha, n);
-    addScaled(ctx.k, x, o, this.attn.beta, n);
-    applyNorm(ctx, this.norm2, x, x, T, D);
-    this.ffn.forward(x, o, T);
-    scale(ctx.k, x, x, this.mlp.alpha, n);
-    addScaled(ctx.k, x, o, this.mlp.beta, n);
+  forward(g: Graph, x: Tensor): void {
+    const o = g.tmp(this.hidden);
+    const branch = (f: { alpha: number; beta: number }) => {
+      scale(g, x, x, f.alpha);
+      scale(g, o, o, f.beta);
+      add(g, x, x, o);
+    };
+    norm(g, this.norm1, x, x);
+    this.mixer.forward(g, x, o);
+    branch(this.attn);
+    norm(g, this.norm2, x, x);
+    this.ffn.forward(g, x, o);
+    branch(this.mlp);
   }
 }
 

@@ -5,6 +5,8 @@ import type { Checkpoint } from '../formats/checkpoint';
 import { reserveMatmulScratch } from '../kernels/matmul';
 import { instantiate, type BuildChoice, type WasmInstance } from '../kernels/runtime';
 import { Ctx } from '../layers/context';
+import { WasmGraph } from '../graph/wasm';
+import '../graph/wasm-ops';
 import type { Net, Family } from './net';
 import { familyFor } from './registry';
 import { ConfigError } from '../formats/errors';
@@ -64,6 +66,8 @@ export class Model implements SessionFactory {
     readonly hash: string,
     readonly maxContext: number,
     readonly checkpoint: Checkpoint,
+    /** Runs the net's forward pass on the kernels (planned at load). */
+    readonly graph: WasmGraph,
     maxSessions = Infinity,
   ) {
     this.modelType = config.model_type;
@@ -196,7 +200,7 @@ export class Session implements SequenceSession {
     for (let i = 0; i < n; i += m.maxChunk) {
       const chunk = Int32Array.from(Array.prototype.slice.call(ids, i, Math.min(n, i + m.maxChunk)));
       const last = i + chunk.length === n;
-      const p = m.net.forward(this.state, chunk, this.pos, all);
+      const p = m.graph.forward(m.net, this.state, chunk, this.pos, all).off;
       if (all) out.set(m.k.arena.f32(p, chunk.length * V), i * V);
       else if (last) out.set(m.k.arena.f32(p, V));
       for (let j = 0; j < chunk.length; j++) this.tokens.push(chunk[j]);
@@ -245,16 +249,17 @@ export async function buildModel(ckpt: Checkpoint, opts: ModelOptions = {}): Pro
   let maxCols = 32;
   for (const info of ckpt.tensors.values()) if (info.shape.length >= 2) maxCols = Math.max(maxCols, info.shape[info.shape.length - 1]);
   reserveMatmulScratch(k, maxChunk, maxCols);
-  ctx.scratch.allocate();
   const positions = Number(config.max_position_embeddings);
   const cfgMax = positions > 0 ? positions : 4096;
   const maxContext = opts.maxContext ?? Math.min(cfgMax, 4096);
   if (positions > 0 && maxContext > positions) {
     throw new ConfigError('options.maxContext', `is ${maxContext}, but the model has ${positions} positions (config max_position_embeddings); use at most ${positions}`);
   }
+  const graph = new WasmGraph(k, opts.exact ?? false, maxChunk, maxContext);
+  graph.plan(net);
   checkStateFits(k, net, maxContext, opts);
   const parts: Uint8Array[] = [new TextEncoder().encode(JSON.stringify(config)), ...ws.digestParts];
-  return new Model(k, ctx, net, config, ws, hashHex(parts), maxContext, ckpt, opts.maxSessions);
+  return new Model(k, ctx, net, config, ws, hashHex(parts), maxContext, ckpt, graph, opts.maxSessions);
 }
 
 /** The most bytes a WebAssembly memory (32-bit addresses) can hold. */

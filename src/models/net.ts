@@ -1,7 +1,8 @@
 // The contract between a family (src/models/<family>.ts) and the model runtime (model.ts).
 
 import type { Ctx } from '../layers/context';
-import type { RegionSpec, SeqState } from '../runtime/state';
+import type { RegionSpec } from '../runtime/state';
+import type { Graph, Tensor } from '../graph/graph';
 
 export interface Net {
   readonly vocabSize: number;
@@ -10,10 +11,10 @@ export interface Net {
   readonly layerKinds: string[];
   specs(maxContext: number): RegionSpec[];
   /**
-   * Runs T ≤ ctx.maxChunk tokens at positions pos0 … pos0+T−1 through the network, updating the
-   * state. Returns the arena offset of logits: [T, V] when `all`, else [1, V] for the last token.
+   * The forward pass of the pass's tokens (graph.ts), updating the session state. Returns the
+   * logits: [T, V] when `all`, else [1, V] for the last token.
    */
-  forward(state: SeqState, ids: Int32Array, pos0: number, all: boolean): number;
+  forward(g: Graph, all: boolean): Tensor;
 }
 
 /**

@@ -11,11 +11,10 @@
 //   S ← exp(g) S;  S ← S + k (β (v − Sᵀk))ᵀ;  o = Sᵀ q        (S [dk, dv] per head, f32)
 //   out = out_proj( RMSNorm(o)·w ⊙ SiLU(z) )                (norm per head over dv, then gate)
 
-import { mul, silu } from '../kernels/act';
-import { conv1d } from '../kernels/conv';
-import { linearAttention, linearAttentionScratchBytes } from '../kernels/linear_attention';
-import { l2Norm, rmsNorm } from '../kernels/norm';
 import { rowBytes, type Weight } from '../kernels/types';
+import type { Graph, Tensor } from '../graph/graph';
+import { causalConv, matmul } from '../graph/ops';
+import { deltaGates, gatedDeltaRule, gatedRmsNorm } from '../graph/ops-delta';
 import { Attention } from '../layers/attention';
 import type { Ctx, Ffn, Mixer } from '../layers/context';
 import { GatedMlp, parseActivation, rowsOf, type Activation } from '../layers/mlp';
@@ -24,7 +23,7 @@ import { attentionShape, bool, int, layerTypes, lmHead, num, obj, rejectIf, rope
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
 import type { Family, Net } from './net';
 import { expertWeights, qwenSparseLayers } from './shared';
-import type { RegionSpec, SeqState } from '../runtime/state';
+import type { RegionSpec } from '../runtime/state';
 
 export interface GatedDeltaNetConfig {
   hidden: number;
@@ -57,9 +56,13 @@ export class GatedDeltaNet implements Mixer {
   readonly qkvz: Weight;
   /** in_proj_ba with rows regrouped to [b (Hv) | a (Hv)]. */
   readonly ba: Weight;
+  /** The q, k, v rows and the z rows of qkvz. */
+  readonly qkv: Weight;
+  readonly z: Weight;
   readonly convW: number;
-  readonly aLog: Float32Array;
-  readonly dtBias: Float32Array;
+  /** Arena vectors of Hv floats. */
+  readonly aLog: number;
+  readonly dtBias: number;
   readonly normW: number;
   readonly out: Weight;
 
@@ -93,25 +96,15 @@ export class GatedDeltaNet implements Mixer {
     n = 0;
     for (const off of [0, r]) for (let g = 0; g < Hk; g++) for (let i = 0; i < r; i++) orderBa[n++] = g * 2 * r + off + i;
     permuteRows(ctx, this.ba, orderBa);
+    this.qkv = { ...rowsOf(this.qkvz, 0, this.convDim), name: `${prefix}.in_proj_qkvz.qkv` };
+    this.z = { ...rowsOf(this.qkvz, this.convDim, Hv * dv), name: `${prefix}.in_proj_qkvz.z` };
 
     this.convW = ws.vec(`${prefix}.conv1d.weight`, this.convDim * convK);
-    this.aLog = ctx.f32(ws.vec(`${prefix}.A_log`, Hv), Hv).slice();
-    this.dtBias = ctx.f32(ws.vec(`${prefix}.dt_bias`, Hv), Hv).slice();
+    this.aLog = ws.vec(`${prefix}.A_log`, Hv);
+    this.dtBias = ws.vec(`${prefix}.dt_bias`, Hv);
     this.normW = ws.vec(`${prefix}.norm.weight`, dv);
     this.out = ws.mat(`${prefix}.out_proj.weight`, hidden, Hv * dv);
 
-    const T = ctx.maxChunk;
-    const s = ctx.scratch;
-    s.need('gdn.mixed', T * this.convDim);
-    s.need('gdn.z', T * Hv * dv);
-    s.need('gdn.ba', T * 2 * Hv);
-    s.need('gdn.g', T * Hv);
-    s.need('gdn.beta', T * Hv);
-    s.need('gdn.q', T * Hv * dk);
-    s.need('gdn.k', T * Hv * dk);
-    s.need('gdn.v', T * Hv * dv);
-    s.need('gdn.o', T * Hv * dv);
-    s.need('gdn.scan', linearAttentionScratchBytes(ctx.k, { dk, dv, decay: 'scalar', delta: true }) / 4);
     this.convState = { name: `${this.prefix}.conv`, kind: 'fixed', floats: this.convDim * (this.cfg.convK - 1) };
     this.deltaState = { name: `${this.prefix}.S`, kind: 'fixed', floats: this.cfg.Hv * this.cfg.dk * this.cfg.dv };
   }
@@ -120,56 +113,20 @@ export class GatedDeltaNet implements Mixer {
     return [this.convState, this.deltaState];
   }
 
-  forward(state: SeqState, x: number, out: number, T: number): void {
-    const { ctx, cfg, convDim } = this;
-    const { k } = ctx;
+  forward(g: Graph, x: Tensor, out: Tensor): void {
+    const { cfg, convDim } = this;
     const { Hk, Hv, dk, dv, convK } = cfg;
-    const r = Hv / Hk;
-    const s = ctx.scratch;
-    const mixed = s.get('gdn.mixed'), z = s.get('gdn.z'), ba = s.get('gdn.ba');
-    const g = s.get('gdn.g'), beta = s.get('gdn.beta');
-    const q = s.get('gdn.q'), kk = s.get('gdn.k'), v = s.get('gdn.v'), o = s.get('gdn.o');
-
-    ctx.mm(mixed, x, rowsOf(this.qkvz, 0, convDim), T);
-    ctx.mm(z, x, rowsOf(this.qkvz, convDim, Hv * dv), T);
-    ctx.mm(ba, x, this.ba, T);
-    conv1d(k, mixed, mixed, this.convW, 0, state.ptr(this.convState), T, convDim, convK, 'silu');
-
-    // β = sigmoid(b); g = −exp(A_log)·softplus(a + dt_bias) (torch softplus threshold 20).
-    const bav = ctx.f32(ba, T * 2 * Hv), gv = ctx.f32(g, T * Hv), bv = ctx.f32(beta, T * Hv);
-    for (let t = 0; t < T; t++) {
-      for (let h = 0; h < Hv; h++) {
-        const a = bav[t * 2 * Hv + Hv + h] + this.dtBias[h];
-        const sp = a > 20 ? a : Math.log1p(Math.exp(a));
-        gv[t * Hv + h] = -Math.exp(this.aLog[h]) * sp;
-        bv[t * Hv + h] = 1 / (1 + Math.exp(-bav[t * 2 * Hv + h]));
-      }
-    }
-
-    // q, k repeat_interleave'd from Hk to Hv heads; v made contiguous [T, Hv, dv].
-    const mv = ctx.f32(mixed, T * convDim);
-    const qv = ctx.f32(q, T * Hv * dk), kv = ctx.f32(kk, T * Hv * dk), vv = ctx.f32(v, T * Hv * dv);
-    for (let t = 0; t < T; t++) {
-      const row = t * convDim;
-      for (let h = 0; h < Hv; h++) {
-        const src = row + Math.floor(h / r) * dk, dst = (t * Hv + h) * dk;
-        qv.set(mv.subarray(src, src + dk), dst);
-        kv.set(mv.subarray(src + Hk * dk, src + Hk * dk + dk), dst);
-      }
-      vv.set(mv.subarray(row + 2 * Hk * dk, row + convDim), t * Hv * dv);
-    }
-    l2Norm(k, q, q, T * Hv, dk, 1e-6);
-    l2Norm(k, kk, kk, T * Hv, dk, 1e-6);
-    // Prefill chunks of ≥ 64 tokens take the chunked (WY) form, decode steps the recurrent one.
-    linearAttention(k, o, state.ptr(this.deltaState), q, kk, v, {
-      T, H: Hv, dk, dv, decay: 'scalar', g, beta, scale: 1 / Math.sqrt(dk), mode: 'auto', scratch: s.get('gdn.scan'),
-    });
-
+    const mixed = g.tmp(convDim), z = g.tmp(Hv * dv), ba = g.tmp(2 * Hv);
+    const gate = g.tmp(Hv), beta = g.tmp(Hv), o = g.tmp(Hv * dv);
+    matmul(g, mixed, x, this.qkv);
+    matmul(g, z, x, this.z);
+    matmul(g, ba, x, this.ba);
+    causalConv(g, mixed, mixed, { w: this.convW, state: this.convState, W: convK, act: 'silu' });
+    deltaGates(g, gate, beta, ba, { aLog: this.aLog, dtBias: this.dtBias });
+    gatedDeltaRule(g, o, mixed, gate, beta, { Hk, Hv, dk, dv, state: this.deltaState, scale: 1 / Math.sqrt(dk) });
     // Qwen3NextRMSNormGated: norm before gate, plain weight.
-    rmsNorm(k, o, o, this.normW, T * Hv, dv, cfg.eps);
-    silu(k, z, z, T * Hv * dv);
-    mul(k, o, o, z, T * Hv * dv);
-    ctx.mm(out, o, this.out, T);
+    gatedRmsNorm(g, o, o, z, { w: this.normW, dim: dv, eps: cfg.eps });
+    matmul(g, out, o, this.out);
   }
 }
 

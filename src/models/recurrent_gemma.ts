@@ -11,17 +11,17 @@
 //     log a = −8 r softplus(Λ);  h ← a h + (i ⊙ xb) sqrt(1 − a²)   (a = 0, multiplier 1 at position 0)
 //   out = linear_out(h ⊙ y)
 
-import { gelu, mul, sigmoid } from '../kernels/act';
-import { conv1d } from '../kernels/conv';
-import { rglruScan } from '../kernels/rnn';
 import type { Weight } from '../kernels/types';
+import type { Graph, Tensor } from '../graph/graph';
+import { causalConv, linear } from '../graph/ops';
+import { geluTanh, rglru, type RglruSpec } from '../graph/ops-recurrent';
 import { Attention } from '../layers/attention';
-import { addBias, type Ctx, type Mixer } from '../layers/context';
+import type { Ctx, Mixer } from '../layers/context';
 import { GatedMlp, parseActivation, type Activation } from '../layers/mlp';
 import { bool, int, lmHead, num, obj, rejectIf, ropeParams, ropeSpec, tiedEmbeddings, type RawConfig, type RopeParams } from './common';
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
 import type { Family, Net } from './net';
-import type { RegionSpec, SeqState } from '../runtime/state';
+import type { RegionSpec } from '../runtime/state';
 
 /** x rounded to the nearest bfloat16 (ties to even), as torch.tensor(x, dtype=torch.bfloat16). */
 export function bf16Round(x: number): number {
@@ -57,6 +57,8 @@ export class RecurrentBlock implements Mixer {
   readonly bA: number;
   /** −8·softplus(Λ) [W]: log a = r ⊙ this */
   readonly logABase: Float32Array;
+  /** The RG-LRU's gates, as the rglru op takes them. */
+  readonly lru: RglruSpec;
 
   /** Session state: the conv window. */
   readonly convState: RegionSpec;
@@ -98,11 +100,7 @@ export class RecurrentBlock implements Mixer {
     this.logABase = new Float32Array(W);
     for (let c = 0; c < W; c++) this.logABase[c] = -8 * (lambda[c] > 20 ? lambda[c] : Math.log1p(Math.exp(lambda[c])));
 
-    const T = ctx.maxChunk;
-    const s = ctx.scratch;
-    for (const key of ['rg.y', 'rg.x', 'rg.gi', 'rg.ga', 'rg.h']) s.need(key, T * W);
-    for (const key of ['rg.xs', 'rg.is', 'rg.as']) s.need(key, T * bw);
-    s.need('rg.reset', Math.ceil(T / 4));
+    this.lru = { W, H, gateI: this.gateI, gateA: this.gateA, bI: this.bI, bA: this.bA, logABase: this.logABase };
     this.convState = { name: `${this.prefix}.conv`, kind: 'fixed', floats: this.cfg.W * (this.cfg.convK - 1) };
     this.hState = { name: `${this.prefix}.h`, kind: 'fixed', floats: this.cfg.W };
   }
@@ -111,52 +109,15 @@ export class RecurrentBlock implements Mixer {
     return [this.convState, this.hState];
   }
 
-  forward(state: SeqState, x: number, out: number, T: number, pos0: number): void {
-    const { ctx, cfg } = this;
-    const { k } = ctx;
-    const { W, H, convK } = cfg;
-    const bw = W / H;
-    const s = ctx.scratch;
-    const y = s.get('rg.y'), xb = s.get('rg.x'), gi = s.get('rg.gi'), ga = s.get('rg.ga');
-    const xs = s.get('rg.xs'), is = s.get('rg.is'), as = s.get('rg.as'), hs = s.get('rg.h');
-
-    ctx.mm(y, x, this.linY, T);
-    addBias(ctx, y, this.bY, T, W);
-    gelu(k, y, y, T * W, 'tanh');
-    ctx.mm(xb, x, this.linX, T);
-    addBias(ctx, xb, this.bX, T, W);
-    conv1d(k, xb, xb, this.convW, this.convB, state.ptr(this.convState), T, W, convK, 'none');
-
-    for (let h = 0; h < H; h++) {
-      const xv = ctx.f32(xb, T * W), xsv = ctx.f32(xs, T * bw);
-      for (let t = 0; t < T; t++) xsv.set(xv.subarray(t * W + h * bw, t * W + (h + 1) * bw), t * bw);
-      ctx.mm(is, xs, this.gateI[h], T);
-      ctx.mm(as, xs, this.gateA[h], T);
-      const iv = ctx.f32(is, T * bw), av = ctx.f32(as, T * bw);
-      const giv = ctx.f32(gi, T * W), gav = ctx.f32(ga, T * W);
-      for (let t = 0; t < T; t++) {
-        giv.set(iv.subarray(t * bw, (t + 1) * bw), t * W + h * bw);
-        gav.set(av.subarray(t * bw, (t + 1) * bw), t * W + h * bw);
-      }
-    }
-    addBias(ctx, gi, this.bI, T, W);
-    addBias(ctx, ga, this.bA, T, W);
-    sigmoid(k, gi, gi, T * W);
-    sigmoid(k, ga, ga, T * W);
-    // x̃ = i ⊙ xb;  log a = −8 · r · softplus(Λ)
-    mul(k, gi, gi, xb, T * W);
-    const gav = ctx.f32(ga, T * W);
-    for (let t = 0; t < T; t++) for (let c = 0; c < W; c++) gav[t * W + c] *= this.logABase[c];
-    // HF resets the recurrence where position_ids == 0: a = 0 and multiplier 1 for the first token.
-    let reset = 0;
-    if (pos0 === 0) {
-      reset = s.get('rg.reset');
-      k.arena.u8(reset, T).fill(0)[0] = 1;
-    }
-    rglruScan(k, hs, state.ptr(this.hState), ga, gi, reset, T, W);
-    mul(k, hs, hs, y, T * W);
-    ctx.mm(out, hs, this.linOut, T);
-    addBias(ctx, out, this.bOut, T, cfg.hidden);
+  forward(g: Graph, x: Tensor, out: Tensor): void {
+    const { W, convK } = this.cfg;
+    const y = g.tmp(W), xb = g.tmp(W), hs = g.tmp(W);
+    linear(g, y, x, this.linY, this.bY);
+    geluTanh(g, y);
+    linear(g, xb, x, this.linX, this.bX);
+    causalConv(g, xb, xb, { w: this.convW, bias: this.convB, state: this.convState, W: convK, act: 'none' });
+    rglru(g, hs, xb, y, this.hState, this.lru);
+    linear(g, out, hs, this.linOut, this.bOut);
   }
 }
 

@@ -15,15 +15,15 @@
 // not a no-op — LayerNorm's eps then acts on a scaled stream — so it is reproduced exactly (powers of
 // two: the branch outputs are scaled instead of the weights).
 
-import { add, mul, relu2, scale, sigmoid } from '../kernels/act';
-import { layerNorm } from '../kernels/norm';
-import { wkv4, wkv4InitState } from '../kernels/rnn';
 import type { Weight } from '../kernels/types';
 import type { Ctx } from '../layers/context';
+import type { Graph, Tensor } from '../graph/graph';
+import { add, matmul, mul, norm, scale, sigmoid } from '../graph/ops';
+import { relu2, tokenShift, wkv4 } from '../graph/ops-recurrent';
 import { int, num, rejectIf, tiedEmbeddings, type RawConfig } from './common';
 import { DecoderNet, type Block, type NormSpec } from './decoder';
 import type { Family, Net } from './net';
-import type { RegionSpec, SeqState } from '../runtime/state';
+import type { RegionSpec } from '../runtime/state';
 
 export interface RwkvBlockConfig {
   hidden: number;
@@ -72,17 +72,6 @@ export class RwkvBlock implements Block {
       mk: host(`${f}.time_mix_key`, D), mr: host(`${f}.time_mix_receptance`, D),
       k: ws.mat(`${f}.key.weight`, I, D), r: ws.mat(`${f}.receptance.weight`, D, D), v: ws.mat(`${f}.value.weight`, D, I),
     };
-    const T = ctx.maxChunk;
-    const s = ctx.scratch;
-    s.need('rwkv.h', T * D);
-    s.need('rwkv.xk', T * D);
-    s.need('rwkv.xv', T * D);
-    s.need('rwkv.xr', T * D);
-    s.need('rwkv.k', T * Math.max(A, I));
-    s.need('rwkv.v', T * A);
-    s.need('rwkv.r', T * Math.max(A, D));
-    s.need('rwkv.o', T * D);
-    s.need('rwkv.wkv', T * A);
     this.attShiftState = { name: `${this.prefix}.att_shift`, kind: 'fixed', floats: this.cfg.hidden };
     this.ffnShiftState = { name: `${this.prefix}.ffn_shift`, kind: 'fixed', floats: this.cfg.hidden };
     this.wkvState = { name: `${this.prefix}.wkv`, kind: 'fixed', floats: 3 * this.cfg.A };
@@ -92,64 +81,42 @@ export class RwkvBlock implements Block {
     return [this.attShiftState, this.ffnShiftState, this.wkvState];
   }
 
-  /**
-   * The token-shift lerps of h [T, D]: out_j[t] = h[t]·μ_j + h[t−1]·(1 − μ_j), h[−1] = shift state;
-   * then the shift state takes h[T−1].
-   */
-  private lerps(h: number, shift: number, T: number, mixes: Float32Array[], outs: number[]): void {
-    const D = this.cfg.hidden;
-    const hv = this.ctx.f32(h, T * D), sv = this.ctx.f32(shift, D);
-    const ov = outs.map((o) => this.ctx.f32(o, T * D));
-    for (let t = 0; t < T; t++) {
-      for (let d = 0; d < D; d++) {
-        const x = hv[t * D + d], xp = t ? hv[(t - 1) * D + d] : sv[d];
-        for (let j = 0; j < mixes.length; j++) ov[j][t * D + d] = x * mixes[j][d] + xp * (1 - mixes[j][d]);
-      }
-    }
-    sv.set(hv.subarray((T - 1) * D, T * D));
-  }
-
-  forward(state: SeqState, x: number, T: number, pos0: number): void {
-    const { ctx, cfg } = this;
-    const { k } = ctx;
-    const { hidden: D, A, I } = cfg;
-    const s = ctx.scratch;
-    const h = s.get('rwkv.h'), xk = s.get('rwkv.xk'), xv = s.get('rwkv.xv'), xr = s.get('rwkv.xr');
-    const kb = s.get('rwkv.k'), vb = s.get('rwkv.v'), rb = s.get('rwkv.r'), o = s.get('rwkv.o');
-    const n = T * D;
-    if (this.preLn) layerNorm(k, x, x, this.preLn.w, this.preLn.b!, T, D, this.preLn.eps);
+  forward(g: Graph, x: Tensor): void {
+    const { hidden: D, A, I, branchScale, halveAfter } = this.cfg;
+    const h = g.tmp(D), xk = g.tmp(D), xv = g.tmp(D), xr = g.tmp(D), o = g.tmp(D);
+    const residual = () => {
+      if (branchScale !== 1) scale(g, o, o, branchScale);
+      add(g, x, x, o);
+    };
+    if (this.preLn) norm(g, this.preLn, x, x);
 
     // time mix
-    layerNorm(k, h, x, this.ln1.w, this.ln1.b!, T, D, this.ln1.eps);
     const att = this.att;
-    this.lerps(h, state.ptr(this.attShiftState), T, [att.mk, att.mv, att.mr], [xk, xv, xr]);
-    ctx.mm(kb, xk, att.k, T);
-    ctx.mm(vb, xv, att.v, T);
-    ctx.mm(rb, xr, att.r, T);
-    sigmoid(k, rb, rb, T * A);
-    const wkvState = state.ptr(this.wkvState), wkv = s.get('rwkv.wkv');
-    // A fresh sequence starts the running max at −1e38 (HF rwkv_linear_attention_cpu), not at the
-    // zero a new state slot holds.
-    if (pos0 === 0) wkv4InitState(k, wkvState, A);
-    wkv4(k, wkv, wkvState, kb, vb, att.timeDecay, att.timeFirst, T, A);
-    mul(k, wkv, wkv, rb, T * A);
-    ctx.mm(o, wkv, att.o, T);
-    if (cfg.branchScale !== 1) scale(k, o, o, cfg.branchScale, n);
-    add(k, x, x, o, n);
+    const kb = g.tmp(A), vb = g.tmp(A), rb = g.tmp(A), wkv = g.tmp(A);
+    norm(g, this.ln1, h, x);
+    tokenShift(g, [xk, xv, xr], h, this.attShiftState, [att.mk, att.mv, att.mr]);
+    matmul(g, kb, xk, att.k);
+    matmul(g, vb, xv, att.v);
+    matmul(g, rb, xr, att.r);
+    sigmoid(g, rb, rb);
+    wkv4(g, wkv, kb, vb, this.wkvState, att.timeDecay, att.timeFirst);
+    mul(g, wkv, wkv, rb);
+    matmul(g, o, wkv, att.o);
+    residual();
 
     // channel mix
-    layerNorm(k, h, x, this.ln2.w, this.ln2.b!, T, D, this.ln2.eps);
     const ffn = this.ffn;
-    this.lerps(h, state.ptr(this.ffnShiftState), T, [ffn.mk, ffn.mr], [xk, xr]);
-    ctx.mm(kb, xk, ffn.k, T);
-    relu2(k, kb, kb, T * I);
-    ctx.mm(o, kb, ffn.v, T);
-    ctx.mm(rb, xr, ffn.r, T);
-    sigmoid(k, rb, rb, n);
-    mul(k, o, o, rb, n);
-    if (cfg.branchScale !== 1) scale(k, o, o, cfg.branchScale, n);
-    add(k, x, x, o, n);
-    if (cfg.halveAfter) scale(k, x, x, 0.5, n);
+    const fk = g.tmp(I), fr = g.tmp(D);
+    norm(g, this.ln2, h, x);
+    tokenShift(g, [xk, xr], h, this.ffnShiftState, [ffn.mk, ffn.mr]);
+    matmul(g, fk, xk, ffn.k);
+    relu2(g, fk);
+    matmul(g, o, fk, ffn.v);
+    matmul(g, fr, xr, ffn.r);
+    sigmoid(g, fr, fr);
+    mul(g, o, o, fr);
+    residual();
+    if (halveAfter) scale(g, x, x, 0.5);
   }
 }
 

@@ -18,18 +18,24 @@ export function expertCount(c: RawConfig, dflt: number): number {
 /**
  * The experts of one MoE block, in whichever layout the checkpoint holds:
  * transformers v5 fused `experts.gate_up_proj` [E, 2I, D] (gate rows first) + `experts.down_proj`
- * [E, D, I]; Mixtral's per-expert `experts.N.w1` (gate) / `w3` (up) / `w2` (down); or the per-expert
+ * [E, D, I], or Granite's `input_linear` / `output_linear` of the same shapes; Mixtral's per-expert `experts.N.w1` (gate) / `w3` (up) / `w2` (down); or the per-expert
  * `experts.N.gate_proj` / `up_proj` / `down_proj` of Qwen-MoE and OLMoE checkpoints.
  */
 export function expertWeights(ws: WeightStore, moe: string, E: number, I: number, D: number): (e: number) => GatedWeights {
-  if (ws.has(`${moe}.experts.gate_up_proj`)) {
-    const shape = ws.shape(`${moe}.experts.gate_up_proj`);
+  // Fused [E, 2I, D] gate-then-up and [E, D, I] down: transformers v5 names, or Granite's
+  // block_sparse_moe.input_linear / output_linear as save_pretrained writes them.
+  const fused = ws.has(`${moe}.experts.gate_up_proj`)
+    ? [`${moe}.experts.gate_up_proj`, `${moe}.experts.down_proj`]
+    : ws.has(`${moe}.input_linear.weight`) ? [`${moe}.input_linear.weight`, `${moe}.output_linear.weight`] : null;
+  if (fused) {
+    const [gu, down] = fused;
+    const shape = ws.shape(gu);
     if (shape.length !== 3 || shape[0] !== E || shape[1] !== 2 * I || shape[2] !== D) {
-      throw new ConfigError(`tensors["${moe}.experts.gate_up_proj"].shape`, `is [${shape}], expected [${E}, ${2 * I}, ${D}]`);
+      throw new ConfigError(`tensors["${gu}"].shape`, `is [${shape}], expected [${E}, ${2 * I}, ${D}]`);
     }
     return (e) => {
-      const gu = ws.slice(`${moe}.experts.gate_up_proj`, e, 2 * I, D);
-      return { gate: rowsOf(gu, 0, I), up: rowsOf(gu, I, I), down: ws.slice(`${moe}.experts.down_proj`, e, D, I) };
+      const w = ws.slice(gu, e, 2 * I, D);
+      return { gate: rowsOf(w, 0, I), up: rowsOf(w, I, I), down: ws.slice(down, e, D, I) };
     };
   }
   if (ws.has(`${moe}.experts.0.w1.weight`)) {

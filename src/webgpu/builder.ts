@@ -1,8 +1,8 @@
-// Builds a loaded (WASM) model's forward pass as a list of WebGPU dispatches. The WASM model is
-// built first (it parses the checkpoint, permutes and quantizes the weights, and defines the net);
-// its weights are uploaded once, in their arena layout (GGUF blocks for Q8_0/Q4_0), and each layer
-// kind contributes dispatches through a builder registered for its class (./layers/*), so a family
-// gains a GPU path by adding a file, not by editing this one.
+// The resources of a model's WebGPU forward pass: the net's weights uploaded once, in their arena
+// layout (GGUF blocks for Q8_0/Q4_0), constants (norm weights, biases, RoPE tables), and the float
+// layouts of the activation buffer `a` and of session state `st`. The WASM model is built first (it
+// parses the checkpoint, permutes and quantizes the weights, and defines the net); the WebGPU
+// executor (graph.ts) records the net's forward pass against this builder.
 //
 // Buffers (see ops.ts GpuBufs): activations `a` (offsets from `act`), session state `st` (offsets
 // from `state()`; recurrent regions are marked `fixed` so a session can keep restore points of just
@@ -11,11 +11,9 @@
 import { toF32 } from '../formats/dtype';
 import { KernelError } from '../kernels/runtime';
 import { rowBytes, type Weight } from '../kernels/types';
-import type { Block, NormSpec } from '../models/decoder';
-import type { Ffn, Mixer } from '../layers/context';
 import type { RegionSpec } from '../runtime/state';
 import type { Model } from '../models/model';
-import { EW, type GpuKernels, type Dispatch, type GpuBufs, type GpuWeight } from './ops';
+import type { GpuKernels, Dispatch, GpuBufs, GpuWeight } from './ops';
 
 export { TOKENS_BASE } from './ops';
 
@@ -40,28 +38,6 @@ export interface GpuStateAlloc {
 }
 
 export type Emit = (b: GpuBufs) => Dispatch[];
-
-/** Adds a layer's dispatches: reads x (a offset), writes out (a offset); `where` names it in errors. */
-export type MixerBuilder<T = any> = (B: GpuBuilder, m: T, x: number, out: number, where: string) => void;
-export type FfnBuilder<T = any> = (B: GpuBuilder, f: T, x: number, out: number, where: string) => void;
-/** Updates the residual stream at a offset x (hidden floats) in place. */
-export type BlockBuilder<T = any> = (B: GpuBuilder, blk: T, x: number, where: string) => void;
-
-type Ctor = abstract new (...args: any[]) => any;
-const mixers = new Map<Ctor, MixerBuilder>();
-const ffns = new Map<Ctor, FfnBuilder>();
-const blocks = new Map<Ctor, BlockBuilder>();
-
-/** Registers the GPU builder of a mixer class (exact class: subclasses register their own). */
-export function registerMixer<T>(cls: abstract new (...args: any[]) => T, fn: MixerBuilder<T>): void {
-  mixers.set(cls, fn);
-}
-export function registerFfn<T>(cls: abstract new (...args: any[]) => T, fn: FfnBuilder<T>): void {
-  ffns.set(cls, fn);
-}
-export function registerBlock<T>(cls: abstract new (...args: any[]) => T, fn: BlockBuilder<T>): void {
-  blocks.set(cls, fn);
-}
 
 export class GpuBuilder {
   readonly K: GpuKernels;
@@ -175,39 +151,5 @@ export class GpuBuilder {
     parts.forEach((p, e) => all.set(p.bytes, e * per));
     this.weightBytes += all.byteLength;
     return this.K.weight(all, parts[0].dtype, ws[0].rows, ws[0].cols, ws.length, label);
-  }
-
-  /** y[rows, D] = norm(x) (RMSNorm, optionally 1 + w, or LayerNorm with its bias). */
-  norm(n: NormSpec, y: number, x: number, D: number, rows = 1): void {
-    if (n.kind === 'layer') {
-      const w = this.vec(n.w, D), bias = n.b ? this.vec(n.b, D) : -1;
-      this.emit((b) => [this.K.layerNorm(b, y, x, w, bias, rows, D, n.eps)]);
-      return;
-    }
-    const w = this.vec(n.w, D);
-    this.emit((b) => [this.K.rmsNorm(b, y, x, w, rows, D, n.eps, { addOne: n.addOne })]);
-  }
-
-  /** y += x over n floats. */
-  add(y: number, x: number, n: number): void {
-    this.emit((b) => [this.K.elementwise(b, EW.add, y, y, x, n)]);
-  }
-
-  mixer(m: Mixer, x: number, out: number, where: string): void {
-    const fn = mixers.get(m.constructor as Ctor);
-    if (!fn) throw unsupported(`${where}: mixer ${m.constructor.name}`);
-    fn(this, m, x, out, where);
-  }
-
-  ffn(f: Ffn, x: number, out: number, where: string): void {
-    const fn = ffns.get(f.constructor as Ctor);
-    if (!fn) throw unsupported(`${where}: FFN ${f.constructor.name}`);
-    fn(this, f, x, out, where);
-  }
-
-  block(blk: Block, x: number, where: string): void {
-    const fn = blocks.get(blk.constructor as Ctor);
-    if (!fn) throw unsupported(`${where} (${blk.constructor.name})`);
-    fn(this, blk, x, where);
   }
 }

@@ -1,6 +1,8 @@
-// A loaded model's forward pass on WebGPU. builder.ts turns the WASM model's net into dispatches
-// (layer kinds register in ./layers); each token runs as one command buffer of those prebuilt
-// dispatches, so per-token host work is a 16-byte uniform write and a submit.
+// A loaded model's forward pass on WebGPU. The net's one definition (src/graph) is recorded once by
+// the WebGPU executor (graph.ts) as dispatches of one position; a session replays them for every
+// position it feeds, the position coming from the step uniform, many positions per submission (a
+// prompt chunk or a greedy batch is one command buffer), and several sessions per submission with
+// forwardBatch().
 //
 // Two ways to run a session:
 // - forward(ids): feeds tokens and reads back logits (prompt processing, sampling on the host);
@@ -10,16 +12,16 @@
 //   recurrent state, so rewind() can cut the session back to the tokens a caller kept (a stop token
 //   in the middle of a batch).
 
-import { unsupported, GpuBuilder, TOKENS_BASE, type GpuStateAlloc } from './builder';
+import { GpuBuilder, TOKENS_BASE, type GpuStateAlloc } from './builder';
 import { BufferUsage, MapMode } from './flags';
 import { KernelError } from '../kernels/runtime';
-import { DecoderNet } from '../models/decoder';
 import type { Model } from '../models/model';
 import { decodeSnapshot, encodeSnapshot, SnapshotError, type Region, type SnapshotOptions, type StateLayout } from '../runtime/state';
 import type { GpuDevice } from './device';
 import type { SequenceSession, SessionFactory } from '../runtime/session';
-import { EW, GpuKernels, writeStep, type Dispatch, type GpuBufs } from './ops';
-import './layers/index';
+import { GpuKernels, writeStep, type Dispatch, type GpuBufs } from './ops';
+import { GpuGraph } from './graph';
+import './graph-ops';
 
 /**
  * Where a WASM state region lives in `st`: `copy` when the float layouts agree (kv caches, recurrent
@@ -84,27 +86,12 @@ export class GpuModel implements SessionFactory {
   constructor(readonly model: Model, readonly gpu: GpuDevice) {
     this.K = new GpuKernels(gpu);
     const net = model.net;
-    if (!(net instanceof DecoderNet)) throw unsupported(`net ${net.constructor.name}`);
     const B = (this.builder = new GpuBuilder(model, this.K));
-    const d = net.d;
-    this.vocab = d.vocab;
-    this.hidden = d.hidden;
+    this.vocab = net.vocabSize;
+    this.hidden = net.hidden;
     this.maxContext = model.maxContext;
-    const D = d.hidden;
-    const x = B.act.take(D), h = B.act.take(D);
-    const embed = B.weight(d.embed, 'embed');
-    const embedScale = d.embedScale ?? 1;
-    B.emit((b) => [this.K.embed(b, x, embed, { scale: embedScale })]);
-    d.blocks.forEach((blk, i) => B.block(blk, x, `layer ${i}`));
-    B.norm(d.finalNorm, h, x, D);
-    const logits = (this.logitsOff = B.act.take(d.vocab));
-    const head = B.weight(d.lmHead, 'lm_head');
-    B.emit((b) => {
-      const list = [this.K.matmul(b, logits, h, head, 1)];
-      if (d.logitsDivisor !== undefined) list.push(this.K.elementwise(b, EW.scale, logits, logits, 0, d.vocab, { s: 1 / d.logitsDivisor }));
-      if (d.finalSoftcap) list.push(this.K.elementwise(b, EW.softcap, logits, logits, 0, d.vocab, { s: d.finalSoftcap }));
-      return list;
-    });
+    const logits = net.forward(new GpuGraph(B, model.ctx.opts.exact), false);
+    this.logitsOff = logits.off;
     this.c = this.K.upload(B.packConsts(), undefined, 'constants');
     this.weightBytes = B.weightBytes;
     this.fixedRanges = B.fixedRanges;
@@ -161,6 +148,39 @@ export class GpuModel implements SessionFactory {
   }
 }
 
+/**
+ * Feeds several sessions of one model their tokens in one submission (a batch of sequences: each
+ * session's passes are encoded one after another into the same command buffer); resolves to each
+ * session's last-token logits, or every token's with `all`.
+ */
+export async function forwardBatch(items: { session: GpuSession; ids: ArrayLike<number> }[], all = false): Promise<Float32Array[]> {
+  if (!items.length) return [];
+  const model = items[0].session.model;
+  const seen = new Set<GpuSession>();
+  for (const it of items) {
+    if (it.session.model !== model) throw new Error('forwardBatch: sessions of different models');
+    if (seen.has(it.session)) throw new Error('forwardBatch: a session appears twice');
+    if (it.ids.length === 0) throw new RangeError('forwardBatch: every session needs at least one token');
+    seen.add(it.session);
+    it.session.validate(it.ids);
+  }
+  const staged = items.map((it) => it.session.stageForward(it.ids, all));
+  const dev = model.K.device, enc = dev.createCommandEncoder();
+  for (const s of staged) s.encode(enc);
+  dev.queue.submit([enc.finish()]);
+  for (const it of items) it.session.submissions++;
+  return Promise.all(staged.map((s) => readLogits(s.rd, model.gpu)));
+}
+
+/** Maps a logits read-back buffer and copies it out. */
+async function readLogits(rd: GPUBuffer, gpu: GpuDevice): Promise<Float32Array> {
+  await mapped(rd, gpu);
+  const out = new Float32Array(rd.getMappedRange().slice(0));
+  rd.unmap();
+  rd.destroy();
+  return out;
+}
+
 interface RestorePoint {
   pos: number;
   buf: GPUBuffer | null;
@@ -207,6 +227,15 @@ export class GpuSession implements SequenceSession {
     if (this.pos + n > this.model.maxContext) throw new RangeError(`context full: ${this.pos} + ${n} tokens > max context ${this.model.maxContext}`);
   }
 
+  /** Throws unless `ids` can be fed now (session usable, context room, ids in the vocabulary). */
+  validate(ids: ArrayLike<number>): void {
+    this.check(ids.length);
+    const V = this.model.vocab;
+    for (let i = 0; i < ids.length; i++) {
+      if (!Number.isInteger(ids[i]) || ids[i] < 0 || ids[i] >= V) throw new RangeError(`token id ${ids[i]} outside the vocabulary [0, ${V})`);
+    }
+  }
+
   private writeTokens(at: number, ids: ArrayLike<number>): void {
     const V = this.model.vocab;
     const u = new Uint32Array(ids.length);
@@ -228,6 +257,14 @@ export class GpuSession implements SequenceSession {
       for (let t = 0; t < n; t += per) this.submitSteps(from + t, Math.min(per, n - t), list, after && ((enc, u) => after(enc, t + u)));
       return;
     }
+    const enc = this.device.createCommandEncoder();
+    this.encodeSteps(enc, from, n, list, after);
+    this.device.queue.submit([enc.finish()]);
+    this.submissions++;
+  }
+
+  /** Encodes the passes of positions from … from+n−1 into `enc` (see submitSteps). */
+  encodeSteps(enc: GPUCommandEncoder, from: number, n: number, list: Dispatch[], after?: (enc: GPUCommandEncoder, t: number) => void): void {
     const dev = this.device;
     if (n === 1) {
       writeStep(dev, this.bufs.step, 0, from);
@@ -240,7 +277,6 @@ export class GpuSession implements SequenceSession {
       }
       dev.queue.writeBuffer(this.steps, 0, rec);
     }
-    const enc = dev.createCommandEncoder();
     for (let t = 0; t < n; t++) {
       if (n > 1) enc.copyBufferToBuffer(this.steps!, t * 16, this.bufs.step, 0, 16);
       const pass = enc.beginComputePass();
@@ -248,8 +284,26 @@ export class GpuSession implements SequenceSession {
       pass.end();
       after?.(enc, t);
     }
-    dev.queue.submit([enc.finish()]);
-    this.submissions++;
+  }
+
+  /**
+   * Checks and stages the tokens of a forward pass (ids written, positions advanced after encoding):
+   * returns the read-back buffer of the logits and the function that encodes the pass.
+   */
+  stageForward(ids: ArrayLike<number>, all: boolean): { rd: GPUBuffer; encode: (enc: GPUCommandEncoder) => void } {
+    const n = ids.length, V = this.model.vocab, m = this.model;
+    if (n === 0) throw new RangeError('forward needs at least one token');
+    this.check(n);
+    this.writeTokens(this.pos, ids);
+    const rows = all ? n : 1;
+    const rd = this.device.createBuffer({ size: rows * V * 4, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
+    const start = this.pos;
+    this.pos += n;
+    for (let i = 0; i < n; i++) this.tokens.push(ids[i]);
+    const encode = (enc: GPUCommandEncoder) => this.encodeSteps(enc, start, n, this.list, (e, t) => {
+      if (all || t === n - 1) e.copyBufferToBuffer(this.bufs.a, m.logitsOff * 4, rd, (all ? t : 0) * V * 4, V * 4);
+    });
+    return { rd, encode };
   }
 
   /** Step records of a multi-position submission (see submitSteps). */
@@ -274,23 +328,37 @@ export class GpuSession implements SequenceSession {
 
   /** Feeds tokens; resolves to the last token's logits ([V]) or every token's ([T·V]) with `all`. */
   async forward(ids: ArrayLike<number>, all = false): Promise<Float32Array> {
-    const n = ids.length, V = this.model.vocab, m = this.model;
+    const n = ids.length;
     if (n === 0) throw new RangeError('forward needs at least one token');
-    this.check(n);
-    this.writeTokens(this.pos, ids);
-    const dev = this.device;
-    const rows = all ? n : 1;
-    const rd = dev.createBuffer({ size: rows * V * 4, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
-    const start = this.pos;
-    this.submitSteps(start, n, this.list, (enc, t) => {
-      if (all || t === n - 1) enc.copyBufferToBuffer(this.bufs.a, m.logitsOff * 4, rd, (all ? t : 0) * V * 4, V * 4);
-    });
-    this.pos += n;
-    for (let i = 0; i < n; i++) this.tokens.push(ids[i]);
-    await mapped(rd, this.model.gpu);
-    const out = new Float32Array(rd.getMappedRange().slice(0));
-    rd.unmap();
-    rd.destroy();
+    if (n > Math.max(1, Math.floor(this.stepsPerSubmission))) return this.forwardSplit(ids, all);
+    const { rd, encode } = this.stageForward(ids, all);
+    const enc = this.device.createCommandEncoder();
+    encode(enc);
+    this.device.queue.submit([enc.finish()]);
+    this.submissions++;
+    return readLogits(rd, this.model.gpu);
+  }
+
+  /** forward() with at most stepsPerSubmission positions per submission (benchmarks). */
+  private async forwardSplit(ids: ArrayLike<number>, all: boolean): Promise<Float32Array> {
+    const per = Math.max(1, Math.floor(this.stepsPerSubmission)), V = this.model.vocab;
+    const parts: Float32Array[] = [];
+    for (let i = 0; i < ids.length; i += per) {
+      const chunk = Array.prototype.slice.call(ids, i, i + per) as number[];
+      const { rd, encode } = this.stageForward(chunk, all);
+      const enc = this.device.createCommandEncoder();
+      encode(enc);
+      this.device.queue.submit([enc.finish()]);
+      this.submissions++;
+      parts.push(await readLogits(rd, this.model.gpu));
+    }
+    if (!all) return parts[parts.length - 1];
+    const out = new Float32Array(ids.length * V);
+    let o = 0;
+    for (const p of parts) {
+      out.set(p, o);
+      o += p.length;
+    }
     return out;
   }
 

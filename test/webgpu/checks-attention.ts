@@ -1,19 +1,18 @@
 // WebGPU attention checks: the decode attention kernel (sliding window, logit soft-capping, sink
 // logits, GQA/MQA, head dims up to the 512 limit) against the float64 reference, the clamp kernel,
 // the refusal of unsupported head dims, and whole Attention layers of the parity fixtures (biases,
-// full-width q/k norm, clip, windows, soft-capping, sinks) on the GPU against the WASM layer
-// (`exact`, decoding one token at a time through a ring-buffer cache) over more positions than the
+// full-width q/k norm, clip, windows, soft-capping, sinks) recorded for the GPU against the same
+// layer on the WASM executor (`exact`, decoding one token at a time through a ring-buffer cache) over more positions than the
 // window. Buffers start as NaN so a read of anything not written shows. Prints one JSON line:
 // { adapter, results: [{ name, err, tol, pass }] } or { error }.
 
-import { GpuBuilder } from '../../src/webgpu/builder';
-import { clamp, decodeAttention } from '../../src/webgpu/layers/attention';
+import { clamp, decodeAttention } from '../../src/webgpu/dispatch/attention';
 import { attentionRef } from '../../src/kernels/attention.ref';
 import { openCheckpoint } from '../../src/formats/checkpoint';
 import { buildModel } from '../../src/models/index';
 import { Attention } from '../../src/layers/attention';
-import '../../src/webgpu/layers/index';
 import { Checks, gpuBench, nan, rel, rng, withGpu } from './harness';
+import { gpuLayer, wasmLayer } from './layers';
 
 const { randn } = rng(4242);
 const checks = new Checks();
@@ -89,19 +88,15 @@ await withGpu(async (gpu) => {
     for (let li = 0; li < blocks.length; li++) {
       const attn = blocks[li].s?.mixer;
       if (!(attn instanceof Attention)) continue;
-      const B = new GpuBuilder(model, K);
-      const x = B.act.take(D), y = B.act.take(D);
-      B.mixer(attn, x, y, `layer ${li}`);
+      const { B, x, y } = gpuLayer(model, K, D, (g, xx, yy) => attn.forward(g, xx, yy), `layer ${li}`);
       const b = mk(B.act.top, B.stateFloats, B.packConsts());
       const list = B.emits.flatMap((e) => e(b));
       const session = model.newSession();
-      const xp = model.k.arena.f32buf(D).ptr, yp = model.k.arena.f32buf(D).ptr;
+      const wasm = wasmLayer(model, D, (g, xx, yy) => attn.forward(g, xx, yy), 1);
       let worst = 0;
       for (let pos = 0; pos < steps; pos++) {
         const X = randn(D);
-        model.k.arena.f32(xp, D).set(X);
-        attn.forward(session.state, xp, yp, 1, pos);
-        const want = model.k.arena.f32(yp, D).slice();
+        const want = wasm(session, X, pos);
         put(b.a, x, X);
         put(b.a, y, nan(D));
         setStep(b, pos);

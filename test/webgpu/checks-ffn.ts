@@ -1,15 +1,13 @@
 // WebGPU feed-forward checks: the activation kernel (SwiGLU, GeGLU tanh / erf, relu² gating, clamped
 // SwiGLU, stacked biases picked by expert id) against the float64 references, the MoE router (every
 // routing mode, groups, selection bias, scaling, ties) against the WASM router, and whole FFN layers
-// (GatedMlp, Moe, SharedMlp, Lfm2Mlp) built alone on the GPU against the WASM layer's forward on the
+// (gated MLPs, Moe) recorded alone on the GPU against the same layer run by the WASM executor on the
 // same weights: the instances of the parity fixtures, plus variants of them (other activations,
 // biases, routing modes, expert biases, shared expert with / without gate). Outputs are poisoned with
 // NaN first. Prints one JSON line: { adapter, results: [{ name, err, tol, pass }] } or { error }.
 
 import { TOKENS_BASE, type GpuBufs } from '../../src/webgpu/ops';
-import { GpuBuilder } from '../../src/webgpu/builder';
-import '../../src/webgpu/layers/index';
-import { activation, actOp, route as gpuRoute, type GatedAct } from '../../src/webgpu/layers/ffn';
+import { activation, actOp, route as gpuRoute, type GatedAct } from '../../src/webgpu/dispatch/ffn';
 import { ACT_OP } from '../../src/webgpu/kernels/act.wgsl';
 import { instantiate } from '../../src/kernels/runtime';
 import { route as wasmRoute, type RouteOptions } from '../../src/kernels/moe';
@@ -23,6 +21,7 @@ import { GatedMlp, type GatedWeights } from '../../src/layers/mlp';
 import { Moe, type MoeConfig } from '../../src/layers/moe';
 import type { Ffn } from '../../src/layers/context';
 import { Checks, gpuBench, rel, rng, withGpu } from './harness';
+import { gpuLayer, wasmLayer } from './layers';
 
 const { randn } = rng(4242);
 const checks = new Checks();
@@ -169,16 +168,14 @@ await withGpu(async (gpu) => {
     const net = m.net as DecoderNet;
     return net.d.blocks.map((blk) => (blk instanceof PreNormBlock ? blk.s.ffn : undefined)).filter((f): f is Ffn => !!f);
   };
-  /** GPU FFN alone vs the WASM forward on the same x (one token). */
+  /** GPU FFN alone vs the same FFN on the WASM executor, on the same x (one token). */
   const layerCheck = async (name: string, m: Model, f: Ffn, tol = 1e-5) => {
     const D = m.net.hidden;
     const X = randn(D, 2);
-    const xp = m.k.arena.putF32(X).ptr, yp = m.k.arena.f32buf(D).ptr;
-    f.forward(xp, yp, 1);
-    const want = m.k.arena.f32(yp, D).slice();
-    const B = new GpuBuilder(m, K);
-    const x = B.act.take(D), y = B.act.take(D);
-    B.ffn(f, x, y, name);
+    const s = m.newSession();
+    const want = wasmLayer(m, D, (g, x, y) => f.forward(g, x, y), 1)(s, X, 0);
+    s.dispose();
+    const { B, x, y } = gpuLayer(m, K, D, (g, xx, yy) => f.forward(g, xx, yy), name);
     const b = mk(B.packConsts(), B.act.top);
     put(b.a, x, X);
     const got = await run(B.emits.flatMap((e) => e(b)), b.a, y, D);
@@ -189,9 +186,7 @@ await withGpu(async (gpu) => {
     ...w, gateBias: vec(m, w.gate.rows), upBias: vec(m, w.up.rows), downBias: vec(m, w.down.rows),
   });
   const mlpVariant = (f: GatedMlp, o: Partial<GatedMlp>): GatedMlp => Object.assign(Object.create(GatedMlp.prototype), f, o);
-  const moeVariant = (f: Moe, cfg: Partial<MoeConfig>): Moe => Object.assign(Object.create(Moe.prototype), {
-    ctx: f.ctx, cfg: { ...f.cfg, ...cfg }, experts: new Array(f.cfg.nExperts).fill(null), expertCalls: new Int32Array(f.cfg.nExperts),
-  });
+  const moeVariant = (f: Moe, cfg: Partial<MoeConfig>): Moe => new Moe(f.ctx, { ...f.cfg, ...cfg });
 
   // Fixture instances, as the parity models have them.
   for (const name of ['qwen2moe-shared', 'olmoe-clipqkv', 'gptoss-sinks', 'gemma2-softcap-swa', 'gemma3-text', 'deepseekv3-mla', 'jamba-hybrid', 'granitemoehybrid', 'lfm2-shortconv', 'llama-llama3rope-bias']) {

@@ -5,8 +5,8 @@
 
 import { BufferUsage, MapMode } from '../../src/webgpu/flags';
 import { EW, TOKENS_BASE } from '../../src/webgpu/ops';
-import { decodeAttention } from '../../src/webgpu/layers/attention';
-import { route } from '../../src/webgpu/layers/ffn';
+import { decodeAttention } from '../../src/webgpu/dispatch/attention';
+import { route } from '../../src/webgpu/dispatch/ffn';
 import { instantiate } from '../../src/kernels/runtime';
 import { matmul, quantizeRowsQ4_0, quantizeRowsQ8_0 } from '../../src/kernels/matmul';
 import { rowBytes } from '../../src/kernels/types';

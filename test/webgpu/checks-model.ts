@@ -4,7 +4,7 @@
 
 import { openCheckpoint } from '../../src/formats/checkpoint';
 import { buildModel } from '../../src/models/index';
-import { gpuModel } from '../../src/webgpu/model';
+import { forwardBatch, gpuModel } from '../../src/webgpu/model';
 import { Checks, rel, withGpu } from './harness';
 
 const ids = [1873, 604, 261, 536, 14, 445, 310, 261];
@@ -38,5 +38,18 @@ await withGpu(async (gpu) => {
   for (const id of long) last = await s2.forward([id]);
   checks.check('128-token prefill in one submission = token by token (max rel)', rel(one, last), 1e-6);
   checks.check('128-token prefill = WASM (max rel)', rel(one, model.newSession().forward(long)), 1e-5);
+  // Three sequences fed in one submission match each fed alone; their states stay apart.
+  const prompts = [long.slice(0, 37), ids.slice(0, 1), long.slice(50, 55)];
+  const batch = prompts.map(() => gm.newSession());
+  const subs = batch.map((s) => s.submissions);
+  const outs = await forwardBatch(batch.map((session, i) => ({ session, ids: prompts[i] })));
+  checks.check('3 sequences in one submission: one submission each', batch.reduce((a, s, i) => a + Math.abs(s.submissions - subs[i] - 1), 0), 0);
+  let worst = 0;
+  for (let i = 0; i < prompts.length; i++) worst = Math.max(worst, rel(outs[i], await gm.newSession().forward(prompts[i])));
+  checks.check('3 sequences in one submission = each alone (max rel)', worst, 1e-6);
+  const next = await forwardBatch(batch.map((session, i) => ({ session, ids: [ids[i + 2]] })));
+  worst = 0;
+  for (let i = 0; i < prompts.length; i++) worst = Math.max(worst, rel(next[i], model.newSession().forward([...prompts[i], ids[i + 2]])));
+  checks.check('a second batched step = WASM over the whole sequence (max rel)', worst, 1e-5);
   checks.print(gpu.adapterName, { info: gm.info() });
 });

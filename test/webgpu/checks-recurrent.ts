@@ -9,7 +9,7 @@ import { gelu, relu2 } from '../../src/kernels/act';
 import { conv1d } from '../../src/kernels/conv';
 import { lightningAttention } from '../../src/kernels/linear_attention';
 import { rglruScan, wkv4, wkv4InitState } from '../../src/kernels/rnn';
-import { convBias, deltaChunked, lightning, RACT, ract, rglru, tokenShift, wkv4 as gpuWkv4 } from '../../src/webgpu/layers/recurrent_kernels';
+import { convBias, deltaChunked, lightning, RACT, ract, rglru, tokenShift, wkv4 as gpuWkv4 } from '../../src/webgpu/dispatch/recurrent';
 import { Checks, gpuBench, nan, rel, rng, withGpu } from './harness';
 
 const { rnd, randn } = rng(4242);

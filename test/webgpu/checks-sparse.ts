@@ -2,13 +2,12 @@
 // top-k selection with the WASM tie rule, attention over listed positions) and MLA's per-head
 // products on random data at odd sizes against the naive references (src/kernels/attention.ref.ts)
 // and the WASM kernels, outputs poisoned with NaN first; then the MLA and DSA mixers of the parity
-// fixtures alone, step by step on random hidden states, against the WASM mixers' forward.
+// fixtures alone, step by step on random hidden states: the layer recorded for the GPU against the
+// same layer on the WASM executor.
 // Prints one JSON line: { adapter, results: [{ name, err, tol, pass }] } or { error }.
 
 import { readFile } from 'node:fs/promises';
-import { GpuBuilder } from '../../src/webgpu/builder';
-import { headMatmul, indexerScores, sparseAttention, topkSelect } from '../../src/webgpu/layers/mla';
-import '../../src/webgpu/layers/index';
+import { headMatmul, indexerScores, sparseAttention, topkSelect } from '../../src/webgpu/dispatch/mla';
 import { instantiate } from '../../src/kernels/runtime';
 import { dsaIndexerScores, topkSelect as topkSelectWasm } from '../../src/kernels/attention';
 import { attendSelectedRef, attentionRef, dsaIndexerScoresRef, topkRef } from '../../src/kernels/attention.ref';
@@ -16,6 +15,7 @@ import { loadFixtureModel, type FixtureReference } from '../../tools/parity-lib'
 import type { DecoderNet, PreNormBlock } from '../../src/models/decoder';
 import type { Mixer } from '../../src/layers/context';
 import { Checks, gpuBench, rel, rng, withGpu } from './harness';
+import { gpuLayer, wasmLayer } from './layers';
 
 const { rnd, randn } = rng(4242);
 const checks = new Checks();
@@ -178,19 +178,15 @@ await withGpu(async (gpu) => {
     const D = net.hidden, steps = Math.min(model.maxContext, 40);
     for (const layer of [0, net.d.blocks.length - 1]) {
       const mixer = (net.d.blocks[layer] as PreNormBlock).s.mixer as Mixer;
-      const B = new GpuBuilder(model, K);
-      const x = B.act.take(D), o = B.act.take(D);
-      B.mixer(mixer, x, o, `layer ${layer}`);
+      const { B, x, y: o } = gpuLayer(model, K, D, (g, xx, yy) => mixer.forward(g, xx, yy), `layer ${layer}`);
       const b = bufs(B.act.top, B.stateFloats, B.packConsts(), model.maxContext + 2);
       const list = B.emits.flatMap((e) => e(b));
       const sess = model.newSession();
-      const xp = model.k.arena.f32buf(D).ptr, op = model.k.arena.f32buf(D).ptr;
+      const wasm = wasmLayer(model, D, (g, xx, yy) => mixer.forward(g, xx, yy), 1);
       let worst = 0;
       for (let t = 0; t < steps; t++) {
         const X = randn(D, 1.5);
-        model.k.arena.f32(xp, D).set(X);
-        mixer.forward(sess.state, xp, op, 1, t);
-        const want = model.k.arena.f32(op, D).slice();
+        const want = wasm(sess, X, t);
         put(b.a, x, X);
         poison(b.a, o, D);
         setStep(b, t);

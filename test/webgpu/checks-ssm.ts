@@ -7,7 +7,7 @@
 // or { error } when no device was acquired.
 
 import type { Dispatch } from '../../src/webgpu/ops';
-import { ssmConv, selectiveScanStep, ssdScanStep } from '../../src/webgpu/layers/mamba';
+import { ssmConv, selectiveScanStep, ssdScanStep } from '../../src/webgpu/dispatch/ssm';
 import { conv1dRef } from '../../src/kernels/conv.ref';
 import { selectiveScanRef, ssdScanRef } from '../../src/kernels/ssm.ref';
 import { Checks, gpuBench, rel, rng, withGpu } from './harness';

@@ -1,0 +1,69 @@
+// The backend-neutral model description. A family's forward pass is written once, as calls of ops
+// on a Graph over tensor handles; an executor runs it. The WASM executor (./wasm.ts) runs each op
+// eagerly on the kernels of src/kernels over the T tokens of a chunk. The WebGPU executor
+// (src/webgpu/graph.ts) records each op as dispatches once, for one position whose index comes from
+// the step uniform, and replays the recording for every position, T of them per submission.
+//
+// Positions are never seen by family code: ops that need them (RoPE, cache appends, attention) take
+// them from the executor. Session state is reached through the RegionSpec objects that layers
+// declare (runtime/state.ts), never by name.
+
+import { KernelError } from '../kernels/runtime';
+
+/** `rows` rows of `width` floats in the executor's activation memory (`off`: the executor's address). */
+export interface Tensor {
+  readonly off: number;
+  readonly rows: number;
+  readonly width: number;
+}
+
+/** An operation; `A` is its argument record. Executors implement ops by these objects. */
+export interface OpDef<A> {
+  readonly name: string;
+  /** Carries A for type inference only. */
+  readonly args?: A;
+}
+
+export function defineOp<A>(name: string): OpDef<A> {
+  return { name };
+}
+
+export interface Graph {
+  readonly backend: 'wasm' | 'webgpu';
+  /** Tokens of this pass: the chunk length on WASM; 1 on WebGPU (the recording is replayed per position). */
+  readonly T: number;
+  /** Parity mode: quantized weights dequantized in the dot product. */
+  readonly exact: boolean;
+  /** A temporary of `rows` (default T) rows of `width` floats, valid until its scope ends. */
+  tmp(width: number, rows?: number): Tensor;
+  /** Runs `fn` with `label` as the place named in errors and traces; its temporaries end with it. */
+  scope<R>(label: string, fn: () => R): R;
+  /** The last row of x. */
+  last(x: Tensor): Tensor;
+  run<A>(op: OpDef<A>, args: A): void;
+}
+
+/** Implementations of ops for one executor kind. */
+export class OpTable<G> {
+  private readonly impls = new Map<OpDef<unknown>, (g: G, a: unknown) => void>();
+  constructor(readonly backend: string) {}
+  set<A>(op: OpDef<A>, fn: (g: G, a: A) => void): void {
+    this.impls.set(op as OpDef<unknown>, fn as (g: G, a: unknown) => void);
+  }
+  get<A>(op: OpDef<A>, where: string): (g: G, a: A) => void {
+    const fn = this.impls.get(op as OpDef<unknown>);
+    if (!fn) throw new KernelError(this.backend, `${where}: op ${op.name} has no ${this.backend} implementation${this.backend === 'webgpu' ? ` (use backend 'wasm')` : ''}`);
+    return fn as (g: G, a: A) => void;
+  }
+  has(op: OpDef<unknown>): boolean {
+    return this.impls.has(op);
+  }
+}
+
+/** Checks that tensors agree in shape (an error in a family's description, named with the op). */
+export function sameShape(op: string, ...ts: Tensor[]): void {
+  const [a] = ts;
+  for (const t of ts) {
+    if (t.rows !== a.rows || t.width !== a.width) throw new KernelError(op, `shape ${t.rows}×${t.width} does not match ${a.rows}×${a.width}`);
+  }
+}

@@ -1,0 +1,239 @@
+// WASM implementations of the core ops (ops.ts) on the kernels of src/kernels. Ops check g.dry
+// after allocating their temporaries, so the planning pass sees every allocation and runs nothing.
+
+import { add, geglu, mul, relu2, scale, sigmoid, silu, softcap, swiglu } from '../kernels/act';
+import { attention } from '../kernels/attention';
+import { conv1d } from '../kernels/conv';
+import { route } from '../kernels/moe';
+import { embedRows, matmul } from '../kernels/matmul';
+import { layerNorm, rmsNorm } from '../kernels/norm';
+import { rope } from '../kernels/rope';
+import { KernelError } from '../kernels/runtime';
+import { sameShape, type Tensor } from './graph';
+import { ADD_ROW, ATTENTION, BINARY, CAUSAL_CONV, COPY, EMBED, GATED_ACT, gatedFfn, KV_APPEND, MATMUL, MOE, NORM, ROPE, UNARY, type MoeSpec } from './ops';
+import { WASM_OPS as W } from './wasm';
+// The ops of each layer area register with the core ones.
+import './wasm-ssm';
+import './wasm-recurrent';
+import './wasm-conv';
+import './wasm-delta';
+import './wasm-mla';
+
+const n = (t: Tensor) => t.rows * t.width;
+
+W.set(EMBED, (g, a) => {
+  if (g.dry) return;
+  embedRows(g.k, a.y.off, a.table, g.ids, a.scale);
+});
+
+W.set(MATMUL, (g, a) => {
+  if (g.dry) return;
+  if (a.x.rows !== a.y.rows || a.x.width !== a.w.cols || a.y.width !== a.w.rows) {
+    throw new KernelError('matmul', `${g.label}: ${a.y.rows}×${a.y.width} = ${a.x.rows}×${a.x.width} · (${a.w.rows}×${a.w.cols})ᵀ`);
+  }
+  matmul(g.k, a.y.off, a.x.off, a.w, a.x.rows, { exact: g.exact });
+});
+
+W.set(ADD_ROW, (g, a) => {
+  if (g.dry) return;
+  const { rows, width } = a.y;
+  const b = g.k.arena.f32(a.bias, width), v = g.f32(a.y);
+  for (let t = 0; t < rows; t++) for (let i = 0; i < width; i++) v[t * width + i] += b[i];
+});
+
+W.set(BINARY, (g, a) => {
+  const tmp = a.op === 'mul_sigmoid' ? g.tmp(a.b.width, a.b.rows) : null;
+  if (g.dry) return;
+  sameShape(a.op, a.y, a.a, a.b);
+  const k = g.k, len = n(a.y);
+  if (a.op === 'add') add(k, a.y.off, a.a.off, a.b.off, len);
+  else if (a.op === 'mul') mul(k, a.y.off, a.a.off, a.b.off, len);
+  else {
+    sigmoid(k, tmp!.off, a.b.off, len);
+    mul(k, a.y.off, a.a.off, tmp!.off, len);
+  }
+});
+
+W.set(UNARY, (g, a) => {
+  if (g.dry) return;
+  sameShape(a.op, a.y, a.x);
+  const k = g.k, len = n(a.y);
+  switch (a.op) {
+    case 'scale': scale(k, a.y.off, a.x.off, a.s, len); return;
+    case 'softcap': softcap(k, a.y.off, a.x.off, a.s, len); return;
+    case 'sigmoid': sigmoid(k, a.y.off, a.x.off, len); return;
+    case 'silu': silu(k, a.y.off, a.x.off, len); return;
+    case 'clamp': {
+      const x = g.f32(a.x), y = g.f32(a.y), c = a.s;
+      for (let i = 0; i < len; i++) y[i] = Math.min(Math.max(x[i], -c), c);
+    }
+  }
+});
+
+W.set(NORM, (g, a) => {
+  if (g.dry) return;
+  sameShape('norm', a.y, a.x);
+  const { n: s, dim } = a;
+  if (a.x.width % dim) throw new KernelError('norm', `${g.label}: width ${a.x.width} is not a multiple of ${dim}`);
+  const rows = a.x.rows * (a.x.width / dim);
+  if (s.kind === 'layer') layerNorm(g.k, a.y.off, a.x.off, s.w, s.b ?? 0, rows, dim, s.eps);
+  else rmsNorm(g.k, a.y.off, a.x.off, s.w, rows, dim, s.eps, { addOne: s.addOne });
+});
+
+W.set(GATED_ACT, (g, a) => {
+  if (g.dry) return;
+  sameShape(a.act, a.y, a.gate, a.up);
+  const k = g.k, len = n(a.y), y = a.y.off, gt = a.gate.off, u = a.up.off;
+  switch (a.act) {
+    case 'silu': swiglu(k, y, gt, u, len); return;
+    case 'gelu_tanh': geglu(k, y, gt, u, len, 'tanh'); return;
+    case 'gelu': geglu(k, y, gt, u, len, 'none'); return;
+    case 'relu2': relu2(k, y, gt, len); mul(k, y, y, u, len); return;
+    case 'clamped_swiglu': {
+      const alpha = a.alpha!, limit = a.limit!;
+      const gv = g.f32(a.gate), uv = g.f32(a.up), yv = g.f32(a.y);
+      for (let i = 0; i < len; i++) {
+        const gate = Math.min(gv[i], limit);
+        const up = Math.min(Math.max(uv[i], -limit), limit);
+        yv[i] = (up + 1) * (gate / (1 + Math.exp(-alpha * gate)));
+      }
+    }
+  }
+});
+
+W.set(COPY, (g, a) => {
+  if (g.dry) return;
+  if (a.x.rows !== a.y.rows) throw new KernelError('copy', `${g.label}: ${a.x.rows} rows to ${a.y.rows}`);
+  if (a.xOff + (a.chunks - 1) * a.xStride + a.len > a.x.width || a.yOff + (a.chunks - 1) * a.yStride + a.len > a.y.width) {
+    throw new KernelError('copy', `${g.label}: ${a.chunks} runs of ${a.len} outside a row (${a.x.width} → ${a.y.width})`);
+  }
+  const x = g.f32(a.x), y = g.f32(a.y);
+  for (let t = 0; t < a.x.rows; t++) {
+    for (let c = 0; c < a.chunks; c++) {
+      const s = t * a.x.width + a.xOff + c * a.xStride;
+      y.set(x.subarray(s, s + a.len), t * a.y.width + a.yOff + c * a.yStride);
+    }
+  }
+});
+
+W.set(ROPE, (g, a) => {
+  const r = a.rope;
+  const inv = g.constant(r, r.invFreq);
+  if (g.dry) return;
+  if (a.x.width < a.nHeads * a.headDim) throw new KernelError('rope', `${g.label}: ${a.nHeads} heads of ${a.headDim} in rows of ${a.x.width}`);
+  if (a.x.rows !== g.T) throw new KernelError('rope', `${g.label}: ${a.x.rows} rows for ${g.T} positions`);
+  rope(g.k, a.x.off, a.x.rows, a.nHeads, a.headDim, g.positions, inv, r.rotaryDim, r.style, r.attentionFactor, a.headDim, a.x.width);
+});
+
+/** Slots of a cache region: a ring of `capacity` positions, or one per position. */
+function slotsOf(cache: { kind: string; capacity?: number }): number {
+  return cache.kind === 'ring' ? cache.capacity! : Infinity;
+}
+
+W.set(KV_APPEND, (g, a) => {
+  if (g.dry) return;
+  const per = a.cache.perToken!;
+  if (a.x.width !== per || a.x.rows !== g.T) throw new KernelError('kv_append', `${g.label}: ${a.x.rows}×${a.x.width} into a cache of ${per} per position`);
+  const cap = slotsOf(a.cache), L = a.cache.kind === 'ring' ? cap : g.pos0 + g.T;
+  const cache = g.k.arena.f32(g.state(a.cache), L * per), x = g.f32(a.x);
+  for (let t = 0; t < g.T; t++) {
+    const p = g.pos0 + t, slot = cap === Infinity ? p : p % cap;
+    cache.set(x.subarray(t * per, (t + 1) * per), slot * per);
+  }
+});
+
+W.set(ATTENTION, (g, a) => {
+  if (g.dry) return;
+  const cap = a.k.kind === 'ring' ? a.k.capacity! : 0;
+  attention(g.k, a.y.off, a.q.off, g.state(a.k), g.state(a.v), {
+    T: g.T, qPos0: g.pos0, nHeads: a.nHeads, nKv: a.nKv, headDim: a.headDim, vDim: a.vDim, scale: a.scale,
+    window: a.window, softcap: a.softcap, sinks: a.sinks || undefined, capacity: cap || undefined,
+  });
+});
+
+/** The error for routing that picked no valid expert: non-finite router logits, named with the layer. */
+function badRouting(spec: MoeSpec, lv: Float32Array, t: number): never {
+  const E = spec.nExperts;
+  let bad = -1;
+  for (let i = 0; i < lv.length && bad < 0; i++) if (!Number.isFinite(lv[i])) bad = i;
+  const detail = bad >= 0
+    ? `router logit ${bad % E} of token ${Math.floor(bad / E)} is ${lv[bad]}: the weights or the activations reaching this layer are not finite (NaN or infinite values in the checkpoint?)`
+    : `token ${t} was routed to no valid expert`;
+  throw new KernelError('moe', `${spec.name}: ${detail}`);
+}
+
+// Tokens are grouped per expert, so each selected expert's weights stream once per chunk.
+W.set(MOE, (g, a) => {
+  const { spec: c, x, y } = a;
+  const T = x.rows, D = c.hidden, E = c.nExperts, K = c.topk;
+  const logits = g.tmp(E, T), ids = g.tmp(K, T), w = g.tmp(K, T);
+  const xs = g.tmp(D, T), ys = g.tmp(D, T);
+  if (g.dry) {
+    // The planning pass: the largest expert batch is every token of the chunk.
+    gatedFfn(g, c.expert(0), c.act, xs, ys, { alpha: c.alpha, limit: c.limit });
+    if (c.shared) {
+      gatedFfn(g, c.shared.w, c.shared.act, x, ys);
+      if (c.shared.gate) g.tmp(1, T);
+    }
+    return;
+  }
+  const k = g.k;
+  matmul(k, logits.off, x.off, c.router, T, { exact: g.exact });
+  if (c.routerBias) {
+    const b = k.arena.f32(c.routerBias, E), v = g.f32(logits);
+    for (let t = 0; t < T; t++) for (let e = 0; e < E; e++) v[t * E + e] += b[e];
+  }
+  // Top-k passes over NaN scores silently; non-finite router logits are an error, not a routing.
+  const lv = g.f32(logits);
+  for (let i = 0; i < T * E; i++) if (!Number.isFinite(lv[i])) badRouting(c, lv, Math.floor(i / E));
+  route(k, ids.off, w.off, logits.off, T, E, K, c.routing);
+  const idv = k.arena.i32(ids.off, T * K).slice();
+  const wv = g.f32(w).slice();
+  for (let i = 0; i < T * K; i++) {
+    if (!(idv[i] >= 0 && idv[i] < E) || !Number.isFinite(wv[i])) badRouting(c, g.f32(logits), Math.floor(i / K));
+  }
+  const byExpert: number[][] = Array.from({ length: E }, () => []);
+  for (let i = 0; i < T * K; i++) byExpert[idv[i]].push(i);
+  g.f32(y).fill(0);
+  for (let e = 0; e < E; e++) {
+    const sel = byExpert[e];
+    if (!sel.length) continue;
+    if (c.calls) c.calls[e]++;
+    const m = sel.length;
+    const xe = { off: xs.off, rows: m, width: D }, ye = { off: ys.off, rows: m, width: D };
+    const xv = g.f32(x), xsv = g.f32(xe);
+    for (let j = 0; j < m; j++) {
+      const t = Math.floor(sel[j] / K);
+      xsv.set(xv.subarray(t * D, (t + 1) * D), j * D);
+    }
+    g.scope(`${c.name}.experts.${e}`, () => gatedFfn(g, c.expert(e), c.act, xe, ye, { alpha: c.alpha, limit: c.limit }));
+    const ysv = g.f32(ye), ov = g.f32(y);
+    for (let j = 0; j < m; j++) {
+      const t = Math.floor(sel[j] / K), wt = wv[sel[j]];
+      for (let d = 0; d < D; d++) ov[t * D + d] += wt * ysv[j * D + d];
+    }
+  }
+  if (c.shared) {
+    const sh = c.shared;
+    g.scope(`${c.name}.shared`, () => gatedFfn(g, sh.w, sh.act, x, ys));
+    const ysv = g.f32(ys), ov = g.f32(y);
+    if (sh.gate) {
+      const sg = g.tmp(1, T);
+      matmul(k, sg.off, x.off, sh.gate, T, { exact: g.exact });
+      const gv = g.f32(sg);
+      for (let t = 0; t < T; t++) {
+        const gt = 1 / (1 + Math.exp(-gv[t]));
+        for (let d = 0; d < D; d++) ov[t * D + d] += gt * ysv[t * D + d];
+      }
+    } else {
+      for (let i = 0; i < T * D; i++) ov[i] += ysv[i];
+    }
+  }
+});
+
+W.set(CAUSAL_CONV, (g, a) => {
+  if (g.dry) return;
+  sameShape('causal_conv', a.y, a.x);
+  if (a.x.rows !== g.T) throw new KernelError('causal_conv', `${g.label}: ${a.x.rows} rows for the ${g.T} tokens of the pass`);
+  conv1d(g.k, a.y.off, a.x.off, a.w, a.bias, g.state(a.state), a.x.rows, a.x.width, a.W, a.act);
+});

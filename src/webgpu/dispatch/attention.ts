@@ -1,0 +1,84 @@
+// Attention dispatches: RoPE tables, decode attention over st-resident caches, clamping.
+
+import { KernelError } from '../../kernels/runtime';
+import type { GpuBuilder } from '../builder';
+import type { Dispatch, GpuBufs, GpuKernels } from '../ops';
+import { ATTN_MAX_HEAD_DIM, ATTN_PARAMS, attentionWgsl, CLAMP_PARAMS, clampWgsl } from '../kernels/attention.wgsl';
+
+export { ATTN_MAX_HEAD_DIM };
+
+const tableCache = new WeakMap<GpuBuilder, Map<string, { cos: number; sin: number }>>();
+
+/**
+ * cos/sin tables [maxContext, rotaryDim/2] (attention factor folded in) as constants, built once per
+ * distinct (rotaryDim, frequencies, factor) of a model: layers sharing a RoPE share its tables.
+ */
+export function ropeTables(B: GpuBuilder, r: { rotaryDim: number; invFreq: ArrayLike<number>; attentionFactor: number }): { cos: number; sin: number } {
+  let cache = tableCache.get(B);
+  if (!cache) tableCache.set(B, (cache = new Map()));
+  const key = `${r.rotaryDim}|${r.attentionFactor}|${Array.from(r.invFreq).join(',')}`;
+  const hit = cache.get(key);
+  if (hit) return hit;
+  const L = B.maxContext, half = r.rotaryDim / 2;
+  const ct = new Float32Array(L * half), sn = new Float32Array(L * half);
+  for (let p = 0; p < L; p++) {
+    for (let i = 0; i < half; i++) {
+      const ang = Math.fround(p * r.invFreq[i]);
+      ct[p * half + i] = Math.cos(ang) * r.attentionFactor;
+      sn[p * half + i] = Math.sin(ang) * r.attentionFactor;
+    }
+  }
+  const t = { cos: B.constant(ct), sin: B.constant(sn) };
+  cache.set(key, t);
+  return t;
+}
+
+export interface DecodeAttentionOptions {
+  nHeads: number;
+  nKv: number;
+  headDim: number;
+  vDim: number;
+  scale: number;
+  /** Offset in `a` of nHeads · maxN scratch floats for the score rows. */
+  scores: number;
+  /** Cache slots (positions) per head row of the scratch: step.pos must stay below it. */
+  maxN: number;
+  /** Sliding window W: the query at P sees positions > P − W (0 or absent: all). */
+  window?: number;
+  /** Scores become cap·tanh(score / cap) after scaling (0 or absent: none). */
+  softcap?: number;
+  /** Offset in `c` of nHeads sink logits (gpt-oss), joining the softmax denominator only. */
+  sinks?: number;
+}
+
+/** Decode attention of the query at a[q] over st-resident caches holding positions 0 … step.pos. */
+export function decodeAttention(K: GpuKernels, b: GpuBufs, out: number, q: number, kCache: number, vCache: number, o: DecodeAttentionOptions): Dispatch {
+  const { nHeads, nKv, headDim, vDim } = o;
+  if (headDim > ATTN_MAX_HEAD_DIM) throw new KernelError('webgpu', `attention: headDim ${headDim} > ${ATTN_MAX_HEAD_DIM} is not supported by the WebGPU kernel`);
+  if (!(nKv >= 1) || nHeads % nKv) throw new KernelError('webgpu', `attention: nHeads ${nHeads} is not a multiple of nKv ${nKv}`);
+  const cap = o.softcap ?? 0;
+  if (!(cap >= 0) || !Number.isFinite(cap)) throw new KernelError('webgpu', `attention: softcap must be ≥ 0, got ${cap}`);
+  if (!Number.isFinite(o.scale)) throw new KernelError('webgpu', `attention: scale must be finite, got ${o.scale}`);
+  return K.dispatch('attention', attentionWgsl, ATTN_PARAMS, {
+    nHeads, nKv, headDim, vDim, qOff: q, oOff: out, kOff: kCache, vOff: vCache,
+    kStride: nKv * headDim, vStride: nKv * vDim, sOff: o.scores, maxN: o.maxN, scale: o.scale,
+    window: o.window ?? 0, hasSinks: o.sinks === undefined ? 0 : 1, sinkOff: o.sinks ?? 0,
+    softcap: cap, icap: cap > 0 ? Math.fround(1 / Math.fround(cap)) : 0,
+  }, b, [nHeads, 1, 1]);
+}
+
+/** y[i] = min(max(x[i], −lim), lim) for i < n (offsets in `a`). */
+export function clamp(K: GpuKernels, b: GpuBufs, y: number, x: number, n: number, lim: number): Dispatch {
+  if (!(lim >= 0)) throw new KernelError('webgpu', `clamp: limit must be ≥ 0, got ${lim}`);
+  const { nx, ny } = K.split(Math.ceil(n / 256));
+  return K.dispatch('clamp', clampWgsl, CLAMP_PARAMS, { n, xOff: x, yOff: y, nx, lim }, b, [nx, ny, 1]);
+}
+
+const scoreScratch = new WeakMap<GpuBuilder, { off: number; n: number }>();
+
+/** Score rows (n floats of `a`) shared by every attention layer of a model: the layers run one after another. */
+export function scoresScratch(B: GpuBuilder, n: number): number {
+  let s = scoreScratch.get(B);
+  if (!s || s.n < n) scoreScratch.set(B, (s = { off: B.act.take(n), n }));
+  return s.off;
+}
