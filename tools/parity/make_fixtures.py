@@ -533,6 +533,20 @@ def build_specs() -> list[Spec]:
         variants=granite_variants,
         expected_rotary_dims=None, moe=True,
     ))
+    S.append(Spec(
+        name="granitemoe", family="granitemoe", config_class="GraniteMoeConfig",
+        model_class="GraniteMoeForCausalLM", seq_len=45,
+        notes="4 layers; MoE 6 experts top-2 (top-k of the router logits, then softmax over them), no shared "
+              "expert; embedding_multiplier 3.0, logits_scaling 2.5 (logits divided), residual_multiplier 0.4, "
+              "attention_multiplier 0.15 (softmax scale); RoPE theta 10000; GQA 4q:2kv; vocab 173",
+        variants=lambda C: [common(173, 64, 4, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
+                                   num_local_experts=6, num_experts_per_tok=2, embedding_multiplier=3.0,
+                                   logits_scaling=2.5, residual_multiplier=0.4, attention_multiplier=0.15,
+                                   rms_norm_eps=1e-6, max_position_embeddings=512, tie_word_embeddings=False,
+                                   output_router_logits=False, attention_dropout=0.0,
+                                   **rope_kwargs(C, rope(10000.0)))],
+        expected_rotary_dims={16}, moe=True,
+    ))
     return S
 
 
