@@ -52,7 +52,10 @@ export class OpTable<G> {
   }
   get<A>(op: OpDef<A>, where: string): (g: G, a: A) => void {
     const fn = this.impls.get(op as OpDef<unknown>);
-    if (!fn) throw new KernelError(this.backend, `${where}: op ${op.name} has no ${this.backend} implementation${this.backend === 'webgpu' ? ` (use backend 'wasm')` : ''}`);
+    if (!fn) {
+      const gpu = this.backend === 'webgpu';
+      throw new KernelError(this.backend, `${where}: op ${op.name} has no ${gpu ? 'WebGPU' : 'WASM'} path yet${gpu ? ` (use backend 'wasm')` : ''}`);
+    }
     return fn as (g: G, a: A) => void;
   }
   has(op: OpDef<unknown>): boolean {
