@@ -45,13 +45,14 @@ export interface Graph {
 
 /** Implementations of ops for one executor kind. */
 export class OpTable<G> {
-  private readonly impls = new Map<OpDef<unknown>, (g: G, a: unknown) => void>();
+  /** Each op's implementation is kept on the op object under this table's key (one lookup per call). */
+  private readonly key = Symbol('impl');
   constructor(readonly backend: string) {}
   set<A>(op: OpDef<A>, fn: (g: G, a: A) => void): void {
-    this.impls.set(op as OpDef<unknown>, fn as (g: G, a: unknown) => void);
+    (op as unknown as Record<symbol, unknown>)[this.key] = fn;
   }
   get<A>(op: OpDef<A>, where: string): (g: G, a: A) => void {
-    const fn = this.impls.get(op as OpDef<unknown>);
+    const fn = (op as unknown as Record<symbol, ((g: G, a: A) => void) | undefined>)[this.key];
     if (!fn) {
       const gpu = this.backend === 'webgpu';
       throw new KernelError(this.backend, `${where}: op ${op.name} has no ${gpu ? 'WebGPU' : 'WASM'} path yet${gpu ? ` (use backend 'wasm')` : ''}`);
@@ -59,7 +60,7 @@ export class OpTable<G> {
     return fn as (g: G, a: A) => void;
   }
   has(op: OpDef<unknown>): boolean {
-    return this.impls.has(op);
+    return (op as unknown as Record<symbol, unknown>)[this.key] !== undefined;
   }
 }
 

@@ -98,14 +98,12 @@ export class WasmGraph implements Graph {
     return { off: x.off + (x.rows - 1) * x.width * 4, rows: 1, width: x.width };
   }
 
+  // An op's temporaries end with it (after a throw, the next forward starts the scratch afresh).
   run<A>(op: OpDef<A>, args: A): void {
     const fn = WASM_OPS.get(op, this.where || 'model');
     const mark = this.top;
-    try {
-      fn(this, args);
-    } finally {
-      this.top = mark;
-    }
+    fn(this, args);
+    this.top = mark;
   }
 
   /** The arena address of a state region of the session being run (0 while planning). */

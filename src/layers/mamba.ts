@@ -29,12 +29,12 @@ export function ssmKeepF32(name: string): boolean {
 }
 
 /** HF `time_step_limit` [lo, hi]; JSON has no Infinity, so transformers writes {"__float__": "Infinity"}. */
-export function timeStepLimit(c: any, field = 'time_step_limit'): [number, number] {
+export function timeStepLimit(c: Record<string, unknown>, field = 'time_step_limit'): [number, number] {
   const v = c[field];
   if (v === undefined || v === null) return [0, Infinity];
-  const val = (x: any, i: number): number => {
+  const val = (x: unknown, i: number): number => {
     if (typeof x === 'number') return x;
-    const s = x && typeof x === 'object' ? x.__float__ : x;
+    const s = x && typeof x === 'object' ? (x as { __float__?: unknown }).__float__ : x;
     if (s === 'Infinity' || s === 'inf' || s === 'Inf') return Infinity;
     if (s === '-Infinity' || s === '-inf') return -Infinity;
     if (x === null && i === 1) return Infinity;

@@ -3,27 +3,15 @@
 // The layer is one `moe` op (graph/ops.ts): executors group tokens per expert (WASM) or run the
 // routed experts through stacked weights (WebGPU).
 
-import type { RouteOptions } from '../kernels/moe';
 import type { Weight } from '../kernels/types';
 import type { Graph, Tensor } from '../graph/graph';
 import { moe, type GatedAct, type GatedWeights, type MoeSpec } from '../graph/ops';
 import type { Ctx, Ffn } from './context';
 
-export interface MoeConfig {
+/** A MoE layer as a family describes it: the op's spec (graph/ops.ts MoeSpec) with defaults for the name and the shared expert's activation. */
+export interface MoeConfig extends Omit<MoeSpec, 'name' | 'shared' | 'calls'> {
   /** The layer's name in errors (default: from the router weight's name). */
   name?: string;
-  hidden: number;
-  nExperts: number;
-  topk: number;
-  inter: number;
-  /** The experts' activation; clamped_swiglu takes alpha and limit (gpt-oss). */
-  act: GatedAct;
-  alpha?: number;
-  limit?: number;
-  routing: RouteOptions;
-  router: Weight;
-  routerBias?: number;
-  expert: (e: number) => GatedWeights;
   /** The shared expert (activation: the experts' unless given). */
   shared?: { w: GatedWeights; inter: number; gate?: Weight; act?: GatedAct };
 }

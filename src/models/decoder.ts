@@ -46,19 +46,20 @@ export class PreNormBlock implements Block {
   forward(g: Graph, x: Tensor): void {
     const { s } = this;
     const h = g.tmp(s.hidden), o = g.tmp(s.hidden);
-    const branch = () => {
-      if (s.residualMultiplier !== undefined) scale(g, o, o, s.residualMultiplier);
-      add(g, x, x, o);
-    };
     norm(g, s.preMixer, h, x);
     s.mixer.forward(g, h, o);
     if (s.postMixer) norm(g, s.postMixer, o, o);
-    branch();
+    this.residual(g, x, o);
     if (!s.ffn) return;
     norm(g, s.preFfn!, h, x);
     s.ffn.forward(g, h, o);
     if (s.postFfn) norm(g, s.postFfn, o, o);
-    branch();
+    this.residual(g, x, o);
+  }
+  /** x += [m ·] branch */
+  private residual(g: Graph, x: Tensor, o: Tensor): void {
+    if (this.s.residualMultiplier !== undefined) scale(g, o, o, this.s.residualMultiplier);
+    add(g, x, x, o);
   }
 }
 
@@ -81,10 +82,12 @@ export class DecoderNet implements Net {
   readonly vocabSize: number;
   readonly hidden: number;
   readonly layerKinds: string[];
+  private readonly labels: string[];
   constructor(readonly ctx: Ctx, readonly d: DecoderSpec) {
     this.vocabSize = d.vocab;
     this.hidden = d.hidden;
     this.layerKinds = d.blocks.map((b) => b.kind);
+    this.labels = d.blocks.map((_, i) => `layer ${i}`);
   }
   specs(maxContext: number): RegionSpec[] {
     return this.d.blocks.flatMap((b) => b.specs(maxContext));
@@ -93,7 +96,7 @@ export class DecoderNet implements Net {
     const { d } = this;
     const x = g.tmp(d.hidden);
     embed(g, x, d.embed, d.embedScale ?? 1);
-    d.blocks.forEach((b, i) => g.scope(`layer ${i}`, () => b.forward(g, x)));
+    for (let i = 0; i < d.blocks.length; i++) g.scope(this.labels[i], () => d.blocks[i].forward(g, x));
     const xs = all ? x : g.last(x);
     norm(g, d.finalNorm, xs, xs);
     const logits = g.tmp(d.vocab, xs.rows);

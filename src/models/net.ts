@@ -3,6 +3,7 @@
 import type { Ctx } from '../layers/context';
 import type { RegionSpec } from '../runtime/state';
 import type { Graph, Tensor } from '../graph/graph';
+import type { RawConfig } from './common';
 
 export interface Net {
   readonly vocabSize: number;
@@ -26,9 +27,9 @@ export interface Family<C = unknown> {
   /** HF `model_type` values this family implements. */
   types: string[];
   /** Tensors read as f32 whatever the load dtype (decay parameters, small matrices used by host code). */
-  keepF32?: (name: string, config: any) => boolean;
+  keepF32?: (name: string, config: RawConfig) => boolean;
   /** Tensor names present in checkpoints but never used (e.g. tied lm_head copies, rotary caches). */
-  ignore?: (name: string, config: any) => boolean;
+  ignore?: (name: string, config: RawConfig) => boolean;
   parse(config: Record<string, unknown>): C;
   build(ctx: Ctx, c: C): Net;
 }

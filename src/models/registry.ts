@@ -2,6 +2,7 @@
 
 import { ConfigError } from '../formats/errors';
 import type { Family } from './net';
+import type { RawConfig } from './common';
 
 const families = new Map<string, Family>();
 
@@ -13,7 +14,7 @@ export function supportedModelTypes(): string[] {
   return [...families.keys()].sort();
 }
 
-export function familyFor(config: any): Family {
+export function familyFor(config: RawConfig): Family {
   const t = config?.model_type;
   const f = typeof t === 'string' ? families.get(t) : undefined;
   if (!f) {
