@@ -3,7 +3,9 @@
 // Default: the embedded model (models/sparrow-mini). --synthetic-large: a Llama-style model of
 // ~333M parameters with random bf16 weights built in memory (no files), quantized to Q8_0 on load.
 // Both backends run the same prompt (--prefill N tokens, default 128) and greedy continuation. The
-// GPU decodes two ways: as generation runs greedy decoding (argmax on the GPU, tokens read back in
+// GPU runs the prompt three ways: one submission per token; one submission replaying the
+// one-position recording for every position; one submission of T-token passes (the prefill chunk
+// recordings, 128 tokens per pass). It decodes two ways: as generation runs greedy decoding (argmax on the GPU, tokens read back in
 // batches of up to 32 with two batches in flight), and reading back each token's logits (sampling).
 
 import { openCheckpoint } from '../src/formats/checkpoint';
@@ -127,15 +129,15 @@ try {
   const tu = performance.now();
   const gm = gpuModel(model, gpu);
   const tUp = secs(tu);
-  // Warm-up: pipelines compile lazily on some drivers.
+  // Warm-up: pipelines compile lazily on some drivers; the chunk recordings are made on first use.
   const warm = gm.newSession();
-  await warm.forward(prompt.slice(0, 8));
+  await warm.forward(prompt);
   await warm.submitGreedy(4, 1);
   warm.dispose();
 
   // Best of `runs` fresh sessions: prefill of the prompt, then greedy decode as generation runs it
   // (batches of up to 32 steps, two in flight).
-  let gpuPrefill = 0, gpuPrefillPerToken = 0, gpuTps = 0;
+  let gpuPrefill = 0, gpuPrefillPerToken = 0, gpuPrefillReplay = 0, gpuTps = 0;
   let toks: number[] = [];
   for (let r = 0; r < runs; r++) {
     // Prefill as one submission per token, for comparison with the one submission of the prompt.
@@ -145,12 +147,22 @@ try {
     await ts.forward(prompt);
     gpuPrefillPerToken = Math.max(gpuPrefillPerToken, prompt.length / secs(t));
     ts.dispose();
+    // One submission replaying the one-position recording for every position of the prompt.
+    const rs = gm.newSession();
+    rs.chunkedPrefill = false;
+    t = performance.now();
+    await rs.forward(prompt);
+    gpuPrefillReplay = Math.max(gpuPrefillReplay, prompt.length / secs(t));
+    if (rs.submissions !== 1 || rs.chunkPasses !== 0) throw new Error(`replayed prefill took ${rs.submissions} submissions, ${rs.chunkPasses} chunk passes`);
+    rs.dispose();
+    // One submission of T-token passes.
     const gs = gm.newSession();
     const sub0 = gs.submissions;
     t = performance.now();
     const gl = await gs.forward(prompt);
     gpuPrefill = Math.max(gpuPrefill, prompt.length / secs(t));
     if (gs.submissions - sub0 !== 1) throw new Error(`prefill took ${gs.submissions - sub0} submissions`);
+    if (prompt.length >= 128 && gs.chunkPasses === 0) throw new Error(`prefill ran no chunk passes (${[...gm.chunkErrors.values()].join('; ')})`);
     const first = argmax(gl);
     const got: number[] = [first];
     t = performance.now();
@@ -191,8 +203,13 @@ try {
     ps.dispose();
   }
   const agree = toks.findIndex((x, i) => x !== wasmToks[i]);
-  rows.push(['prefill, one submission per token (tokens/s)', wasmPrefill, gpuPrefillPerToken], ['prefill, one submission for the prompt (tokens/s)', wasmPrefill, gpuPrefill], ['decode, greedy on the GPU (tokens/s)', wasmTps, gpuTps], ['decode, logits read back per token (tokens/s)', wasmTps, gpuLogitTps]);
-  note = `webgpu: ${gpu.adapterName}; ${gm.info().dispatchesPerToken} dispatches/token; ${(gm.info().weightBytes / 2 ** 20).toFixed(0)} MiB uploaded in ${tUp.toFixed(1)} s; greedy tokens ${agree < 0 ? 'identical to WASM' : `diverge from WASM at step ${agree} (WASM uses int8 activation dots, GPU f32)`}`;
+  rows.push(
+    ['prefill, one submission per token (tokens/s)', wasmPrefill, gpuPrefillPerToken],
+    ['prefill, one submission, replayed per position (tokens/s)', wasmPrefill, gpuPrefillReplay],
+    ['prefill, one submission of T-token passes (tokens/s)', wasmPrefill, gpuPrefill], ['decode, greedy on the GPU (tokens/s)', wasmTps, gpuTps], ['decode, logits read back per token (tokens/s)', wasmTps, gpuLogitTps],
+  );
+  const chunks = gm.info().chunkRecordings.map((r) => `T=${r.T}: ${r.dispatches} dispatches, ${(r.activationBytes / 2 ** 20).toFixed(1)} MiB activations`).join(', ');
+  note = `webgpu: ${gpu.adapterName}; ${gm.info().dispatchesPerToken} dispatches/token; chunk recordings ${chunks || 'none'}; ${(gm.info().weightBytes / 2 ** 20).toFixed(0)} MiB uploaded in ${tUp.toFixed(1)} s; greedy tokens ${agree < 0 ? 'identical to WASM' : `diverge from WASM at step ${agree} (WASM uses int8 activation dots, GPU f32)`}`;
 } catch (e) {
   note = `webgpu: unavailable (${(e as Error).message})`;
   console.error((e as Error).stack);

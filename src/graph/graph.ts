@@ -1,8 +1,9 @@
 // The backend-neutral model description. A family's forward pass is written once, as calls of ops
 // on a Graph over tensor handles; an executor runs it. The WASM executor (./wasm.ts) runs each op
 // eagerly on the kernels of src/kernels over the T tokens of a chunk. The WebGPU executor
-// (src/webgpu/graph.ts) records each op as dispatches once, for one position whose index comes from
-// the step uniform, and replays the recording for every position, T of them per submission.
+// (src/webgpu/graph.ts) records each op as dispatches once per token count: for one position, whose
+// index comes from the step uniform, replayed for every position of decoding; and for a prompt chunk
+// of T tokens at positions step.pos … step.pos + T − 1.
 //
 // Positions are never seen by family code: ops that need them (RoPE, cache appends, attention) take
 // them from the executor. Session state is reached through the RegionSpec objects that layers
@@ -30,7 +31,7 @@ export function defineOp<A>(name: string): OpDef<A> {
 
 export interface Graph {
   readonly backend: 'wasm' | 'webgpu';
-  /** Tokens of this pass: the chunk length on WASM; 1 on WebGPU (the recording is replayed per position). */
+  /** Tokens of this pass: the chunk length on WASM; the recording's token count on WebGPU. */
   readonly T: number;
   /** Parity mode: quantized weights dequantized in the dot product. */
   readonly exact: boolean;

@@ -1,11 +1,14 @@
 // The resources of a model's WebGPU forward pass: the net's weights uploaded once, in their arena
 // layout (GGUF blocks for Q8_0/Q4_0), constants (norm weights, biases, RoPE tables), and the float
-// layouts of the activation buffer `a` and of session state `st`. The WASM model is built first (it
-// parses the checkpoint, permutes and quantizes the weights, and defines the net); the WebGPU
-// executor (graph.ts) records the net's forward pass against this builder.
+// layout of session state `st`. The WASM model is built first (it parses the checkpoint, permutes
+// and quantizes the weights, and defines the net); the WebGPU executor (graph.ts) records the net's
+// forward pass against this builder once per token count (one position for decode, a prompt chunk
+// of T positions for prefill); every recording shares the builder's weights, constants and state
+// layout.
 //
-// Buffers (see ops.ts GpuBufs): activations `a` (offsets from `act`), session state `st` (offsets
-// from `state()`; recurrent regions are marked `fixed` so a session can keep restore points of just
+// Buffers (see ops.ts GpuBufs): activations `a` (each recording lays out its own, see GpuGraph),
+// session state `st` (one region per declared state region, allocated by the first recording that
+// names it; recurrent regions are marked `fixed` so a session can keep restore points of just
 // those), constants `c`, integer scratch `ids` (routing ids, then the token ids of the sequence).
 
 import { toF32 } from '../formats/dtype';
@@ -19,12 +22,14 @@ export { TOKENS_BASE } from './ops';
 
 export const unsupported = (what: string) => new KernelError('webgpu', `${what} has no WebGPU path yet (use backend 'wasm')`);
 
-/** Bump allocator of float offsets (16-byte aligned). */
+/** Bump allocator of float offsets (16-byte aligned); `high` is the most ever in use. */
 export class Floats {
   top = 0;
+  high = 0;
   take(n: number): number {
     const o = this.top;
     this.top += Math.ceil(Math.max(n, 1) / 4) * 4;
+    this.high = Math.max(this.high, this.top);
     return o;
   }
 }
@@ -39,10 +44,16 @@ export interface GpuStateAlloc {
 
 export type Emit = (b: GpuBufs) => Dispatch[];
 
+/** FNV-1a over the words of a float vector (constant deduplication). */
+function hashWords(d: Float32Array): number {
+  const u = new Uint32Array(d.buffer, d.byteOffset, d.length);
+  let h = 0x811c9dc5 ^ u.length;
+  for (let i = 0; i < u.length; i++) h = Math.imul(h ^ u[i], 0x01000193);
+  return h >>> 0;
+}
+
 export class GpuBuilder {
   readonly K: GpuKernels;
-  /** Activation / scratch floats of `a`. */
-  readonly act = new Floats();
   /** State floats of `st`. */
   private readonly stateAlloc = new Floats();
   /** [offset, floats) ranges of `st` that cannot be cut back by position (recurrent state). */
@@ -50,8 +61,11 @@ export class GpuBuilder {
   private readonly consts: Float32Array[] = [];
   private constTop = 0;
   private readonly constByPtr = new Map<number, number>();
+  /** Constants without an arena pointer, by content hash: recordings of other token counts reuse them. */
+  private readonly constByHash = new Map<number, { data: Float32Array; off: number }[]>();
   private readonly weights = new Map<string, GpuWeight>();
-  readonly emits: Emit[] = [];
+  /** The `st` offset of every state region a recording has named. */
+  private readonly regions = new Map<RegionSpec, number>();
   weightBytes = 0;
 
   constructor(readonly model: Model, K: GpuKernels) {
@@ -60,11 +74,6 @@ export class GpuBuilder {
 
   get maxContext(): number {
     return this.model.maxContext;
-  }
-
-  /** Adds dispatches, built when a session binds its buffers. */
-  emit(e: Emit): void {
-    this.emits.push(e);
   }
 
   /** Every allocation of `st`, with the WASM state region it holds (see GpuStateMap). */
@@ -92,6 +101,28 @@ export class GpuBuilder {
     return this.stateAlloc.top;
   }
 
+  /**
+   * The `st` offset of a state region, allocated the first time any recording names it: caches (kv
+   * or ring) at maxContext positions, recurrent state as is. `where` names the layer in errors.
+   */
+  region(spec: RegionSpec, where: string): number {
+    let off = this.regions.get(spec);
+    if (off !== undefined) return off;
+    const L = this.maxContext;
+    off = spec.kind === 'fixed' ? this.state(spec.floats!, 'fixed', spec) : this.state(L * spec.perToken!, 'kv', spec);
+    const limit = this.K.gpu.limits.maxStorageBufferBindingSize;
+    if (this.stateFloats * 4 > limit) {
+      throw new KernelError('webgpu', `${where}: session state for ${L} positions needs ${this.stateFloats * 4} bytes, over the device's storage binding limit ${limit} (use a shorter maxContext)`);
+    }
+    this.regions.set(spec, off);
+    return off;
+  }
+
+  /** Floats of `c` so far (a recording made after `c` was uploaded may add constants). */
+  get constFloats(): number {
+    return this.constTop;
+  }
+
   packConsts(): Float32Array {
     const all = new Float32Array(Math.max(this.constTop, 4));
     let o = 0;
@@ -102,9 +133,14 @@ export class GpuBuilder {
     return all;
   }
 
-  /** Offset in `c` of a copy of `data` (arena vectors deduplicated by pointer). */
+  /** Offset in `c` of a copy of `data` (arena vectors deduplicated by pointer, others by content). */
   constant(data: Float32Array, ptr?: number): number {
     if (ptr !== undefined && this.constByPtr.has(ptr)) return this.constByPtr.get(ptr)!;
+    const h = ptr === undefined ? hashWords(data) : 0;
+    if (ptr === undefined) {
+      const same = this.constByHash.get(h)?.find((e) => e.data.length === data.length && e.data.every((v, i) => Object.is(v, data[i])));
+      if (same) return same.off;
+    }
     const off = this.constTop;
     const copy = data.slice();
     // Keep constants 16-byte aligned like everything else.
@@ -113,6 +149,11 @@ export class GpuBuilder {
     this.consts.push(padded);
     this.constTop += padded.length;
     if (ptr !== undefined) this.constByPtr.set(ptr, off);
+    else {
+      const list = this.constByHash.get(h) ?? [];
+      list.push({ data: copy, off });
+      this.constByHash.set(h, list);
+    }
     return off;
   }
 
@@ -143,13 +184,18 @@ export class GpuBuilder {
     return g;
   }
 
-  /** The same matrix of every expert, stacked in one buffer. */
+  /** The same matrix of every expert, stacked in one buffer (uploaded once per list of arena matrices). */
   stack(ws: Weight[], label: string): GpuWeight {
+    const key = `stack:${ws.map((w) => `${w.ptr}:${w.rows}:${w.cols}:${w.dtype}`).join(',')}`;
+    const hit = this.weights.get(key);
+    if (hit) return hit;
     const parts = ws.map((w) => this.rawWeight(w));
     const per = parts[0].bytes.byteLength;
     const all = new Uint8Array(per * parts.length);
     parts.forEach((p, e) => all.set(p.bytes, e * per));
     this.weightBytes += all.byteLength;
-    return this.K.weight(all, parts[0].dtype, ws[0].rows, ws[0].cols, ws.length, label);
+    const g = this.K.weight(all, parts[0].dtype, ws[0].rows, ws[0].cols, ws.length, label);
+    this.weights.set(key, g);
+    return g;
   }
 }

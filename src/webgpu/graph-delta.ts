@@ -1,5 +1,5 @@
-// WebGPU implementations of the ops of src/graph/ops-delta.ts, each recording one position (the
-// gates and the delta rule also take several rows, the rule then in chunks).
+// WebGPU implementations of the ops of src/graph/ops-delta.ts over the recording's rows: one
+// position runs the rule's step kernel, several the chunked form.
 
 import { DELTA_GATES, DELTA_RULE, GATED_RMS_NORM } from '../graph/ops-delta';
 import { KernelError } from '../kernels/runtime';
@@ -13,7 +13,7 @@ G.set(DELTA_GATES, (g, a) => {
     throw new KernelError('delta_gates', `${g.label}: ${T}×${a.ba.width} to ${a.g.rows}×${H}`);
   }
   const aLog = g.B.vec(a.aLog, H), dtBias = g.B.vec(a.dtBias, H);
-  g.emit((b) => Array.from({ length: T }, (_, t) => g.K.deltaGates(b, a.g.off + t * H, a.beta.off + t * H, a.ba.off + t * 2 * H, aLog, dtBias, H)));
+  g.emit((b) => [g.K.deltaGates(b, a.g.off, a.beta.off, a.ba.off, aLog, dtBias, H, T)]);
 });
 
 // q, k and v are read in place from the packed rows; the kernels l2-normalise q and k.

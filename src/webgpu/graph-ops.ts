@@ -1,13 +1,14 @@
-// WebGPU implementations of the core ops (src/graph/ops.ts): each records the dispatches of one
-// position. Parameters (weights, norm vectors, biases, RoPE tables) are uploaded once, when recorded.
+// WebGPU implementations of the core ops (src/graph/ops.ts): each records the dispatches of the
+// recording's rows (one position, or the T positions of a prompt chunk). Parameters (weights, norm
+// vectors, biases, RoPE tables) are uploaded once, when first recorded.
 
 import { ADD_ROW, ATTENTION, BINARY, CAUSAL_CONV, COPY, EMBED, GATED_ACT, KV_APPEND, MATMUL, MOE, NORM, ROPE, UNARY, type GatedWeights } from '../graph/ops';
 import { KernelError } from '../kernels/runtime';
-import type { Tensor } from '../graph/graph';
-import { ATTN_MAX_HEAD_DIM, clamp, decodeAttention, ropeTables, scoresScratch } from './dispatch/attention';
+import { sameShape, type Tensor } from '../graph/graph';
+import { ATTN_MAX_HEAD_DIM, clamp, decodeAttention, ropeTables } from './dispatch/attention';
 import { ACT_OP, actOp, activation, route } from './dispatch/ffn';
 import { GPU_OPS as G, type GpuGraph } from './graph';
-import { EW, type Dispatch } from './ops';
+import { EW, TOKENS_BASE, type Dispatch, type GpuBufs } from './ops';
 // The ops of each layer area register with the core ones.
 import './graph-ssm';
 import './graph-recurrent';
@@ -17,18 +18,22 @@ import './graph-mla';
 
 const n = (t: Tensor) => t.rows * t.width;
 
-function oneRow(g: GpuGraph, op: string, ...ts: Tensor[]): void {
-  for (const t of ts) if (t.rows !== 1) throw new KernelError('webgpu', `${g.label}: ${op} over ${t.rows} rows (the WebGPU recording is of one position)`);
+/** Floats of attention score scratch one dispatch may use: a pass's query rows are split into dispatches of at most this many. */
+const SCORE_FLOATS = 1 << 22;
+
+function sameRows(g: GpuGraph, op: string, ...ts: Tensor[]): void {
+  for (const t of ts) if (t.rows !== ts[0].rows) throw new KernelError('webgpu', `${g.label}: ${op} over tensors of ${t.rows} and ${ts[0].rows} rows`);
 }
 
 G.set(EMBED, (g, a) => {
   const table = g.B.weight(a.table, 'embed');
-  g.emit((b) => [g.K.embed(b, a.y.off, table, { scale: a.scale })]);
+  g.emit((b) => [g.K.embed(b, a.y.off, table, { scale: a.scale, T: a.y.rows })]);
 });
 
 G.set(MATMUL, (g, a) => {
+  sameRows(g, 'matmul', a.x, a.y);
   const w = g.B.weight(a.w, a.w.name ?? `${g.label}.matmul`);
-  g.emit((b) => [g.K.matmul(b, a.y.off, a.x.off, w, a.x.rows)]);
+  g.emit((b) => [g.K.matmul(b, a.y.off, a.x.off, w, a.x.rows, { xStride: a.x.width, yStride: a.y.width, perOutput: a.x.rows > 1 })]);
 });
 
 G.set(ADD_ROW, (g, a) => {
@@ -69,38 +74,44 @@ G.set(GATED_ACT, (g, a) => {
 });
 
 G.set(COPY, (g, a) => {
-  g.emit((b) => {
-    const list: Dispatch[] = [];
-    for (let t = 0; t < a.x.rows; t++) {
-      list.push(g.K.copy(b, a.y.off + t * a.y.width + a.yOff, a.x.off + t * a.x.width + a.xOff, a.chunks, a.len, { srcStride: a.xStride, dstStride: a.yStride }));
-    }
-    return list;
-  });
+  sameRows(g, 'copy', a.x, a.y);
+  g.emit((b) => [g.K.copy(b, a.y.off + a.yOff, a.x.off + a.xOff, a.chunks, a.len, {
+    srcStride: a.xStride, dstStride: a.yStride, rows: a.x.rows, srcRow: a.x.width, dstRow: a.y.width,
+  })]);
 });
 
 G.set(ROPE, (g, a) => {
-  oneRow(g, 'rope', a.x);
   const r = a.rope, tables = ropeTables(g.B, r);
-  g.emit((b) => [g.K.rope(b, a.x.off, 1, a.nHeads, a.headDim, r.rotaryDim, r.style, tables.cos, tables.sin, a.x.width)]);
+  g.emit((b) => [g.K.rope(b, a.x.off, a.x.rows, a.nHeads, a.headDim, r.rotaryDim, r.style, tables.cos, tables.sin, a.x.width)]);
 });
 
+// Row t goes to the cache row of position step.pos + t.
 G.set(KV_APPEND, (g, a) => {
-  oneRow(g, 'kv_append', a.x);
   const c = g.state(a.cache), per = a.cache.perToken!;
-  g.emit((b) => [g.K.copy(b, c, a.x.off, 1, per, { posStride: per, toState: true })]);
+  g.emit((b) => [g.K.copy(b, c, a.x.off, 1, per, { posStride: per, toState: true, rows: a.x.rows, srcRow: a.x.width, dstRow: per })]);
 });
 
+// Query row t (position step.pos + t) attends positions 0 … step.pos + t; the cache already holds
+// every row of the pass. Rows share one score scratch, so a pass of many rows runs as several
+// dispatches of at most SCORE_FLOATS scratch floats each.
 G.set(ATTENTION, (g, a) => {
-  oneRow(g, 'attention', a.q, a.y);
+  sameRows(g, 'attention', a.q, a.y);
   if (a.headDim > ATTN_MAX_HEAD_DIM) throw new KernelError('webgpu', `${g.label}: attention headDim ${a.headDim} > ${ATTN_MAX_HEAD_DIM} is not supported on WebGPU (use backend 'wasm')`);
-  const L = g.B.maxContext, kc = g.state(a.k), vc = g.state(a.v);
-  const scores = scoresScratch(g.B, a.nHeads * L);
-  const limit = g.K.gpu.limits.maxStorageBufferBindingSize;
-  if (g.B.act.top * 4 > limit) throw new KernelError('webgpu', `${g.label}: attention scratch for ${L} positions exceeds the device's storage binding limit ${limit} (use a shorter maxContext)`);
+  const L = g.B.maxContext, kc = g.state(a.k), vc = g.state(a.v), T = a.q.rows;
+  const per = Math.max(1, Math.min(T, Math.floor(SCORE_FLOATS / (a.nHeads * L))));
+  const scores = g.scratch('attention scores', per * a.nHeads * L);
+  g.checkActivations(`attention scratch for ${L} positions`);
   const sinks = a.sinks ? g.B.vec(a.sinks, a.nHeads) : undefined;
-  g.emit((b) => [decodeAttention(g.K, b, a.y.off, a.q.off, kc, vc, {
-    nHeads: a.nHeads, nKv: a.nKv, headDim: a.headDim, vDim: a.vDim, scale: a.scale, scores, maxN: L, window: a.window, softcap: a.softcap, sinks,
-  })]);
+  g.emit((b) => {
+    const list: Dispatch[] = [];
+    for (let r0 = 0; r0 < T; r0 += per) {
+      list.push(decodeAttention(g.K, b, a.y.off + r0 * a.y.width, a.q.off + r0 * a.q.width, kc, vc, {
+        nHeads: a.nHeads, nKv: a.nKv, headDim: a.headDim, vDim: a.vDim, scale: a.scale, scores, maxN: L, window: a.window, softcap: a.softcap, sinks,
+        rows: Math.min(per, T - r0), row0: r0, qRowStride: a.q.width, oRowStride: a.y.width,
+      }));
+    }
+    return list;
+  });
 });
 
 /** Stacked per-expert bias vectors [E, n] as one constant, or undefined when no expert has one. */
@@ -114,13 +125,14 @@ function stackedBias(g: GpuGraph, ptrs: (number | undefined)[], len: number): nu
 }
 
 // Routing, expert products and mixing stay on the GPU: the expert ids go through `ids`, so a decode
-// step never reads back a routing decision.
+// step never reads back a routing decision. A pass of T rows routes them together (K expert slots
+// per row, slot j of row t reading x row t), in groups of rows whose ids fit below TOKENS_BASE.
 G.set(MOE, (g, a) => {
-  oneRow(g, 'moe', a.x, a.y);
+  sameShape('moe', a.x, a.y);
   const c = a.spec, where = c.name, D = c.hidden;
   const op = actOp(c.act);
   const E = c.nExperts, Kk = c.topk, I = c.inter;
-  const B = g.B;
+  const B = g.B, T = a.x.rows;
   const router = B.weight(c.router, `${where}.router`);
   const routerBias = c.routerBias ? B.vec(c.routerBias, E) : undefined;
   const rBias = c.routing.bias ? B.vec(c.routing.bias, E) : undefined;
@@ -131,54 +143,58 @@ G.set(MOE, (g, a) => {
   const gb = stackedBias(g, experts.map((w) => w.gateBias), I);
   const ub = stackedBias(g, experts.map((w) => w.upBias), I);
   const db = stackedBias(g, experts.map((w) => w.downBias), D);
-  const A = B.act;
-  const logits = A.take(E), rw = A.take(Kk), yg = A.take(Kk * I), yu = A.take(Kk * I), yd = A.take(Kk * D);
-  let shared: { y: number; gate?: number } | undefined;
+  const R = Math.max(1, Math.min(T, Math.floor(TOKENS_BASE / Kk)));
+  // A pass of several rows takes the matmul kernel of one invocation per output.
+  const perOutput = T > 1;
+  const logits = g.tmp(E, R).off, rw = g.tmp(Kk, R).off, yg = g.tmp(Kk * I, R).off, yu = g.tmp(Kk * I, R).off, yd = g.tmp(Kk * D, R).off;
+  let shared: ((b: GpuBufs, x: number, rows: number) => Dispatch[]) | undefined;
+  let sy = 0, sg: number | undefined;
   if (c.shared) {
-    const sh = c.shared, sy = g.tmp(D);
-    const gt = g.tmp(sh.w.gate.rows), up = g.tmp(sh.w.gate.rows);
+    const sh = c.shared, SI = sh.w.gate.rows;
+    const gt = g.tmp(SI, R).off, up = g.tmp(SI, R).off;
+    sy = g.tmp(D, R).off;
     const w = { gate: B.weight(sh.w.gate, `${where}.shared.gate`), up: B.weight(sh.w.up, `${where}.shared.up`), down: B.weight(sh.w.down, `${where}.shared.down`) };
-    const sgb = sh.w.gateBias ? B.vec(sh.w.gateBias, gt.width) : undefined, sub = sh.w.upBias ? B.vec(sh.w.upBias, gt.width) : undefined;
+    const sgb = sh.w.gateBias ? B.vec(sh.w.gateBias, SI) : undefined, sub = sh.w.upBias ? B.vec(sh.w.upBias, SI) : undefined;
     const sdb = sh.w.downBias ? B.vec(sh.w.downBias, D) : undefined;
     const sop = actOp(sh.act);
-    g.emit((b) => {
+    const sgW = sh.gate ? B.weight(sh.gate, `${where}.shared_gate`) : undefined;
+    if (sgW) sg = g.tmp(1, R).off;
+    shared = (b, x, rows) => {
       const K = g.K;
       const list = [
-        K.matmul(b, gt.off, a.x.off, w.gate, 1), K.matmul(b, up.off, a.x.off, w.up, 1),
-        activation(K, b, sop, gt.off, gt.off, up.off, gt.width, { gBias: sgb, uBias: sub }),
-        K.matmul(b, sy.off, gt.off, w.down, 1),
+        K.matmul(b, gt, x, w.gate, rows, { xStride: D, perOutput }), K.matmul(b, up, x, w.up, rows, { xStride: D, perOutput }),
+        activation(K, b, sop, gt, gt, up, rows * SI, { gBias: sgb, uBias: sub, len: SI }),
+        K.matmul(b, sy, gt, w.down, rows, { perOutput }),
       ];
-      if (sdb !== undefined) list.push(K.elementwise(b, EW.addConst, sy.off, sy.off, sdb, D));
+      if (sdb !== undefined) list.push(K.elementwise(b, EW.addConst, sy, sy, sdb, rows * D, { period: D }));
+      if (sgW && sg !== undefined) list.push(K.matmul(b, sg, x, sgW, rows, { xStride: D, perOutput }));
       return list;
-    });
-    shared = { y: sy.off };
-    if (sh.gate) {
-      const sgW = B.weight(sh.gate, `${where}.shared_gate`), sg = A.take(1);
-      g.emit((b) => [g.K.matmul(b, sg, a.x.off, sgW, 1)]);
-      shared.gate = sg;
-    }
+    };
   }
-  const x = a.x.off, out = a.y.off;
   g.emit((b) => {
-    const K = g.K;
-    const list = [K.matmul(b, logits, x, router, 1)];
-    if (routerBias !== undefined) list.push(K.elementwise(b, EW.addConst, logits, logits, routerBias, E));
-    list.push(
-      route(K, b, 0, rw, logits, 1, E, Kk, { ...c.routing, bias: rBias }),
-      K.matmul(b, yg, x, eg, Kk, { idsOff: 0, xStride: 0, yStride: I }),
-      K.matmul(b, yu, x, eu, Kk, { idsOff: 0, xStride: 0, yStride: I }),
-      activation(K, b, op, yg, yg, yu, Kk * I, { gBias: gb, uBias: ub, len: I, idsOff: 0, ...CLAMPED(c) }),
-      K.matmul(b, yd, yg, ed, Kk, { idsOff: 0, xStride: I, yStride: D }),
-    );
-    if (db !== undefined) list.push(activation(K, b, ACT_OP.bias, yd, yd, yd, Kk * D, { gBias: db, len: D, idsOff: 0 }));
-    list.push(K.moeCombine(b, out, yd, rw, D, Kk, shared));
+    const K = g.K, list: Dispatch[] = [];
+    for (let r0 = 0; r0 < T; r0 += R) {
+      const rows = Math.min(R, T - r0), x = a.x.off + r0 * D, out = a.y.off + r0 * D, slots = rows * Kk;
+      if (shared) list.push(...shared(b, x, rows));
+      list.push(K.matmul(b, logits, x, router, rows, { xStride: D, perOutput }));
+      if (routerBias !== undefined) list.push(K.elementwise(b, EW.addConst, logits, logits, routerBias, rows * E, { period: E }));
+      list.push(
+        route(K, b, 0, rw, logits, rows, E, Kk, { ...c.routing, bias: rBias }),
+        K.matmul(b, yg, x, eg, slots, { idsOff: 0, xStride: D, xDiv: Kk, yStride: I, perOutput }),
+        K.matmul(b, yu, x, eu, slots, { idsOff: 0, xStride: D, xDiv: Kk, yStride: I, perOutput }),
+        activation(K, b, op, yg, yg, yu, slots * I, { gBias: gb, uBias: ub, len: I, idsOff: 0, ...CLAMPED(c) }),
+        K.matmul(b, yd, yg, ed, slots, { idsOff: 0, xStride: I, yStride: D, perOutput }),
+      );
+      if (db !== undefined) list.push(activation(K, b, ACT_OP.bias, yd, yd, yd, slots * D, { gBias: db, len: D, idsOff: 0 }));
+      list.push(K.moeCombine(b, out, yd, rw, D, Kk, shared ? { y: sy, gate: sg } : undefined, rows));
+    }
     return list;
   });
 });
 
 G.set(CAUSAL_CONV, (g, a) => {
-  oneRow(g, 'causal_conv', a.x, a.y);
+  sameRows(g, 'causal_conv', a.x, a.y);
   const C = a.x.width;
   const w = g.B.vec(a.w, C * a.W), bias = a.bias ? g.B.vec(a.bias, C) : -1, st = g.state(a.state);
-  g.emit((b) => [g.K.conv1d(b, a.x.off, w, st, 1, C, a.W, a.act, { bias, y: a.y.off })]);
+  g.emit((b) => [g.K.conv1d(b, a.x.off, w, st, a.x.rows, C, a.W, a.act, { bias, y: a.y.off, xStride: a.x.width, yStride: a.y.width })]);
 });

@@ -1,15 +1,12 @@
-// WebGPU implementations of the ops of src/graph/ops-recurrent.ts: each records the dispatches of
-// one position (the kernels that restart at position 0 read it from the step uniform).
+// WebGPU implementations of the ops of src/graph/ops-recurrent.ts: each kernel runs the recording's
+// rows in order (one position, or a prompt chunk); those that restart at position 0 read the pass's
+// first position from the step uniform.
 
-import type { Tensor } from '../graph/graph';
+import { sameShape } from '../graph/graph';
 import { REC_ACT, RGLRU, TOKEN_SHIFT, WKV4 } from '../graph/ops-recurrent';
 import { KernelError } from '../kernels/runtime';
 import { RACT, ract, rglru, tokenShift, wkv4 } from './dispatch/recurrent';
-import { GPU_OPS as G, type GpuGraph } from './graph';
-
-function oneRow(g: GpuGraph, op: string, ...ts: Tensor[]): void {
-  for (const t of ts) if (t.rows !== 1) throw new KernelError('webgpu', `${g.label}: ${op} over ${t.rows} rows (the WebGPU recording is of one position)`);
-}
+import { GPU_OPS as G } from './graph';
 
 function concat(parts: Float32Array[]): Float32Array {
   const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
@@ -25,33 +22,33 @@ function concat(parts: Float32Array[]): Float32Array {
 // temporaries are) take one dispatch; others go through a contiguous temporary and copies.
 G.set(TOKEN_SHIFT, (g, a) => {
   const { ys, x, mixes } = a;
-  oneRow(g, 'token_shift', x, ...ys);
-  const D = x.width, nMix = ys.length;
-  if (nMix !== mixes.length || ys.some((y) => y.width !== D)) throw new KernelError('webgpu', `${g.label}: token_shift of ${nMix} outputs, ${mixes.length} mixes`);
+  sameShape('token_shift', x, ...ys);
+  const D = x.width, T = x.rows, nMix = ys.length, n = T * D;
+  if (nMix !== mixes.length) throw new KernelError('webgpu', `${g.label}: token_shift of ${nMix} outputs, ${mixes.length} mixes`);
   const mix = g.B.constant(concat(mixes)), st = g.state(a.state);
-  const stride = nMix > 1 ? ys[1].off - ys[0].off : D;
-  if (stride >= D && ys.every((y, j) => y.off === ys[0].off + j * stride)) {
-    g.emit((b) => [tokenShift(g.K, b, ys[0].off, x.off, st, mix, nMix, 1, D, stride)]);
+  const stride = nMix > 1 ? ys[1].off - ys[0].off : n;
+  if (stride >= n && ys.every((y, j) => y.off === ys[0].off + j * stride)) {
+    g.emit((b) => [tokenShift(g.K, b, ys[0].off, x.off, st, mix, nMix, T, D, stride)]);
     return;
   }
-  const tmp = g.tmp(nMix * D);
+  const tmp = g.tmp(nMix * n, 1);
   g.emit((b) => [
-    tokenShift(g.K, b, tmp.off, x.off, st, mix, nMix, 1, D, D),
-    ...ys.map((y, j) => g.K.copy(b, y.off, tmp.off + j * D, 1, D)),
+    tokenShift(g.K, b, tmp.off, x.off, st, mix, nMix, T, D, n),
+    ...ys.map((y, j) => g.K.copy(b, y.off, tmp.off + j * n, 1, n)),
   ]);
 });
 
 G.set(WKV4, (g, a) => {
-  oneRow(g, 'wkv4', a.y, a.k, a.v);
+  sameShape('wkv4', a.y, a.k, a.v);
   const C = a.y.width, st = g.state(a.state);
   const decay = g.B.vec(a.decay, C), first = g.B.vec(a.first, C);
-  g.emit((b) => [wkv4(g.K, b, a.y.off, st, a.k.off, a.v.off, decay, first, 1, C)]);
+  g.emit((b) => [wkv4(g.K, b, a.y.off, st, a.k.off, a.v.off, decay, first, a.y.rows, C)]);
 });
 
 
 G.set(RGLRU, (g, a) => {
   const { spec: s, x, y, gate } = a;
-  oneRow(g, 'rglru', x, y, gate);
+  sameShape('rglru', x, y, gate);
   const W = s.W, H = s.H, bw = W / H;
   if (y.off === x.off || y.off === gate.off) throw new KernelError('webgpu', `${g.label}: rglru output aliases an input`);
   // The kernel reads the gate blocks as one [H, bw, bw] array.
@@ -63,7 +60,7 @@ G.set(RGLRU, (g, a) => {
     bi: B.vec(s.bI, W), ba: B.vec(s.bA, W), logA: B.constant(s.logABase),
   };
   const h = g.state(a.h);
-  g.emit((b) => [rglru(g.K, b, y.off, h, x.off, gate.off, gates, 1, W, bw)]);
+  g.emit((b) => [rglru(g.K, b, y.off, h, x.off, gate.off, gates, x.rows, W, bw)]);
 });
 
 G.set(REC_ACT, (g, a) => {

@@ -1,7 +1,9 @@
-// A loaded model's forward pass on WebGPU. The net's one definition (src/graph) is recorded once by
-// the WebGPU executor (graph.ts) as dispatches of one position; a session replays them for every
-// position it feeds, the position coming from the step uniform, many positions per submission (a
-// prompt chunk or a greedy batch is one command buffer), and several sessions per submission with
+// A loaded model's forward pass on WebGPU. The net's one definition (src/graph) is recorded by the
+// WebGPU executor (graph.ts): once for one position, which a session replays for every position of
+// decoding, greedy batches and rewinds (the position coming from the step uniform); and, on first
+// use, once per prefill chunk size T (prefillChunks), which runs T prompt tokens as one compute pass
+// of T-row operations. A forward call feeds its tokens as whole chunks, largest first, and the rest
+// position by position, all in one submission; several sessions go in one submission with
 // forwardBatch().
 //
 // Two ways to run a session:
@@ -12,7 +14,7 @@
 //   recurrent state, so rewind() can cut the session back to the tokens a caller kept (a stop token
 //   in the middle of a batch).
 
-import { GpuBuilder, TOKENS_BASE, type GpuStateAlloc } from './builder';
+import { GpuBuilder, TOKENS_BASE, type Emit, type GpuStateAlloc } from './builder';
 import { BufferUsage, MapMode } from './flags';
 import { KernelError } from '../kernels/runtime';
 import type { Model } from '../models/model';
@@ -63,7 +65,36 @@ export interface GpuModelInfo {
   weightBytes: number;
   stateBytes: number;
   dispatchesPerToken: number;
+  /** Chunk sizes with a T-token recording, and the activation bytes each needs per session. */
+  chunkRecordings: { T: number; activationBytes: number; dispatches: number }[];
 }
+
+export interface GpuModelOptions {
+  /**
+   * Token counts of the prefill recordings (each > 1), recorded on first use: a forward call runs as
+   * many whole chunks as fit, largest first, the rest position by position. Default [128, 32, 8].
+   */
+  prefillChunks?: number[];
+}
+
+/** A recording of the net for T tokens, its activation layout and the constants buffer it binds. */
+interface ChunkRecording {
+  T: number;
+  emits: Emit[];
+  actFloats: number;
+  logitsOff: number;
+  c: GPUBuffer;
+  dispatches: number;
+}
+
+/** A chunk recording bound to one session: its activation buffer and dispatches. */
+interface ChunkRun {
+  rec: ChunkRecording;
+  a: GPUBuffer;
+  list: Dispatch[];
+}
+
+const DEFAULT_CHUNKS = [128, 32, 8];
 
 export class GpuModel implements SessionFactory {
   readonly K: GpuKernels;
@@ -78,31 +109,76 @@ export class GpuModel implements SessionFactory {
   private readonly actFloats: number;
   readonly stateFloats: number;
   private readonly builder: GpuBuilder;
-  private readonly c: GPUBuffer;
+  /** The constants of every recording so far (re-uploaded when a later recording adds some). */
+  private c: GPUBuffer;
+  private cFloats: number;
+  private readonly emits: Emit[];
   private dispatchCount = 0;
   /** Every WASM state region and where it lives in `st` (snapshots, restore). */
   readonly stateMap: GpuRegionMap[];
+  /** Prefill chunk sizes, descending. */
+  readonly prefillChunks: number[];
+  private readonly chunks = new Map<number, ChunkRecording>();
+  /** Why a chunk size could not be recorded (its tokens then run position by position). */
+  readonly chunkErrors = new Map<number, string>();
 
-  constructor(readonly model: Model, readonly gpu: GpuDevice) {
+  constructor(readonly model: Model, readonly gpu: GpuDevice, opts: GpuModelOptions = {}) {
     this.K = new GpuKernels(gpu);
     const net = model.net;
     const B = (this.builder = new GpuBuilder(model, this.K));
     this.vocab = net.vocabSize;
     this.hidden = net.hidden;
     this.maxContext = model.maxContext;
-    const logits = net.forward(new GpuGraph(B, model.ctx.opts.exact), false);
+    const chunks = opts.prefillChunks ?? DEFAULT_CHUNKS;
+    for (const T of chunks) if (!Number.isInteger(T) || T < 2) throw new RangeError(`prefill chunk sizes must be integers ≥ 2, got ${T}`);
+    this.prefillChunks = [...new Set(chunks)].sort((a, b) => b - a);
+    const g = new GpuGraph(B, model.ctx.opts.exact);
+    const logits = net.forward(g, false);
+    this.emits = g.emits;
     this.logitsOff = logits.off;
     this.c = this.K.upload(B.packConsts(), undefined, 'constants');
+    this.cFloats = B.constFloats;
     this.weightBytes = B.weightBytes;
     this.fixedRanges = B.fixedRanges;
     this.fixedFloats = B.fixedRanges.reduce((s, r) => s + r[1], 0);
-    this.actFloats = B.act.top;
+    this.actFloats = g.act.high;
     this.stateFloats = B.stateFloats;
     this.stateMap = mapState(model.layout, B.stateAllocs);
   }
 
   info(): GpuModelInfo {
-    return { adapter: this.gpu.adapterName, weightBytes: this.weightBytes, stateBytes: this.stateFloats * 4, dispatchesPerToken: this.dispatchCount };
+    return {
+      adapter: this.gpu.adapterName, weightBytes: this.builder.weightBytes, stateBytes: this.stateFloats * 4, dispatchesPerToken: this.dispatchCount,
+      chunkRecordings: [...this.chunks.values()].map((r) => ({ T: r.T, activationBytes: r.actFloats * 4, dispatches: r.dispatches })),
+    };
+  }
+
+  /**
+   * The recording of the net for T tokens (logits of every row), made on first use; null when an op
+   * cannot run T rows (the reason in chunkErrors), and those tokens run position by position.
+   */
+  chunkRecording(T: number): ChunkRecording | null {
+    const have = this.chunks.get(T);
+    if (have) return have;
+    if (this.chunkErrors.has(T) || T > this.maxContext) return null;
+    const B = this.builder, stateFloats = B.stateFloats;
+    try {
+      const g = new GpuGraph(B, this.model.ctx.opts.exact, { T });
+      const logits = this.model.net.forward(g, true);
+      if (B.stateFloats !== stateFloats) throw new KernelError('webgpu', `the ${T}-token recording named state regions the one-position recording did not`);
+      g.checkActivations(`the activations of a ${T}-token pass`);
+      if (B.constFloats !== this.cFloats) {
+        this.c = this.K.upload(B.packConsts(), undefined, 'constants');
+        this.cFloats = B.constFloats;
+      }
+      const rec: ChunkRecording = { T, emits: g.emits, actFloats: g.act.high, logitsOff: logits.off, c: this.c, dispatches: 0 };
+      this.chunks.set(T, rec);
+      return rec;
+    } catch (e) {
+      if (!(e instanceof KernelError)) throw e;
+      this.chunkErrors.set(T, e.message);
+      return null;
+    }
   }
 
   /** Whether the whole state can be cut back by position (no recurrent layers). */
@@ -119,7 +195,7 @@ export class GpuModel implements SessionFactory {
       ids: K.buffer((TOKENS_BASE + this.maxContext + 2) * 4, undefined, 'ids'),
       step: K.buffer(16, BufferUsage.UNIFORM | BufferUsage.COPY_DST, 'step'),
     };
-    const list = this.builder.emits.flatMap((e) => e(bufs));
+    const list = this.emits.flatMap((e) => e(bufs));
     const greedy = [...list, K.argmax(bufs, this.logitsOff, this.vocab)];
     this.dispatchCount = list.length;
     return new GpuSession(this, bufs, list, greedy);
@@ -263,27 +339,75 @@ export class GpuSession implements SequenceSession {
     this.submissions++;
   }
 
-  /** Encodes the passes of positions from … from+n−1 into `enc` (see submitSteps). */
-  encodeSteps(enc: GPUCommandEncoder, from: number, n: number, list: Dispatch[], after?: (enc: GPUCommandEncoder, t: number) => void): void {
+  /**
+   * Queues the step records of positions from … from+n−1 (n > 1) into the `steps` buffer, from which
+   * copies put record t in the step uniform; one position's record goes straight to the uniform.
+   */
+  private writeSteps(from: number, n: number): void {
     const dev = this.device;
     if (n === 1) {
       writeStep(dev, this.bufs.step, 0, from);
-    } else {
-      const rec = new Uint32Array(n * 4);
-      for (let t = 0; t < n; t++) rec.set([0, from + t, from + t + 1, 0], t * 4);
-      if (!this.steps || this.steps.size < rec.byteLength) {
-        this.steps?.destroy();
-        this.steps = dev.createBuffer({ size: Math.max(rec.byteLength, 4096), usage: BufferUsage.COPY_SRC | BufferUsage.COPY_DST, label: 'step records' });
-      }
-      dev.queue.writeBuffer(this.steps, 0, rec);
+      return;
     }
+    const rec = new Uint32Array(n * 4);
+    for (let t = 0; t < n; t++) rec.set([0, from + t, from + t + 1, 0], t * 4);
+    if (!this.steps || this.steps.size < rec.byteLength) {
+      this.steps?.destroy();
+      this.steps = dev.createBuffer({ size: Math.max(rec.byteLength, 4096), usage: BufferUsage.COPY_SRC | BufferUsage.COPY_DST, label: 'step records' });
+    }
+    dev.queue.writeBuffer(this.steps, 0, rec);
+  }
+
+  /** One compute pass of `list` with step record t of the n written by writeSteps in the uniform. */
+  private encodePass(enc: GPUCommandEncoder, t: number, n: number, list: Dispatch[]): void {
+    if (n > 1) enc.copyBufferToBuffer(this.steps!, t * 16, this.bufs.step, 0, 16);
+    const pass = enc.beginComputePass();
+    this.model.K.encode(pass, list);
+    pass.end();
+  }
+
+  /** Encodes the passes of positions from … from+n−1 into `enc` (see submitSteps). */
+  encodeSteps(enc: GPUCommandEncoder, from: number, n: number, list: Dispatch[], after?: (enc: GPUCommandEncoder, t: number) => void): void {
+    this.writeSteps(from, n);
     for (let t = 0; t < n; t++) {
-      if (n > 1) enc.copyBufferToBuffer(this.steps!, t * 16, this.bufs.step, 0, 16);
-      const pass = enc.beginComputePass();
-      this.model.K.encode(pass, list);
-      pass.end();
+      this.encodePass(enc, t, n, list);
       after?.(enc, t);
     }
+  }
+
+  /** The model's T-token recording bound to this session (with an activation buffer of its own), or null. */
+  private chunkRun(T: number): ChunkRun | null {
+    let run = this.chunkRuns.get(T);
+    if (run) return run;
+    const rec = this.model.chunkRecording(T);
+    if (!rec) return null;
+    const a = this.model.K.buffer(rec.actFloats * 4, undefined, `activations of ${T}-token passes`);
+    const bufs: GpuBufs = { ...this.bufs, a, c: rec.c };
+    run = { rec, a, list: rec.emits.flatMap((e) => e(bufs)) };
+    rec.dispatches = run.list.length;
+    this.chunkRuns.set(T, run);
+    return run;
+  }
+
+  /**
+   * How n tokens are fed: whole chunks of the model's prefill sizes (largest first) through their
+   * recordings, then the rest position by position.
+   */
+  private plan(n: number): { T: number; run: ChunkRun | null }[] {
+    const parts: { T: number; run: ChunkRun | null }[] = [];
+    let left = n;
+    if (this.chunkedPrefill) {
+      for (const T of this.model.prefillChunks) {
+        while (left >= T) {
+          const run = this.chunkRun(T);
+          if (!run) break;
+          parts.push({ T, run });
+          left -= T;
+        }
+      }
+    }
+    for (; left > 0; left--) parts.push({ T: 1, run: null });
+    return parts;
   }
 
   /**
@@ -294,20 +418,42 @@ export class GpuSession implements SequenceSession {
     const n = ids.length, V = this.model.vocab, m = this.model;
     if (n === 0) throw new RangeError('forward needs at least one token');
     this.check(n);
+    const parts = this.plan(n);
     this.writeTokens(this.pos, ids);
     const rows = all ? n : 1;
     const rd = this.device.createBuffer({ size: rows * V * 4, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
     const start = this.pos;
     this.pos += n;
     for (let i = 0; i < n; i++) this.tokens.push(ids[i]);
-    const encode = (enc: GPUCommandEncoder) => this.encodeSteps(enc, start, n, this.list, (e, t) => {
-      if (all || t === n - 1) e.copyBufferToBuffer(this.bufs.a, m.logitsOff * 4, rd, (all ? t : 0) * V * 4, V * 4);
-    });
+    const encode = (enc: GPUCommandEncoder) => {
+      this.writeSteps(start, n);
+      let t = 0;
+      for (const { T, run } of parts) {
+        if (run) {
+          // Every kernel of the chunk's recording reads step.pos as the chunk's first position.
+          this.encodePass(enc, t, n, run.list);
+          const L = run.rec.logitsOff;
+          if (all) enc.copyBufferToBuffer(run.a, L * 4, rd, t * V * 4, T * V * 4);
+          else if (t + T === n) enc.copyBufferToBuffer(run.a, (L + (T - 1) * V) * 4, rd, 0, V * 4);
+          this.chunkPasses++;
+        } else {
+          this.encodePass(enc, t, n, this.list);
+          if (all || t === n - 1) enc.copyBufferToBuffer(this.bufs.a, m.logitsOff * 4, rd, (all ? t : 0) * V * 4, V * 4);
+        }
+        t += T;
+      }
+    };
     return { rd, encode };
   }
 
   /** Step records of a multi-position submission (see submitSteps). */
   private steps: GPUBuffer | null = null;
+  /** The model's chunk recordings bound to this session, by token count. */
+  private readonly chunkRuns = new Map<number, ChunkRun>();
+  /** Whether forward() runs whole prompt chunks through the T-token recordings (benchmarks turn it off to time the per-position replay). */
+  chunkedPrefill = true;
+  /** Compute passes of T-token recordings encoded so far (each runs one prompt chunk). */
+  chunkPasses = 0;
   /** Submissions of forward passes so far (one per forward call, greedy batch or replay). */
   submissions = 0;
   /** Most positions one submission runs (benchmarks set 1 to time one submission per token). */
@@ -616,6 +762,7 @@ export class GpuSession implements SequenceSession {
     if (this.disposed) return;
     this.disposed = true;
     for (const b of [this.bufs.a, this.bufs.st, this.bufs.ids, this.bufs.step, this.steps, ...this.spare, ...this.points.map((p) => p.buf), this.checkpointPoint?.buf]) b?.destroy();
+    for (const r of this.chunkRuns.values()) r.a.destroy();
   }
 }
 
@@ -630,6 +777,6 @@ async function mapped(rd: GPUBuffer, gpu: GpuDevice): Promise<void> {
 }
 
 /** Builds the WebGPU forward pass of a loaded (WASM) model. */
-export function gpuModel(model: Model, gpu: GpuDevice): GpuModel {
-  return new GpuModel(model, gpu);
+export function gpuModel(model: Model, gpu: GpuDevice, opts: GpuModelOptions = {}): GpuModel {
+  return new GpuModel(model, gpu, opts);
 }

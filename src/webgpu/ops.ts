@@ -9,7 +9,7 @@ import type { GpuDevice } from './device';
 import { copyWgsl, COPY_PARAMS, elementwiseWgsl, EW_PARAMS } from './kernels/elementwise.wgsl';
 import { convWgsl, CONV_PARAMS } from './kernels/conv.wgsl';
 import { deltaWgsl, DELTA_PARAMS, gatesWgsl, GATES_PARAMS } from './kernels/linear_attention.wgsl';
-import { embedWgsl, EMBED_PARAMS, matmulWgsl, MATMUL_PARAMS, type GpuWeightDType } from './kernels/matmul.wgsl';
+import { embedWgsl, EMBED_PARAMS, matmulRowsWgsl, matmulWgsl, MATMUL_PARAMS, MATMUL_WG, type GpuWeightDType } from './kernels/matmul.wgsl';
 import { combineWgsl, COMBINE_PARAMS } from './kernels/moe.wgsl';
 import { normWgsl, NORM_PARAMS } from './kernels/norm.wgsl';
 import { ropeWgsl, ROPE_PARAMS } from './kernels/rope.wgsl';
@@ -119,7 +119,6 @@ export class GpuKernels {
   /** Uploads one weight (or a stack of `experts` equally sized ones) in its file layout. */
   weight(bytes: Uint8Array, dtype: GpuWeightDType, rows: number, cols: number, experts = 1, label?: string): GpuWeight {
     if (dtype !== 'f32' && cols % 32) throw new KernelError('webgpu', `${label}: cols ${cols} is not a multiple of 32`);
-    if (dtype === 'f32' && cols % 4) throw new KernelError('webgpu', `${label}: f32 cols ${cols} must be a multiple of 4`);
     const per = bytes.byteLength / experts;
     return { buf: this.upload(bytes, undefined, label), dtype, rows, cols, off: 0, eStride: dtype === 'f32' ? per / 4 : per };
   }
@@ -175,30 +174,38 @@ export class GpuKernels {
   // Builders. Offsets are in floats of `a` (activations), `st` (state) or `c` (constants).
 
   /**
-   * y[z, w.rows] = W · x[z, w.cols] for z < batch (x rows xStride apart, y rows yStride apart).
-   * `rowOff` selects rows [rowOff, rowOff + rows) of w; `ids` picks expert ids[idsOff + z] of a stack.
+   * y[z, w.rows] = W · x[z / xDiv, w.cols] for z < batch (x rows xStride apart, y rows yStride apart;
+   * xDiv default 1). `rowOff` selects rows [rowOff, rowOff + rows) of w; `ids` picks expert
+   * ids[idsOff + z] of a stack. `perOutput`: the kernel of one invocation per output
+   * (matmulRowsWgsl: the same results, for passes of many tokens); otherwise a workgroup per output.
    */
-  matmul(b: GpuBufs, y: number, x: number, w: GpuWeight, batch: number, o: { rows?: number; rowOff?: number; xStride?: number; yStride?: number; idsOff?: number } = {}): Dispatch {
+  matmul(b: GpuBufs, y: number, x: number, w: GpuWeight, batch: number,
+    o: { rows?: number; rowOff?: number; xStride?: number; yStride?: number; idsOff?: number; xDiv?: number; perOutput?: boolean } = {}): Dispatch {
     const rows = o.rows ?? w.rows;
     const rowUnits = w.dtype === 'f32' ? w.cols : (w.cols / 32) * (w.dtype === 'q8_0' ? 34 : 18);
     const { nx, ny } = this.split(rows);
-    return this.dispatch(`matmul_${w.dtype}`, matmulWgsl(w.dtype), MATMUL_PARAMS, {
+    const params = {
       rows, cols: w.cols, nx, wOff: w.off + (o.rowOff ?? 0) * rowUnits, xOff: x, xStride: o.xStride ?? w.cols, yOff: y, yStride: o.yStride ?? rows,
-      useIds: o.idsOff === undefined ? 0 : 1, idsOff: o.idsOff ?? 0, eStride: w.eStride,
-    }, b, [nx, ny, batch], w.buf);
+      useIds: o.idsOff === undefined ? 0 : 1, idsOff: o.idsOff ?? 0, eStride: w.eStride, xDiv: o.xDiv ?? 1, batch,
+    };
+    if (o.perOutput) return this.dispatch(`matmul_rows_${w.dtype}`, matmulRowsWgsl(w.dtype), MATMUL_PARAMS, params, b, [nx, ny, ceil(batch, MATMUL_WG)], w.buf);
+    return this.dispatch(`matmul_${w.dtype}`, matmulWgsl(w.dtype), MATMUL_PARAMS, params, b, [nx, ny, batch], w.buf);
   }
 
-  /** out[cols] = row (the token at ids[TOKENS_BASE + step.pos], or `row`) of the table, times scale. */
-  embed(b: GpuBufs, out: number, table: GpuWeight, o: { row?: number; scale?: number } = {}): Dispatch {
+  /**
+   * out[t, cols] = row (the token at ids[TOKENS_BASE + step.pos + t], or `row`) of the table, times
+   * scale, for t < T.
+   */
+  embed(b: GpuBufs, out: number, table: GpuWeight, o: { row?: number; scale?: number; T?: number } = {}): Dispatch {
     return this.dispatch(`embed_${table.dtype}`, embedWgsl(table.dtype), EMBED_PARAMS, {
       cols: table.cols, outOff: out, useStep: o.row === undefined ? 1 : 0, row: o.row ?? 0, tokOff: TOKENS_BASE, scale: o.scale ?? 1,
-    }, b, [ceil(table.cols, 64), 1, 1], table.buf);
+    }, b, [ceil(table.cols, 64), o.T ?? 1, 1], table.buf);
   }
 
-  /** RMSNorm of rows×dim (weight at c[w], or none when w < 0), optionally ⊙ SiLU(z). */
-  rmsNorm(b: GpuBufs, y: number, x: number, w: number, rows: number, dim: number, eps: number, o: { addOne?: boolean; gateZ?: number; xStride?: number } = {}): Dispatch {
+  /** RMSNorm of rows×dim (weight at c[w], or none when w < 0), optionally ⊙ SiLU(z); rows xStride / yStride apart (default dim). */
+  rmsNorm(b: GpuBufs, y: number, x: number, w: number, rows: number, dim: number, eps: number, o: { addOne?: boolean; gateZ?: number; xStride?: number; yStride?: number } = {}): Dispatch {
     return this.dispatch('norm', normWgsl, NORM_PARAMS, {
-      rows, dim, xOff: x, xStride: o.xStride ?? dim, yOff: y, yStride: dim, wOff: Math.max(w, 0), hasW: w >= 0 ? 1 : 0, addOne: o.addOne ? 1 : 0,
+      rows, dim, xOff: x, xStride: o.xStride ?? dim, yOff: y, yStride: o.yStride ?? dim, wOff: Math.max(w, 0), hasW: w >= 0 ? 1 : 0, addOne: o.addOne ? 1 : 0,
       mode: 0, gate: o.gateZ === undefined ? 0 : 1, zOff: o.gateZ ?? 0, eps,
     }, b, [rows, 1, 1]);
   }
@@ -238,9 +245,9 @@ export class GpuKernels {
     }, b, [ceil(C, 64), 1, 1]);
   }
 
-  /** Gated DeltaNet gates from ba = [b (H) | a (H)]: g, β. */
-  deltaGates(b: GpuBufs, g: number, beta: number, ba: number, aLog: number, dtBias: number, H: number): Dispatch {
-    return this.dispatch('gates', gatesWgsl, GATES_PARAMS, { H, baOff: ba, gOff: g, betaOff: beta, aLogOff: aLog, dtOff: dtBias }, b, [ceil(H, 64), 1, 1]);
+  /** Gated DeltaNet gates of T tokens from ba = [b (H) | a (H)] per token: g, β [T, H]. */
+  deltaGates(b: GpuBufs, g: number, beta: number, ba: number, aLog: number, dtBias: number, H: number, T = 1): Dispatch {
+    return this.dispatch('gates', gatesWgsl, GATES_PARAMS, { H, baOff: ba, gOff: g, betaOff: beta, aLogOff: aLog, dtOff: dtBias }, b, [ceil(H, 64), T, 1]);
   }
 
   /** One gated-delta-rule step for Hv value heads (q, k per key head; normQK L2-normalises them). */
@@ -256,11 +263,11 @@ export class GpuKernels {
     return this.dispatch('argmax', argmaxWgsl, ARGMAX_PARAMS, { n, off: logits, outOff: TOKENS_BASE + 1 }, b, [1, 1, 1]);
   }
 
-  /** out[D] = Σ_j w[j]·y[j, :] (+ sigmoid(a[sg])·a[shared] when given). */
-  moeCombine(b: GpuBufs, out: number, y: number, w: number, D: number, K: number, shared?: { y: number; gate?: number }): Dispatch {
+  /** Per token t < T: out[t, D] = Σ_j w[t, j]·y[t·K + j, :] (+ sigmoid(a[sg + t])·a[shared + t·D …] when given). */
+  moeCombine(b: GpuBufs, out: number, y: number, w: number, D: number, K: number, shared?: { y: number; gate?: number }, T = 1): Dispatch {
     return this.dispatch('combine', combineWgsl, COMBINE_PARAMS, {
       D, K, yOff: y, wOff: w, outOff: out, shOff: shared?.y ?? 0, sgOff: shared?.gate ?? 0, hasShared: shared ? 1 : 0, hasGate: shared?.gate !== undefined ? 1 : 0,
-    }, b, [ceil(D, 64), 1, 1]);
+    }, b, [ceil(D, 64), T, 1]);
   }
 
   /**
@@ -274,11 +281,16 @@ export class GpuKernels {
     return this.dispatch('ew', elementwiseWgsl, EW_PARAMS, { n, op, yOff: y, xOff: x, bOff: other, nx, period: o.period ?? n, s: o.s ?? 1 }, b, [nx, ny, 1]);
   }
 
-  /** nChunks chunks of len floats a[src + i·srcStride] → (st or a)[dst + step.pos·posStride + i·dstStride]. */
-  copy(b: GpuBufs, dst: number, src: number, nChunks: number, len: number, o: { srcStride?: number; dstStride?: number; posStride?: number; toState?: boolean } = {}): Dispatch {
+  /**
+   * For each of `rows` rows r (default 1): nChunks chunks of len floats a[src + r·srcRow + i·srcStride]
+   * → (st or a)[dst + step.pos·posStride + r·dstRow + i·dstStride].
+   */
+  copy(b: GpuBufs, dst: number, src: number, nChunks: number, len: number,
+    o: { srcStride?: number; dstStride?: number; posStride?: number; toState?: boolean; rows?: number; srcRow?: number; dstRow?: number } = {}): Dispatch {
     return this.dispatch('copy', copyWgsl, COPY_PARAMS, {
       nChunks, len, srcOff: src, srcStride: o.srcStride ?? len, dstOff: dst, dstStride: o.dstStride ?? len, posStride: o.posStride ?? 0, toState: o.toState ? 1 : 0,
-    }, b, [ceil(len, 64), nChunks, 1]);
+      srcRow: o.srcRow ?? 0, dstRow: o.dstRow ?? 0,
+    }, b, [ceil(len, 64), nChunks, o.rows ?? 1]);
   }
 
   // ---------------------------------------------------------------------------------------------

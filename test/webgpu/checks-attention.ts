@@ -1,10 +1,11 @@
 // WebGPU attention checks: the decode attention kernel (sliding window, logit soft-capping, sink
-// logits, GQA/MQA, head dims up to the 512 limit) against the float64 reference, the clamp kernel,
-// the refusal of unsupported head dims, and whole Attention layers of the parity fixtures (biases,
-// full-width q/k norm, clip, windows, soft-capping, sinks) recorded for the GPU against the same
-// layer on the WASM executor (`exact`, decoding one token at a time through a ring-buffer cache) over more positions than the
-// window. Buffers start as NaN so a read of anything not written shows. Prints one JSON line:
-// { adapter, results: [{ name, err, tol, pass }] } or { error }.
+// logits, GQA/MQA, head dims up to the 512 limit, query rows of a multi-token pass) against the
+// float64 reference, the clamp kernel, the refusal of unsupported head dims, and whole Attention
+// layers of the parity fixtures (biases, full-width q/k norm, clip, windows, soft-capping, sinks)
+// recorded for the GPU against the same layer on the WASM executor (`exact`, decoding one token at
+// a time through a ring-buffer cache) over more positions than the window. Buffers start as NaN so
+// a read of anything not written shows. Prints one JSON line: { adapter, results: [{ name, err, tol,
+// pass }] } or { error }.
 
 import { clamp, decodeAttention } from '../../src/webgpu/dispatch/attention';
 import { attentionRef } from '../../src/kernels/attention.ref';
@@ -57,6 +58,31 @@ await withGpu(async (gpu) => {
     check(`attention ${nHeads}/${nKv} D ${D} Dv ${Dv} n=${n}${tags ? ` (${tags})` : ''}`, rel(got, want), 1e-5);
   }
 
+  // --- query rows of a pass: rows r0 … r0 + R − 1 of T at positions step.pos + r, rows strided -----
+  for (const cs of [{ window: 7, softcap: 3, sinks: true }, {}] as { window?: number; softcap?: number; sinks?: boolean }[]) {
+    const nHeads = 6, nKv = 2, D = 40, Dv = 24, T = 9, pos0 = 30, r0 = 3, R = 5, n = pos0 + T;
+    const qStride = nHeads * D + 8, oStride = nHeads * Dv + 4;
+    const scale = 1 / Math.sqrt(D);
+    const Q = randn(T * qStride), Kc = randn(n * nKv * D), Vc = randn(n * nKv * Dv);
+    const sinks = cs.sinks ? randn(nHeads, 3) : undefined;
+    const maxN = n + 3, vOff = 4 + n * nKv * D + 16, sOff = 65536, oOff = 32768;
+    const b = mk(sOff + R * nHeads * maxN, vOff + n * nKv * Dv + 64, sinks ? Float32Array.from([0, 0, 0, 0, ...sinks]) : undefined);
+    put(b.a, 0, Q);
+    put(b.st, 4, Kc);
+    put(b.st, vOff, Vc);
+    setStep(b, pos0);
+    const got = await run([decodeAttention(K, b, oOff + r0 * oStride, r0 * qStride, 4, vOff, {
+      nHeads, nKv, headDim: D, vDim: Dv, scale, scores: sOff, maxN, window: cs.window, softcap: cs.softcap, sinks: sinks ? 4 : undefined,
+      rows: R, row0: r0, qRowStride: qStride, oRowStride: oStride,
+    })], b.a, oOff + r0 * oStride, R * oStride);
+    const q = new Float32Array(R * nHeads * D);
+    for (let r = 0; r < R; r++) q.set(Q.subarray((r0 + r) * qStride, (r0 + r) * qStride + nHeads * D), r * nHeads * D);
+    const want = attentionRef(q, Kc, Vc, { T: R, qPos0: pos0 + r0, nHeads, nKv, headDim: D, vDim: Dv, scale, window: cs.window, softcap: cs.softcap, sinks });
+    const sel = new Float32Array(R * nHeads * Dv);
+    for (let r = 0; r < R; r++) sel.set(got.subarray(r * oStride, r * oStride + nHeads * Dv), r * nHeads * Dv);
+    check(`attention, rows ${r0} … ${r0 + R - 1} of a ${T}-token pass at ${pos0}${cs.window ? ' (window, softcap, sinks)' : ''}`, rel(sel, want), 1e-5);
+  }
+
   // --- clamp --------------------------------------------------------------------------------------
   for (const n of [1, 257, 1031]) {
     const X = randn(n, 3), lim = 1.25;
@@ -88,9 +114,9 @@ await withGpu(async (gpu) => {
     for (let li = 0; li < blocks.length; li++) {
       const attn = blocks[li].s?.mixer;
       if (!(attn instanceof Attention)) continue;
-      const { B, x, y } = gpuLayer(model, K, D, (g, xx, yy) => attn.forward(g, xx, yy), `layer ${li}`);
-      const b = mk(B.act.top, B.stateFloats, B.packConsts());
-      const list = B.emits.flatMap((e) => e(b));
+      const { B, g, x, y } = gpuLayer(model, K, D, (g, xx, yy) => attn.forward(g, xx, yy), `layer ${li}`);
+      const b = mk(g.act.high, B.stateFloats, B.packConsts());
+      const list = g.emits.flatMap((e) => e(b));
       const session = model.newSession();
       const wasm = wasmLayer(model, D, (g, xx, yy) => attn.forward(g, xx, yy), 1);
       let worst = 0;

@@ -175,10 +175,10 @@ await withGpu(async (gpu) => {
     const s = m.newSession();
     const want = wasmLayer(m, D, (g, x, y) => f.forward(g, x, y), 1)(s, X, 0);
     s.dispose();
-    const { B, x, y } = gpuLayer(m, K, D, (g, xx, yy) => f.forward(g, xx, yy), name);
-    const b = mk(B.packConsts(), B.act.top);
+    const { B, g, x, y } = gpuLayer(m, K, D, (g, xx, yy) => f.forward(g, xx, yy), name);
+    const b = mk(B.packConsts(), g.act.high);
     put(b.a, x, X);
-    const got = await run(B.emits.flatMap((e) => e(b)), b.a, y, D);
+    const got = await run(g.emits.flatMap((e) => e(b)), b.a, y, D);
     check(`layer ${name}`, rel(got, want), tol);
   };
   const vec = (m: Model, n: number, s = 0.3) => m.k.arena.putF32(randn(n, s)).ptr;

@@ -90,6 +90,51 @@ await withGpu(async (gpu) => {
     const gw = K.weight(stack, 'q8_0', rows, cols, E);
     const got = await run([K.matmul(b, 1024, 0, gw, slots, { idsOff: 0, xStride: 0 })], b.a, 1024, slots * rows);
     check('matmul q8_0 routed experts', rel(got, want), 1e-5);
+
+    // Two tokens of three slots each (x row = slot / 3), both matmul kernels.
+    const sel2 = [4, 0, 2, 1, 3, 3], X2 = randn(2 * cols);
+    const want2 = new Float32Array(sel2.length * rows);
+    sel2.forEach((e, j) => {
+      const xp2 = k.arena.putF32(X2.subarray(Math.floor(j / 3) * cols, (Math.floor(j / 3) + 1) * cols)).ptr;
+      matmul(k, yp, xp2, { ptr: wps[e], dtype: 'q8_0', rows, cols }, 1, { exact: true });
+      want2.set(k.arena.f32(yp, rows), j * rows);
+    });
+    put(b.a, 0, X2);
+    dev.queue.writeBuffer(b.ids, 0, new Uint32Array(sel2));
+    for (const perOutput of [false, true]) {
+      const got2 = await run([K.matmul(b, 4096, 0, gw, sel2.length, { idsOff: 0, xStride: cols, xDiv: 3, perOutput })], b.a, 4096, sel2.length * rows);
+      check(`matmul q8_0 routed experts, 2 tokens × 3 slots${perOutput ? ', one invocation per output' : ''}`, rel(got2, want2), 1e-5);
+    }
+  }
+
+  // The kernel of one invocation per output (passes of many tokens) sums as the one of a workgroup
+  // per output: identical outputs, over more z than a workgroup, more units than invocations, f32
+  // rows of a length that is no multiple of 4.
+  for (const [dt, rows, cols, batch] of [['f32', 33, 70, 70], ['f32', 9, 301, 5], ['q8_0', 21, 640, 67], ['q4_0', 17, 1280, 3]] as const) {
+    const W = randn(rows * cols, 0.5), X = randn(batch * cols);
+    let bytes: Uint8Array;
+    if (dt === 'f32') bytes = new Uint8Array(W.buffer.slice(0));
+    else {
+      const src = k.arena.putF32(W).ptr, dst = k.arena.alloc(rows * rowBytes(dt, cols), 4);
+      (dt === 'q8_0' ? quantizeRowsQ8_0 : quantizeRowsQ4_0)(k, dst, src, rows, cols);
+      bytes = k.arena.u8(dst, rows * rowBytes(dt, cols)).slice();
+    }
+    const b = mk(), gw = K.weight(bytes, dt, rows, cols), Y = 1 << 19;
+    put(b.a, 0, X);
+    const one = await run([K.matmul(b, Y, 0, gw, batch)], b.a, Y, batch * rows);
+    const each = await run([K.matmul(b, Y, 0, gw, batch, { perOutput: true })], b.a, Y, batch * rows);
+    check(`matmul ${dt} ${rows}x${cols} batch ${batch}: one invocation per output = a workgroup per output`, rel(each, one), 0);
+    if (dt === 'f32') {
+      const want = new Float32Array(batch * rows);
+      for (let z = 0; z < batch; z++) {
+        for (let r = 0; r < rows; r++) {
+          let s = 0;
+          for (let i = 0; i < cols; i++) s += W[r * cols + i] * X[z * cols + i];
+          want[z * rows + r] = s;
+        }
+      }
+      check(`matmul f32 ${rows}x${cols} batch ${batch} (a row length no multiple of 4) against float64`, rel(each, want), 1e-5);
+    }
   }
 
   // --- RMSNorm (plain, zero-centred, gated) and L2 norm ------------------------------------------

@@ -178,9 +178,9 @@ await withGpu(async (gpu) => {
     const D = net.hidden, steps = Math.min(model.maxContext, 40);
     for (const layer of [0, net.d.blocks.length - 1]) {
       const mixer = (net.d.blocks[layer] as PreNormBlock).s.mixer as Mixer;
-      const { B, x, y: o } = gpuLayer(model, K, D, (g, xx, yy) => mixer.forward(g, xx, yy), `layer ${layer}`);
-      const b = bufs(B.act.top, B.stateFloats, B.packConsts(), model.maxContext + 2);
-      const list = B.emits.flatMap((e) => e(b));
+      const { B, g, x, y: o } = gpuLayer(model, K, D, (g, xx, yy) => mixer.forward(g, xx, yy), `layer ${layer}`);
+      const b = bufs(g.act.high, B.stateFloats, B.packConsts(), model.maxContext + 2);
+      const list = g.emits.flatMap((e) => e(b));
       const sess = model.newSession();
       const wasm = wasmLayer(model, D, (g, xx, yy) => mixer.forward(g, xx, yy), 1);
       let worst = 0;

@@ -35,11 +35,14 @@ export function wasmLayer(model: Model, D: number, fn: LayerFn, maxChunk = model
   };
 }
 
-/** The layer recorded for WebGPU: the builder (buffers, dispatches) and the x / y offsets in `a`. */
-export function gpuLayer(model: Model, K: GpuKernels, D: number, fn: LayerFn, label = 'layer'): { B: GpuBuilder; x: number; y: number } {
+/**
+ * The layer recorded for WebGPU over T rows (default 1): the builder (constants, state), the graph
+ * (its dispatches `g.emits`, activation floats `g.act.high`) and the x / y offsets in `a`.
+ */
+export function gpuLayer(model: Model, K: GpuKernels, D: number, fn: LayerFn, label = 'layer', T = 1): { B: GpuBuilder; g: GpuGraph; x: number; y: number } {
   const B = new GpuBuilder(model, K);
-  const g = new GpuGraph(B, true);
+  const g = new GpuGraph(B, true, { T });
   const x = g.tmp(D), y = g.tmp(D);
   g.scope(label, () => fn(g, x, y));
-  return { B, x: x.off, y: y.off };
+  return { B, g, x: x.off, y: y.off };
 }

@@ -1,4 +1,4 @@
-// Attention dispatches: RoPE tables, decode attention over st-resident caches, clamping.
+// Attention dispatches: RoPE tables, attention of query rows over st-resident caches, clamping.
 
 import { KernelError } from '../../kernels/runtime';
 import type { GpuBuilder } from '../builder';
@@ -39,10 +39,16 @@ export interface DecodeAttentionOptions {
   headDim: number;
   vDim: number;
   scale: number;
-  /** Offset in `a` of nHeads · maxN scratch floats for the score rows. */
+  /** Offset in `a` of rows · nHeads · maxN scratch floats for the score rows. */
   scores: number;
-  /** Cache slots (positions) per head row of the scratch: step.pos must stay below it. */
+  /** Cache slots (positions) per head row of the scratch: every query position must stay below it. */
   maxN: number;
+  /** Query rows of the dispatch (default 1): row r is the query at position step.pos + row0 + r. */
+  rows?: number;
+  row0?: number;
+  /** Floats between query rows and between output rows (defaults nHeads·headDim, nHeads·vDim). */
+  qRowStride?: number;
+  oRowStride?: number;
   /** Sliding window W: the query at P sees positions > P − W (0 or absent: all). */
   window?: number;
   /** Scores become cap·tanh(score / cap) after scaling (0 or absent: none). */
@@ -51,7 +57,10 @@ export interface DecodeAttentionOptions {
   sinks?: number;
 }
 
-/** Decode attention of the query at a[q] over st-resident caches holding positions 0 … step.pos. */
+/**
+ * Attention of the query rows at a[q …] over st-resident caches: row r (position P = step.pos + row0
+ * + r) over the cached positions 0 … P.
+ */
 export function decodeAttention(K: GpuKernels, b: GpuBufs, out: number, q: number, kCache: number, vCache: number, o: DecodeAttentionOptions): Dispatch {
   const { nHeads, nKv, headDim, vDim } = o;
   if (headDim > ATTN_MAX_HEAD_DIM) throw new KernelError('webgpu', `attention: headDim ${headDim} > ${ATTN_MAX_HEAD_DIM} is not supported by the WebGPU kernel`);
@@ -64,7 +73,8 @@ export function decodeAttention(K: GpuKernels, b: GpuBufs, out: number, q: numbe
     kStride: nKv * headDim, vStride: nKv * vDim, sOff: o.scores, maxN: o.maxN, scale: o.scale,
     window: o.window ?? 0, hasSinks: o.sinks === undefined ? 0 : 1, sinkOff: o.sinks ?? 0,
     softcap: cap, icap: cap > 0 ? Math.fround(1 / Math.fround(cap)) : 0,
-  }, b, [nHeads, 1, 1]);
+    row0: o.row0 ?? 0, qRowStride: o.qRowStride ?? nHeads * headDim, oRowStride: o.oRowStride ?? nHeads * vDim,
+  }, b, [nHeads, o.rows ?? 1, 1]);
 }
 
 /** y[i] = min(max(x[i], −lim), lim) for i < n (offsets in `a`). */
@@ -72,13 +82,4 @@ export function clamp(K: GpuKernels, b: GpuBufs, y: number, x: number, n: number
   if (!(lim >= 0)) throw new KernelError('webgpu', `clamp: limit must be ≥ 0, got ${lim}`);
   const { nx, ny } = K.split(Math.ceil(n / 256));
   return K.dispatch('clamp', clampWgsl, CLAMP_PARAMS, { n, xOff: x, yOff: y, nx, lim }, b, [nx, ny, 1]);
-}
-
-const scoreScratch = new WeakMap<GpuBuilder, { off: number; n: number }>();
-
-/** Score rows (n floats of `a`) shared by every attention layer of a model: the layers run one after another. */
-export function scoresScratch(B: GpuBuilder, n: number): number {
-  let s = scoreScratch.get(B);
-  if (!s || s.n < n) scoreScratch.set(B, (s = { off: B.act.take(n), n }));
-  return s.off;
 }

@@ -1,17 +1,18 @@
-// Decode attention for one query token over a KV cache in `st` (GQA: query head h reads KV head
-// h / (nHeads / nKv)), one workgroup per query head. The query at position P = step.pos sees the
-// cached positions j ≤ P, and with a sliding window W (> 0) only those with j > P − W (keys at slot j
-// for position j, rows kStride / vStride floats apart). Scores (q·k · scale, then soft-capped as
-// cap·tanh(s · icap) when cap > 0) go to a scratch row per head in `a` (maxN floats, indexed by
-// position), then a max-subtracted softmax whose denominator optionally also holds a per-head sink
-// logit exp(c[sinkOff + h]) (gpt-oss), then the value mix per output dimension.
+// Attention of query rows over a KV cache in `st` (GQA: query head h reads KV head h / (nHeads /
+// nKv)), one workgroup per (query head, row). Row r of the dispatch is the query at position
+// P = step.pos + row0 + r (q at qOff + r·qRowStride, output at oOff + r·oRowStride); it sees the
+// cached positions j ≤ P, and with a sliding window W (> 0) only those with j > P − W (keys at slot
+// j for position j, rows kStride / vStride floats apart). Scores (q·k · scale, then soft-capped as
+// cap·tanh(s · icap) when cap > 0) go to a scratch row per (row, head) in `a` (maxN floats, indexed
+// by position), then a max-subtracted softmax whose denominator optionally also holds a per-head
+// sink logit exp(c[sinkOff + h]) (gpt-oss), then the value mix per output dimension.
 //
 // clamp: y[i] = min(max(x[i], −lim), lim) over n floats of `a` (OLMoE clip_qkv).
 
 import { kernelSource, reductions } from './common.wgsl';
 
 export const ATTN_PARAMS = ['nHeads', 'nKv', 'headDim', 'vDim', 'qOff', 'oOff', 'kOff', 'vOff', 'kStride', 'vStride', 'sOff', 'maxN', 'scale:f',
-  'window', 'hasSinks', 'sinkOff', 'softcap:f', 'icap:f'];
+  'window', 'hasSinks', 'sinkOff', 'softcap:f', 'icap:f', 'row0', 'qRowStride', 'oRowStride'];
 /** Largest head dimension of q / k the kernel holds in workgroup memory. */
 export const ATTN_MAX_HEAD_DIM = 512;
 const WG = 64;
@@ -41,15 +42,16 @@ var<workgroup> qs: array<f32, ${ATTN_MAX_HEAD_DIM}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
   let h = wg.x;
+  let r = wg.y;
   if (h >= p.nHeads) { return; }
   let kvh = h / (p.nHeads / p.nKv);
-  let n = step.pos + 1u;
+  let n = step.pos + p.row0 + r + 1u;
   var j0 = 0u;
   if (p.window > 0u && n > p.window) { j0 = n - p.window; }
-  let qb = p.qOff + h * p.headDim;
+  let qb = p.qOff + r * p.qRowStride + h * p.headDim;
   for (var i = li; i < p.headDim; i += ${WG}u) { qs[i] = a[qb + i]; }
   workgroupBarrier();
-  let sb = p.sOff + h * p.maxN;
+  let sb = p.sOff + (r * p.nHeads + h) * p.maxN;
   var m = -3.4e38;
   for (var j = j0 + li; j < n; j += ${WG}u) {
     let kb = p.kOff + j * p.kStride + kvh * p.headDim;
@@ -70,7 +72,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
   storageBarrier();
   workgroupBarrier();
   let inv = 1.0 / tot;
-  let ob = p.oOff + h * p.vDim;
+  let ob = p.oOff + r * p.oRowStride + h * p.vDim;
   for (var d = li; d < p.vDim; d += ${WG}u) {
     var acc = 0.0;
     for (var j = j0; j < n; j++) { acc += a[sb + j] * st[p.vOff + j * p.vStride + kvh * p.vDim + d]; }

@@ -1,8 +1,9 @@
 // Elementwise ops over n floats of `a` (y, x, b offsets): 0 add x+b, 1 mul x·b, 2 SwiGLU SiLU(x)·b,
 // 3 x·sigmoid(b), 4 copy x, 5 SiLU(x), 6 sigmoid(x), 7 x·s, 8 x + c[b] (a constant vector, e.g. a
 // bias), 9 s·tanh(x/s) (soft-capping), 10 x·c[b] (a constant vector).
-// copy: nChunks chunks of len floats from a (strided) into a or st (strided), the destination
-// offset advanced by step.pos · posStride (KV cache appends, head (de)interleaving).
+// copy: per row r (grid z), nChunks chunks of len floats from a (strided, rows srcRow apart) into a
+// or st (strided, rows dstRow apart), the destination offset advanced by step.pos · posStride (KV
+// cache appends of the pass's rows, head (de)interleaving).
 
 import { kernelSource } from './common.wgsl';
 
@@ -31,15 +32,16 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 }
 `);
 
-export const COPY_PARAMS = ['nChunks', 'len', 'srcOff', 'srcStride', 'dstOff', 'dstStride', 'posStride', 'toState'];
+export const COPY_PARAMS = ['nChunks', 'len', 'srcOff', 'srcStride', 'dstOff', 'dstStride', 'posStride', 'toState', 'srcRow', 'dstRow'];
 export const copyWgsl = kernelSource(COPY_PARAMS, ['p', 'a', 'st', 'step'], `
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.x;
   let ch = gid.y;
+  let r = gid.z;
   if (i >= p.len || ch >= p.nChunks) { return; }
-  let v = a[p.srcOff + ch * p.srcStride + i];
-  let d = p.dstOff + step.pos * p.posStride + ch * p.dstStride + i;
+  let v = a[p.srcOff + r * p.srcRow + ch * p.srcStride + i];
+  let d = p.dstOff + step.pos * p.posStride + r * p.dstRow + ch * p.dstStride + i;
   if (p.toState != 0u) { st[d] = v; } else { a[d] = v; }
 }
 `);

@@ -1,6 +1,8 @@
-// Gated DeltaNet pieces for one decode step (Qwen3-Next linear-attention layers).
+// Gated DeltaNet pieces (Qwen3-Next linear-attention layers): the gates of the pass's tokens, and one
+// decode step of the rule (a pass of several tokens runs delta_chunked.wgsl).
 //
-// gates: β = sigmoid(b), g = −exp(A_log)·softplus(a + dt_bias) (softplus threshold 20), per head.
+// gates: β = sigmoid(b), g = −exp(A_log)·softplus(a + dt_bias) (softplus threshold 20), per head and
+//   token t (grid y; ba rows 2H apart, g and β rows H apart).
 // delta: per value head h (key head h / (Hv/Hk)): q, k L2-normalised (eps 1e-6), then
 //   S ← exp(g) S;  u = β (v − Sᵀk);  S ← S + k uᵀ;  o = scale · Sᵀq       (S [dk, dv] in st)
 //   one workgroup per head, one invocation per value column (columns are independent).
@@ -12,12 +14,14 @@ export const gatesWgsl = kernelSource(GATES_PARAMS, ['p', 'a', 'c'], `
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let h = gid.x;
+  let t = gid.y;
   if (h >= p.H) { return; }
-  let x = a[p.baOff + p.H + h] + c[p.dtOff + h];
+  let ba = p.baOff + t * 2u * p.H;
+  let x = a[ba + p.H + h] + c[p.dtOff + h];
   var sp = x;
   if (x <= 20.0) { sp = log(1.0 + exp(x)); }
-  a[p.gOff + h] = -exp(c[p.aLogOff + h]) * sp;
-  a[p.betaOff + h] = 1.0 / (1.0 + exp(-a[p.baOff + h]));
+  a[p.gOff + t * p.H + h] = -exp(c[p.aLogOff + h]) * sp;
+  a[p.betaOff + t * p.H + h] = 1.0 / (1.0 + exp(-a[ba + h]));
 }
 `);
 

@@ -1,6 +1,7 @@
 // MoE routing and mixing on the GPU, so that a decode step never reads back routing decisions.
 //
-// combine: out[d] = Σ_j w[j] · y[j, d]  (+ s(sg) · shared[d], s = sigmoid when hasGate).
+// combine, per token t (grid y): out[t, d] = Σ_j w[t, j] · y[t·K + j, d]  (+ s(sg[t]) · shared[t, d],
+// s = sigmoid when hasGate).
 
 import { kernelSource } from './common.wgsl';
 
@@ -9,15 +10,16 @@ export const combineWgsl = kernelSource(COMBINE_PARAMS, ['p', 'a'], `
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let d = gid.x;
+  let t = gid.y;
   if (d >= p.D) { return; }
   var acc = 0.0;
-  for (var j = 0u; j < p.K; j++) { acc += a[p.wOff + j] * a[p.yOff + j * p.D + d]; }
+  for (var j = 0u; j < p.K; j++) { acc += a[p.wOff + t * p.K + j] * a[p.yOff + (t * p.K + j) * p.D + d]; }
   if (p.hasShared != 0u) {
     var g = 1.0;
-    if (p.hasGate != 0u) { g = 1.0 / (1.0 + exp(-a[p.sgOff])); }
-    acc += g * a[p.shOff + d];
+    if (p.hasGate != 0u) { g = 1.0 / (1.0 + exp(-a[p.sgOff + t])); }
+    acc += g * a[p.shOff + t * p.D + d];
   }
-  a[p.outOff + d] = acc;
+  a[p.outOff + t * p.D + d] = acc;
 }
 `);
 

@@ -1,4 +1,5 @@
-// DeepSeek-V3.2 sparse (top-k) attention for one decode step over n = step.pos + 1 cached positions:
+// DeepSeek-V3.2 sparse (top-k) attention for one query over n = step.pos + row + 1 cached positions
+// (row: the query's place in the pass, so a pass of several tokens runs these once per row):
 // - indexer scores: s[j] = scale · Σ_h w[h] · ReLU(q[h]·k[j]) over the cached lightning-indexer keys
 //   (src/kernels/attention.ts dsaIndexerScores), one thread per position;
 // - top-k selection: the positions of the `topk` largest scores, ascending, ties to the lowest
@@ -14,14 +15,14 @@
 
 import { kernelSource, reductions } from './common.wgsl';
 
-export const INDEXER_PARAMS = ['Hi', 'Di', 'qOff', 'wOff', 'kOff', 'kStride', 'sOff', 'nx', 'scale:f'];
+export const INDEXER_PARAMS = ['Hi', 'Di', 'qOff', 'wOff', 'kOff', 'kStride', 'sOff', 'nx', 'scale:f', 'row'];
 export const INDEXER_WG = 64;
 
 export const indexerWgsl = kernelSource(INDEXER_PARAMS, ['p', 'a', 'st', 'step'], `
 @compute @workgroup_size(${INDEXER_WG})
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let s = gid.x + gid.y * p.nx * ${INDEXER_WG}u;
-  if (s >= step.pos + 1u) { return; }
+  if (s >= step.pos + p.row + 1u) { return; }
   let kb = p.kOff + s * p.kStride;
   var acc = 0.0;
   for (var h = 0u; h < p.Hi; h++) {
@@ -34,7 +35,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 }
 `);
 
-export const TOPK_PARAMS = ['topk', 'sOff', 'idxOff'];
+export const TOPK_PARAMS = ['topk', 'sOff', 'idxOff', 'row'];
 const TWG = 256;
 
 export const topkWgsl = kernelSource(TOPK_PARAMS, ['p', 'a', 'step'], `
@@ -84,7 +85,7 @@ fn scan(which: u32, li: u32) {
 
 @compute @workgroup_size(${TWG})
 fn main(@builtin(local_invocation_index) li: u32) {
-  let n = step.pos + 1u;
+  let n = step.pos + p.row + 1u;
   let K = p.topk;
   if (K >= n) {
     for (var i = li; i < n; i += ${TWG}u) { a[p.idxOff + i] = f32(i); }
@@ -128,7 +129,7 @@ fn main(@builtin(local_invocation_index) li: u32) {
 }
 `);
 
-export const SPARSE_ATTN_PARAMS = ['nHeads', 'nKv', 'headDim', 'vDim', 'qOff', 'qStride', 'oOff', 'kOff', 'vOff', 'kStride', 'vStride', 'sOff', 'maxN', 'useIdx', 'idxOff', 'topk', 'scale:f'];
+export const SPARSE_ATTN_PARAMS = ['nHeads', 'nKv', 'headDim', 'vDim', 'qOff', 'qStride', 'oOff', 'kOff', 'vOff', 'kStride', 'vStride', 'sOff', 'maxN', 'useIdx', 'idxOff', 'topk', 'scale:f', 'row'];
 const WG = 64;
 
 export const sparseAttentionWgsl = kernelSource(SPARSE_ATTN_PARAMS, ['p', 'a', 'st', 'step'], reductions(WG) + `
@@ -142,7 +143,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
   let h = wg.x;
   if (h >= p.nHeads) { return; }
   let kvh = h / (p.nHeads / p.nKv);
-  let n = step.pos + 1u;
+  let n = step.pos + p.row + 1u;
   var m = n;
   if (p.useIdx != 0u) { m = min(p.topk, n); }
   let qb = p.qOff + h * p.qStride;
