@@ -6,19 +6,13 @@ import { matmul } from '../kernels/matmul';
 import { rglruScan, wkv4, wkv4InitState } from '../kernels/rnn';
 import { KernelError } from '../kernels/runtime';
 import { sameShape, type Tensor } from './graph';
+import { addBias } from './ops';
 import { REC_ACT, RGLRU, TOKEN_SHIFT, WKV4 } from './ops-recurrent';
 import { WASM_OPS as W, type WasmGraph } from './wasm';
 
 /** Recurrences consume the pass's tokens in order: one row per token. */
 function perToken(g: WasmGraph, op: string, x: Tensor): void {
   if (x.rows !== g.T) throw new KernelError(op, `${g.label}: ${x.rows} rows for ${g.T} tokens`);
-}
-
-/** y[t, ·] += bias on every row (host loop; biases are small). */
-function addRow(g: WasmGraph, y: Tensor, bias: number): void {
-  const { rows, width } = y;
-  const b = g.k.arena.f32(bias, width), v = g.f32(y);
-  for (let t = 0; t < rows; t++) for (let i = 0; i < width; i++) v[t * width + i] += b[i];
 }
 
 W.set(TOKEN_SHIFT, (g, a) => {
@@ -77,8 +71,8 @@ W.set(RGLRU, (g, a) => {
       gav.set(av.subarray(t * bw, (t + 1) * bw), t * Wd + h * bw);
     }
   }
-  addRow(g, gi, s.bI);
-  addRow(g, ga, s.bA);
+  addBias(g, gi, s.bI);
+  addBias(g, ga, s.bA);
   sigmoid(k, gi.off, gi.off, n);
   sigmoid(k, ga.off, ga.off, n);
   mul(k, gi.off, gi.off, x.off, n);

@@ -2,13 +2,13 @@
 // recording's rows (one position, or the T positions of a prompt chunk). Parameters (weights, norm
 // vectors, biases, RoPE tables) are uploaded once, when first recorded.
 
-import { ADD_ROW, ATTENTION, BINARY, CAUSAL_CONV, COPY, EMBED, GATED_ACT, KV_APPEND, MATMUL, MOE, NORM, ROPE, UNARY, type GatedWeights } from '../graph/ops';
+import { ADD_ROW, ATTENTION, BINARY, CAUSAL_CONV, COPY, EMBED, GATED_ACT, gatedFfn, KV_APPEND, MATMUL, matmul, MOE, NORM, ROPE, UNARY, type GatedWeights } from '../graph/ops';
 import { KernelError } from '../kernels/runtime';
 import { sameShape, type Tensor } from '../graph/graph';
 import { ATTN_MAX_HEAD_DIM, clamp, decodeAttention, ropeTables } from './dispatch/attention';
 import { ACT_OP, actOp, activation, route } from './dispatch/ffn';
 import { GPU_OPS as G, type GpuGraph } from './graph';
-import { EW, TOKENS_BASE, type Dispatch, type GpuBufs } from './ops';
+import { EW, TOKENS_BASE, type Dispatch } from './ops';
 // The ops of each layer area register with the core ones.
 import './graph-ssm';
 import './graph-recurrent';
@@ -147,35 +147,22 @@ G.set(MOE, (g, a) => {
   // A pass of several rows takes the matmul kernel of one invocation per output.
   const perOutput = T > 1;
   const logits = g.tmp(E, R).off, rw = g.tmp(Kk, R).off, yg = g.tmp(Kk * I, R).off, yu = g.tmp(Kk * I, R).off, yd = g.tmp(Kk * D, R).off;
-  let shared: ((b: GpuBufs, x: number, rows: number) => Dispatch[]) | undefined;
-  let sy = 0, sg: number | undefined;
+  // The shared expert runs over every row through the core ops, before the routed experts.
+  let shared: { y: number; gate?: number } | undefined;
   if (c.shared) {
-    const sh = c.shared, SI = sh.w.gate.rows;
-    const gt = g.tmp(SI, R).off, up = g.tmp(SI, R).off;
-    sy = g.tmp(D, R).off;
-    const w = { gate: B.weight(sh.w.gate, `${where}.shared.gate`), up: B.weight(sh.w.up, `${where}.shared.up`), down: B.weight(sh.w.down, `${where}.shared.down`) };
-    const sgb = sh.w.gateBias ? B.vec(sh.w.gateBias, SI) : undefined, sub = sh.w.upBias ? B.vec(sh.w.upBias, SI) : undefined;
-    const sdb = sh.w.downBias ? B.vec(sh.w.downBias, D) : undefined;
-    const sop = actOp(sh.act);
-    const sgW = sh.gate ? B.weight(sh.gate, `${where}.shared_gate`) : undefined;
-    if (sgW) sg = g.tmp(1, R).off;
-    shared = (b, x, rows) => {
-      const K = g.K;
-      const list = [
-        K.matmul(b, gt, x, w.gate, rows, { xStride: D, perOutput }), K.matmul(b, up, x, w.up, rows, { xStride: D, perOutput }),
-        activation(K, b, sop, gt, gt, up, rows * SI, { gBias: sgb, uBias: sub, len: SI }),
-        K.matmul(b, sy, gt, w.down, rows, { perOutput }),
-      ];
-      if (sdb !== undefined) list.push(K.elementwise(b, EW.addConst, sy, sy, sdb, rows * D, { period: D }));
-      if (sgW && sg !== undefined) list.push(K.matmul(b, sg, x, sgW, rows, { xStride: D, perOutput }));
-      return list;
-    };
+    const sy = g.tmp(D, T);
+    gatedFfn(g, c.shared.w, c.shared.act, a.x, sy);
+    shared = { y: sy.off };
+    if (c.shared.gate) {
+      const sg = g.tmp(1, T);
+      matmul(g, sg, a.x, c.shared.gate);
+      shared.gate = sg.off;
+    }
   }
   g.emit((b) => {
     const K = g.K, list: Dispatch[] = [];
     for (let r0 = 0; r0 < T; r0 += R) {
       const rows = Math.min(R, T - r0), x = a.x.off + r0 * D, out = a.y.off + r0 * D, slots = rows * Kk;
-      if (shared) list.push(...shared(b, x, rows));
       list.push(K.matmul(b, logits, x, router, rows, { xStride: D, perOutput }));
       if (routerBias !== undefined) list.push(K.elementwise(b, EW.addConst, logits, logits, routerBias, rows * E, { period: E }));
       list.push(
@@ -186,7 +173,8 @@ G.set(MOE, (g, a) => {
         K.matmul(b, yd, yg, ed, slots, { idsOff: 0, xStride: I, yStride: D, perOutput }),
       );
       if (db !== undefined) list.push(activation(K, b, ACT_OP.bias, yd, yd, yd, slots * D, { gBias: db, len: D, idsOff: 0 }));
-      list.push(K.moeCombine(b, out, yd, rw, D, Kk, shared ? { y: sy, gate: sg } : undefined, rows));
+      const sh = shared && { y: shared.y + r0 * D, gate: shared.gate === undefined ? undefined : shared.gate + r0 };
+      list.push(K.moeCombine(b, out, yd, rw, D, Kk, sh, rows));
     }
     return list;
   });

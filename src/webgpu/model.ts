@@ -472,21 +472,12 @@ export class GpuSession implements SequenceSession {
     return out;
   }
 
-  /** Feeds tokens; resolves to the last token's logits ([V]) or every token's ([T·V]) with `all`. */
+  /**
+   * Feeds tokens; resolves to the last token's logits ([V]) or every token's ([T·V]) with `all`. One
+   * submission, or one per stepsPerSubmission positions (benchmarks).
+   */
   async forward(ids: ArrayLike<number>, all = false): Promise<Float32Array> {
-    const n = ids.length;
-    if (n === 0) throw new RangeError('forward needs at least one token');
-    if (n > Math.max(1, Math.floor(this.stepsPerSubmission))) return this.forwardSplit(ids, all);
-    const { rd, encode } = this.stageForward(ids, all);
-    const enc = this.device.createCommandEncoder();
-    encode(enc);
-    this.device.queue.submit([enc.finish()]);
-    this.submissions++;
-    return readLogits(rd, this.model.gpu);
-  }
-
-  /** forward() with at most stepsPerSubmission positions per submission (benchmarks). */
-  private async forwardSplit(ids: ArrayLike<number>, all: boolean): Promise<Float32Array> {
+    if (ids.length === 0) throw new RangeError('forward needs at least one token');
     const per = Math.max(1, Math.floor(this.stepsPerSubmission)), V = this.model.vocab;
     const parts: Float32Array[] = [];
     for (let i = 0; i < ids.length; i += per) {
@@ -498,7 +489,7 @@ export class GpuSession implements SequenceSession {
       this.submissions++;
       parts.push(await readLogits(rd, this.model.gpu));
     }
-    if (!all) return parts[parts.length - 1];
+    if (!all || parts.length === 1) return parts[parts.length - 1];
     const out = new Float32Array(ids.length * V);
     let o = 0;
     for (const p of parts) {
