@@ -10,7 +10,7 @@ import { layerNorm, rmsNorm } from '../kernels/norm';
 import { rope } from '../kernels/rope';
 import { KernelError } from '../kernels/runtime';
 import { sameShape, type Tensor } from './graph';
-import { ADD_ROW, ATTENTION, BINARY, CAUSAL_CONV, COPY, EMBED, GATED_ACT, gatedFfn, KV_APPEND, MATMUL, MOE, NORM, ROPE, UNARY, type MoeSpec } from './ops';
+import { ADD_ROW, ATTENTION, BINARY, CAUSAL_CONV, COPY, EMBED, GATED_ACT, gatedFfn, KV_APPEND, linear, MATMUL, MOE, NORM, ROPE, UNARY, type MoeSpec } from './ops';
 import { WASM_OPS as W } from './wasm';
 // The ops of each layer area register with the core ones.
 import './wasm-ssm';
@@ -178,11 +178,7 @@ W.set(MOE, (g, a) => {
     return;
   }
   const k = g.k;
-  matmul(k, logits.off, x.off, c.router, T, { exact: g.exact });
-  if (c.routerBias) {
-    const b = k.arena.f32(c.routerBias, E), v = g.f32(logits);
-    for (let t = 0; t < T; t++) for (let e = 0; e < E; e++) v[t * E + e] += b[e];
-  }
+  linear(g, logits, x, c.router, c.routerBias);
   // Top-k passes over NaN scores silently; non-finite router logits are an error, not a routing.
   const lv = g.f32(logits);
   for (let i = 0; i < T * E; i++) if (!Number.isFinite(lv[i])) badRouting(c, lv, Math.floor(i / E));

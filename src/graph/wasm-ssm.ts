@@ -3,10 +3,10 @@
 // form when the chunk is long enough).
 
 import { softplus, swiglu } from '../kernels/act';
-import { matmul } from '../kernels/matmul';
 import { KernelError } from '../kernels/runtime';
 import { selectiveScan, ssdScan, ssdScanScratchBytes } from '../kernels/ssm';
 import type { Tensor } from './graph';
+import { linear } from './ops';
 import { SELECTIVE_SCAN, SSD_SCAN } from './ops-ssm';
 import { WASM_OPS as W, type WasmGraph } from './wasm';
 
@@ -32,9 +32,7 @@ W.set(SELECTIVE_SCAN, (g, a) => {
   tokens(g, op, a.y, a.x, a.delta, a.B, a.C, ...(a.z ? [a.z] : []));
   widths(g, op, ['y', a.y, dInner], ['C', a.C, N], ['delta', a.delta, a.dtW.cols], ['dt_proj', dt, a.dtW.rows], ...(a.z ? [['z', a.z, dInner] as [string, Tensor, number]] : []));
   const k = g.k;
-  matmul(k, dt.off, a.delta.off, a.dtW, T, { exact: g.exact });
-  const bias = k.arena.f32(a.dtBias, dInner), dv = g.f32(dt);
-  for (let t = 0; t < T; t++) for (let i = 0; i < dInner; i++) dv[t * dInner + i] += bias[i];
+  linear(g, dt, a.delta, a.dtW, a.dtBias);
   softplus(k, dt.off, dt.off, T * dInner);
   selectiveScan(k, a.y.off, g.state(a.state), a.x.off, dt.off, a.A, a.B.off, a.C.off, a.D, a.z ? a.z.off : 0, { T, dInner, N, scratch: scratch.off });
 });
