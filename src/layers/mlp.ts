@@ -26,29 +26,25 @@ export function rowsOf(w: Weight, r0: number, n: number): Weight {
   return { ptr: w.ptr + r0 * rowBytes(w.dtype, w.cols), dtype: w.dtype, rows: n, cols: w.cols };
 }
 
+/** A gated MLP over given weights (families whose tensors are named otherwise, or fused). */
+export class GatedFfn implements Ffn {
+  constructor(readonly w: GatedWeights, readonly act: GatedAct) {}
+  forward(g: Graph, x: Tensor, out: Tensor): void {
+    gatedFfn(g, this.w, this.act, x, out);
+  }
+}
+
 /** The Llama-style MLP: `<prefix>.gate_proj`, `up_proj`, `down_proj` (optional biases). */
-export class GatedMlp implements Ffn {
-  readonly w: GatedWeights;
-  constructor(readonly ctx: Ctx, prefix: string, hidden: number, inter: number, readonly act: GatedAct, bias = false) {
+export class GatedMlp extends GatedFfn {
+  constructor(ctx: Ctx, prefix: string, hidden: number, inter: number, act: GatedAct, bias = false) {
     const { ws } = ctx;
-    this.w = {
+    super({
       gate: ws.mat(`${prefix}.gate_proj.weight`, inter, hidden),
       up: ws.mat(`${prefix}.up_proj.weight`, inter, hidden),
       down: ws.mat(`${prefix}.down_proj.weight`, hidden, inter),
       gateBias: bias ? ws.vec(`${prefix}.gate_proj.bias`, inter) : 0,
       upBias: bias ? ws.vec(`${prefix}.up_proj.bias`, inter) : 0,
       downBias: bias ? ws.vec(`${prefix}.down_proj.bias`, hidden) : 0,
-    };
-  }
-  forward(g: Graph, x: Tensor, out: Tensor): void {
-    gatedFfn(g, this.w, this.act, x, out);
-  }
-}
-
-/** A gated MLP over given weights (families whose tensors are named otherwise, or fused). */
-export class GatedFfn implements Ffn {
-  constructor(readonly w: GatedWeights, readonly act: GatedAct) {}
-  forward(g: Graph, x: Tensor, out: Tensor): void {
-    gatedFfn(g, this.w, this.act, x, out);
+    }, act);
   }
 }
