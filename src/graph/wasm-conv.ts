@@ -17,12 +17,11 @@ W.set(LIGHTNING, (g, a) => {
   const q = g.tmp(n, T), k = g.tmp(n, T), v = g.tmp(n, T);
   const scan = g.tmp(Math.ceil(linearAttentionScratchBytes(g.k, { dk: d, dv: d, decay: 'scalar', delta: false }) / 4), 1);
   if (g.dry) return;
-  const src = g.f32(qkv), qv = g.f32(q), kv = g.f32(k), vv = g.f32(v);
   for (let r = 0; r < T * H; r++) {
-    const o3 = r * 3 * d;
-    qv.set(src.subarray(o3, o3 + d), r * d);
-    kv.set(src.subarray(o3 + d, o3 + 2 * d), r * d);
-    vv.set(src.subarray(o3 + 2 * d, o3 + 3 * d), r * d);
+    const o3 = qkv.off + r * 3 * d * 4, o = r * d * 4;
+    g.move(q.off + o, o3, d);
+    g.move(k.off + o, o3 + d * 4, d);
+    g.move(v.off + o, o3 + 2 * d * 4, d);
   }
   lightningAttention(g.k, y.off, g.state(a.state), q.off, k.off, v.off, a.slopes, {
     T, H, d, blockSize: a.blockSize, mode: 'auto', scratch: scan.off,

@@ -40,15 +40,14 @@ W.set(DELTA_RULE, (g, a) => {
   }
   sameShape('gated_delta_rule', a.g, a.beta);
   const r = Hv / Hk;
-  const src = g.f32(qkv), qv = g.f32(q), kv = g.f32(k), vv = g.f32(v);
   for (let t = 0; t < T; t++) {
-    const row = t * C;
+    const row = qkv.off + t * C * 4;
     for (let h = 0; h < Hv; h++) {
-      const s = row + Math.floor(h / r) * dk, d = (t * Hv + h) * dk;
-      qv.set(src.subarray(s, s + dk), d);
-      kv.set(src.subarray(s + Hk * dk, s + Hk * dk + dk), d);
+      const s = row + Math.floor(h / r) * dk * 4, d = (t * Hv + h) * dk * 4;
+      g.move(q.off + d, s, dk);
+      g.move(k.off + d, s + Hk * dk * 4, dk);
     }
-    vv.set(src.subarray(row + 2 * Hk * dk, row + C), t * Hv * dv);
+    g.move(v.off + t * Hv * dv * 4, row + 2 * Hk * dk * 4, Hv * dv);
   }
   l2Norm(g.k, q.off, q.off, T * Hv, dk, 1e-6);
   l2Norm(g.k, k.off, k.off, T * Hv, dk, 1e-6);

@@ -36,15 +36,10 @@ W.set(HEAD_MATMUL, (g, a) => {
     throw new KernelError('mla', `${g.label}: ${a.heads} heads of ${rows}×${cols} from ${a.x.rows}×${xw} to ${a.y.rows}×${yw}`);
   }
   for (let h = 0; h < a.heads; h++) {
-    const xv = g.f32(a.x), gv = g.f32(gx);
-    for (let t = 0; t < T; t++) {
-      const s = t * xw + h * a.xStride;
-      gv.set(xv.subarray(s, s + cols), t * cols);
-    }
+    for (let t = 0; t < T; t++) g.move(gx.off + t * cols * 4, a.x.off + (t * xw + h * a.xStride) * 4, cols);
     const w = { ptr: a.w.ptr + (a.wOff + h * a.wHeadStride) * 4, dtype: 'f32' as const, rows, cols };
     matmul(g.k, gy.off, gx.off, w, T, { exact: g.exact });
-    const pv = g.f32(gy), yv = g.f32(a.y);
-    for (let t = 0; t < T; t++) yv.set(pv.subarray(t * rows, (t + 1) * rows), t * yw + h * a.yStride);
+    for (let t = 0; t < T; t++) g.move(a.y.off + (t * yw + h * a.yStride) * 4, gy.off + t * rows * 4, rows);
   }
 });
 

@@ -1,7 +1,7 @@
 // WASM implementations of the core ops (ops.ts) on the kernels of src/kernels. Ops check g.dry
 // after allocating their temporaries, so the planning pass sees every allocation and runs nothing.
 
-import { add, geglu, mul, relu2, scale, sigmoid, silu, softcap, swiglu } from '../kernels/act';
+import { add, addScaled, geglu, mul, relu2, scale, sigmoid, silu, softcap, swiglu } from '../kernels/act';
 import { attention } from '../kernels/attention';
 import { conv1d } from '../kernels/conv';
 import { route } from '../kernels/moe';
@@ -20,6 +20,7 @@ import './wasm-delta';
 import './wasm-mla';
 
 const n = (t: Tensor) => t.rows * t.width;
+const EXACT = { exact: true }, FAST = { exact: false };
 
 W.set(EMBED, (g, a) => {
   if (g.dry) return;
@@ -31,7 +32,7 @@ W.set(MATMUL, (g, a) => {
   if (a.x.rows !== a.y.rows || a.x.width !== a.w.cols || a.y.width !== a.w.rows) {
     throw new KernelError('matmul', `${g.label}: ${a.y.rows}×${a.y.width} = ${a.x.rows}×${a.x.width} · (${a.w.rows}×${a.w.cols})ᵀ`);
   }
-  matmul(g.k, a.y.off, a.x.off, a.w, a.x.rows, { exact: g.exact });
+  matmul(g.k, a.y.off, a.x.off, a.w, a.x.rows, g.exact ? EXACT : FAST);
 });
 
 W.set(ADD_ROW, (g, a) => {
@@ -107,11 +108,9 @@ W.set(COPY, (g, a) => {
   if (a.xOff + (a.chunks - 1) * a.xStride + a.len > a.x.width || a.yOff + (a.chunks - 1) * a.yStride + a.len > a.y.width) {
     throw new KernelError('copy', `${g.label}: ${a.chunks} runs of ${a.len} outside a row (${a.x.width} → ${a.y.width})`);
   }
-  const x = g.f32(a.x), y = g.f32(a.y);
   for (let t = 0; t < a.x.rows; t++) {
     for (let c = 0; c < a.chunks; c++) {
-      const s = t * a.x.width + a.xOff + c * a.xStride;
-      y.set(x.subarray(s, s + a.len), t * a.y.width + a.yOff + c * a.yStride);
+      g.move(a.y.off + (t * a.y.width + a.yOff + c * a.yStride) * 4, a.x.off + (t * a.x.width + a.xOff + c * a.xStride) * 4, a.len);
     }
   }
 });
@@ -135,10 +134,11 @@ W.set(KV_APPEND, (g, a) => {
   const per = a.cache.perToken!;
   if (a.x.width !== per || a.x.rows !== g.T) throw new KernelError('kv_append', `${g.label}: ${a.x.rows}×${a.x.width} into a cache of ${per} per position`);
   const cap = slotsOf(a.cache), L = a.cache.kind === 'ring' ? cap : g.pos0 + g.T;
-  const cache = g.k.arena.f32(g.state(a.cache), L * per), x = g.f32(a.x);
+  const base = g.state(a.cache);
   for (let t = 0; t < g.T; t++) {
     const p = g.pos0 + t, slot = cap === Infinity ? p : p % cap;
-    cache.set(x.subarray(t * per, (t + 1) * per), slot * per);
+    if (slot >= L) throw new KernelError('kv_append', `${g.label}: position ${p} past the cache's ${L} slots`);
+    g.move(base + slot * per * 4, a.x.off + t * per * 4, per);
   }
 });
 
@@ -162,15 +162,32 @@ function badRouting(spec: MoeSpec, lv: Float32Array, t: number): never {
   throw new KernelError('moe', `${spec.name}: ${detail}`);
 }
 
+/** Per MoE layer: scope labels and expert-FFN options, made once. */
+interface MoeHost {
+  labels: string[];
+  shared: string;
+  opts: { alpha?: number; limit?: number };
+}
+const moeHosts = new WeakMap<MoeSpec, MoeHost>();
+function moeHost(c: MoeSpec): MoeHost {
+  let h = moeHosts.get(c);
+  if (!h) {
+    h = { labels: Array.from({ length: c.nExperts }, (_, e) => `${c.name}.experts.${e}`), shared: `${c.name}.shared`, opts: { alpha: c.alpha, limit: c.limit } };
+    moeHosts.set(c, h);
+  }
+  return h;
+}
+
 // Tokens are grouped per expert, so each selected expert's weights stream once per chunk.
 W.set(MOE, (g, a) => {
   const { spec: c, x, y } = a;
-  const T = x.rows, D = c.hidden, E = c.nExperts, K = c.topk;
+  const T = x.rows, D = c.hidden, E = c.nExperts, K = c.topk, TK = T * K;
   const logits = g.tmp(E, T), ids = g.tmp(K, T), w = g.tmp(K, T);
   const xs = g.tmp(D, T), ys = g.tmp(D, T);
+  const h = moeHost(c);
   if (g.dry) {
     // The planning pass: the largest expert batch is every token of the chunk.
-    gatedFfn(g, c.expert(0), c.act, xs, ys, { alpha: c.alpha, limit: c.limit });
+    gatedFfn(g, c.expert(0), c.act, xs, ys, h.opts);
     if (c.shared) {
       gatedFfn(g, c.shared.w, c.shared.act, x, ys);
       if (c.shared.gate) g.tmp(1, T);
@@ -183,46 +200,42 @@ W.set(MOE, (g, a) => {
   const lv = g.f32(logits);
   for (let i = 0; i < T * E; i++) if (!Number.isFinite(lv[i])) badRouting(c, lv, Math.floor(i / E));
   route(k, ids.off, w.off, logits.off, T, E, K, c.routing);
-  const idv = k.arena.i32(ids.off, T * K).slice();
-  const wv = g.f32(w).slice();
-  for (let i = 0; i < T * K; i++) {
-    if (!(idv[i] >= 0 && idv[i] < E) || !Number.isFinite(wv[i])) badRouting(c, g.f32(logits), Math.floor(i / K));
+  // ids and weights stay in this op's temporaries; the expert FFNs allocate above them.
+  const idv = g.i32(ids), wv = g.f32(w);
+  for (let i = 0; i < TK; i++) {
+    if (!(idv[i] >= 0 && idv[i] < E) || !Number.isFinite(wv[i])) badRouting(c, lv, Math.floor(i / K));
   }
-  const byExpert: number[][] = Array.from({ length: E }, () => []);
-  for (let i = 0; i < T * K; i++) byExpert[idv[i]].push(i);
+  // Counting sort of the T·K selections by expert: order[start[e] … start[e + 1]) are expert e's.
+  const host = g.hostInts(E + 1 + TK), start = host.subarray(0, E + 1), order = host.subarray(E + 1, E + 1 + TK);
+  start.fill(0);
+  for (let i = 0; i < TK; i++) start[idv[i] + 1]++;
+  for (let e = 0; e < E; e++) start[e + 1] += start[e];
+  for (let i = 0; i < TK; i++) order[start[idv[i]]++] = i;
+  for (let e = E; e > 0; e--) start[e] = start[e - 1];
+  start[0] = 0;
   g.f32(y).fill(0);
   for (let e = 0; e < E; e++) {
-    const sel = byExpert[e];
-    if (!sel.length) continue;
+    const s0 = start[e], m = start[e + 1] - s0;
+    if (!m) continue;
     if (c.calls) c.calls[e]++;
-    const m = sel.length;
+    for (let j = 0; j < m; j++) g.move(xs.off + j * D * 4, x.off + Math.floor(order[s0 + j] / K) * D * 4, D);
     const xe = { off: xs.off, rows: m, width: D }, ye = { off: ys.off, rows: m, width: D };
-    const xv = g.f32(x), xsv = g.f32(xe);
+    g.scope(h.labels[e], () => gatedFfn(g, c.expert(e), c.act, xe, ye, h.opts));
     for (let j = 0; j < m; j++) {
-      const t = Math.floor(sel[j] / K);
-      xsv.set(xv.subarray(t * D, (t + 1) * D), j * D);
-    }
-    g.scope(`${c.name}.experts.${e}`, () => gatedFfn(g, c.expert(e), c.act, xe, ye, { alpha: c.alpha, limit: c.limit }));
-    const ysv = g.f32(ye), ov = g.f32(y);
-    for (let j = 0; j < m; j++) {
-      const t = Math.floor(sel[j] / K), wt = wv[sel[j]];
-      for (let d = 0; d < D; d++) ov[t * D + d] += wt * ysv[j * D + d];
+      const sel = order[s0 + j];
+      addScaled(k, y.off + Math.floor(sel / K) * D * 4, ys.off + j * D * 4, wv[sel], D);
     }
   }
   if (c.shared) {
     const sh = c.shared;
-    g.scope(`${c.name}.shared`, () => gatedFfn(g, sh.w, sh.act, x, ys));
-    const ysv = g.f32(ys), ov = g.f32(y);
+    g.scope(h.shared, () => gatedFfn(g, sh.w, sh.act, x, ys));
     if (sh.gate) {
       const sg = g.tmp(1, T);
-      matmul(k, sg.off, x.off, sh.gate, T, { exact: g.exact });
+      matmul(k, sg.off, x.off, sh.gate, T, g.exact ? EXACT : FAST);
       const gv = g.f32(sg);
-      for (let t = 0; t < T; t++) {
-        const gt = 1 / (1 + Math.exp(-gv[t]));
-        for (let d = 0; d < D; d++) ov[t * D + d] += gt * ysv[t * D + d];
-      }
+      for (let t = 0; t < T; t++) addScaled(k, y.off + t * D * 4, ys.off + t * D * 4, 1 / (1 + Math.exp(-gv[t])), D);
     } else {
-      for (let i = 0; i < T * D; i++) ov[i] += ysv[i];
+      add(k, y.off, y.off, ys.off, T * D);
     }
   }
 });

@@ -61,14 +61,12 @@ W.set(RGLRU, (g, a) => {
   if (x.width !== Wd) throw new KernelError('rglru', `${g.label}: rows of ${x.width} for lru_width ${Wd}`);
   const k = g.k, n = T * Wd;
   for (let h = 0; h < H; h++) {
-    const xv = g.f32(x), xsv = g.f32(xs);
-    for (let t = 0; t < T; t++) xsv.set(xv.subarray(t * Wd + h * bw, t * Wd + (h + 1) * bw), t * bw);
+    for (let t = 0; t < T; t++) g.move(xs.off + t * bw * 4, x.off + (t * Wd + h * bw) * 4, bw);
     matmul(k, is.off, xs.off, s.gateI[h], T, { exact: g.exact });
     matmul(k, as.off, xs.off, s.gateA[h], T, { exact: g.exact });
-    const iv = g.f32(is), av = g.f32(as), giv = g.f32(gi), gav = g.f32(ga);
     for (let t = 0; t < T; t++) {
-      giv.set(iv.subarray(t * bw, (t + 1) * bw), t * Wd + h * bw);
-      gav.set(av.subarray(t * bw, (t + 1) * bw), t * Wd + h * bw);
+      g.move(gi.off + (t * Wd + h * bw) * 4, is.off + t * bw * 4, bw);
+      g.move(ga.off + (t * Wd + h * bw) * 4, as.off + t * bw * 4, bw);
     }
   }
   addBias(g, gi, s.bI);

@@ -49,12 +49,11 @@ W.set(SSD_SCAN, (g, a) => {
   widths(g, op, ['y', a.y, HP], ['xbc', a.xbc, row], ['dt', a.dt, H], ...(a.z ? [['z', a.z, HP] as [string, Tensor, number]] : []));
   const k = g.k;
   // The scan's contiguous operands x, B, C from the packed rows.
-  const src = g.f32(a.xbc), xv = g.f32(x), bv = g.f32(B), cv = g.f32(C);
   for (let t = 0; t < T; t++) {
-    const o = t * row;
-    xv.set(src.subarray(o, o + HP), t * HP);
-    bv.set(src.subarray(o + HP, o + HP + GN), t * GN);
-    cv.set(src.subarray(o + HP + GN, o + row), t * GN);
+    const o = a.xbc.off + t * row * 4;
+    g.move(x.off + t * HP * 4, o, HP);
+    g.move(B.off + t * GN * 4, o + HP * 4, GN);
+    g.move(C.off + t * GN * 4, o + (HP + GN) * 4, GN);
   }
   // Δ = clamp(softplus(dt + dt_bias), limit)
   const raw = g.f32(a.dt), bias = k.arena.f32(a.dtBias, H), dv = g.f32(dt);

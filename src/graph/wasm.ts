@@ -37,9 +37,18 @@ export class WasmGraph implements Graph {
   private positionsPtr = 0;
   private where = '';
   private readonly consts = new Map<object, number>();
+  /** The memory's buffer, taken once per forward (nothing grows memory during one). */
+  private buf: ArrayBuffer | SharedArrayBuffer;
+  /** All of memory as floats (same lifetime as buf). */
+  private heap: Float32Array;
+  /** Host index space for ops that group rows (MoE routing), grown as needed. */
+  private ints = new Int32Array(64);
 
   /** maxContext: the positions a session holds (ops may need scratch of that many floats). */
-  constructor(readonly k: WasmInstance, readonly exact: boolean, readonly maxChunk: number, readonly maxContext: number) {}
+  constructor(readonly k: WasmInstance, readonly exact: boolean, readonly maxChunk: number, readonly maxContext: number) {
+    this.buf = k.memory.buffer;
+    this.heap = new Float32Array(this.buf);
+  }
 
   /** Sizes and reserves the scratch area by running `net` dry for a full chunk (at load time). */
   plan(net: GraphNet): void {
@@ -68,6 +77,10 @@ export class WasmGraph implements Graph {
     this.ids = ids;
     this.seq = seq;
     this.top = 0;
+    if (this.buf !== this.k.memory.buffer) {
+      this.buf = this.k.memory.buffer;
+      this.heap = new Float32Array(this.buf);
+    }
     const pv = this.k.arena.i32(this.positionsPtr, this.T);
     for (let t = 0; t < this.T; t++) pv[t] = pos0 + t;
     return net.forward(this, all);
@@ -137,6 +150,22 @@ export class WasmGraph implements Graph {
   }
 
   f32(t: Tensor): Float32Array {
-    return this.k.arena.f32(t.off, t.rows * t.width);
+    return new Float32Array(this.buf, t.off, t.rows * t.width);
+  }
+
+  /** Copies n floats from byte offset src to byte offset dst (ranges may overlap). */
+  move(dst: number, src: number, n: number): void {
+    this.heap.copyWithin(dst >> 2, src >> 2, (src >> 2) + n);
+  }
+
+  /** The tensor's floats read as int32 (index outputs of kernels). */
+  i32(t: Tensor): Int32Array {
+    return new Int32Array(this.buf, t.off, t.rows * t.width);
+  }
+
+  /** Host int32 space of at least n entries, valid until the next call. */
+  hostInts(n: number): Int32Array {
+    if (this.ints.length < n) this.ints = new Int32Array(Math.max(n, 2 * this.ints.length));
+    return this.ints;
   }
 }

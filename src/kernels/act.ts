@@ -6,7 +6,7 @@ import type { K } from './types';
 /** Checks that `p` is a 4-byte aligned offset with `bytes` bytes inside the instance memory. */
 export function checkBuf(k: K, kernel: string, name: string, p: number, bytes: number): void {
   if (!Number.isInteger(p) || p <= 0 || p % 4 !== 0) throw new KernelError(kernel, `${name}: bad pointer ${p}`);
-  if (p + bytes > k.memory.buffer.byteLength) throw new KernelError(kernel, `${name}: ${bytes} bytes at ${p} run past the end of memory (${k.memory.buffer.byteLength})`);
+  if (p + bytes > k.arena.size) throw new KernelError(kernel, `${name}: ${bytes} bytes at ${p} run past the end of memory (${k.arena.size})`);
 }
 
 /** Checks an integer argument ≥ min. */

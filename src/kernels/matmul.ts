@@ -27,7 +27,7 @@ function checkWeight(k: K, kernel: string, w: Weight): void {
   }
   const bytes = w.rows * rowBytes(w.dtype, w.cols);
   if (!Number.isInteger(w.ptr) || w.ptr <= 0) throw new KernelError(kernel, `w.ptr: bad pointer ${w.ptr}`);
-  if (w.ptr + bytes > k.memory.buffer.byteLength) {
+  if (w.ptr + bytes > k.arena.size) {
     throw new KernelError(kernel, `w: ${bytes} bytes at ${w.ptr} run past the end of memory (${k.memory.buffer.byteLength})`);
   }
 }
@@ -69,13 +69,6 @@ export function reserveMatmulScratch(k: K, maxBatch: number, maxCols: number): v
   scratches.set(k, { ptr: k.arena.alloc(need, 64), bytes: need });
 }
 
-/** Calls a row-range kernel over all rows, through the attached pool when `work` (rows·cols·batch) is large enough. */
-function runRows(k: K, fn: string, args: number[], rows: number, work: number): void {
-  const pool = poolOf(k);
-  if (pool && pool.nThreads > 1 && work >= pool.minWork) pool.run(fn, args, rows);
-  else k.exports[fn](...args, 0, rows);
-}
-
 /**
  * Y[batch, w.rows] = X[batch, w.cols] · Wᵀ. `y`, `x` are arena offsets of f32 (y must not overlap
  * x). Quantized weights by default quantize X per 32-block to int8 (d = amax/127, round half away
@@ -92,20 +85,15 @@ export function matmul(k: K, y: number, x: number, w: Weight, batch: number, opt
   checkBuf(k, 'matmul', 'y', y, batch * rows * 4);
   disjoint('matmul', 'y', y, batch * rows * 4, 'x', x, batch * cols * 4);
   const work = rows * cols * batch;
-  switch (w.dtype) {
-    case 'f32':
-      runRows(k, 'matmulF32', [y, x, w.ptr, batch, rows, cols], rows, work);
-      return;
-    case 'f16':
-      runRows(k, 'matmulF16', [y, x, w.ptr, batch, rows, cols], rows, work);
-      return;
-    case 'bf16':
-      runRows(k, 'matmulBF16', [y, x, w.ptr, batch, rows, cols], rows, work);
-      return;
-  }
-  const q = w.dtype === 'q8_0' ? 'Q8_0' : 'Q4_0';
-  if (opts.exact) {
-    runRows(k, `matmul${q}Exact`, [y, x, w.ptr, batch, rows, cols], rows, work);
+  const pool = poolOf(k);
+  // Decode-sized products call the kernel directly (no argument array).
+  const split = pool !== undefined && pool.nThreads > 1 && work >= pool.minWork;
+  const ex = k.exports;
+  const quant = w.dtype === 'q8_0' || w.dtype === 'q4_0';
+  if (!quant || opts.exact) {
+    const fn = F32_IN[w.dtype];
+    if (split) pool.run(fn, [y, x, w.ptr, batch, rows, cols], rows);
+    else ex[fn](y, x, w.ptr, batch, rows, cols, 0, rows);
     return;
   }
   const need = scratchBytes(batch, cols);
@@ -119,9 +107,16 @@ export function matmul(k: K, y: number, x: number, w: Weight, batch: number, opt
   const xq = s.ptr, xd = xq + up64(batch * cols), xs = xd + up64(batch * (cols / 32) * 4);
   disjoint('matmul', 'y', y, batch * rows * 4, 'the activation scratch', s.ptr, s.bytes);
   disjoint('matmul', 'x', x, batch * cols * 4, 'the activation scratch', s.ptr, s.bytes);
-  k.exports.quantizeActQ8(xq, xd, xs, x, batch, cols);
-  runRows(k, `matmul${q}`, [y, xq, xd, xs, w.ptr, batch, rows, cols], rows, work);
+  ex.quantizeActQ8(xq, xd, xs, x, batch, cols);
+  const fn = w.dtype === 'q8_0' ? 'matmulQ8_0' : 'matmulQ4_0';
+  if (split) pool.run(fn, [y, xq, xd, xs, w.ptr, batch, rows, cols], rows);
+  else ex[fn](y, xq, xd, xs, w.ptr, batch, rows, cols, 0, rows);
 }
+
+/** The kernels taking f32 activations, per weight dtype (quantized ones: the `exact` path). */
+const F32_IN: Record<WeightDType, 'matmulF32' | 'matmulF16' | 'matmulBF16' | 'matmulQ8_0Exact' | 'matmulQ4_0Exact'> = {
+  f32: 'matmulF32', f16: 'matmulF16', bf16: 'matmulBF16', q8_0: 'matmulQ8_0Exact', q4_0: 'matmulQ4_0Exact',
+};
 
 /**
  * out[i, :] = dequant(table row ids[i]) · scale for i < ids.length; out is f32 [ids.length, table.cols].

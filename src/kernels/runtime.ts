@@ -116,9 +116,15 @@ export class Arena {
   top: number;
   /** High-water mark, for reporting peak use. */
   peak: number;
+  /**
+   * The memory's byte length as of the arena's last growth (memory grows only through alloc), read
+   * by the argument checks of every kernel call without going through memory.buffer.
+   */
+  size: number;
   constructor(readonly memory: WebAssembly.Memory, readonly base: number, readonly budget = Infinity) {
     this.top = base;
     this.peak = base;
+    this.size = memory.buffer.byteLength;
   }
   /** Reserves `bytes` (aligned) and grows memory when needed. Only call at load/session setup. */
   alloc(bytes: number, align = 64): number {
@@ -136,6 +142,7 @@ export class Arena {
       } catch (e) {
         throw new KernelError('arena', `cannot grow memory to ${end} bytes: ${(e as Error).message}`);
       }
+      this.size = this.memory.buffer.byteLength;
     }
     this.top = end;
     if (end > this.peak) this.peak = end;
