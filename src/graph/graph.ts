@@ -21,17 +21,26 @@ export interface Tensor {
 /** An operation; `A` is its argument record. Executors implement ops by these objects. */
 export interface OpDef<A> {
   readonly name: string;
+  /**
+   * The op reads or writes a sequence's state (caches, recurrent state) or its positions. In a
+   * pass over several sequences it runs once per sequence, its per-token tensor arguments (those
+   * of the pass's row count) cut to that sequence's rows; every other op runs over all rows.
+   */
+  readonly perSequence: boolean;
   /** Carries A for type inference only. */
   readonly args?: A;
 }
 
-export function defineOp<A>(name: string): OpDef<A> {
-  return { name };
+export function defineOp<A>(name: string, o: { perSequence?: boolean } = {}): OpDef<A> {
+  return { name, perSequence: o.perSequence ?? false };
 }
 
 export interface Graph {
   readonly backend: 'wasm' | 'webgpu';
-  /** Tokens of this pass: the chunk length on WASM; the recording's token count on WebGPU. */
+  /**
+   * Rows of this pass: its tokens (the chunk length on WASM, the recording's token count on
+   * WebGPU); in a pass over several sequences, their tokens one sequence after another.
+   */
   readonly T: number;
   /** Parity mode: quantized weights dequantized in the dot product. */
   readonly exact: boolean;
@@ -39,7 +48,7 @@ export interface Graph {
   tmp(width: number, rows?: number): Tensor;
   /** Runs `fn` with `label` as the place named in errors and traces; its temporaries end with it. */
   scope<R>(label: string, fn: () => R): R;
-  /** The last row of x. */
+  /** The last row of x; in a pass over several sequences, the last row of each. */
   last(x: Tensor): Tensor;
   run<A>(op: OpDef<A>, args: A): void;
 }

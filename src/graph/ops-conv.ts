@@ -19,7 +19,7 @@ export interface LightningArgs {
   blockSize: number;
 }
 
-export const LIGHTNING = defineOp<LightningArgs>('lightning_attention');
+export const LIGHTNING = defineOp<LightningArgs>('lightning_attention', { perSequence: true });
 
 /** Lightning attention, per head h: S ← exp(−s_h)·S + k vᵀ, o = Sᵀ q (no scale), over the pass's tokens. */
 export function lightningAttention(g: Graph, y: Tensor, qkv: Tensor, o: { state: RegionSpec; slopes: number; H: number; d: number; blockSize: number }): void {

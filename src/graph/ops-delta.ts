@@ -33,7 +33,7 @@ export interface DeltaRuleArgs extends DeltaHeads {
 /** From ba [rows, 2H] = [b | a]: β = σ(b), g = −exp(A_log)·softplus(a + dt_bias) (softplus threshold 20). */
 export const DELTA_GATES = defineOp<{ g: Tensor; beta: Tensor; ba: Tensor; aLog: number; dtBias: number }>('delta_gates');
 /** The gated delta rule over the pass's tokens, state S carried in `state` (see gatedDeltaRule). */
-export const DELTA_RULE = defineOp<DeltaRuleArgs>('gated_delta_rule');
+export const DELTA_RULE = defineOp<DeltaRuleArgs>('gated_delta_rule', { perSequence: true });
 /** y = RMSNorm(x)·w ⊙ SiLU(z) over every `dim` floats of each row (y may equal x, not z). */
 export const GATED_RMS_NORM = defineOp<{ y: Tensor; x: Tensor; z: Tensor; w: number; dim: number; eps: number }>('gated_rms_norm');
 

@@ -58,7 +58,7 @@ export interface HeadMatmulArgs {
 export const NORM_PREFIX = defineOp<{ x: Tensor; w: number; eps: number; dim: number }>('mla_norm_prefix');
 export const ROPE_SLICE = defineOp<{ x: Tensor; heads: number; off: number; stride: number; rope: RopeSpec }>('mla_rope_slice');
 export const HEAD_MATMUL = defineOp<HeadMatmulArgs>('mla_head_matmul');
-export const LATENT_ATTENTION = defineOp<LatentAttentionArgs>('mla_latent_attention');
+export const LATENT_ATTENTION = defineOp<LatentAttentionArgs>('mla_latent_attention', { perSequence: true });
 
 /** RMSNorm (weight arena pointer w) in place over the first `dim` floats of every row of x. */
 export function normPrefix(g: Graph, x: Tensor, dim: number, n: { w: number; eps: number }): void {

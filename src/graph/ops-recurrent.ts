@@ -24,12 +24,12 @@ export interface RglruSpec {
 }
 
 /** RWKV token shift: ys[j][t] = x[t]·μ_j + x[t−1]·(1 − μ_j), x[−1] from `state` [D], which then takes the last row of x. */
-export const TOKEN_SHIFT = defineOp<{ ys: Tensor[]; x: Tensor; state: RegionSpec; mixes: Float32Array[] }>('token_shift');
+export const TOKEN_SHIFT = defineOp<{ ys: Tensor[]; x: Tensor; state: RegionSpec; mixes: Float32Array[] }>('token_shift', { perSequence: true });
 /** RWKV-4 WKV over the pass's tokens; state [3, C] = (num, den, max), restarted at position 0. */
-export const WKV4 = defineOp<{ y: Tensor; k: Tensor; v: Tensor; state: RegionSpec; decay: number; first: number }>('wkv4');
+export const WKV4 = defineOp<{ y: Tensor; k: Tensor; v: Tensor; state: RegionSpec; decay: number; first: number }>('wkv4', { perSequence: true });
 /** Causal depthwise conv1d (taps w [C, width], bias or 0, optional SiLU) with the width−1 previous inputs in `state` [C, width−1]. */
 /** RG-LRU: gates from x, the recurrence h (state [W], restarted at position 0), y = h ⊙ gate. */
-export const RGLRU = defineOp<{ y: Tensor; x: Tensor; gate: Tensor; h: RegionSpec; spec: RglruSpec }>('rglru');
+export const RGLRU = defineOp<{ y: Tensor; x: Tensor; gate: Tensor; h: RegionSpec; spec: RglruSpec }>('rglru', { perSequence: true });
 /** An activation in place: relu(x)² or GeLU (tanh approximation). */
 export const REC_ACT = defineOp<{ x: Tensor; act: 'relu2' | 'gelu_tanh' }>('rec_act');
 

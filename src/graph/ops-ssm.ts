@@ -51,8 +51,8 @@ export interface SsdScanArgs {
   N: number;
 }
 
-export const SELECTIVE_SCAN = defineOp<SelectiveScanArgs>('selective_scan');
-export const SSD_SCAN = defineOp<SsdScanArgs>('ssd_scan');
+export const SELECTIVE_SCAN = defineOp<SelectiveScanArgs>('selective_scan', { perSequence: true });
+export const SSD_SCAN = defineOp<SsdScanArgs>('ssd_scan', { perSequence: true });
 
 /** Mamba-1: per row h = exp(Δ⊗A) ⊙ h + (Δ⊗B) x;  y = (h C + D x) [⊙ SiLU(z)]. */
 export function selectiveScan(g: Graph, a: SelectiveScanArgs): void {

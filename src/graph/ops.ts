@@ -82,10 +82,10 @@ export const NORM = defineOp<{ y: Tensor; x: Tensor; n: NormSpec; dim: number }>
 export const GATED_ACT = defineOp<{ y: Tensor; gate: Tensor; up: Tensor; act: GatedAct; alpha?: number; limit?: number }>('gated_act');
 export const COPY = defineOp<{ y: Tensor; x: Tensor; chunks: number; len: number; xOff: number; xStride: number; yOff: number; yStride: number }>('copy');
 export const ROPE = defineOp<{ x: Tensor; nHeads: number; headDim: number; rope: RopeSpec }>('rope');
-export const KV_APPEND = defineOp<{ cache: RegionSpec; x: Tensor }>('kv_append');
-export const ATTENTION = defineOp<AttentionArgs>('attention');
+export const KV_APPEND = defineOp<{ cache: RegionSpec; x: Tensor }>('kv_append', { perSequence: true });
+export const ATTENTION = defineOp<AttentionArgs>('attention', { perSequence: true });
 export const MOE = defineOp<{ y: Tensor; x: Tensor; spec: MoeSpec }>('moe');
-export const CAUSAL_CONV = defineOp<CausalConvArgs>('causal_conv');
+export const CAUSAL_CONV = defineOp<CausalConvArgs>('causal_conv', { perSequence: true });
 
 export interface CausalConvArgs {
   /** [rows, C]; may equal x. */

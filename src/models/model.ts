@@ -98,6 +98,55 @@ export class Model implements SessionFactory {
     return s;
   }
 
+  /**
+   * Feeds several sessions of this model their tokens together: each pass holds up to maxChunk
+   * tokens of several sessions, so each weight streams once for all of them (batched decoding:
+   * one token per session per call). Returns each session's last-token logits ([V]), or every
+   * token's ([n·V]) with `all` — the same as each session's forward().
+   */
+  forwardBatch(items: { session: Session; ids: ArrayLike<number> }[], all = false): Float32Array[] {
+    const V = this.net.vocabSize;
+    const seen = new Set<Session>();
+    for (const it of items) {
+      if (it.session.model !== this) throw new Error('forwardBatch: a session of another model');
+      if (seen.has(it.session)) throw new Error('forwardBatch: a session appears twice');
+      seen.add(it.session);
+      it.session.check(it.ids);
+    }
+    const outs = items.map((it) => new Float32Array(all ? it.ids.length * V : V));
+    const done = items.map(() => 0);
+    for (;;) {
+      const part: { i: number; n: number }[] = [];
+      let used = 0;
+      items.forEach((it, i) => {
+        const n = Math.min(it.ids.length - done[i], this.maxChunk - used);
+        if (n > 0) {
+          part.push({ i, n });
+          used += n;
+        }
+      });
+      if (!part.length) return outs;
+      const batch = part.map(({ i, n }) => ({
+        seq: items[i].session.state, pos0: items[i].session.pos,
+        ids: Int32Array.from(Array.prototype.slice.call(items[i].ids, done[i], done[i] + n) as number[]),
+      }));
+      const p = this.graph.forwardBatch(this.net, batch, all).off;
+      let row = 0;
+      part.forEach(({ i, n }, j) => {
+        const s = items[i].session;
+        if (all) {
+          outs[i].set(this.k.arena.f32(p + row * V * 4, n * V), done[i] * V);
+          row += n;
+        } else {
+          if (done[i] + n === items[i].ids.length) outs[i].set(this.k.arena.f32(p + row * V * 4, V));
+          row++;
+        }
+        for (const id of batch[j].ids) s.tokens.push(id);
+        done[i] += n;
+      });
+    }
+  }
+
   info(): ModelInfo {
     const fixed = this.layout.snapshotFloats(0) * 4;
     const perTok = this.layout.snapshotFloats(1) * 4 - fixed;
@@ -185,7 +234,8 @@ export class Session implements SequenceSession {
    * Feeds tokens; returns a copy of the logits of the last one ([V]), or of every one ([T·V]) when
    * `all` is set.
    */
-  forward(ids: ArrayLike<number>, all = false): Float32Array {
+  /** Refuses tokens this session cannot take (after disposal, none, past the context, outside the vocabulary). */
+  check(ids: ArrayLike<number>): void {
     if (this.disposed) throw new Error('session was disposed');
     const m = this.model;
     const V = m.net.vocabSize;
@@ -196,6 +246,13 @@ export class Session implements SequenceSession {
       const id = ids[i];
       if (!Number.isInteger(id) || id < 0 || id >= V) throw new RangeError(`token id ${id} outside the vocabulary [0, ${V})`);
     }
+  }
+
+  forward(ids: ArrayLike<number>, all = false): Float32Array {
+    this.check(ids);
+    const m = this.model;
+    const V = m.net.vocabSize;
+    const n = ids.length;
     const out = new Float32Array(all ? n * V : V);
     for (let i = 0; i < n; i += m.maxChunk) {
       const chunk = Int32Array.from(Array.prototype.slice.call(ids, i, Math.min(n, i + m.maxChunk)));
