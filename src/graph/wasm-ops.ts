@@ -1,7 +1,7 @@
 // WASM implementations of the core ops (ops.ts) on the kernels of src/kernels. Ops check g.dry
 // after allocating their temporaries, so the planning pass sees every allocation and runs nothing.
 
-import { add, addScaled, geglu, mul, relu2, scale, sigmoid, silu, softcap, swiglu } from '../kernels/act';
+import { add, geglu, mul, relu2, scale, sigmoid, silu, softcap, swiglu } from '../kernels/act';
 import { attention } from '../kernels/attention';
 import { conv1d } from '../kernels/conv';
 import { route } from '../kernels/moe';
@@ -223,7 +223,8 @@ W.set(MOE, (g, a) => {
     g.scope(h.labels[e], () => gatedFfn(g, c.expert(e), c.act, xe, ye, h.opts));
     for (let j = 0; j < m; j++) {
       const sel = order[s0 + j];
-      addScaled(k, y.off + Math.floor(sel / K) * D * 4, ys.off + j * D * 4, wv[sel], D);
+      const ov = g.f32(y), ysv = g.f32(ys), o = Math.floor(sel / K) * D, wt = wv[sel];
+      for (let d = 0; d < D; d++) ov[o + d] += wt * ysv[j * D + d];
     }
   }
   if (c.shared) {
@@ -233,9 +234,14 @@ W.set(MOE, (g, a) => {
       const sg = g.tmp(1, T);
       matmul(k, sg.off, x.off, sh.gate, T, g.exact ? EXACT : FAST);
       const gv = g.f32(sg);
-      for (let t = 0; t < T; t++) addScaled(k, y.off + t * D * 4, ys.off + t * D * 4, 1 / (1 + Math.exp(-gv[t])), D);
+      const ov = g.f32(y), ysv = g.f32(ys);
+      for (let t = 0; t < T; t++) {
+        const gt = 1 / (1 + Math.exp(-gv[t]));
+        for (let d = 0; d < D; d++) ov[t * D + d] += gt * ysv[t * D + d];
+      }
     } else {
-      add(k, y.off, y.off, ys.off, T * D);
+      const ov = g.f32(y), ysv = g.f32(ys);
+      for (let i = 0; i < T * D; i++) ov[i] += ysv[i];
     }
   }
 });
