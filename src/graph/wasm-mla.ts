@@ -38,7 +38,7 @@ W.set(HEAD_MATMUL, (g, a) => {
   for (let h = 0; h < a.heads; h++) {
     for (let t = 0; t < T; t++) g.move(gx.off + t * cols * 4, a.x.off + (t * xw + h * a.xStride) * 4, cols);
     const w = { ptr: a.w.ptr + (a.wOff + h * a.wHeadStride) * 4, dtype: 'f32' as const, rows, cols };
-    matmul(g.k, gy.off, gx.off, w, T, { exact: g.exact });
+    matmul(g.k, gy.off, gx.off, w, T, g.matmulOpts);
     for (let t = 0; t < T; t++) g.move(a.y.off + (t * yw + h * a.yStride) * 4, gy.off + t * rows * 4, rows);
   }
 });

@@ -20,7 +20,6 @@ import './wasm-delta';
 import './wasm-mla';
 
 const n = (t: Tensor) => t.rows * t.width;
-const EXACT = { exact: true }, FAST = { exact: false };
 
 W.set(EMBED, (g, a) => {
   if (g.dry) return;
@@ -32,7 +31,7 @@ W.set(MATMUL, (g, a) => {
   if (a.x.rows !== a.y.rows || a.x.width !== a.w.cols || a.y.width !== a.w.rows) {
     throw new KernelError('matmul', `${g.label}: ${a.y.rows}×${a.y.width} = ${a.x.rows}×${a.x.width} · (${a.w.rows}×${a.w.cols})ᵀ`);
   }
-  matmul(g.k, a.y.off, a.x.off, a.w, a.x.rows, g.exact ? EXACT : FAST);
+  matmul(g.k, a.y.off, a.x.off, a.w, a.x.rows, g.matmulOpts);
 });
 
 W.set(ADD_ROW, (g, a) => {
@@ -213,7 +212,8 @@ W.set(MOE, (g, a) => {
   for (let i = 0; i < TK; i++) order[start[idv[i]]++] = i;
   for (let e = E; e > 0; e--) start[e] = start[e - 1];
   start[0] = 0;
-  g.f32(y).fill(0);
+  const ov = g.f32(y), ysv = g.f32(ys);
+  ov.fill(0);
   for (let e = 0; e < E; e++) {
     const s0 = start[e], m = start[e + 1] - s0;
     if (!m) continue;
@@ -222,8 +222,7 @@ W.set(MOE, (g, a) => {
     const xe = { off: xs.off, rows: m, width: D }, ye = { off: ys.off, rows: m, width: D };
     g.scope(h.labels[e], () => gatedFfn(g, c.expert(e), c.act, xe, ye, h.opts));
     for (let j = 0; j < m; j++) {
-      const sel = order[s0 + j];
-      const ov = g.f32(y), ysv = g.f32(ys), o = Math.floor(sel / K) * D, wt = wv[sel];
+      const sel = order[s0 + j], o = Math.floor(sel / K) * D, wt = wv[sel];
       for (let d = 0; d < D; d++) ov[o + d] += wt * ysv[j * D + d];
     }
   }
@@ -232,15 +231,13 @@ W.set(MOE, (g, a) => {
     g.scope(h.shared, () => gatedFfn(g, sh.w, sh.act, x, ys));
     if (sh.gate) {
       const sg = g.tmp(1, T);
-      matmul(k, sg.off, x.off, sh.gate, T, g.exact ? EXACT : FAST);
+      matmul(k, sg.off, x.off, sh.gate, T, g.matmulOpts);
       const gv = g.f32(sg);
-      const ov = g.f32(y), ysv = g.f32(ys);
       for (let t = 0; t < T; t++) {
         const gt = 1 / (1 + Math.exp(-gv[t]));
         for (let d = 0; d < D; d++) ov[t * D + d] += gt * ysv[t * D + d];
       }
     } else {
-      const ov = g.f32(y), ysv = g.f32(ys);
       for (let i = 0; i < T * D; i++) ov[i] += ysv[i];
     }
   }

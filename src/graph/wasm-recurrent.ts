@@ -62,8 +62,8 @@ W.set(RGLRU, (g, a) => {
   const k = g.k, n = T * Wd;
   for (let h = 0; h < H; h++) {
     for (let t = 0; t < T; t++) g.move(xs.off + t * bw * 4, x.off + (t * Wd + h * bw) * 4, bw);
-    matmul(k, is.off, xs.off, s.gateI[h], T, { exact: g.exact });
-    matmul(k, as.off, xs.off, s.gateA[h], T, { exact: g.exact });
+    matmul(k, is.off, xs.off, s.gateI[h], T, g.matmulOpts);
+    matmul(k, as.off, xs.off, s.gateA[h], T, g.matmulOpts);
     for (let t = 0; t < T; t++) {
       g.move(gi.off + (t * Wd + h * bw) * 4, is.off + t * bw * 4, bw);
       g.move(ga.off + (t * Wd + h * bw) * 4, as.off + t * bw * 4, bw);

@@ -9,6 +9,7 @@
 // maxChunk tokens, ops allocating what they would but running no kernels, and the high-water mark
 // is reserved. No forward pass grows memory.
 
+import type { MatmulOptions } from '../kernels/matmul';
 import { KernelError } from '../kernels/runtime';
 import type { WasmInstance } from '../kernels/runtime';
 import type { SeqState, RegionSpec } from '../runtime/state';
@@ -92,7 +93,11 @@ export class WasmGraph implements Graph {
   private ints = new Int32Array(64);
 
   /** maxContext: the positions a session holds (ops may need scratch of that many floats). */
+  /** The options of every matrix product the ops run (one object, made once). */
+  readonly matmulOpts: MatmulOptions;
+
   constructor(readonly k: WasmInstance, readonly exact: boolean, readonly maxChunk: number, readonly maxContext: number) {
+    this.matmulOpts = { exact };
     this.buf = k.memory.buffer;
     this.heap = new Float32Array(this.buf);
   }

@@ -28,7 +28,7 @@ function checkWeight(k: K, kernel: string, w: Weight): void {
   const bytes = w.rows * rowBytes(w.dtype, w.cols);
   if (!Number.isInteger(w.ptr) || w.ptr <= 0) throw new KernelError(kernel, `w.ptr: bad pointer ${w.ptr}`);
   if (w.ptr + bytes > k.arena.size) {
-    throw new KernelError(kernel, `w: ${bytes} bytes at ${w.ptr} run past the end of memory (${k.memory.buffer.byteLength})`);
+    throw new KernelError(kernel, `w: ${bytes} bytes at ${w.ptr} run past the end of memory (${k.arena.size})`);
   }
 }
 

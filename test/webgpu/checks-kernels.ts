@@ -10,6 +10,7 @@ import { route } from '../../src/webgpu/dispatch/ffn';
 import { instantiate } from '../../src/kernels/runtime';
 import { matmul, quantizeRowsQ4_0, quantizeRowsQ8_0 } from '../../src/kernels/matmul';
 import { rowBytes } from '../../src/kernels/types';
+import { matmulRef } from '../../src/kernels/reference';
 import { rmsNormRef, l2NormRef, layerNormRef } from '../../src/kernels/norm.ref';
 import { ropeRef } from '../../src/kernels/rope.ref';
 import { softmaxRef } from '../../src/kernels/act.ref';
@@ -125,14 +126,7 @@ await withGpu(async (gpu) => {
     const each = await run([K.matmul(b, Y, 0, gw, batch, { perOutput: true })], b.a, Y, batch * rows);
     check(`matmul ${dt} ${rows}x${cols} batch ${batch}: one invocation per output = a workgroup per output`, rel(each, one), 0);
     if (dt === 'f32') {
-      const want = new Float32Array(batch * rows);
-      for (let z = 0; z < batch; z++) {
-        for (let r = 0; r < rows; r++) {
-          let s = 0;
-          for (let i = 0; i < cols; i++) s += W[r * cols + i] * X[z * cols + i];
-          want[z * rows + r] = s;
-        }
-      }
+      const want = matmulRef(X, W, batch, rows, cols);
       check(`matmul f32 ${rows}x${cols} batch ${batch} (a row length no multiple of 4) against float64`, rel(each, want), 1e-5);
     }
   }
