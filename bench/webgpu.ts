@@ -1,11 +1,12 @@
 // Decode speed, WebGPU vs WASM, on this machine.
-//   deno run -A --unstable-sloppy-imports bench/webgpu.ts [--synthetic-large] [--dtype q8_0|q4_0] [--tokens N] [--prefill N] [--runs N] [--profile] [--model DIR]
+//   deno run -A --unstable-sloppy-imports bench/webgpu.ts [--synthetic-large] [--dtype q8_0|q4_0] [--tokens N] [--prefill N] [--runs N] [--profile] [--model DIR] [--tile RxT]
 // Default: the embedded model (models/sparrow-mini). --synthetic-large: a Llama-style model of
 // ~333M parameters with random bf16 weights built in memory (no files), quantized to Q8_0 on load.
 // Both backends run the same prompt (--prefill N tokens, default 128) and greedy continuation. The
 // GPU runs the prompt three ways: one submission per token; one submission replaying the
 // one-position recording for every position; one submission of T-token passes (the prefill chunk
-// recordings, 128 tokens per pass). It decodes two ways: as generation runs greedy decoding (argmax on the GPU, tokens read back in
+// recordings, 128 tokens per pass), with the passes' matrix products tiled (--tile, default 4x8 on hardware adapters) and,
+// for comparison, of one invocation per output. It decodes two ways: as generation runs greedy decoding (argmax on the GPU, tokens read back in
 // batches of up to 32 with two batches in flight), and reading back each token's logits (sampling).
 
 import { openCheckpoint } from '../src/formats/checkpoint';
@@ -127,7 +128,9 @@ try {
   // Validation errors are reported here with their message (a failed submit otherwise shows only as a failed read).
   (gpu.device as any).addEventListener?.('uncapturederror', (ev: any) => console.error(`webgpu: ${ev.error?.message}`));
   const tu = performance.now();
-  const gm = gpuModel(model, gpu);
+  const tileArg = opt('--tile', '');
+  const tile = tileArg ? { rows: Number(tileArg.split('x')[0]), tokens: Number(tileArg.split('x')[1]) } : undefined;
+  const gm = gpuModel(model, gpu, { matmulTile: tile });
   const tUp = secs(tu);
   // Warm-up: pipelines compile lazily on some drivers; the chunk recordings are made on first use.
   const warm = gm.newSession();
@@ -171,6 +174,20 @@ try {
     toks = got;
     gs.dispose();
   }
+  // The T-token passes with the matrix products of one invocation per output (the kernel before
+  // the tiled one), same weights, same run.
+  const gmOut = gpuModel(model, gpu, { matmulTile: null });
+  const ow = gmOut.newSession();
+  await ow.forward(prompt);
+  ow.dispose();
+  let gpuPrefillOut = 0;
+  for (let r = 0; r < runs; r++) {
+    const os = gmOut.newSession();
+    t = performance.now();
+    await os.forward(prompt);
+    gpuPrefillOut = Math.max(gpuPrefillOut, prompt.length / secs(t));
+    os.dispose();
+  }
   // Decode reading back every token's logits (sampling on the host).
   const gs2 = gm.newSession();
   let l2 = await gs2.forward(prompt);
@@ -206,7 +223,8 @@ try {
   rows.push(
     ['prefill, one submission per token (tokens/s)', wasmPrefill, gpuPrefillPerToken],
     ['prefill, one submission, replayed per position (tokens/s)', wasmPrefill, gpuPrefillReplay],
-    ['prefill, one submission of T-token passes (tokens/s)', wasmPrefill, gpuPrefill], ['decode, greedy on the GPU (tokens/s)', wasmTps, gpuTps], ['decode, logits read back per token (tokens/s)', wasmTps, gpuLogitTps],
+    ['prefill, one submission of T-token passes, products of one invocation per output (tokens/s)', wasmPrefill, gpuPrefillOut],
+    [`prefill, one submission of T-token passes, ${gm.K.tile ? `tiled products ${gm.K.tile.rows}×${gm.K.tile.tokens}` : 'the same kernel'} (tokens/s)`, wasmPrefill, gpuPrefill], ['decode, greedy on the GPU (tokens/s)', wasmTps, gpuTps], ['decode, logits read back per token (tokens/s)', wasmTps, gpuLogitTps],
   );
   const chunks = gm.info().chunkRecordings.map((r) => `T=${r.T}: ${r.dispatches} dispatches, ${(r.activationBytes / 2 ** 20).toFixed(1)} MiB activations`).join(', ');
   note = `webgpu: ${gpu.adapterName}; ${gm.info().dispatchesPerToken} dispatches/token; chunk recordings ${chunks || 'none'}; ${(gm.info().weightBytes / 2 ** 20).toFixed(0)} MiB uploaded in ${tUp.toFixed(1)} s; greedy tokens ${agree < 0 ? 'identical to WASM' : `diverge from WASM at step ${agree} (WASM uses int8 activation dots, GPU f32)`}`;

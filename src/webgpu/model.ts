@@ -22,6 +22,7 @@ import { decodeSnapshot, encodeSnapshot, SnapshotError, type Region, type Snapsh
 import type { GpuDevice } from './device';
 import type { SequenceSession, SessionFactory } from '../runtime/session';
 import { GpuKernels, writeStep, type Dispatch, type GpuBufs } from './ops';
+import type { MatmulTile } from './kernels/matmul.wgsl';
 import { GpuGraph } from './graph';
 import './graph-ops';
 
@@ -75,6 +76,12 @@ export interface GpuModelOptions {
    * many whole chunks as fit, largest first, the rest position by position. Default [128, 32, 8].
    */
   prefillChunks?: number[];
+  /**
+   * Outputs per workgroup of the prefill passes' matrix products, or null for one invocation per
+   * output (default: 4 rows × 8 tokens on hardware adapters, null on software ones); every choice
+   * gives the same sums.
+   */
+  matmulTile?: MatmulTile | null;
 }
 
 /** A recording of the net for T tokens, its activation layout and the constants buffer it binds. */
@@ -123,7 +130,7 @@ export class GpuModel implements SessionFactory {
   readonly chunkErrors = new Map<number, string>();
 
   constructor(readonly model: Model, readonly gpu: GpuDevice, opts: GpuModelOptions = {}) {
-    this.K = new GpuKernels(gpu);
+    this.K = new GpuKernels(gpu, { tile: opts.matmulTile });
     const net = model.net;
     const B = (this.builder = new GpuBuilder(model, this.K));
     this.vocab = net.vocabSize;

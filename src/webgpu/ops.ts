@@ -9,7 +9,7 @@ import type { GpuDevice } from './device';
 import { copyWgsl, COPY_PARAMS, elementwiseWgsl, EW_PARAMS } from './kernels/elementwise.wgsl';
 import { convWgsl, CONV_PARAMS } from './kernels/conv.wgsl';
 import { deltaWgsl, DELTA_PARAMS, gatesWgsl, GATES_PARAMS } from './kernels/linear_attention.wgsl';
-import { embedWgsl, EMBED_PARAMS, matmulRowsWgsl, matmulWgsl, MATMUL_PARAMS, MATMUL_WG, type GpuWeightDType } from './kernels/matmul.wgsl';
+import { DEFAULT_TILE, embedWgsl, EMBED_PARAMS, matmulRowsWgsl, matmulTileWgsl, matmulWgsl, MATMUL_PARAMS, MATMUL_WG, type GpuWeightDType, type MatmulTile } from './kernels/matmul.wgsl';
 import { combineWgsl, COMBINE_PARAMS } from './kernels/moe.wgsl';
 import { normWgsl, NORM_PARAMS } from './kernels/norm.wgsl';
 import { ropeWgsl, ROPE_PARAMS } from './kernels/rope.wgsl';
@@ -68,8 +68,20 @@ export class GpuKernels {
   private readonly pipelineLayout: GPUPipelineLayout;
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private dummy: GPUBuffer | null = null;
-  constructor(readonly gpu: GpuDevice) {
+  /**
+   * How products over several token rows (`perOutput`) run without routed-expert ids: workgroups of
+   * `rows` × `tokens` outputs (matmulTileWgsl), or null for one invocation per output
+   * (matmulRowsWgsl). Both give the one-row kernel's sums. Default: 4 × 8 on hardware adapters; none
+   * on software ones, where llvmpipe ran the tiled kernel's workgroup barriers ~10× slower.
+   */
+  readonly tile: MatmulTile | null;
+  constructor(readonly gpu: GpuDevice, o: { tile?: MatmulTile | null } = {}) {
     this.device = gpu.device;
+    const tile = o.tile === undefined ? (gpu.software ? null : DEFAULT_TILE) : o.tile;
+    if (tile && !(Number.isInteger(tile.rows) && Number.isInteger(tile.tokens) && tile.rows >= 1 && tile.tokens >= 1 && tile.rows * tile.tokens <= 32)) {
+      throw new RangeError(`matmul tile ${tile.rows}×${tile.tokens}: rows and tokens must be positive integers with rows·tokens ≤ 32`);
+    }
+    this.tile = tile;
     const S = ShaderStage.COMPUTE;
     this.layout = this.device.createBindGroupLayout({
       entries: [
@@ -176,8 +188,9 @@ export class GpuKernels {
   /**
    * y[z, w.rows] = W · x[z / xDiv, w.cols] for z < batch (x rows xStride apart, y rows yStride apart;
    * xDiv default 1). `rowOff` selects rows [rowOff, rowOff + rows) of w; `ids` picks expert
-   * ids[idsOff + z] of a stack. `perOutput`: the kernel of one invocation per output
-   * (matmulRowsWgsl: the same results, for passes of many tokens); otherwise a workgroup per output.
+   * ids[idsOff + z] of a stack. `perOutput` (passes of many tokens): the tiled kernel, or with ids
+   * or no tile the kernel of one invocation per output, both with the same results as the default
+   * kernel of a workgroup per output.
    */
   matmul(b: GpuBufs, y: number, x: number, w: GpuWeight, batch: number,
     o: { rows?: number; rowOff?: number; xStride?: number; yStride?: number; idsOff?: number; xDiv?: number; perOutput?: boolean } = {}): Dispatch {
@@ -188,6 +201,10 @@ export class GpuKernels {
       rows, cols: w.cols, nx, wOff: w.off + (o.rowOff ?? 0) * rowUnits, xOff: x, xStride: o.xStride ?? w.cols, yOff: y, yStride: o.yStride ?? rows,
       useIds: o.idsOff === undefined ? 0 : 1, idsOff: o.idsOff ?? 0, eStride: w.eStride, xDiv: o.xDiv ?? 1, batch,
     };
+    if (o.perOutput && this.tile && o.idsOff === undefined) {
+      const { rows: R, tokens: TT } = this.tile, t = this.split(ceil(rows, R));
+      return this.dispatch(`matmul_tile${R}x${TT}_${w.dtype}`, matmulTileWgsl(w.dtype, this.tile), MATMUL_PARAMS, { ...params, nx: t.nx }, b, [t.nx, t.ny, ceil(batch, TT)], w.buf);
+    }
     if (o.perOutput) return this.dispatch(`matmul_rows_${w.dtype}`, matmulRowsWgsl(w.dtype), MATMUL_PARAMS, params, b, [nx, ny, ceil(batch, MATMUL_WG)], w.buf);
     return this.dispatch(`matmul_${w.dtype}`, matmulWgsl(w.dtype), MATMUL_PARAMS, params, b, [nx, ny, batch], w.buf);
   }

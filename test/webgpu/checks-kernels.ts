@@ -4,7 +4,7 @@
 // { adapter, results: [{ name, err, tol, pass }] } or { error } when no device was acquired.
 
 import { BufferUsage, MapMode } from '../../src/webgpu/flags';
-import { EW, TOKENS_BASE } from '../../src/webgpu/ops';
+import { EW, GpuKernels, TOKENS_BASE } from '../../src/webgpu/ops';
 import { decodeAttention } from '../../src/webgpu/dispatch/attention';
 import { route } from '../../src/webgpu/dispatch/ffn';
 import { instantiate } from '../../src/kernels/runtime';
@@ -124,7 +124,12 @@ await withGpu(async (gpu) => {
     put(b.a, 0, X);
     const one = await run([K.matmul(b, Y, 0, gw, batch)], b.a, Y, batch * rows);
     const each = await run([K.matmul(b, Y, 0, gw, batch, { perOutput: true })], b.a, Y, batch * rows);
-    check(`matmul ${dt} ${rows}x${cols} batch ${batch}: one invocation per output = a workgroup per output`, rel(each, one), 0);
+    check(`matmul ${dt} ${rows}x${cols} batch ${batch}: ${K.tile ? `tiled ${K.tile.rows}×${K.tile.tokens}` : 'one invocation per output'} (this adapter's default) = a workgroup per output`, rel(each, one), 0);
+    for (const tile of [null, { rows: 1, tokens: 1 }, { rows: 3, tokens: 5 }, { rows: 4, tokens: 8 }, { rows: 8, tokens: 4 }]) {
+      const Kt = new GpuKernels(gpu, { tile });
+      const got = await run([Kt.matmul(b, Y, 0, Kt.weight(bytes, dt, rows, cols), batch, { perOutput: true })], b.a, Y, batch * rows);
+      check(`matmul ${dt} ${rows}x${cols} batch ${batch}: ${tile ? `tiled ${tile.rows}×${tile.tokens}` : 'one invocation per output'} = a workgroup per output`, rel(got, one), 0);
+    }
     if (dt === 'f32') {
       const want = matmulRef(X, W, batch, rows, cols);
       check(`matmul f32 ${rows}x${cols} batch ${batch} (a row length no multiple of 4) against float64`, rel(each, want), 1e-5);

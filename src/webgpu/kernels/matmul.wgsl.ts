@@ -124,6 +124,98 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
 `);
 }
 
+/** Rows × tokens of one workgroup of the tiled T-row product. */
+export interface MatmulTile {
+  rows: number;
+  tokens: number;
+}
+export const DEFAULT_TILE: MatmulTile = { rows: 4, tokens: 8 };
+
+/**
+ * Loads unit `u` of weight row `r` into registers (f32 values `w{r}_{j}`; for quantized blocks the
+ * half-words of quants `h{r}` and the scale `d{r}`), and adds the unit's sum for token t to the
+ * output's partial as unitDot computes it: same products in the same order, the quantized sums in
+ * the same loop form (an unrolled form was contracted differently by llvmpipe).
+ */
+const TILE_UNIT: Record<GpuWeightDType, { elems: number; load(r: number): string; dot(r: number, t: number): string }> = {
+  f32: {
+    elems: 4,
+    load: (r) => `let o${r} = rb${r} + u * 4u;\n` + [0, 1, 2, 3].map((j) => `let w${r}_${j} = bitcast<f32>(w[o${r} + ${j}u]);`).join(' '),
+    dot: (r, t) => `w${r}_0 * a[xb${t} + u * 4u] + w${r}_1 * a[xb${t} + u * 4u + 1u] + w${r}_2 * a[xb${t} + u * 4u + 2u] + w${r}_3 * a[xb${t} + u * 4u + 3u]`,
+  },
+  q8_0: {
+    elems: 8,
+    load: (r) => `let off${r} = rb${r} + (u >> 2u) * 34u; let qb${r} = off${r} + 2u + (u & 3u) * 8u; let d${r} = wf16(off${r});
+let h${r} = array<u32, 4>(w16(qb${r}), w16(qb${r} + 2u), w16(qb${r} + 4u), w16(qb${r} + 6u));`,
+    dot: (r, t) => `{ let xo = xb${t} + u * 8u; var s = 0.0; for (var j = 0u; j < 8u; j += 2u) { let h = h${r}[j >> 1u]; `
+      + `s += i8lo(h) * a[xo + j] + i8hi(h) * a[xo + j + 1u]; } acc${r}_${t} += s * d${r}; }`,
+  },
+  q4_0: {
+    elems: 16,
+    load: (r) => `let off${r} = rb${r} + (u >> 1u) * 18u; let qb${r} = off${r} + 2u + (u & 1u) * 8u; let d${r} = wf16(off${r});
+let h${r} = array<u32, 4>(w16(qb${r}), w16(qb${r} + 2u), w16(qb${r} + 4u), w16(qb${r} + 6u));`,
+    dot: (r, t) => `{ let xo = xb${t} + (u >> 1u) * 32u + (u & 1u) * 8u; var s = 0.0; for (var j = 0u; j < 8u; j += 2u) { let h = h${r}[j >> 1u]; `
+      + 's += (f32(h & 15u) - 8.0) * a[xo + j] + (f32((h >> 8u) & 15u) - 8.0) * a[xo + j + 1u] + (f32((h >> 4u) & 15u) - 8.0) * a[xo + j + 16u] + (f32((h >> 12u) & 15u) - 8.0) * a[xo + j + 17u]; }'
+      + ` acc${r}_${t} += s * d${r}; }`,
+  },
+};
+
+/**
+ * The T-row product tiled: a workgroup of 64 invocations computes `tile.rows` weight rows for
+ * `tile.tokens` tokens (a wg.x/wg.y grid of row tiles, wg.z of token tiles), so each weight unit
+ * is read and dequantized once for the tile's tokens and each activation unit once for its rows.
+ * Invocation l sums units l, l + 64, … of every output of the tile, as invocation l of the one-row
+ * kernel does for its one output, and the 64 partial sums of each output are added in the one-row
+ * kernel's tree: every output is identical to matmulWgsl's. Rows and tokens past the end are read
+ * clamped and not written. No routed-expert ids (each slot's weight would differ).
+ */
+export function matmulTileWgsl(dt: GpuWeightDType, tile: MatmulTile = DEFAULT_TILE): string {
+  const { rows: R, tokens: TT } = tile, RT = R * TT, WG = MATMUL_WG, U = TILE_UNIT[dt];
+  const rIdx = [...Array(R).keys()], tIdx = [...Array(TT).keys()];
+  const each = (f: (r: number, t: number) => string) => rIdx.flatMap((r) => tIdx.map((t) => f(r, t))).join('\n');
+  const dot = dt === 'f32' ? (r: number, t: number) => `acc${r}_${t} += ${U.dot(r, t)};` : U.dot;
+  return kernelSource(MATMUL_PARAMS, ['p', 'a', 'w'], BYTES + `
+var<workgroup> red: array<f32, ${WG * RT}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let r0 = (wg.x + wg.y * p.nx) * ${R}u;
+  let z0 = wg.z * ${TT}u;
+  if (r0 >= p.rows) { return; }
+  let rowStride = ${ROW_STRIDE[dt]};
+${rIdx.map((r) => `  let rb${r} = p.wOff + min(r0 + ${r}u, p.rows - 1u) * rowStride;`).join('\n')}
+${tIdx.map((t) => `  let xb${t} = p.xOff + (min(z0 + ${t}u, p.batch - 1u) / p.xDiv) * p.xStride;`).join('\n')}
+${each((r, t) => `  var acc${r}_${t} = 0.0;`)}
+  let units = p.cols / ${U.elems}u;
+  for (var u = li; u < units; u += ${WG}u) {
+${rIdx.map((r) => U.load(r)).join('\n')}
+${each(dot)}
+  }
+${dt === 'f32' ? `  if (li == 0u) {
+${each((r, t) => `    var tail${r}_${t} = 0.0;`)}
+    for (var i = units * 4u; i < p.cols; i++) {
+${each((r, t) => `      tail${r}_${t} += bitcast<f32>(w[rb${r} + i]) * a[xb${t} + i];`)}
+    }
+${each((r, t) => `    acc${r}_${t} += tail${r}_${t};`)}
+  }` : ''}
+${each((r, t) => `  red[${(r * TT + t) * WG}u + li] = acc${r}_${t};`)}
+  workgroupBarrier();
+  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
+    for (var i = li; i < ${RT}u * s; i += ${WG}u) {
+      let o = i / s;
+      let l = i - o * s;
+      red[o * ${WG}u + l] += red[o * ${WG}u + l + s];
+    }
+    workgroupBarrier();
+  }
+  if (li < ${RT}u) {
+    let row = r0 + li / ${TT}u;
+    let z = z0 + li % ${TT}u;
+    if (row < p.rows && z < p.batch) { a[p.yOff + z * p.yStride + row] = red[li * ${WG}u]; }
+  }
+}
+`);
+}
+
 /**
  * out[t·cols + i] = dequant(row ids[tokOff + step.pos + t] (or p.row when p.useStep is 0), i) · scale
  * for i < cols, t < the grid's y size (the tokens of the pass).
