@@ -11,3 +11,4 @@ export * from './moe';
 export * from './linear_attention';
 export * from './ssm';
 export * from './rnn';
+export * from './kquant';

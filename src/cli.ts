@@ -14,8 +14,9 @@ import { ChatTemplate } from './generate/chat-template';
 import type { GenerateParams, LanguageModel, ModelSession } from './generate/language-model';
 import { mulberry32, resolveSampling } from './generate/sampler';
 import { RequestError } from './generate/errors';
-import { ConvertAbortedError, convertToGGUF, CONVERT_DTYPES, type ConvertDType, type ConvertResult } from './convert';
+import { ConvertAbortedError, convertToGGUF, CONVERT_DTYPES, CONVERT_FORMATS, type ConvertDType, type ConvertFormat, type ConvertResult } from './convert';
 import { ContainerError, decodeContainer, encodeContainer, type Container, type ContainerKind } from './runtime/container';
+import { HubError, parseHubRef, resolveHubModel } from './formats/hub';
 
 class UsageError extends Error {}
 class CliError extends Error {}
@@ -34,7 +35,7 @@ interface Command {
 
 const MODEL_OPTS: OptionsSpec = {
   model: { type: 'string', arg: 'M', desc: 'checkpoint: HF directory, .gguf / .safetensors file, or URL', defaultText: 'models/sparrow-mini' },
-  dtype: { type: 'string', arg: 'D', desc: 'weights in memory', choices: ['auto', 'f32', 'q8_0', 'q4_0'], defaultText: 'auto' },
+  dtype: { type: 'string', arg: 'D', desc: 'weights in memory (q4_k_m, q5_k_m, q6_k, …: llama.cpp-style per-tensor mixes)', choices: ['auto', 'f32', 'q8_0', 'q4_0', 'q4_k_m', 'q4_k_s', 'q5_k_m', 'q5_k_s', 'q6_k', 'q4_k', 'q5_k'], defaultText: 'auto' },
   'max-context': { type: 'int', arg: 'N', desc: 'positions a session holds', defaultText: 'min(model, 4096)' },
   build: { type: 'string', arg: 'B', desc: 'kernel build', choices: ['auto', 'simd', 'relaxed', 'threads'], defaultText: 'auto' },
   threads: { type: 'int', arg: 'N', desc: 'threads for the matrix products, this one included', min: 1, defaultText: '1' },
@@ -74,15 +75,42 @@ function defaultModelDir(): string {
   return fileURLToPath(new URL('../models/sparrow-mini/', import.meta.url));
 }
 
-function resolveModel(m: string | undefined): string {
+/**
+ * The path or URL to load: --model as given when it is a URL or an existing path; else, when it has
+ * the form of a Hugging Face hub name (org/name[@rev], org/name/file.gguf, org/name:QUANT), the
+ * cached download of it (fetched now if need be, with progress on stderr).
+ */
+async function resolveModel(m: string | undefined): Promise<string> {
   if (m === undefined) {
     const dir = defaultModelDir();
     if (!existsSync(dir)) throw new CliError(`no --model given and the default model directory ${dir} does not exist`);
     return dir;
   }
   if (/^https?:\/\//.test(m)) return m;
-  if (!existsSync(m)) throw new CliError(`model not found: ${m}`);
-  return m;
+  if (existsSync(m)) return m;
+  const ref = parseHubRef(m);
+  if (!ref) throw new CliError(`model not found: ${m}`);
+  const bar = new Progress('downloading');
+  try {
+    const r = await resolveHubModel(ref, {
+      progress: {
+        start: (file, size, from) => stderr(`sparrow: downloading ${ref.repo}/${file}${size === undefined ? '' : ` (${fmtBytes(size)})`}${from ? `, resuming at ${fmtBytes(from)}` : ''}\n`),
+        update: (file, done, size) => bar.update(done, size ?? 0, file),
+        done: () => bar.end(),
+        note: (msg) => {
+          bar.end();
+          stderr(`sparrow: ${msg}\n`);
+        },
+      },
+    });
+    return r.path;
+  } catch (e) {
+    if (!(e instanceof HubError)) throw e;
+    if (e.kind === 'not-found' && /no such model repo/.test(e.message)) throw new CliError(`model not found: ${e.message}, nor a local path`);
+    throw new CliError(e.message);
+  } finally {
+    bar.end();
+  }
 }
 
 /** A one-line bar on stderr, drawn only when stderr is a terminal. */
@@ -106,7 +134,7 @@ class Progress {
 }
 
 async function load(opts: Record<string, any>, extra: LoadOptions = {}): Promise<{ lm: LanguageModel; path: string; loadMs: number }> {
-  const path = resolveModel(opts.model);
+  const path = await resolveModel(opts.model);
   const bar = new Progress('loading');
   const t0 = performance.now();
   try {
@@ -486,16 +514,21 @@ function round(x: number): number {
 }
 
 const convert: Command = {
-  usage: 'IN OUT --dtype q8_0|q4_0|f16|f32',
+  usage: 'IN OUT --dtype q8_0|q4_0|f16|f32|q4_k_m|q5_k_m|q6_k|…',
   summary: `Converts a checkpoint (HF directory, safetensors or GGUF) to a GGUF file in sparrow's convention: HF
 tensor names, config / tokenizer / generation config as metadata, weights in the given dtype (norms, biases
 and other small tensors stay f32, as when quantizing on load). Tensors already quantized in the source keep
-their type unless the dtype is f32. OUT is written under a temporary name and renamed when complete; an OUT
-that is one of the input's files is refused.`,
-  spec: { dtype: { type: 'string', arg: 'D', desc: 'required: the dtype of the weights written', choices: CONVERT_DTYPES } },
+their type unless the dtype is f32. q4_k_m, q4_k_s, q5_k_m, q5_k_s, q6_k (q4_k, q5_k: aliases of the _m ones)
+choose the type of each tensor as llama.cpp's file types of those names do (sparrow layout only). With --format llama.cpp the file is in llama.cpp's own layout (its
+tensor names, hyperparameter keys and tokenizer metadata). OUT is written under a temporary name and renamed
+when complete; an OUT that is one of the input's files is refused.`,
+  spec: {
+    dtype: { type: 'string', arg: 'D', desc: 'required: the dtype of the weights written', choices: CONVERT_DTYPES },
+    format: { type: 'string', arg: 'F', desc: "the GGUF layout: sparrow (HF names, the default) or llama.cpp", choices: CONVERT_FORMATS, default: 'sparrow' },
+  },
   positionals: [2, 2],
   async run(o, [input, output]) {
-    if (!o.dtype) throw new UsageError('convert: --dtype is required (q8_0, q4_0, f16 or f32)');
+    if (!o.dtype) throw new UsageError(`convert: --dtype is required (${CONVERT_DTYPES.join(', ')})`);
     if (!existsSync(input)) throw new CliError(`input not found: ${input}`);
     const bar = new Progress('converting');
     const ac = new AbortController();
@@ -503,7 +536,7 @@ that is one of the input's files is refused.`,
     process.on('SIGINT', onInt);
     let r: ConvertResult;
     try {
-      r = await convertToGGUF(input, output, { dtype: o.dtype as ConvertDType, signal: ac.signal, onProgress: (d, t, w) => bar.update(d, t, w) });
+      r = await convertToGGUF(input, output, { dtype: o.dtype as ConvertDType, format: o.format as ConvertFormat, signal: ac.signal, onProgress: (d, t, w) => bar.update(d, t, w) });
     } catch (e) {
       if (e instanceof ConvertAbortedError) throw new InterruptedError(e.message);
       throw e;

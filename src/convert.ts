@@ -1,23 +1,38 @@
 // Checkpoint → GGUF in sparrow's convention (src/formats/gguf.ts): HF tensor names and shapes,
-// config / generation config / tokenizer / chat template as metadata.
+// config / generation config / tokenizer / chat template as metadata; or, with format 'llama.cpp',
+// in llama.cpp's own layout (src/formats/llamacpp.ts).
 //
 // Each tensor is written in exactly the dtype a load of the source with the same dtype holds it in
-// (formats/dtype.ts storedDType, with the family's f32-only tensors, Family.keepF32, e.g. gpt-oss
+// (formats/dtype.ts storedDType, or runtime/quantmix.ts mixStoredDType for the llama.cpp-style
+// mixes q4_k_m, q5_k_m, q6_k, …, with the family's f32-only tensors, Family.keepF32, e.g. gpt-oss
 // expert biases), so the GGUF gives the same logits as the source quantized on load. Integer and
 // boolean tensors are copied (u8 and bool as GGUF I8).
 
 import { openCheckpoint, type Checkpoint, type TensorInfo } from './formats/checkpoint';
-import { f32ToF16Bytes, isQuantized, numElements, quantizeQ4_0, quantizeQ8_0, storedDType, type DType } from './formats/dtype';
+import { encodeF32, isQuantized, isQuantMix, numElements, QUANT_MIXES, storedDType, type DType, type QuantMix } from './formats/dtype';
 import { ConfigError, FormatError, SparrowError } from './formats/errors';
 import { GGUFWriter, ggmlType, setSparrowMetadata } from './formats/gguf';
+import { llamaCppWriterFor } from './formats/llamacpp';
 import { nodeFs, isUrl } from './formats/source';
 import { familyFor } from './models/index';
+import { mixModel, mixStoredDType, type MixModel } from './runtime/quantmix';
 
-export type ConvertDType = 'f32' | 'f16' | 'q8_0' | 'q4_0';
-export const CONVERT_DTYPES: ConvertDType[] = ['f32', 'f16', 'q8_0', 'q4_0'];
+/** Whole-file dtypes, or a llama.cpp-style per-tensor mix (runtime/quantmix.ts; sparrow layout only). */
+export type ConvertDType = 'f32' | 'f16' | 'q8_0' | 'q4_0' | QuantMix;
+export const CONVERT_DTYPES: ConvertDType[] = ['f32', 'f16', 'q8_0', 'q4_0', ...QUANT_MIXES];
+
+/**
+ * The GGUF layout written: 'sparrow' (default) keeps HF tensor names and the config as metadata;
+ * 'llama.cpp' writes llama.cpp's tensor names, transforms and `<arch>.*` hyperparameters
+ * (formats/llamacpp.ts), a file llama.cpp itself can load.
+ */
+export type ConvertFormat = 'sparrow' | 'llama.cpp';
+export const CONVERT_FORMATS: ConvertFormat[] = ['sparrow', 'llama.cpp'];
 
 export interface ConvertOptions {
   dtype: ConvertDType;
+  /** Layout of the output; default 'sparrow'. */
+  format?: ConvertFormat;
   /** general.name (default: the config's _name_or_path). */
   name?: string;
   onProgress?: (done: number, total: number, name: string) => void;
@@ -55,9 +70,18 @@ export class ConvertAbortedError extends ConvertError {
   }
 }
 
-/** The dtype a tensor is written in for `target`, given the family's f32-only tensors. */
-export function convertedDType(info: TensorInfo, target: ConvertDType, keepF32: (name: string) => boolean): DType {
-  const d = storedDType(info.name, info.shape, info.dtype, target, keepF32);
+/**
+ * The dtype a tensor is written in for `target`, given the family's f32-only tensors; a mix target
+ * needs the model facts of the whole checkpoint (quantmix.ts mixModel).
+ */
+export function convertedDType(info: TensorInfo, target: ConvertDType, keepF32: (name: string) => boolean, mix?: MixModel): DType {
+  let d: DType;
+  if (isQuantMix(target)) {
+    if (!mix) throw new ConfigError('dtype', `${target} needs the model facts of the whole checkpoint (mixModel)`);
+    d = mixStoredDType(info.name, info.shape, info.dtype, target, mix, keepF32);
+  } else {
+    d = storedDType(info.name, info.shape, info.dtype, target, keepF32);
+  }
   // GGUF has no unsigned byte or boolean type: their values (0…127, 0/1) are written as I8.
   return d === 'u8' || d === 'bool' ? 'i8' : d;
 }
@@ -65,10 +89,22 @@ export function convertedDType(info: TensorInfo, target: ConvertDType, keepF32: 
 /** A GGUF writer for `ckpt`; tensor data is read and converted lazily while the writer streams. */
 export function ggufFor(ckpt: Checkpoint, opts: ConvertOptions): { writer: GGUFWriter; tensorsByDType: Record<string, number>; keptQuantized: Record<string, number> } {
   if (!CONVERT_DTYPES.includes(opts.dtype)) throw new ConfigError('dtype', `must be one of ${CONVERT_DTYPES.join(', ')}, got ${JSON.stringify(opts.dtype)}`);
+  const format = opts.format ?? 'sparrow';
+  if (!CONVERT_FORMATS.includes(format)) throw new ConfigError('format', `must be one of ${CONVERT_FORMATS.join(', ')}, got ${JSON.stringify(opts.format)}`);
   const config = ckpt.config;
   const family = familyFor(config);
   const keep = (name: string) => family.keepF32?.(name, config) ?? false;
-  const plan = [...ckpt.tensors.values()].map((info) => ({ info, dtype: convertedDType(info, opts.dtype, keep) }));
+  if (format === 'llama.cpp') {
+    if (isQuantMix(opts.dtype)) {
+      throw new ConfigError('dtype', `${opts.dtype} cannot be written in llama.cpp layout yet (it takes f32, f16, q8_0, q4_0); convert to the sparrow layout, or to f16 and quantize with llama.cpp`);
+    }
+    return llamaCppWriterFor(ckpt, {
+      dtype: opts.dtype, name: opts.name, keepF32: keep, ignore: (name) => family.ignore?.(name, config) ?? false, onProgress: opts.onProgress,
+    });
+  }
+  const ignore = (name: string) => family.ignore?.(name, config) ?? false;
+  const mix = isQuantMix(opts.dtype) ? mixModel(ckpt.tensors.values(), config, ignore) : undefined;
+  const plan = [...ckpt.tensors.values()].map((info) => ({ info, dtype: convertedDType(info, opts.dtype, keep, mix) }));
   const elements = new Map<DType, number>();
   const tensorsByDType: Record<string, number> = {};
   const keptQuantized: Record<string, number> = {};
@@ -88,7 +124,7 @@ export function ggufFor(ckpt: Checkpoint, opts: ConvertOptions): { writer: GGUFW
     tokenizerConfig: ckpt.tokenizerConfig,
     chatTemplate: ckpt.chatTemplate,
     name: opts.name ?? (typeof config._name_or_path === 'string' ? config._name_or_path : undefined),
-    fileType: bulk,
+    fileType: isQuantMix(opts.dtype) ? opts.dtype : bulk,
   });
   let done = 0;
   for (const { info, dtype } of plan) {
@@ -102,11 +138,7 @@ export function ggufFor(ckpt: Checkpoint, opts: ConvertOptions): { writer: GGUFW
         const f = await ckpt.readF32(info.name);
         const cols = info.shape.length ? info.shape[info.shape.length - 1] : 1;
         const rows = cols ? f.length / cols : 0;
-        if (dtype === 'f32') bytes = new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
-        else if (dtype === 'f16') bytes = f32ToF16Bytes(f);
-        else if (dtype === 'q8_0') bytes = quantizeQ8_0(f, rows, cols, info.name);
-        else if (dtype === 'q4_0') bytes = quantizeQ4_0(f, rows, cols, info.name);
-        else throw new FormatError(`tensors[${JSON.stringify(info.name)}].dtype`, `cannot convert ${info.dtype} to ${dtype}`);
+        bytes = encodeF32(dtype, f, rows, cols, info.name);
       }
       opts.onProgress?.(++done, plan.length, info.name);
       return bytes;
@@ -184,7 +216,8 @@ export async function convertToGGUF(input: string, output: string, opts: Convert
     await checkOutput(input, output, ckpt);
     const bytes = writer.byteLength;
     await writeAtomically(writer, output, opts.signal);
-    return { tensors: ckpt.tensors.size, bytes, tensorsByDType, keptQuantized };
+    const tensors = Object.values(tensorsByDType).reduce((a, n) => a + n, 0);
+    return { tensors, bytes, tensorsByDType, keptQuantized };
   } finally {
     await ckpt.close();
   }

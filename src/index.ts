@@ -5,7 +5,7 @@ import { BudgetError, ConfigError } from './formats/errors';
 import { ArenaBudgetError, KernelError, threadsAvailable, type BuildChoice } from './kernels/runtime';
 import { attachPool, createPool, type Pool } from './kernels/pool';
 import { buildModel, familyFor, type ModelOptions } from './models/index';
-import { WeightStore, type LoadDType } from './runtime/weights';
+import { LOAD_DTYPES, WeightStore, type LoadDType } from './runtime/weights';
 import { ChatTemplate } from './generate/chat-template';
 import { LanguageModel } from './generate/language-model';
 import { Tokenizer } from './generate/tokenizer';
@@ -17,7 +17,10 @@ export type Backend = 'wasm' | 'webgpu' | 'auto';
 export type CheckpointSource = CheckpointInput;
 
 export interface LoadOptions {
-  /** Weight dtype in memory: 'auto' keeps the file's (f16/bf16/quantized) where the kernels take it. */
+  /**
+   * Weight dtype in memory: 'auto' keeps the file's (f16/bf16/quantized, K-quants included) where the kernels take it;
+   * 'q4_k_m', 'q5_k_m', 'q6_k', … quantize per tensor as llama.cpp's file types of those names (runtime/quantmix.ts).
+   */
   dtype?: LoadDType;
   /**
    * Where generation runs. 'wasm' (default): the WASM kernels. 'webgpu': the WebGPU forward pass
@@ -49,7 +52,7 @@ export interface LoadOptions {
   onProgress?: (done: number, total: number, what: string) => void;
 }
 
-const DTYPES: LoadDType[] = ['auto', 'f32', 'q8_0', 'q4_0'];
+const DTYPES: readonly LoadDType[] = LOAD_DTYPES;
 const BACKENDS: Backend[] = ['wasm', 'webgpu', 'auto'];
 
 function checkOptions(o: LoadOptions): void {

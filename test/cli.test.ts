@@ -154,10 +154,10 @@ describe('usage errors and missing files: one line on stderr, no stack', () => {
     [['generate', '--model', '/no/such/model'], 1, /^sparrow: model not found: \/no\/such\/model$/],
     [['info', '/no/such/model.gguf'], 1, /^sparrow: model not found: \/no\/such\/model\.gguf$/],
     [['convert', '/no/such/dir', 'x.gguf', '--dtype', 'q8_0'], 1, /^sparrow: input not found: \/no\/such\/dir$/],
-    [['convert', 'a'], 2, /^sparrow: convert: expected IN OUT --dtype q8_0\|q4_0\|f16\|f32$/],
+    [['convert', 'a'], 2, /^sparrow: convert: expected IN OUT --dtype q8_0\|q4_0\|f16\|f32\|q4_k_m\|q5_k_m\|q6_k\|…$/],
     [['convert', 'a', 'b'], 2, /^sparrow: convert: --dtype is required/],
     [['frobnicate'], 2, /^sparrow: unknown command "frobnicate"/],
-    [['chat', '--dtype', 'q5'], 2, /^sparrow: chat: --dtype must be auto, f32, q8_0 or q4_0, got "q5"$/],
+    [['chat', '--dtype', 'q5'], 2, /^sparrow: chat: --dtype must be auto, f32, q8_0, q4_0, q4_k_m, q4_k_s, q5_k_m, q5_k_s, q6_k, q4_k or q5_k, got "q5"$/],
     [['info', CLI], 1, /^sparrow: .*neither GGUF nor safetensors/],
   ];
   for (const [args, status, re] of cases) {

@@ -977,7 +977,7 @@ describe('malformed GGUF', () => {
       [rawGGUF({ tensors: t0({ dims: [2n ** 53n] }) }), 'gguf.tensors["w"].dims[0]'],
       [rawGGUF({ tensors: t0({ dims: [2 ** 40, 2 ** 40] }) }), 'gguf.tensors["w"].dims', /2\^53/],
       [rawGGUF({ tensors: t0({ type: 99 }) }), 'gguf.tensors["w"].type', /unknown ggml type 99/],
-      [rawGGUF({ tensors: t0({ type: 12 }) }), 'gguf.tensors["w"].type', /Q4_K/],
+      [rawGGUF({ tensors: t0({ type: 16 }) }), 'gguf.tensors["w"].type', /IQ2_XXS/],
       [rawGGUF({ tensors: t0({ type: 8, dims: [16, 2] }) }), 'gguf.tensors["w"].dims', /multiple of 32/],
       [rawGGUF({ tensors: t0({ offset: 4 }) }), 'gguf.tensors["w"].offset', /alignment/],
       [rawGGUF({ tensors: t0({ offset: 1024 }) }), 'gguf.tensors["w"].offset', /beyond/],

@@ -176,7 +176,7 @@ describe.each(BUILDS)('matmul (%s build)', (build) => {
     expect(() => matmul(k, Y.ptr, X.ptr, wf, 0)).toThrow(/batch/);
     expect(() => matmul(k, X.ptr + 4, X.ptr, wf, 2)).toThrow(/overlaps/);
     expect(() => matmul(k, Y.ptr, X.ptr, { ...wf, rows: 1e9 }, 1)).toThrow(/past the end of memory/);
-    expect(() => matmul(k, Y.ptr, X.ptr, { ...wf, dtype: 'q5_k' as any }, 1)).toThrow(/dtype/);
+    expect(() => matmul(k, Y.ptr, X.ptr, { ...wf, dtype: 'q5_x' as any }, 1)).toThrow(/dtype/);
     expect(() => matmul(k, Y.ptr, X.ptr, { ...wf, ptr: 0 }, 1)).toThrow(/w.ptr/);
     expect(() => quantizeRowsQ8_0(k, Y.ptr, X.ptr, 1, 48)).toThrow(/multiple of 32/);
     k.arena.release(m);

@@ -10,6 +10,7 @@ import type { ByteSource, ProgressFn, SourceInput } from './source';
 import { bufferSource, fileSource, isByteSource, isUrl, nodeFs, openSource, urlSource } from './source';
 import { looksLikeSafetensors, parseSafetensors } from './safetensors';
 import { isGGUF, parseGGUF, readSparrowMetadata } from './gguf';
+import { isLlamaCppLayout, openLlamaCpp } from './llamacpp';
 
 export interface TensorInfo {
   name: string;
@@ -402,6 +403,17 @@ async function openFile(src: ByteSource, side: SideFiles, opts: OpenOptions, whe
     const head = await src.read(0, Math.min(src.size, 9));
     if (isGGUF(head) || /\.gguf$/i.test(src.name)) {
       const g = await parseGGUF(src);
+      if (isLlamaCppLayout(g)) {
+        // llama.cpp's own layout: tensors renamed back to HF, config rebuilt from `<arch>.*` keys.
+        const lc = await openLlamaCpp(g, opts.config ?? side.config);
+        const metadata: Record<string, unknown> = { ...g.metadata };
+        if (lc.unmapped.length) metadata['sparrow.llamacpp.unmapped'] = lc.unmapped;
+        return new CheckpointImpl('gguf', lc.config, tensorMap(lc.tensors), metadata, [src],
+          side.generationConfig ?? lc.generationConfig,
+          side.tokenizerJson ?? lc.tokenizerJson,
+          side.tokenizerConfig ?? (side.tokenizerJson === undefined ? lc.tokenizerConfig : undefined),
+          side.chatTemplate ?? lc.chatTemplate);
+      }
       const meta = readSparrowMetadata(g.metadata, {
         config: (opts.config ?? side.config) !== undefined,
         generationConfig: side.generationConfig !== undefined,

@@ -3,12 +3,28 @@
 // and by llama.cpp hold identical blocks).
 
 import { FormatError } from './errors';
+import { dequantizeKQuant, isKQuant, quantizeKQuant, type KQuantDType } from './kquants';
+
+export type { KQuantDType } from './kquants';
 
 /** Types that weights run in (the kernels' dtypes). */
 export type WeightDType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
 /** Every type a checkpoint tensor may have; the integer and f64 ones are read, never computed with. */
-export type DType = WeightDType | 'f64' | 'i64' | 'i32' | 'i16' | 'i8' | 'u8' | 'bool';
+export type DType = WeightDType | KQuantDType | 'f64' | 'i64' | 'i32' | 'i16' | 'i8' | 'u8' | 'bool';
+/** The block types checkpoints can be quantized to on load or conversion. */
 export type QuantDType = 'q8_0' | 'q4_0';
+
+/**
+ * llama.cpp-style quantization mixes: a per-tensor choice of K-quant (and fallback) types made by
+ * runtime/quantmix.ts, named as llama.cpp's `llama-quantize` file types. 'q4_k' and 'q5_k' are
+ * aliases of 'q4_k_m' and 'q5_k_m', as in llama-quantize.
+ */
+export type QuantMix = 'q4_k_m' | 'q4_k_s' | 'q5_k_m' | 'q5_k_s' | 'q6_k' | 'q4_k' | 'q5_k';
+export const QUANT_MIXES: readonly QuantMix[] = ['q4_k_m', 'q4_k_s', 'q5_k_m', 'q5_k_s', 'q6_k', 'q4_k', 'q5_k'];
+
+export function isQuantMix(x: unknown): x is QuantMix {
+  return typeof x === 'string' && (QUANT_MIXES as readonly string[]).includes(x);
+}
 
 /** Elements per quantization block (ggml QK8_0 = QK4_0 = 32). */
 export const QK = 32;
@@ -28,6 +44,16 @@ const LAYOUT: Record<DType, DTypeLayout> = {
   q8_0: { block: QK, bytes: 34 },
   // f16 scale d + 16 bytes of 4-bit values
   q4_0: { block: QK, bytes: 18 },
+  // ggml K-quants and related formats (layouts in kquants.ts)
+  q2_k: { block: 256, bytes: 84 },
+  q3_k: { block: 256, bytes: 110 },
+  q4_k: { block: 256, bytes: 144 },
+  q5_k: { block: 256, bytes: 176 },
+  q6_k: { block: 256, bytes: 210 },
+  q8_k: { block: 256, bytes: 292 },
+  iq4_nl: { block: QK, bytes: 18 },
+  iq4_xs: { block: 256, bytes: 136 },
+  mxfp4: { block: QK, bytes: 17 },
   f64: { block: 1, bytes: 8 },
   i64: { block: 1, bytes: 8 },
   i32: { block: 1, bytes: 4 },
@@ -43,16 +69,17 @@ export function isDType(x: unknown): x is DType {
   return typeof x === 'string' && Object.hasOwn(LAYOUT, x);
 }
 
-export function isQuantized(d: DType): d is QuantDType {
-  return d === 'q8_0' || d === 'q4_0';
+/** Block-quantized types: q8_0, q4_0 and the K-quant family (kquants.ts). */
+export function isQuantized(d: DType): d is QuantDType | KQuantDType {
+  return d === 'q8_0' || d === 'q4_0' || isKQuant(d);
 }
 
-/** Elements per block: 32 for q8_0/q4_0, else 1. */
+/** Elements per block: 32 for q8_0/q4_0/iq4_nl/mxfp4, 256 for the super-block K-quants and iq4_xs, else 1. */
 export function blockSize(d: DType): number {
   return LAYOUT[d].block;
 }
 
-/** Bytes per block: 34 for q8_0, 18 for q4_0, else the element size. */
+/** Bytes per block: 34 for q8_0, 18 for q4_0, the ggml block size for the K-quants, else the element size. */
 export function blockBytes(d: DType): number {
   return LAYOUT[d].bytes;
 }
@@ -271,6 +298,9 @@ export function toF32(dtype: DType, bytes: Uint8Array, n: number): Float32Array 
     case 'bf16': return bf16BytesToF32(bytes, n);
     case 'q8_0': return dequantizeQ8_0(bytes, n);
     case 'q4_0': return dequantizeQ4_0(bytes, n);
+    case 'q2_k': case 'q3_k': case 'q4_k': case 'q5_k': case 'q6_k': case 'q8_k':
+    case 'iq4_nl': case 'iq4_xs': case 'mxfp4':
+      return dequantizeKQuant(dtype, bytes, n);
     default: {
       const size = LAYOUT[dtype].bytes;
       needBytes(bytes, size * n, dtype);
@@ -412,6 +442,23 @@ export function dequantizeQ4_0(bytes: Uint8Array, n: number): Float32Array {
   return out;
 }
 
+/**
+ * f32 values of a [rows, cols] tensor encoded in `dtype`: f32, f16, bf16, Q8_0, Q4_0 or a K-quant
+ * (kquants.ts quantizeKQuant), the bytes ggml's reference quantizers write.
+ */
+export function encodeF32(dtype: DType, src: Float32Array, rows: number, cols: number, name = 'tensor'): Uint8Array {
+  switch (dtype) {
+    case 'f32': return new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
+    case 'f16': return f32ToF16Bytes(src);
+    case 'bf16': return f32ToBF16Bytes(src);
+    case 'q8_0': return quantizeQ8_0(src, rows, cols, name);
+    case 'q4_0': return quantizeQ4_0(src, rows, cols, name);
+    default:
+      if (isKQuant(dtype)) return quantizeKQuant(dtype, src, rows, cols, name);
+      throw new FormatError(`tensors["${name}"].dtype`, `cannot encode f32 values as ${dtype}`);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 /** Substrings of tensor names that stay f32 whatever the target (see quantPolicy). */
@@ -452,7 +499,8 @@ export function quantPolicy(name: string, shape: readonly number[], target: Quan
   return target;
 }
 
-function keptF32ByName(name: string): boolean {
+/** Whether formats/dtype.ts keeps a tensor f32 by its name under every quantized target (KEEP_F32). */
+export function keptF32ByName(name: string): boolean {
   return KEEP_F32.some((s) => name.includes(s));
 }
 
@@ -478,7 +526,7 @@ export function storagePolicy(name: string, shape: readonly number[], target: We
 export function storedDType(name: string, shape: readonly number[], src: DType, target: 'auto' | WeightDType, keepF32?: (name: string) => boolean): DType {
   if (!FLOAT_DTYPES.has(src)) return src;
   if (shape.length < 2 || keepF32?.(name)) return 'f32';
-  const quantized = src === 'q8_0' || src === 'q4_0';
+  const quantized = isQuantized(src);
   if (target === 'auto') {
     if (quantized) return src;
     if (quantPolicy(name, shape, 'q8_0') === 'f32') return 'f32';
@@ -488,4 +536,6 @@ export function storedDType(name: string, shape: readonly number[], src: DType, 
   return quantized && d !== src && d !== 'f32' ? src : d;
 }
 
-const FLOAT_DTYPES: ReadonlySet<string> = new Set(['f32', 'f16', 'bf16', 'f64', 'q8_0', 'q4_0']);
+const FLOAT_DTYPES: ReadonlySet<string> = new Set([
+  'f32', 'f16', 'bf16', 'f64', 'q8_0', 'q4_0', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k', 'q8_k', 'iq4_nl', 'iq4_xs', 'mxfp4',
+]);

@@ -11,6 +11,7 @@
 //   general.architecture        the HF `model_type`
 //   general.name                model name
 //   general.file_type           llama.cpp ftype of the bulk of the weights (0 f32, 1 f16, 2 q4_0, 7 q8_0, 32 bf16)
+//                               or of the quantization mix (15 Q4_K_M, 17 Q5_K_M, 18 Q6_K, …)
 //   sparrow.version             u32, version of this convention (SPARROW_GGUF_VERSION)
 //   sparrow.hf_config           config.json, as a JSON string
 //   sparrow.generation_config   generation_config.json, as a JSON string
@@ -24,7 +25,7 @@
 
 import { ConfigError, FormatError } from './errors';
 import type { DType } from './dtype';
-import { tensorByteSize } from './dtype';
+import { tensorByteSize, type QuantMix } from './dtype';
 import type { ByteSource } from './source';
 import { nodeFs } from './source';
 import type { TensorInfo } from './checkpoint';
@@ -66,12 +67,13 @@ export type GGUFValue = number | bigint | boolean | string | GGUFValue[];
 const GGML_TYPES: Record<number, { name: string; dtype?: DType }> = {
   0: { name: 'F32', dtype: 'f32' }, 1: { name: 'F16', dtype: 'f16' }, 2: { name: 'Q4_0', dtype: 'q4_0' },
   3: { name: 'Q4_1' }, 6: { name: 'Q5_0' }, 7: { name: 'Q5_1' }, 8: { name: 'Q8_0', dtype: 'q8_0' }, 9: { name: 'Q8_1' },
-  10: { name: 'Q2_K' }, 11: { name: 'Q3_K' }, 12: { name: 'Q4_K' }, 13: { name: 'Q5_K' }, 14: { name: 'Q6_K' }, 15: { name: 'Q8_K' },
-  16: { name: 'IQ2_XXS' }, 17: { name: 'IQ2_XS' }, 18: { name: 'IQ3_XXS' }, 19: { name: 'IQ1_S' }, 20: { name: 'IQ4_NL' },
-  21: { name: 'IQ3_S' }, 22: { name: 'IQ2_S' }, 23: { name: 'IQ4_XS' },
+  10: { name: 'Q2_K', dtype: 'q2_k' }, 11: { name: 'Q3_K', dtype: 'q3_k' }, 12: { name: 'Q4_K', dtype: 'q4_k' },
+  13: { name: 'Q5_K', dtype: 'q5_k' }, 14: { name: 'Q6_K', dtype: 'q6_k' }, 15: { name: 'Q8_K', dtype: 'q8_k' },
+  16: { name: 'IQ2_XXS' }, 17: { name: 'IQ2_XS' }, 18: { name: 'IQ3_XXS' }, 19: { name: 'IQ1_S' }, 20: { name: 'IQ4_NL', dtype: 'iq4_nl' },
+  21: { name: 'IQ3_S' }, 22: { name: 'IQ2_S' }, 23: { name: 'IQ4_XS', dtype: 'iq4_xs' },
   24: { name: 'I8', dtype: 'i8' }, 25: { name: 'I16', dtype: 'i16' }, 26: { name: 'I32', dtype: 'i32' }, 27: { name: 'I64', dtype: 'i64' },
   28: { name: 'F64', dtype: 'f64' }, 29: { name: 'IQ1_M' }, 30: { name: 'BF16', dtype: 'bf16' },
-  34: { name: 'TQ1_0' }, 35: { name: 'TQ2_0' }, 39: { name: 'MXFP4' },
+  34: { name: 'TQ1_0' }, 35: { name: 'TQ2_0' }, 39: { name: 'MXFP4', dtype: 'mxfp4' },
 };
 const DTYPE_TO_GGML: Partial<Record<DType, number>> = {};
 for (const [id, t] of Object.entries(GGML_TYPES)) if (t.dtype) DTYPE_TO_GGML[t.dtype] = Number(id);
@@ -82,13 +84,26 @@ export function ggmlType(d: DType): number | undefined {
   return DTYPE_TO_GGML[d];
 }
 
-/** llama.cpp `general.file_type` (llama_ftype) for weights mostly in `d`. */
-export function ggufFileType(d: DType): number {
+/**
+ * llama.cpp `general.file_type` (llama_ftype) for weights mostly in `d`, or for a quantization mix
+ * (runtime/quantmix.ts; 'q4_k' / 'q5_k' are its aliases of Q4_K_M / Q5_K_M).
+ */
+export function ggufFileType(d: DType | QuantMix): number {
   switch (d) {
     case 'f16': return 1;
     case 'q4_0': return 2;
     case 'q8_0': return 7;
+    case 'q2_k': return 10;
+    case 'q3_k': return 12;
+    case 'q4_k_s': return 14;
+    case 'q4_k': case 'q4_k_m': return 15;
+    case 'q5_k_s': return 16;
+    case 'q5_k': case 'q5_k_m': return 17;
+    case 'q6_k': return 18;
+    case 'iq4_nl': return 25;
+    case 'iq4_xs': return 30;
     case 'bf16': return 32;
+    case 'mxfp4': return 38;
     default: return 0;
   }
 }
@@ -549,8 +564,9 @@ interface PendingTensor {
 }
 
 /**
- * Builds a GGUF v3 file: metadata of every value type and tensors in F32, F16, BF16, Q8_0, Q4_0
- * (and the integer types). Tensor data may be given lazily (a function) so that a converter holds
+ * Builds a GGUF v3 file: metadata of every value type and tensors in F32, F16, BF16, Q8_0, Q4_0,
+ * the K-quants and related block types (Q2_K … Q8_K, IQ4_NL, IQ4_XS, MXFP4; formats/kquants.ts) and
+ * the integer types. Tensor data may be given lazily (a function) so that a converter holds
  * one tensor at a time: `chunks()` yields the header, then each tensor's bytes and padding.
  */
 export class GGUFWriter {
@@ -705,8 +721,8 @@ export interface SparrowGGUFParts {
   tokenizerConfig?: unknown;
   chatTemplate?: string;
   name?: string;
-  /** Dtype of the bulk of the weights, for general.file_type. */
-  fileType?: DType;
+  /** Dtype of the bulk of the weights, or the quantization mix, for general.file_type. */
+  fileType?: DType | QuantMix;
 }
 
 /** Writes the sparrow convention keys (see the top of this file). */

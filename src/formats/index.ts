@@ -18,5 +18,8 @@ export {
   parseGGUF, GGUFWriter, GGUFValueType, GGUF_DEFAULT_ALIGNMENT, SPARROW_GGUF_VERSION, isGGUF, ggmlType, ggufFileType,
   setSparrowMetadata, readSparrowMetadata,
 } from './gguf';
+export type { LlamaCppParts, LlamaCppTarget, LlamaCppWriteOptions } from './llamacpp';
+export { LLAMACPP_ARCHS, LLAMACPP_MODEL_TYPES, isLlamaCppLayout, openLlamaCpp, llamaCppWriterFor } from './llamacpp';
+export { tokenizerFromGGUF, tokenizerToGGUF } from './gguf-tokenizer';
 export type { Checkpoint, CheckpointFormat, CheckpointInput, MemoryFiles, OpenOptions, TensorInfo } from './checkpoint';
 export { openCheckpoint } from './checkpoint';

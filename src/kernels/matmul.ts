@@ -2,8 +2,10 @@
 //
 // Layouts: W row-major [rows, cols] (HF Linear: out × in), rows contiguous, Q8_0/Q4_0 blocks of 32
 // along cols (Q8_0: f16 d + 32 int8, 34 B; Q4_0: f16 d + 16 B, byte j = element j | element j+16 << 4,
-// value (q − 8)·d). X [batch, cols] f32, Y [batch, rows] f32.
+// value (q − 8)·d). X [batch, cols] f32, Y [batch, rows] f32. K-quant weights (q2_k … q6_k, iq4_nl,
+// iq4_xs, mxfp4) go to kquant.ts.
 import { checkBuf, checkInt } from './act';
+import { isKWeight, kEmbedRows, kmatmul, type KWeight } from './kquant';
 import { poolOf } from './pool';
 import { KernelError } from './runtime';
 import { rowBytes, type K, type Weight, type WeightDType } from './types';
@@ -18,8 +20,13 @@ export interface MatmulOptions {
   exact?: boolean;
 }
 
-function checkWeight(k: K, kernel: string, w: Weight): void {
-  if (!w || DT_CODE[w.dtype] === undefined) throw new KernelError(kernel, `w.dtype must be f32, f16, bf16, q8_0 or q4_0, got ${w?.dtype}`);
+/** A weight in one of the dtypes this file's kernels take (not a K-quant). */
+type DenseWeight = Weight & { dtype: WeightDType };
+
+function checkWeight(k: K, kernel: string, w: Weight): asserts w is DenseWeight {
+  if (!w || !Object.hasOwn(DT_CODE, w.dtype)) {
+    throw new KernelError(kernel, `w.dtype must be f32, f16, bf16, q8_0, q4_0 or a K-quant (q2_k … q6_k, iq4_nl, iq4_xs, mxfp4), got ${w?.dtype}`);
+  }
   checkInt(kernel, 'w.rows', w.rows);
   checkInt(kernel, 'w.cols', w.cols);
   if ((w.dtype === 'q8_0' || w.dtype === 'q4_0') && w.cols % 32 !== 0) {
@@ -77,7 +84,11 @@ export function reserveMatmulScratch(k: K, maxBatch: number, maxCols: number): v
  * bit-identical results on the quantized paths. Rows are split over the pool attached to k (if
  * any) when the product is large enough.
  */
-export function matmul(k: K, y: number, x: number, w: Weight, batch: number, opts: MatmulOptions = {}): void {
+export function matmul(k: K, y: number, x: number, w: Weight | KWeight, batch: number, opts: MatmulOptions = {}): void {
+  if (isKWeight(w)) {
+    kmatmul(k, y, x, w, batch, opts);
+    return;
+  }
   checkWeight(k, 'matmul', w);
   checkInt('matmul', 'batch', batch);
   const { rows, cols } = w;
@@ -122,9 +133,13 @@ const F32_IN: Record<WeightDType, 'matmulF32' | 'matmulF16' | 'matmulBF16' | 'ma
  * out[i, :] = dequant(table row ids[i]) · scale for i < ids.length; out is f32 [ids.length, table.cols].
  * An id outside [0, table.rows) is a KernelError naming its position.
  */
-export function embedRows(k: K, out: number, table: Weight, ids: ArrayLike<number>, scale = 1): void {
-  checkWeight(k, 'embedRows', table);
+export function embedRows(k: K, out: number, table: Weight | KWeight, ids: ArrayLike<number>, scale = 1): void {
   if (!Number.isFinite(scale)) throw new KernelError('embedRows', `scale must be finite, got ${scale}`);
+  if (isKWeight(table)) {
+    kEmbedRows(k, out, table, ids, scale);
+    return;
+  }
+  checkWeight(k, 'embedRows', table);
   const n = ids.length, cols = table.cols;
   checkBuf(k, 'embedRows', 'out', out, n * cols * 4);
   const rb = rowBytes(table.dtype, cols);

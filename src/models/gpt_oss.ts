@@ -10,9 +10,9 @@
 // and up = columns 1::2, down_proj [E, I, D]. The build rewrites both in place, per expert, into the
 // [out, in] row layout the matmul reads: gate_up → [2I, D] (I gate rows, then I up rows), down → [D, I].
 
-import { quantizeQ4_0, quantizeQ8_0, toF32 } from '../formats/dtype';
+import { blockSize, encodeF32, toF32 } from '../formats/dtype';
 import { ConfigError } from '../formats/errors';
-import { rowBytes, type WeightDType } from '../kernels/types';
+import { rowBytes } from '../kernels/types';
 import { Attention } from '../layers/attention';
 import type { Ctx } from '../layers/context';
 import type { GatedWeights } from '../layers/mlp';
@@ -37,17 +37,18 @@ function once(ws: WeightStore, name: string, fn: () => void): void {
 /**
  * Rewrites each of the E matrices of a stacked tensor in place: element (r, c) of the new [R, C]
  * matrix is element src(r, c) of the old one (flat index into the old matrix). Element dtypes are
- * moved exactly; block-quantized matrices are dequantized, moved and re-quantized (both layouts
- * need whole blocks of 32 along their rows).
+ * moved exactly; block-quantized matrices (Q8_0, Q4_0, K-quants) are dequantized, moved and
+ * re-quantized in their dtype (both layouts need whole blocks along their rows).
  */
 function permuteMatrices(ws: WeightStore, name: string, E: number, R: number, C: number, oldCols: number, src: (r: number, c: number) => number): void {
   const w = ws.mat(name);
   const k = ws.k;
   const n = R * C;
-  const dtype = w.dtype as WeightDType;
+  const dtype = w.dtype;
   const bytesPer = rowBytes(dtype, C) * R;
-  if (dtype === 'q8_0' || dtype === 'q4_0') {
-    if (C % 32 !== 0 || oldCols % 32 !== 0) throw new ConfigError(`tensors["${name}"]`, `cannot re-block ${dtype} rows of ${C} (needs multiples of 32)`);
+  const block = blockSize(dtype);
+  if (block > 1 && (C % block !== 0 || oldCols % block !== 0)) {
+    throw new ConfigError(`tensors["${name}"]`, `cannot re-block ${dtype} rows of ${C} (needs multiples of ${block})`);
   }
   for (let e = 0; e < E; e++) {
     const p = w.ptr + e * bytesPer;
@@ -60,7 +61,7 @@ function permuteMatrices(ws: WeightStore, name: string, E: number, R: number, C:
       const old = toF32(dtype, bytes.slice(), n);
       const f = new Float32Array(n);
       for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) f[r * C + c] = old[src(r, c)];
-      k.arena.u8(p, bytesPer).set(dtype === 'q8_0' ? quantizeQ8_0(f, R, C) : quantizeQ4_0(f, R, C));
+      k.arena.u8(p, bytesPer).set(encodeF32(dtype, f, R, C, name));
     }
   }
 }

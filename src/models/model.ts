@@ -2,6 +2,8 @@
 // Sessions run tokens through the net in chunks, and snapshot / restore their state as bytes.
 
 import type { Checkpoint } from '../formats/checkpoint';
+import { isKQuant } from '../formats/kquants';
+import { reserveKMatmulScratch } from '../kernels/kquant';
 import { reserveMatmulScratch } from '../kernels/matmul';
 import { instantiate, type BuildChoice, type WasmInstance } from '../kernels/runtime';
 import { Ctx } from '../layers/context';
@@ -306,6 +308,7 @@ export async function buildModel(ckpt: Checkpoint, opts: ModelOptions = {}): Pro
   let maxCols = 32;
   for (const info of ckpt.tensors.values()) if (info.shape.length >= 2) maxCols = Math.max(maxCols, info.shape[info.shape.length - 1]);
   reserveMatmulScratch(k, maxChunk, maxCols);
+  if (Object.keys(ws.bytesByDType).some(isKQuant)) reserveKMatmulScratch(k, maxChunk, maxCols);
   const positions = Number(config.max_position_embeddings);
   const cfgMax = positions > 0 ? positions : 4096;
   const maxContext = opts.maxContext ?? Math.min(cfgMax, 4096);

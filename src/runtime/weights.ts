@@ -1,33 +1,57 @@
 // Moves a checkpoint's tensors into the model arena in the dtype each one runs in.
-// Which dtype each tensor is held in is decided by formats/dtype.ts storedDType (shared with conversion).
+// Which dtype each tensor is held in is decided by formats/dtype.ts storedDType, or for a
+// quantization mix by runtime/quantmix.ts mixStoredDType (both shared with conversion).
 
-import type { Checkpoint, TensorInfo } from '../formats/checkpoint';
-import { quantizeQ4_0, quantizeQ8_0, storedDType, type DType } from '../formats/dtype';
+import type { Checkpoint } from '../formats/checkpoint';
+import { blockSize, encodeF32, isQuantMix, storedDType, type DType, type QuantMix } from '../formats/dtype';
 import { BudgetError, ConfigError } from '../formats/errors';
-import type { K, Weight, WeightDType } from '../kernels/types';
+import { isKQuant } from '../formats/kquants';
+import type { AnyWeightDType, K, Weight } from '../kernels/types';
 import { rowBytes } from '../kernels/types';
+import { mixModel, mixStoredDType } from './quantmix';
 
-export type LoadDType = 'auto' | 'f32' | 'q8_0' | 'q4_0';
+/**
+ * The dtype weights are held in: 'auto' keeps the file's types where the kernels take them (f16,
+ * bf16, Q8_0, Q4_0, K-quants), 'f32' / 'q8_0' / 'q4_0' quantize (formats/dtype.ts quantPolicy), a
+ * QuantMix chooses per tensor as llama.cpp's file types do (runtime/quantmix.ts).
+ */
+export type LoadDType = 'auto' | 'f32' | 'q8_0' | 'q4_0' | QuantMix;
+export const LOAD_DTYPES: readonly LoadDType[] = ['auto', 'f32', 'q8_0', 'q4_0', 'q4_k_m', 'q4_k_s', 'q5_k_m', 'q5_k_s', 'q6_k', 'q4_k', 'q5_k'];
 
 export interface WeightOptions {
   dtype?: LoadDType;
   onProgress?: (done: number, total: number, name: string) => void;
 }
 
-/** The dtype a tensor is held in (formats/dtype.ts storedDType; the loader holds every tensor as a float type). */
-function targetDType(info: TensorInfo, want: LoadDType, keepF32?: (name: string) => boolean): WeightDType {
-  const d = storedDType(info.name, info.shape, info.dtype as DType, want, keepF32);
-  return d === 'f32' || d === 'f16' || d === 'bf16' || d === 'q8_0' || d === 'q4_0' ? d : 'f32';
+function runnable(d: DType): d is AnyWeightDType {
+  return d === 'f32' || d === 'f16' || d === 'bf16' || d === 'q8_0' || d === 'q4_0' || (isKQuant(d) && d !== 'q8_k');
 }
 
-function storedBytes(dtype: WeightDType, shape: number[]): number {
+/**
+ * The dtype of every tensor of `ckpt` held for `want` (skipping `ignore`d ones): storedDType, or
+ * mixStoredDType for a mix; a type the kernels do not take (integers, f64, q8_k) is held as f32.
+ */
+export function plannedDTypes(ckpt: Checkpoint, want: LoadDType, keepF32?: (name: string) => boolean, ignore?: (name: string) => boolean): Map<string, AnyWeightDType> {
+  const infos = [...ckpt.tensors.values()].filter((i) => !ignore?.(i.name));
+  const mix = isQuantMix(want) ? mixModel(infos, ckpt.config, ignore) : undefined;
+  const out = new Map<string, AnyWeightDType>();
+  for (const info of infos) {
+    const d = mix
+      ? mixStoredDType(info.name, info.shape, info.dtype as DType, want as QuantMix, mix, keepF32)
+      : storedDType(info.name, info.shape, info.dtype as DType, want as 'auto' | 'f32' | 'q8_0' | 'q4_0', keepF32);
+    out.set(info.name, runnable(d) ? d : 'f32');
+  }
+  return out;
+}
+
+function storedBytes(dtype: AnyWeightDType, shape: number[]): number {
   const cols = shape[shape.length - 1];
   const rows = shape.slice(0, -1).reduce((a, b) => a * b, 1);
   return rows * rowBytes(dtype, cols);
 }
 
 export class WeightStore {
-  private mats = new Map<string, { ptr: number; dtype: WeightDType; shape: number[] }>();
+  private mats = new Map<string, { ptr: number; dtype: AnyWeightDType; shape: number[] }>();
   readonly bytesByDType: Record<string, number> = {};
   paramCount = 0;
   /** Identity of the loaded weights: names, dtypes, shapes and the leading bytes of each tensor. */
@@ -38,10 +62,7 @@ export class WeightStore {
   /** Bytes the weights will take in the arena for a load dtype (for budget checks before allocation). */
   static plannedBytes(ckpt: Checkpoint, dtype: LoadDType, keepF32?: (name: string) => boolean, ignore?: (name: string) => boolean): number {
     let n = 0;
-    for (const info of ckpt.tensors.values()) {
-      if (ignore?.(info.name)) continue;
-      n += storedBytes(targetDType(info, dtype, keepF32), info.shape) + 64;
-    }
+    for (const [name, d] of plannedDTypes(ckpt, dtype, keepF32, ignore)) n += storedBytes(d, ckpt.tensors.get(name)!.shape) + 64;
     return n;
   }
 
@@ -51,17 +72,19 @@ export class WeightStore {
     // Tensors the family never reads (multi-token-prediction heads, precomputed tables) stay on disk.
     const infos = [...this.ckpt.tensors.values()].filter((i) => !ignore?.(i.name));
     const arena = this.k.arena;
-    const need = WeightStore.plannedBytes(this.ckpt, want, keepF32, ignore);
+    const plan = plannedDTypes(this.ckpt, want, keepF32, ignore);
+    let need = 0;
+    for (const info of infos) need += storedBytes(plan.get(info.name)!, info.shape) + 64;
     if (arena.top + need > arena.budget) {
       throw new BudgetError(need + arena.top, arena.budget);
     }
     let done = 0;
     for (const info of infos) {
-      const dtype = targetDType(info, want, keepF32);
+      const dtype = plan.get(info.name)!;
       const cols = info.shape[info.shape.length - 1];
       const rows = info.shape.slice(0, -1).reduce((a, b) => a * b, 1);
-      if ((dtype === 'q8_0' || dtype === 'q4_0') && cols % 32 !== 0) {
-        throw new ConfigError(`tensors["${info.name}"]`, `last dimension ${cols} is not a multiple of 32, cannot hold it as ${dtype}`);
+      if (cols % blockSize(dtype) !== 0) {
+        throw new ConfigError(`tensors["${info.name}"]`, `last dimension ${cols} is not a multiple of ${blockSize(dtype)}, cannot hold it as ${dtype}`);
       }
       let ptr: number;
       if (dtype === info.dtype) {
@@ -71,10 +94,8 @@ export class WeightStore {
       } else {
         const f = await this.ckpt.readF32(info.name);
         this.digestParts.push(new Uint8Array(f.buffer, f.byteOffset, Math.min(256, f.byteLength)).slice());
-        if (dtype === 'f32') ptr = arena.put(new Uint8Array(f.buffer, f.byteOffset, f.byteLength));
-        else if (dtype === 'q8_0') ptr = arena.put(quantizeQ8_0(f, rows, cols));
-        else if (dtype === 'q4_0') ptr = arena.put(quantizeQ4_0(f, rows, cols));
-        else throw new ConfigError(`tensors["${info.name}"]`, `cannot convert ${info.dtype} to ${dtype} on load`);
+        if (dtype === 'bf16') throw new ConfigError(`tensors["${info.name}"]`, `cannot convert ${info.dtype} to ${dtype} on load`);
+        ptr = arena.put(encodeF32(dtype, f, rows, cols, info.name));
       }
       this.mats.set(info.name, { ptr, dtype, shape: info.shape });
       this.digestParts.push(new TextEncoder().encode(`${info.name}:${dtype}:${info.shape.join('x')}`));

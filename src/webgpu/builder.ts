@@ -11,7 +11,8 @@
 // names it; recurrent regions are marked `fixed` so a session can keep restore points of just
 // those), constants `c`, integer scratch `ids` (routing ids, then the token ids of the sequence).
 
-import { toF32 } from '../formats/dtype';
+import { quantizeQ8_0, toF32 } from '../formats/dtype';
+import { isKQuant } from '../formats/kquants';
 import { KernelError } from '../kernels/runtime';
 import { rowBytes, type Weight } from '../kernels/types';
 import type { RegionSpec } from '../runtime/state';
@@ -168,6 +169,10 @@ export class GpuBuilder {
     if (w.dtype === 'f32' || w.dtype === 'q8_0' || w.dtype === 'q4_0') return { bytes: src, dtype: w.dtype };
     // f16 / bf16 go up as f32 (exact widening).
     const f = toF32(w.dtype, src, w.rows * w.cols);
+    // The WGSL kernels have no K-quant (q2_k … q6_k, iq4_nl, iq4_xs, mxfp4) path yet: those weights go
+    // up dequantized and re-quantized to q8_0 (whole 32-blocks per row), else as f32. The GPU then
+    // computes with q8_0 blocks of the dequantized values, not with the K-quant blocks themselves.
+    if (isKQuant(w.dtype) && w.cols % 32 === 0) return { bytes: quantizeQ8_0(f, w.rows, w.cols, w.name), dtype: 'q8_0' };
     return { bytes: new Uint8Array(f.buffer, f.byteOffset, f.byteLength), dtype: 'f32' };
   }
 

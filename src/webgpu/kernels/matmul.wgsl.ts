@@ -137,26 +137,32 @@ export const DEFAULT_TILE: MatmulTile = { rows: 4, tokens: 8 };
  * output's partial as unitDot computes it: same products in the same order, the quantized sums in
  * the same loop form (an unrolled form was contracted differently by llvmpipe).
  */
-const TILE_UNIT: Record<GpuWeightDType, { elems: number; load(r: number): string; dot(r: number, t: number): string }> = {
+const TILE_UNIT: Record<GpuWeightDType, { elems: number; load(r: number): string; x(t: number): string; dot(r: number, t: number): string }> = {
   f32: {
     elems: 4,
     load: (r) => `let o${r} = rb${r} + u * 4u;\n` + [0, 1, 2, 3].map((j) => `let w${r}_${j} = bitcast<f32>(w[o${r} + ${j}u]);`).join(' '),
-    dot: (r, t) => `w${r}_0 * a[xb${t} + u * 4u] + w${r}_1 * a[xb${t} + u * 4u + 1u] + w${r}_2 * a[xb${t} + u * 4u + 2u] + w${r}_3 * a[xb${t} + u * 4u + 3u]`,
+    x: (t) => `let x${t} = array<f32, 4>(a[xb${t} + u * 4u], a[xb${t} + u * 4u + 1u], a[xb${t} + u * 4u + 2u], a[xb${t} + u * 4u + 3u]);`,
+    dot: (r, t) => `acc${r}_${t} += w${r}_0 * x${t}[0] + w${r}_1 * x${t}[1] + w${r}_2 * x${t}[2] + w${r}_3 * x${t}[3];`,
   },
   q8_0: {
     elems: 8,
     load: (r) => `let off${r} = rb${r} + (u >> 2u) * 34u; let qb${r} = off${r} + 2u + (u & 3u) * 8u; let d${r} = wf16(off${r});
-let h${r} = array<u32, 4>(w16(qb${r}), w16(qb${r} + 2u), w16(qb${r} + 4u), w16(qb${r} + 6u));`,
-    dot: (r, t) => `{ let xo = xb${t} + u * 8u; var s = 0.0; for (var j = 0u; j < 8u; j += 2u) { let h = h${r}[j >> 1u]; `
-      + `s += i8lo(h) * a[xo + j] + i8hi(h) * a[xo + j + 1u]; } acc${r}_${t} += s * d${r}; }`,
+let h${r}_0 = w16(qb${r}); let h${r}_1 = w16(qb${r} + 2u); let h${r}_2 = w16(qb${r} + 4u); let h${r}_3 = w16(qb${r} + 6u);
+let w${r} = array<f32, 8>(i8lo(h${r}_0), i8hi(h${r}_0), i8lo(h${r}_1), i8hi(h${r}_1), i8lo(h${r}_2), i8hi(h${r}_2), i8lo(h${r}_3), i8hi(h${r}_3));`,
+    x: (t) => `let xo${t} = xb${t} + u * 8u; let x${t} = array<f32, 8>(${[...Array(8).keys()].map((j) => `a[xo${t} + ${j}u]`).join(', ')});`,
+    dot: (r, t) => `{ var s = 0.0; for (var j = 0u; j < 8u; j += 2u) { s += w${r}[j] * x${t}[j] + w${r}[j + 1u] * x${t}[j + 1u]; } acc${r}_${t} += s * d${r}; }`,
   },
+  // Element order in the arrays: for each step j of 0, 2, 4, 6 the unit's elements j, j+1, j+16, j+17.
   q4_0: {
     elems: 16,
-    load: (r) => `let off${r} = rb${r} + (u >> 1u) * 18u; let qb${r} = off${r} + 2u + (u & 1u) * 8u; let d${r} = wf16(off${r});
-let h${r} = array<u32, 4>(w16(qb${r}), w16(qb${r} + 2u), w16(qb${r} + 4u), w16(qb${r} + 6u));`,
-    dot: (r, t) => `{ let xo = xb${t} + (u >> 1u) * 32u + (u & 1u) * 8u; var s = 0.0; for (var j = 0u; j < 8u; j += 2u) { let h = h${r}[j >> 1u]; `
-      + 's += (f32(h & 15u) - 8.0) * a[xo + j] + (f32((h >> 8u) & 15u) - 8.0) * a[xo + j + 1u] + (f32((h >> 4u) & 15u) - 8.0) * a[xo + j + 16u] + (f32((h >> 12u) & 15u) - 8.0) * a[xo + j + 17u]; }'
-      + ` acc${r}_${t} += s * d${r}; }`,
+    load: (r) => {
+      const v = [0, 1, 2, 3].flatMap((k) => [0, 8, 4, 12].map((sh) => `f32((h${r}_${k} >> ${sh}u) & 15u) - 8.0`));
+      return `let off${r} = rb${r} + (u >> 1u) * 18u; let qb${r} = off${r} + 2u + (u & 1u) * 8u; let d${r} = wf16(off${r});
+let h${r}_0 = w16(qb${r}); let h${r}_1 = w16(qb${r} + 2u); let h${r}_2 = w16(qb${r} + 4u); let h${r}_3 = w16(qb${r} + 6u);
+let w${r} = array<f32, 16>(${v.join(', ')});`;
+    },
+    x: (t) => `let xo${t} = xb${t} + (u >> 1u) * 32u + (u & 1u) * 8u; let x${t} = array<f32, 16>(${[0, 2, 4, 6].flatMap((j) => [j, j + 1, j + 16, j + 17]).map((e) => `a[xo${t} + ${e}u]`).join(', ')});`,
+    dot: (r, t) => `{ var s = 0.0; for (var k = 0u; k < 16u; k += 4u) { s += w${r}[k] * x${t}[k] + w${r}[k + 1u] * x${t}[k + 1u] + w${r}[k + 2u] * x${t}[k + 2u] + w${r}[k + 3u] * x${t}[k + 3u]; } acc${r}_${t} += s * d${r}; }`,
   },
 };
 
@@ -173,7 +179,6 @@ export function matmulTileWgsl(dt: GpuWeightDType, tile: MatmulTile = DEFAULT_TI
   const { rows: R, tokens: TT } = tile, RT = R * TT, WG = MATMUL_WG, U = TILE_UNIT[dt];
   const rIdx = [...Array(R).keys()], tIdx = [...Array(TT).keys()];
   const each = (f: (r: number, t: number) => string) => rIdx.flatMap((r) => tIdx.map((t) => f(r, t))).join('\n');
-  const dot = dt === 'f32' ? (r: number, t: number) => `acc${r}_${t} += ${U.dot(r, t)};` : U.dot;
   return kernelSource(MATMUL_PARAMS, ['p', 'a', 'w'], BYTES + `
 var<workgroup> red: array<f32, ${WG * RT}>;
 @compute @workgroup_size(${WG})
@@ -188,7 +193,7 @@ ${each((r, t) => `  var acc${r}_${t} = 0.0;`)}
   let units = p.cols / ${U.elems}u;
   for (var u = li; u < units; u += ${WG}u) {
 ${rIdx.map((r) => U.load(r)).join('\n')}
-${each(dot)}
+${tIdx.map((t) => `${U.x(t)}\n${rIdx.map((r) => U.dot(r, t)).join('\n')}`).join('\n')}
   }
 ${dt === 'f32' ? `  if (li == 0u) {
 ${each((r, t) => `    var tail${r}_${t} = 0.0;`)}
