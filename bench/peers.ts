@@ -3,18 +3,20 @@
 // one process, medians and the ratio sparrow ÷ llama.cpp as a markdown table.
 //
 // Run: node --experimental-wasm-relaxed-simd --no-liftoff --import tsx bench/peers.ts
-//        (--model FILE.gguf | --synthetic smol135|mamba130 [--dtype f32|q8_0|q4_0])
+//        (--model FILE.gguf | --synthetic smol135|mamba130 [--dtype f32|q8_0|q4_0|q4_k_m|q5_k_m|q6_k|…])
 //        [--rounds N] [--prompt N] [--gen N]
 // --synthetic writes random weights in the shape of SmolLM-135M (llama, 576 × 30 layers, 9/3 heads,
 // FFN 1536, vocab 49152) or mamba-130m (768 × 24 layers, d_state 16, vocab 50280) to a temporary
-// GGUF with the llama.cpp-layout writer.
+// GGUF with the llama.cpp-layout writer, in any of its targets (formats/llamacpp.ts LLAMACPP_TARGETS:
+// whole-file f32 / f16 / q8_0 / q4_0, the K-quant mixes q4_k_m … q6_k, or one K-quant type for every
+// quantized tensor); the tensor count per written type is printed with the table.
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import type { ControlledEvaluateInputItem, Token } from 'node-llama-cpp';
 import { openCheckpoint, type Checkpoint, type TensorInfo } from '../src/formats/checkpoint';
-import { llamaCppWriterFor, type LlamaCppTarget } from '../src/formats/llamacpp';
+import { LLAMACPP_TARGETS, llamaCppWriterFor, type LlamaCppTarget } from '../src/formats/llamacpp';
 import { buildModel } from '../src/models/index';
 import { loadPeer } from '../test/peer';
 
@@ -30,7 +32,7 @@ const dtype = (arg('dtype') ?? 'q8_0') as LlamaCppTarget;
 const synthetic = arg('synthetic');
 let modelPath = arg('model');
 if (!modelPath && !synthetic) throw new Error('give --model FILE.gguf or --synthetic smol135|mamba130');
-if (!['f32', 'q8_0', 'q4_0'].includes(dtype)) throw new Error(`--dtype must be f32, q8_0 or q4_0, got ${dtype}`);
+if (!LLAMACPP_TARGETS.includes(dtype)) throw new Error(`--dtype must be one of ${LLAMACPP_TARGETS.join(', ')}, got ${dtype}`);
 
 // ---- synthetic checkpoints ----------------------------------------------------------------------
 
@@ -119,13 +121,16 @@ const median = (xs: number[]) => {
 };
 
 let tmp: string | undefined;
+let written = '';
 if (!modelPath) {
   tmp = mkdtempSync(join(os.tmpdir(), 'sparrow-bench-peers-'));
   modelPath = join(tmp, `${synthetic}.${dtype}.gguf`);
   const ck = synthetic === 'smol135' ? smol135() : synthetic === 'mamba130' ? mamba130() : null;
   if (!ck) throw new Error(`--synthetic must be smol135 or mamba130, got ${synthetic}`);
   const t0 = performance.now();
-  await llamaCppWriterFor(ck, { dtype }).writer.writeTo(modelPath);
+  const { writer, tensorsByDType } = llamaCppWriterFor(ck, { dtype });
+  await writer.writeTo(modelPath);
+  written = Object.entries(tensorsByDType).map(([d, n]) => `${n} ${d}`).join(', ');
   console.error(`wrote ${modelPath} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }
 
@@ -182,6 +187,7 @@ try {
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   const what = synthetic ? `synthetic ${synthetic} (random weights)` : modelPath;
   console.log(`## sparrow vs llama.cpp — ${what}, ${synthetic ? dtype : 'weights as stored'}\n`);
+  if (written) console.log(`tensors written: ${written}\n`);
   console.log(`${cpu}, ${os.cpus().length} cores; ${new Date().toISOString().slice(0, 10)}; 1 thread each; prompt ${promptLen}, generate ${genLen}; median of ${rounds} interleaved rounds; llama.cpp KV cache F16, sparrow WASM\n`);
   console.log('| runtime | prefill tok/s | decode tok/s |');
   console.log('|---|---|---|');

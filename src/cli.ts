@@ -519,8 +519,8 @@ const convert: Command = {
 tensor names, config / tokenizer / generation config as metadata, weights in the given dtype (norms, biases
 and other small tensors stay f32, as when quantizing on load). Tensors already quantized in the source keep
 their type unless the dtype is f32. q4_k_m, q4_k_s, q5_k_m, q5_k_s, q6_k (q4_k, q5_k: aliases of the _m ones)
-choose the type of each tensor as llama.cpp's file types of those names do (sparrow layout only). With --format llama.cpp the file is in llama.cpp's own layout (its
-tensor names, hyperparameter keys and tokenizer metadata). OUT is written under a temporary name and renamed
+choose the type of each tensor as llama.cpp's file types of those names do. With --format llama.cpp the file
+is in llama.cpp's own layout (its tensor names, hyperparameter keys and tokenizer metadata). OUT is written under a temporary name and renamed
 when complete; an OUT that is one of the input's files is refused.`,
   spec: {
     dtype: { type: 'string', arg: 'D', desc: 'required: the dtype of the weights written', choices: CONVERT_DTYPES },

@@ -17,7 +17,7 @@ import { nodeFs, isUrl } from './formats/source';
 import { familyFor } from './models/index';
 import { mixModel, mixStoredDType, type MixModel } from './runtime/quantmix';
 
-/** Whole-file dtypes, or a llama.cpp-style per-tensor mix (runtime/quantmix.ts; sparrow layout only). */
+/** Whole-file dtypes, or a llama.cpp-style per-tensor mix (runtime/quantmix.ts; either layout). */
 export type ConvertDType = 'f32' | 'f16' | 'q8_0' | 'q4_0' | QuantMix;
 export const CONVERT_DTYPES: ConvertDType[] = ['f32', 'f16', 'q8_0', 'q4_0', ...QUANT_MIXES];
 
@@ -95,9 +95,6 @@ export function ggufFor(ckpt: Checkpoint, opts: ConvertOptions): { writer: GGUFW
   const family = familyFor(config);
   const keep = (name: string) => family.keepF32?.(name, config) ?? false;
   if (format === 'llama.cpp') {
-    if (isQuantMix(opts.dtype)) {
-      throw new ConfigError('dtype', `${opts.dtype} cannot be written in llama.cpp layout yet (it takes f32, f16, q8_0, q4_0); convert to the sparrow layout, or to f16 and quantize with llama.cpp`);
-    }
     return llamaCppWriterFor(ckpt, {
       dtype: opts.dtype, name: opts.name, keepF32: keep, ignore: (name) => family.ignore?.(name, config) ?? false, onProgress: opts.onProgress,
     });

@@ -217,7 +217,7 @@ describe('K-quant matmul on a worker pool (threads build)', () => {
     const pool = await createPool(k, 3, { minWork: 0 });
     try {
       attachPool(k, pool);
-      const rows = 37, cols = 512, batch = 3;
+      const rows = 301, cols = 1024, batch = 3;
       const r = rng(dt.length + 100);
       const wb = randomWeight(dt, rows, cols, r, false), x = randn(batch * cols, r);
       const want = kmatmulRef(dt, wb, quantizeActKRef(dt, x, batch, cols), batch, rows, cols);

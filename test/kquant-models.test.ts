@@ -207,9 +207,13 @@ describe('convert with a mix', () => {
     expect(a.bytes).toEqual(b.bytes);
   });
 
-  it('llama.cpp layout refuses a mix (its writer takes f32, f16, q8_0, q4_0)', async () => {
+  it('llama.cpp layout takes a mix: Q4_K_M file type, and the same logits as the mix loaded from sparrow\'s layout', async () => {
     const src = tinyLlama(join(work, 'llama-conv2'));
-    await expect(convertToGGUF(src, join(work, 'x.gguf'), { dtype: 'q4_k_m', format: 'llama.cpp' })).rejects.toThrow(/llama\.cpp layout/);
+    const out = join(work, 'x.gguf');
+    await convertToGGUF(src, out, { dtype: 'q4_k_m', format: 'llama.cpp' });
+    const g = await parseGGUF(bufferSource(new Uint8Array(readFileSync(out))));
+    expect(g.metadata['general.file_type']).toBe(15);
+    expect((await logits(out)).logits).toEqual((await logits(src, 'q4_k_m')).logits);
   });
 });
 

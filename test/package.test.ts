@@ -148,7 +148,7 @@ const bytes: Uint8Array = session.snapshot();
 void bytes;
 void (new FormatError('field', 'detail') instanceof Error);
 // @ts-expect-error dtype is one of the load dtypes
-await loadModel('model.gguf', { dtype: 'q5_k' });
+await loadModel('model.gguf', { dtype: 'q5_x' });
 export {};
 `);
     const r = await run(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(project, 'tsconfig.json')], project);

@@ -5,6 +5,9 @@
 //  - The parity fixtures and the default model converted with `format: 'llama.cpp'` at f32 and
 //    q8_0: the same file through sparrow and llama.cpp gives the same greedy continuation, and
 //    teacher forcing agrees on the top-1 token with log-softmax within a bound (printed per case).
+//  - K-quant files (rows multiples of 256): a random Llama with a peaked output head written as the
+//    mixes q4_k_m, q5_k_m, q6_k and as each single type q4_k, q5_k, q6_k, iq4_nl, iq4_xs, q2_k, q3_k,
+//    and the default model as q4_k_m: top-1 agrees in at least 98% of 64 teacher-forced positions.
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convertToGGUF } from '../src/convert';
 import { openCheckpoint } from '../src/formats/checkpoint';
+import { llamaCppWriterFor } from '../src/formats/llamacpp';
 import { buildModel } from '../src/models/index';
 import { loadPeer, peerGreedy, peerTeacherForced, tinyLlamaCppGGUF, type Peer, type TinyLlamaCpp } from './peer';
 
@@ -330,4 +334,86 @@ describe('the same llama.cpp-layout GGUF in sparrow and llama.cpp', () => {
       }
     }, 60_000);
   }
+});
+
+// ---- K-quant files ---------------------------------------------------------------------------------
+//
+// A random Llama in llama.cpp's layout whose rows are all multiples of 256 (hidden 256, FFN 768), so
+// every tensor is held in K-quant blocks: the mixes q4_k_m, q5_k_m, q6_k through `convert --format
+// llama.cpp`, and each single type (llama-quantize --pure) through the writer's `pure` option. Random
+// weights give flat next-token distributions where top-1 depends on which of two near-equal logits
+// rounds higher; the output head here is peaked (`peak`: the output row of token t + 1 holds 0.15 ×
+// the embedding of token t, about 38 above the random part's spread of 8 in logits), and the
+// projections are small (std 0.03, about 1/√(2·256)) so the token embedding dominates the residual
+// stream. What differs between the two runtimes on one file is float rounding: both quantize the
+// activations of K-quant products to Q8_K, and where a value of the hidden state before the output
+// head lies on a Q8_K rounding boundary the two round it apart, which moves log-softmax by a few
+// hundredths (one Q8_K step times an output row); elsewhere they agree to about 1e-5.
+
+const KQ_MIXES = ['q4_k_m', 'q5_k_m', 'q6_k'] as const;
+const KQ_SINGLE = ['q4_k', 'q5_k', 'q6_k', 'iq4_nl', 'iq4_xs', 'q2_k', 'q3_k'] as const;
+/** Worst |Δ log-softmax| between the runtimes on the same K-quant file. */
+const KQ_MAX_DELTA = 0.2;
+const KQ_POSITIONS = 64;
+
+describe('K-quant llama.cpp-layout GGUF files in sparrow and llama.cpp', () => {
+  let src = '';
+  let vocab = 0;
+  const kq = (i: number) => (i * 7919 + 13) % vocab;
+  const source = async (): Promise<string> => {
+    if (src) return src;
+    const t = tinyLlamaCppGGUF({
+      seed: 5, hidden: 256, ffn: 768, layers: 2, heads: 4, kvHeads: 2, words: 253,
+      scales: { embd: 1, qkv: 0.03, attnOut: 0.03, ffn: 0.03, output: 0.5 }, peak: 0.15,
+    });
+    vocab = t.vocab;
+    src = join(peerWork, 'kq-src.f32.gguf');
+    await t.writer.writeTo(src);
+    return src;
+  };
+
+  const check = async (label: string, file: string) => {
+    const tokens = Array.from({ length: KQ_POSITIONS }, (_, i) => (i === 0 ? 1 : kq(i)));
+    const r = await compareFile(file, tokens, tokens.slice(0, 8), 8);
+    report.push(`| kquant-llama256 | ${label} | ${greedyText(r)} | ${r.agree}/${r.total} | ${r.maxDelta.toExponential(2)} |`);
+    expect(r.agree).toBeGreaterThanOrEqual(Math.ceil(0.98 * r.total));
+    expect(r.maxDelta).toBeLessThan(KQ_MAX_DELTA);
+  };
+
+  for (const mix of KQ_MIXES) {
+    it(`${mix} (mix, convert --format llama.cpp)`, async () => {
+      const file = join(peerWork, `kq.${mix}.gguf`);
+      await convertToGGUF(await source(), file, { dtype: mix, format: 'llama.cpp' });
+      await check(mix, file);
+    }, 30_000);
+  }
+
+  for (const dtype of KQ_SINGLE) {
+    it(`${dtype} (single type)`, async () => {
+      const ck = await openCheckpoint(await source());
+      const file = join(peerWork, `kq.pure-${dtype}.gguf`);
+      try {
+        const { writer, tensorsByDType } = llamaCppWriterFor(ck, { dtype, pure: true });
+        expect(Object.keys(tensorsByDType).sort()).toEqual([dtype, 'f32'].sort());
+        await writer.writeTo(file);
+      } finally {
+        await ck.close();
+      }
+      await check(`${dtype} (pure)`, file);
+    }, 30_000);
+  }
+
+  it.skipIf(!existsSync(MINI))('models/sparrow-mini (qwen3_next) q4_k_m, from its dequantized Q8_0 weights', async () => {
+    const f32 = join(peerWork, 'sparrow-mini.kq-src.f32.gguf');
+    await convertToGGUF(MINI, f32, { dtype: 'f32', format: 'llama.cpp' });
+    const file = join(peerWork, 'sparrow-mini.q4_k_m.gguf');
+    const r = await convertToGGUF(f32, file, { dtype: 'q4_k_m', format: 'llama.cpp' });
+    expect(r.tensorsByDType.q4_k).toBeGreaterThan(0);
+    const tokens = Array.from({ length: 64 }, (_, i) => (i * 7919 + 13) % 8192);
+    const c = await compareFile(file, tokens, [1873, 604, 261, 536], 16);
+    report.push(`| sparrow-mini | q4_k_m | ${greedyText(c)} | ${c.agree}/${c.total} | ${c.maxDelta.toExponential(2)} |`);
+    expect(c.greedySparrow).toEqual(c.greedyPeer);
+    expect(c.agree).toBeGreaterThanOrEqual(Math.ceil(0.98 * c.total));
+    expect(c.maxDelta).toBeLessThan(MAX_DELTA.q8_0);
+  }, 60_000);
 });

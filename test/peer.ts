@@ -164,6 +164,13 @@ export interface TinyLlamaCppOptions {
   contextLength?: number;
   ropeTheta?: number;
   rmsEps?: number;
+  /** Standard deviations of the random weights (defaults: embeddings 1, q/k/v 0.3, attn_output, ffn 0.2, output 0.6). */
+  scales?: { embd?: number; qkv?: number; attnOut?: number; ffn?: number; output?: number };
+  /**
+   * Adds `peak` × the embedding of token t to the output row of token t + 1 (mod vocab): after token
+   * t the logit of t + 1 stands out by about peak · |embedding|², so top-1 has a wide margin.
+   */
+  peak?: number;
 }
 
 export interface TinyLlamaCpp {
@@ -240,20 +247,30 @@ export function tinyLlamaCppGGUF(o: TinyLlamaCppOptions = {}): TinyLlamaCpp {
     tensors.set(name, { shape, data: a });
     w.addTensor(name, 'f32', shape, new Uint8Array(a.buffer));
   };
-  add('token_embd.weight', [vocab, hidden], 1);
+  const sc = { embd: 1, qkv: 0.3, attnOut: 0.2, ffn: 0.2, output: 0.6, ...o.scales };
+  add('token_embd.weight', [vocab, hidden], sc.embd);
   for (let i = 0; i < layers; i++) {
     const p = `blk.${i}`;
     add(`${p}.attn_norm.weight`, [hidden], 0.1, 1);
-    add(`${p}.attn_q.weight`, [heads * headDim, hidden], 0.3);
-    add(`${p}.attn_k.weight`, [kvHeads * headDim, hidden], 0.3);
-    add(`${p}.attn_v.weight`, [kvHeads * headDim, hidden], 0.3);
-    add(`${p}.attn_output.weight`, [hidden, heads * headDim], 0.2);
+    add(`${p}.attn_q.weight`, [heads * headDim, hidden], sc.qkv);
+    add(`${p}.attn_k.weight`, [kvHeads * headDim, hidden], sc.qkv);
+    add(`${p}.attn_v.weight`, [kvHeads * headDim, hidden], sc.qkv);
+    add(`${p}.attn_output.weight`, [hidden, heads * headDim], sc.attnOut);
     add(`${p}.ffn_norm.weight`, [hidden], 0.1, 1);
-    add(`${p}.ffn_gate.weight`, [ffn, hidden], 0.2);
-    add(`${p}.ffn_up.weight`, [ffn, hidden], 0.2);
-    add(`${p}.ffn_down.weight`, [hidden, ffn], 0.2);
+    add(`${p}.ffn_gate.weight`, [ffn, hidden], sc.ffn);
+    add(`${p}.ffn_up.weight`, [ffn, hidden], sc.ffn);
+    add(`${p}.ffn_down.weight`, [hidden, ffn], sc.ffn);
   }
   add('output_norm.weight', [hidden], 0.1, 1);
-  add('output.weight', [vocab, hidden], 0.6);
+  const out = randn(vocab * hidden, r, sc.output);
+  if (o.peak) {
+    const e = tensors.get('token_embd.weight')!.data;
+    for (let t = 0; t < vocab; t++) {
+      const row = ((t + 1) % vocab) * hidden;
+      for (let c = 0; c < hidden; c++) out[row + c] += o.peak * e[t * hidden + c];
+    }
+  }
+  tensors.set('output.weight', { shape: [vocab, hidden], data: out });
+  w.addTensor('output.weight', 'f32', [vocab, hidden], new Uint8Array(out.buffer));
   return { writer: w, vocab, hidden, layers, heads, kvHeads, headDim, ffn, tensors };
 }

@@ -37,13 +37,15 @@
 
 import { ropeTables } from '../kernels/rope';
 import { ConfigError, FormatError } from './errors';
-import type { DType } from './dtype';
-import { f32ToF16Bytes, isQuantized, numElements, quantizeQ4_0, quantizeQ8_0, storedDType, tensorByteSize, toF32 } from './dtype';
+import type { DType, KQuantDType, QuantMix } from './dtype';
+import { blockSize, encodeF32, isQuantized, isQuantMix, numElements, storedDType, tensorByteSize, toF32 } from './dtype';
 import type { GGUFFile } from './gguf';
 import { GGUFWriter, ggmlType, ggufFileType } from './gguf';
 import { ARCHS, KV, type ArchSpec, type Cfg, type GGView } from './llamacpp-archs';
 import { elementwise, fill, match, permuteRows, transposeEach, unpermuteRows, type Template } from './llamacpp-tensors';
 import { PLACEHOLDER_KEY, placeholderVocabGGUF, tokenizerFromGGUF, tokenizerToGGUF } from './gguf-tokenizer';
+import { isKQuant } from './kquants';
+import { mixModel, mixStoredDType, type MixModel } from '../runtime/quantmix';
 import type { ByteSource } from './source';
 import type { Checkpoint, TensorInfo } from './checkpoint';
 
@@ -332,10 +334,26 @@ export async function openLlamaCpp(g: GGUFFile, configOverride?: Cfg): Promise<L
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-export type LlamaCppTarget = 'f32' | 'f16' | 'q8_0' | 'q4_0';
+/**
+ * Targets of the llama.cpp-layout writer:
+ * - f32, f16, q8_0, q4_0: whole-file types, per tensor as formats/dtype.ts storedDType decides;
+ * - the llama.cpp-style mixes q4_k_m, q4_k_s, q5_k_m, q5_k_s, q6_k (and q4_k / q5_k, llama.cpp's
+ *   aliases of Q4_K_M / Q5_K_M): per tensor as runtime/quantmix.ts decides, on the GGUF tensor's
+ *   llama.cpp name and shape, i.e. what llama-quantize chooses for that file type;
+ * - the single types q2_k, q3_k, iq4_nl, iq4_xs, mxfp4 (and q4_k, q5_k, q6_k with `pure`): every
+ *   tensor llama.cpp quantizes in that one type, as `llama-quantize --pure` does, with llama.cpp's
+ *   fallback for row lengths that are not a multiple of the block.
+ */
+export type LlamaCppTarget = 'f32' | 'f16' | 'q8_0' | 'q4_0' | QuantMix | Exclude<KQuantDType, 'q8_k'>;
+
+export const LLAMACPP_TARGETS: readonly LlamaCppTarget[] = [
+  'f32', 'f16', 'q8_0', 'q4_0', 'q4_k_m', 'q4_k_s', 'q5_k_m', 'q5_k_s', 'q6_k', 'q4_k', 'q5_k', 'q2_k', 'q3_k', 'iq4_nl', 'iq4_xs', 'mxfp4',
+];
 
 export interface LlamaCppWriteOptions {
   dtype: LlamaCppTarget;
+  /** A K-quant `dtype` (q4_k, q5_k, q6_k included) is written as one type for every quantized tensor. */
+  pure?: boolean;
   name?: string;
   keepF32?: (name: string) => boolean;
   ignore?: (name: string) => boolean;
@@ -348,16 +366,76 @@ interface Job {
   gg: { name: string; shape: number[] }[];
 }
 
+/** Dtypes a llama.cpp-layout tensor is written in. */
+const WRITABLE: ReadonlySet<string> = new Set(['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k', 'iq4_nl', 'iq4_xs', 'mxfp4']);
+
 function encode(f: Float32Array, dtype: DType, shape: number[], name: string): Uint8Array {
+  if (!WRITABLE.has(dtype)) throw new FormatError(`tensors[${JSON.stringify(name)}].dtype`, `cannot write ${dtype} in llama.cpp layout`);
   const cols = shape.length ? shape[shape.length - 1] : 1;
   const rows = cols ? f.length / cols : 0;
-  switch (dtype) {
-    case 'f32': return f32Bytes(f);
-    case 'f16': return f32ToF16Bytes(f);
-    case 'q8_0': return quantizeQ8_0(f, rows, cols, name);
-    case 'q4_0': return quantizeQ4_0(f, rows, cols, name);
+  return encodeF32(dtype, f, rows, cols, name);
+}
+
+/** llama.cpp's tensor_type_fallback for a single type whose block does not divide the row length. */
+function pureFallback(t: DType, cols: number): DType {
+  if (cols % blockSize(t) === 0) return t;
+  const f: DType = t === 'q2_k' || t === 'q3_k' ? 'q4_0' : t === 'iq4_xs' ? 'iq4_nl' : 'q8_0';
+  return cols % blockSize(f) === 0 ? f : 'f16';
+}
+
+/**
+ * The dtype of one GGUF output of a job. Mixes and single types are chosen on the GGUF tensor's
+ * own llama.cpp name and shape (what llama-quantize sees); tensors quantized in the source keep
+ * their type (formats/dtype.ts and quantmix.ts leave them as they are).
+ */
+function outputDType(job: Job, j: number, opts: LlamaCppWriteOptions, mix: MixModel | undefined): DType {
+  const src = job.hf[0];
+  const g = job.gg[j];
+  const t = opts.dtype;
+  if (!mix) return storedDType(src.name, g.shape, src.dtype, t as 'f32' | 'f16' | 'q8_0' | 'q4_0', opts.keepF32);
+  const here: MixModel = { ...mix, ggName: () => g.name, transposed: () => false };
+  const pure = isKQuant(t) && (opts.pure || !isQuantMix(t));
+  // A single type goes where the Q6_K mix quantizes at all (the same tensors, f32 elsewhere).
+  const d = mixStoredDType(src.name, g.shape, src.dtype, pure ? 'q6_k' : (t as QuantMix), here, opts.keepF32);
+  if (!pure || isQuantized(src.dtype) || d === 'f32') return d;
+  return pureFallback(t, g.shape[g.shape.length - 1]);
+}
+
+/**
+ * The GGUF bytes of a job's output made from the source's quantized blocks, for transforms that
+ * only move whole rows (blocks never span rows); null for the others.
+ */
+async function copyBlocks(ckpt: Checkpoint, job: Job, j: number): Promise<Uint8Array | null> {
+  const xf = job.tpl.xf;
+  if (xf.k !== 'rename' && xf.k !== 'experts' && xf.k !== 'permute' && xf.k !== 'splitRows') return null;
+  const parts = await Promise.all(job.hf.map(async (h) => (await ckpt.read(h.name)).bytes));
+  const s = job.hf[0].shape;
+  switch (xf.k) {
+    case 'rename': return parts[0];
+    case 'experts': {
+      const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+      let o = 0;
+      for (const p of parts) {
+        out.set(p, o);
+        o += p.length;
+      }
+      return out;
+    }
+    case 'permute': {
+      const rb = parts[0].length / s[0];
+      const p = permuteRows(s[0], xf.heads);
+      const out = new Uint8Array(parts[0].length);
+      for (let r = 0; r < s[0]; r++) out.set(parts[0].subarray(p[r] * rb, (p[r] + 1) * rb), r * rb);
+      return out;
+    }
+    case 'splitRows': {
+      const E = s.length === 3 ? s[0] : 1;
+      const half = parts[0].length / E / 2;
+      const out = new Uint8Array(E * half);
+      for (let e = 0; e < E; e++) out.set(parts[0].subarray((2 * e + j) * half, (2 * e + j + 1) * half), e * half);
+      return out;
+    }
   }
-  throw new FormatError(`tensors[${JSON.stringify(name)}].dtype`, `cannot write ${dtype} in llama.cpp layout`);
 }
 
 /** GGUF shapes of a template's outputs for the given HF input shapes. */
@@ -526,16 +604,19 @@ export function llamaCppWriterFor(ckpt: Checkpoint, opts: LlamaCppWriteOptions):
   const keptQuantized: Record<string, number> = {};
   const elements = new Map<DType, number>();
   const plan: { job: Job; j: number; dtype: DType }[] = [];
+  if (!LLAMACPP_TARGETS.includes(opts.dtype)) throw new ConfigError('dtype', `must be one of ${LLAMACPP_TARGETS.join(', ')}, got ${JSON.stringify(opts.dtype)}`);
+  const quant = isQuantMix(opts.dtype) || isKQuant(opts.dtype);
+  const mix = quant ? mixModel(ckpt.tensors.values(), config, opts.ignore) : undefined;
   for (const job of jobs) {
-    job.gg.forEach((g, j) => {
+    for (let j = 0; j < job.gg.length; j++) {
       const src = job.hf[0];
-      const dtype = storedDType(src.name, g.shape, src.dtype, opts.dtype, opts.keepF32);
-      if (ggmlType(dtype) === undefined || !['f32', 'f16', 'q8_0', 'q4_0'].includes(dtype)) {
+      const dtype = outputDType(job, j, opts, mix);
+      if (ggmlType(dtype) === undefined || !WRITABLE.has(dtype)) {
         throw new FormatError(`tensors[${JSON.stringify(src.name)}].dtype`, `${src.dtype} cannot be written in llama.cpp layout`);
       }
       if (isQuantized(src.dtype) && dtype === src.dtype && dtype !== opts.dtype) keptQuantized[dtype] = (keptQuantized[dtype] ?? 0) + 1;
       plan.push({ job, j, dtype });
-    });
+    }
   }
   for (const { job, j, dtype } of plan) {
     tensorsByDType[dtype] = (tensorsByDType[dtype] ?? 0) + 1;
@@ -543,7 +624,8 @@ export function llamaCppWriterFor(ckpt: Checkpoint, opts: LlamaCppWriteOptions):
   }
   let bulk: DType = 'f32';
   for (const [d, n] of elements) if (n > (elements.get(bulk) ?? 0)) bulk = d;
-  w.set('general.file_type', ggufFileType(bulk), 'u32');
+  // llama-quantize writes the requested file type (LLAMA_FTYPE_MOSTLY_*), not the bulk type.
+  w.set('general.file_type', ggufFileType(quant ? opts.dtype as QuantMix | DType : bulk), 'u32');
   w.set('general.quantization_version', 2, 'u32');
   if (ckpt.tokenizerJson !== undefined) {
     for (const [k, v, type] of tokenizerToGGUF(ckpt.tokenizerJson, ckpt.tokenizerConfig, ckpt.generationConfig ?? config)) w.set(k, v, type);
@@ -562,6 +644,14 @@ export function llamaCppWriterFor(ckpt: Checkpoint, opts: LlamaCppWriteOptions):
   for (const { job, j, dtype } of plan) {
     const g = job.gg[j];
     w.addTensor(g.name, dtype, g.shape, async () => {
+      const src = job.hf[0];
+      if (isQuantized(src.dtype) && dtype === src.dtype && job.hf.every((h) => h.dtype === src.dtype)) {
+        const kept = await copyBlocks(ckpt, job, j);
+        if (kept) {
+          opts.onProgress?.(++done, plan.length, g.name);
+          return kept;
+        }
+      }
       let outs = pending.get(job);
       if (!outs) {
         const xs = await Promise.all(job.hf.map((h) => ckpt.readF32(h.name)));
