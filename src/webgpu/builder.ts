@@ -1,10 +1,10 @@
 // The resources of a model's WebGPU forward pass: the net's weights uploaded once, in their arena
-// layout (GGUF blocks for Q8_0/Q4_0), constants (norm weights, biases, RoPE tables), and the float
-// layout of session state `st`. The WASM model is built first (it parses the checkpoint, permutes
-// and quantizes the weights, and defines the net); the WebGPU executor (graph.ts) records the net's
-// forward pass against this builder once per token count (one position for decode, a prompt chunk
-// of T positions for prefill); every recording shares the builder's weights, constants and state
-// layout.
+// layout (GGUF blocks for Q8_0/Q4_0 and the K-quants of kernels/kquant.wgsl.ts), constants (norm
+// weights, biases, RoPE tables), and the float layout of session state `st`. The WASM model is built
+// first (it parses the checkpoint, permutes and quantizes the weights, and defines the net); the
+// WebGPU executor (graph.ts) records the net's forward pass against this builder once per token
+// count (one position for decode, a prompt chunk of T positions for prefill); every recording shares
+// the builder's weights, constants and state layout.
 //
 // Buffers (see ops.ts GpuBufs): activations `a` (each recording lays out its own, see GpuGraph),
 // session state `st` (one region per declared state region, allocated by the first recording that
@@ -17,7 +17,8 @@ import { KernelError } from '../kernels/runtime';
 import { rowBytes, type Weight } from '../kernels/types';
 import type { RegionSpec } from '../runtime/state';
 import type { Model } from '../models/model';
-import type { GpuKernels, Dispatch, GpuBufs, GpuWeight } from './ops';
+import { isGpuKQuant } from './kernels/kquant.wgsl';
+import type { GpuKernels, Dispatch, GpuBufs, GpuWeight, GpuWeightDType } from './ops';
 
 export { TOKENS_BASE } from './ops';
 
@@ -163,15 +164,19 @@ export class GpuBuilder {
     return this.constant(this.model.k.arena.f32(ptr, n), ptr);
   }
 
-  rawWeight(w: Weight): { bytes: Uint8Array; dtype: 'f32' | 'q8_0' | 'q4_0' } {
+  /**
+   * The bytes and GPU dtype of a weight. `asQ8_0`: K-quant weights go up re-quantized to q8_0 (a
+   * stack of experts of different K-quant types shares one dtype that way).
+   */
+  rawWeight(w: Weight, asQ8_0 = false): { bytes: Uint8Array; dtype: GpuWeightDType } {
     const n = w.rows * rowBytes(w.dtype, w.cols);
     const src = this.model.k.arena.u8(w.ptr, n);
-    if (w.dtype === 'f32' || w.dtype === 'q8_0' || w.dtype === 'q4_0') return { bytes: src, dtype: w.dtype };
+    // f32, Q8_0, Q4_0 and the K-quants q2_k … q6_k, iq4_nl, iq4_xs, mxfp4 go up as their blocks.
+    if (w.dtype === 'f32' || w.dtype === 'q8_0' || w.dtype === 'q4_0' || (isGpuKQuant(w.dtype) && !asQ8_0)) return { bytes: src, dtype: w.dtype };
     // f16 / bf16 go up as f32 (exact widening).
     const f = toF32(w.dtype, src, w.rows * w.cols);
-    // The WGSL kernels have no K-quant (q2_k … q6_k, iq4_nl, iq4_xs, mxfp4) path yet: those weights go
-    // up dequantized and re-quantized to q8_0 (whole 32-blocks per row), else as f32. The GPU then
-    // computes with q8_0 blocks of the dequantized values, not with the K-quant blocks themselves.
+    // q8_k (no WGSL kernels), and any K-quant with asQ8_0, goes up dequantized and re-quantized to
+    // q8_0 (whole 32-blocks per row), else as f32.
     if (isKQuant(w.dtype) && w.cols % 32 === 0) return { bytes: quantizeQ8_0(f, w.rows, w.cols, w.name), dtype: 'q8_0' };
     return { bytes: new Uint8Array(f.buffer, f.byteOffset, f.byteLength), dtype: 'f32' };
   }
@@ -194,7 +199,8 @@ export class GpuBuilder {
     const key = `stack:${ws.map((w) => `${w.ptr}:${w.rows}:${w.cols}:${w.dtype}`).join(',')}`;
     const hit = this.weights.get(key);
     if (hit) return hit;
-    const parts = ws.map((w) => this.rawWeight(w));
+    const mixed = ws.some((w) => w.dtype !== ws[0].dtype);
+    const parts = ws.map((w) => this.rawWeight(w, mixed));
     const per = parts[0].bytes.byteLength;
     const all = new Uint8Array(per * parts.length);
     parts.forEach((p, e) => all.set(p.bytes, e * per));

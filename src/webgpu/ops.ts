@@ -9,7 +9,7 @@ import type { GpuDevice } from './device';
 import { copyWgsl, COPY_PARAMS, elementwiseWgsl, EW_PARAMS } from './kernels/elementwise.wgsl';
 import { convWgsl, CONV_PARAMS } from './kernels/conv.wgsl';
 import { deltaWgsl, DELTA_PARAMS, gatesWgsl, GATES_PARAMS } from './kernels/linear_attention.wgsl';
-import { DEFAULT_TILE, embedWgsl, EMBED_PARAMS, matmulRowsWgsl, matmulTileWgsl, matmulWgsl, MATMUL_PARAMS, MATMUL_WG, type GpuWeightDType, type MatmulTile } from './kernels/matmul.wgsl';
+import { DEFAULT_TILE, embedWgsl, EMBED_PARAMS, matmulRowsWgsl, matmulTileWgsl, matmulWgsl, MATMUL_PARAMS, MATMUL_WG, weightBlock, weightRowStride, type GpuWeightDType, type MatmulTile } from './kernels/matmul.wgsl';
 import { combineWgsl, COMBINE_PARAMS } from './kernels/moe.wgsl';
 import { normWgsl, NORM_PARAMS } from './kernels/norm.wgsl';
 import { ropeWgsl, ROPE_PARAMS } from './kernels/rope.wgsl';
@@ -20,7 +20,7 @@ export type { GpuWeightDType };
 /** Words of `ids` before the sequence's token ids begin (routing ids and other integer scratch). */
 export const TOKENS_BASE = 4096;
 
-/** A weight matrix on the device: raw u32 words; `off` / `eStride` in bytes (quantized) or words (f32). */
+/** A weight matrix on the device: raw u32 words (GGUF blocks or f32); `off` / `eStride` in bytes (quantized) or words (f32). */
 export interface GpuWeight {
   buf: GPUBuffer;
   dtype: GpuWeightDType;
@@ -130,7 +130,8 @@ export class GpuKernels {
 
   /** Uploads one weight (or a stack of `experts` equally sized ones) in its file layout. */
   weight(bytes: Uint8Array, dtype: GpuWeightDType, rows: number, cols: number, experts = 1, label?: string): GpuWeight {
-    if (dtype !== 'f32' && cols % 32) throw new KernelError('webgpu', `${label}: cols ${cols} is not a multiple of 32`);
+    const block = weightBlock(dtype);
+    if (cols % block) throw new KernelError('webgpu', `${label}: cols ${cols} is not a multiple of ${block}, the block size of ${dtype}`);
     const per = bytes.byteLength / experts;
     return { buf: this.upload(bytes, undefined, label), dtype, rows, cols, off: 0, eStride: dtype === 'f32' ? per / 4 : per };
   }
@@ -195,7 +196,7 @@ export class GpuKernels {
   matmul(b: GpuBufs, y: number, x: number, w: GpuWeight, batch: number,
     o: { rows?: number; rowOff?: number; xStride?: number; yStride?: number; idsOff?: number; xDiv?: number; perOutput?: boolean } = {}): Dispatch {
     const rows = o.rows ?? w.rows;
-    const rowUnits = w.dtype === 'f32' ? w.cols : (w.cols / 32) * (w.dtype === 'q8_0' ? 34 : 18);
+    const rowUnits = weightRowStride(w.dtype, w.cols);
     const { nx, ny } = this.split(rows);
     const params = {
       rows, cols: w.cols, nx, wOff: w.off + (o.rowOff ?? 0) * rowUnits, xOff: x, xStride: o.xStride ?? w.cols, yOff: y, yStride: o.yStride ?? rows,

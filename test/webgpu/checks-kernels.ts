@@ -1,5 +1,6 @@
 // WebGPU kernel checks against the WASM kernels (matmul `exact` path) and the naive TS references,
-// on random data at odd sizes. Runs where WebGPU exists (Deno here: `deno run --allow-read
+// on random data at odd sizes, and a tiny llama loaded with the q4_k_m mix (K-quant weights as their
+// blocks on the GPU) against the WASM forward pass. Runs where WebGPU exists (Deno here: `deno run --allow-read
 // --allow-env --unstable-sloppy-imports test/webgpu/checks-kernels.ts`) and prints one JSON line:
 // { adapter, results: [{ name, err, tol, pass }] } or { error } when no device was acquired.
 
@@ -9,6 +10,12 @@ import { decodeAttention } from '../../src/webgpu/dispatch/attention';
 import { route } from '../../src/webgpu/dispatch/ffn';
 import { instantiate } from '../../src/kernels/runtime';
 import { matmul, quantizeRowsQ4_0, quantizeRowsQ8_0 } from '../../src/kernels/matmul';
+import { dequantizeKQuant, quantizeKQuant } from '../../src/formats/kquants';
+import { openCheckpoint } from '../../src/formats/checkpoint';
+import { writeSafetensors } from '../../src/formats/safetensors';
+import { buildModel } from '../../src/models/index';
+import { gpuModel } from '../../src/webgpu/model';
+import { GPU_KQUANT_DTYPES } from '../../src/webgpu/kernels/kquant.wgsl';
 import { rowBytes } from '../../src/kernels/types';
 import { matmulRef } from '../../src/kernels/reference';
 import { rmsNormRef, l2NormRef, layerNormRef } from '../../src/kernels/norm.ref';
@@ -133,6 +140,61 @@ await withGpu(async (gpu) => {
     if (dt === 'f32') {
       const want = matmulRef(X, W, batch, rows, cols);
       check(`matmul f32 ${rows}x${cols} batch ${batch} (a row length no multiple of 4) against float64`, rel(each, want), 1e-5);
+    }
+  }
+
+  // --- K-quant weights (q4_k … q2_k, iq4_nl, iq4_xs, mxfp4) as their blocks, from the reference
+  // quantizers: against the WASM exact path (f32 activations × dequantized weights), the kernel of one
+  // invocation per output and the tiled kernel identical to the one of a workgroup per output, rows
+  // from rowOff, embedding rows equal to the dequantizer, routed experts of a stack (odd rows: q3_k /
+  // q6_k rows and experts start at offsets that are not 4-aligned).
+  const tiles = [null, { rows: 3, tokens: 5 }, { rows: 4, tokens: 8 }].map((tile) => ({ tile, Kt: new GpuKernels(gpu, { tile }) }));
+  for (const dt of GPU_KQUANT_DTYPES) {
+    for (const [rows, cols, batch] of [[37, 256, 1], [13, 1280, 3], [9, 512, 67]]) {
+      const W = randn(rows * cols, 0.5), X = randn(batch * cols);
+      const bytes = quantizeKQuant(dt, W, rows, cols);
+      const wptr = k.arena.alloc(bytes.length, 4);
+      k.arena.u8(wptr, bytes.length).set(bytes);
+      const xp = k.arena.putF32(X).ptr, yp = k.arena.f32buf(batch * rows).ptr;
+      matmul(k, yp, xp, { ptr: wptr, dtype: dt, rows, cols }, batch, { exact: true });
+      const want = k.arena.f32(yp, batch * rows).slice();
+      const b = mk(), gw = K.weight(bytes, dt, rows, cols), Y = 1 << 19;
+      put(b.a, 0, X);
+      const one = await run([K.matmul(b, Y, 0, gw, batch)], b.a, Y, batch * rows);
+      check(`matmul ${dt} ${rows}x${cols} batch ${batch}`, rel(one, want), 1e-5);
+      const each = await run([K.matmul(b, Y, 0, gw, batch, { perOutput: true })], b.a, Y, batch * rows);
+      check(`matmul ${dt} ${rows}x${cols} batch ${batch}: ${K.tile ? `tiled ${K.tile.rows}×${K.tile.tokens}` : 'one invocation per output'} (this adapter's default) = a workgroup per output`, rel(each, one), 0);
+      if (batch > 1) {
+        for (const { tile, Kt } of tiles) {
+          const got = await run([Kt.matmul(b, Y, 0, Kt.weight(bytes, dt, rows, cols), batch, { perOutput: true })], b.a, Y, batch * rows);
+          check(`matmul ${dt} ${rows}x${cols} batch ${batch}: ${tile ? `tiled ${tile.rows}×${tile.tokens}` : 'one invocation per output'} = a workgroup per output`, rel(got, one), 0);
+        }
+      }
+      const part = await run([K.matmul(b, Y, 0, gw, batch, { rows: 3, rowOff: 5, yStride: 3 })], b.a, Y, batch * 3);
+      const wantPart = Float32Array.from({ length: batch * 3 }, (_, i) => want[Math.floor(i / 3) * rows + 5 + (i % 3)]);
+      check(`matmul ${dt} ${rows}x${cols} batch ${batch}: rows 5…7 (rowOff)`, rel(part, wantPart), 1e-5);
+      const e = mk(), row = rows - 2, rb = rowBytes(dt, cols);
+      const g2 = await run([K.embed(e, 0, gw, { row, scale: 0.5 })], e.a, 0, cols);
+      const dq = dequantizeKQuant(dt, bytes.subarray(row * rb, (row + 1) * rb), cols).map((v) => v * 0.5);
+      check(`embed ${dt} row ${row} of ${rows}x${cols}`, rel(g2, dq), 1e-6);
+    }
+    // A stack of 3 experts of 7 × 256, 2 tokens × 2 slots, both kernels that take ids.
+    const E = 3, rows = 7, cols = 256, rb = rowBytes(dt, cols), sel = [2, 0, 1, 2], X = randn(2 * cols);
+    const stack = quantizeKQuant(dt, randn(E * rows * cols, 0.5), E * rows, cols);
+    const wptr = k.arena.alloc(stack.length, 4);
+    k.arena.u8(wptr, stack.length).set(stack);
+    const yp = k.arena.f32buf(rows).ptr, want = new Float32Array(sel.length * rows);
+    sel.forEach((ex, j) => {
+      const xp = k.arena.putF32(X.subarray((j >> 1) * cols, ((j >> 1) + 1) * cols)).ptr;
+      matmul(k, yp, xp, { ptr: wptr + ex * rows * rb, dtype: dt, rows, cols }, 1, { exact: true });
+      want.set(k.arena.f32(yp, rows), j * rows);
+    });
+    const b = mk(), gw = K.weight(stack, dt, rows, cols, E);
+    put(b.a, 0, X);
+    dev.queue.writeBuffer(b.ids, 0, new Uint32Array(sel));
+    for (const perOutput of [false, true]) {
+      const got = await run([K.matmul(b, 4096, 0, gw, sel.length, { idsOff: 0, xStride: cols, xDiv: 2, perOutput })], b.a, 4096, sel.length * rows);
+      check(`matmul ${dt} routed experts, 2 tokens × 2 slots${perOutput ? ', one invocation per output' : ''}`, rel(got, want), 1e-5);
     }
   }
 
@@ -364,6 +426,45 @@ await withGpu(async (gpu) => {
     await K.run([K.argmax(b, 0, n)]);
     const got = await run([], b.ids, TOKENS_BASE + 6, 1);
     check('argmax (tie → lowest id, NaN skipped)', new Uint32Array(got.buffer)[0] === 17 ? 0 : 1, 0);
+  }
+
+  // --- a tiny llama (hidden 256, 2 layers) loaded with the q4_k_m mix (q4_k, q6_k weights and a q4_k
+  // embedding table) and exact dot products: GPU logits against the WASM forward pass --------------
+  {
+    const H = 256, INTER = 512, HEADS = 4, KV = 2, HD = 64, VOCAB = 301, LAYERS = 2;
+    const config = {
+      architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: H, intermediate_size: INTER,
+      num_hidden_layers: LAYERS, num_attention_heads: HEADS, num_key_value_heads: KV, head_dim: HD,
+      vocab_size: VOCAB, max_position_embeddings: 256, rms_norm_eps: 1e-5, rope_theta: 10000,
+      tie_word_embeddings: false, hidden_act: 'silu', eos_token_id: 2, torch_dtype: 'float32',
+    };
+    const ts: { name: string; shape: number[]; data: Float32Array }[] = [];
+    const add = (name: string, shape: number[], s: number, m = 0) => ts.push({ name, shape, data: randn(shape[0] * (shape[1] ?? 1), s, m) });
+    add('model.embed_tokens.weight', [VOCAB, H], 1);
+    for (let i = 0; i < LAYERS; i++) {
+      const p = `model.layers.${i}`;
+      add(`${p}.input_layernorm.weight`, [H], 0.1, 1);
+      add(`${p}.post_attention_layernorm.weight`, [H], 0.1, 1);
+      add(`${p}.self_attn.q_proj.weight`, [HEADS * HD, H], 0.08);
+      add(`${p}.self_attn.k_proj.weight`, [KV * HD, H], 0.08);
+      add(`${p}.self_attn.v_proj.weight`, [KV * HD, H], 0.08);
+      add(`${p}.self_attn.o_proj.weight`, [H, HEADS * HD], 0.06);
+      add(`${p}.mlp.gate_proj.weight`, [INTER, H], 0.06);
+      add(`${p}.mlp.up_proj.weight`, [INTER, H], 0.06);
+      add(`${p}.mlp.down_proj.weight`, [H, INTER], 0.04);
+    }
+    add('model.norm.weight', [H], 0.1, 1);
+    add('lm_head.weight', [VOCAB, H], 0.1);
+    const st = writeSafetensors(ts.map((t) => ({ name: t.name, dtype: 'f32' as const, shape: t.shape, data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) })));
+    const model = await buildModel(await openCheckpoint({ files: { 'config.json': JSON.stringify(config), 'model.safetensors': st } }), { exact: true, maxContext: 64, dtype: 'q4_k_m' });
+    const gm = gpuModel(model, gpu);
+    const byType = model.info().bytesByDType;
+    // Every matrix is q4_k or q6_k (the f32 norm weights go to the constants).
+    check('q4_k_m llama: q4_k and q6_k matrices uploaded as their blocks', byType.q4_k && byType.q6_k ? Math.abs(gm.info().weightBytes - byType.q4_k - byType.q6_k) : 1, 0);
+    const ids = [5, 17, 250, 3, 99, 300, 1];
+    const want = model.newSession().forward(ids, true);
+    const got = await gm.newSession().forward(ids, true);
+    check('q4_k_m llama logits, GPU vs WASM exact (max rel)', rel(got, want), 1e-4);
   }
 
   checks.print(gpu.adapterName, { api: gpu.api });

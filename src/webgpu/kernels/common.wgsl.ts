@@ -1,8 +1,8 @@
 // Shared WGSL: every kernel sees the same bind group layout (see ../ops.ts) and declares only the
 // bindings it uses. `a` holds activations and scratch, `st` a session's recurrent/KV state, `w` one
-// weight matrix as raw u32 words (GGUF block layout for Q8_0/Q4_0), `c` small f32 constants
-// (norm weights, conv taps, RoPE tables), `step` the token id and position of the current step,
-// `ids` integer scratch (routing ids).
+// weight matrix as raw u32 words (GGUF block layout for Q8_0/Q4_0 and the K-quants), `c` small f32
+// constants (norm weights, conv taps, RoPE tables), `step` the token id and position of the current
+// step, `ids` integer scratch (routing ids).
 
 export type ParamType = 'u' | 'f';
 

@@ -1,4 +1,5 @@
-// Matrix–vector products y[z, rows] = W · x[z / xDiv, cols] for f32, Q8_0 and Q4_0 weights, one
+// Matrix–vector products y[z, rows] = W · x[z / xDiv, cols] for f32, Q8_0, Q4_0 and K-quant weights
+// (q2_k … q6_k, iq4_nl, iq4_xs, mxfp4: units and block reads in kquant.wgsl.ts), one
 // workgroup per output row (z: the token, or the routed-expert slot; xDiv: slots per token, so the
 // K expert slots of a token read its row). f32 rows of any length: the columns past the last whole
 // 4-wide unit are summed by the first invocation. Quantized blocks are dequantized in registers and
@@ -13,13 +14,32 @@
 // there are no workgroup barriers or shared-memory reductions.
 
 import { BYTES, kernelSource, reductions } from './common.wgsl';
+import { GPU_KQUANT_DTYPES, isGpuKQuant, KQ_TILE_UNIT, KQ_UNIT_DOT, kquantBlock, kquantElem, kquantPrelude, kquantRowBytes, kquantRowStride, type GpuKQuantDType } from './kquant.wgsl';
 
-export type GpuWeightDType = 'f32' | 'q8_0' | 'q4_0';
+export type GpuWeightDType = 'f32' | 'q8_0' | 'q4_0' | GpuKQuantDType;
+
+/** Elements per block of a quantized dtype (1 for f32). */
+export function weightBlock(dt: GpuWeightDType): number {
+  return dt === 'f32' ? 1 : isGpuKQuant(dt) ? kquantBlock(dt) : 32;
+}
+
+/** Distance between rows: words for f32, bytes for quantized blocks. */
+export function weightRowStride(dt: GpuWeightDType, cols: number): number {
+  if (dt === 'f32') return cols;
+  if (dt === 'q8_0') return (cols / 32) * 34;
+  if (dt === 'q4_0') return (cols / 32) * 18;
+  return kquantRowBytes(dt, cols);
+}
+
+/** The helpers every kernel of dtype dt reads its weights with. */
+const prelude = (dt: GpuWeightDType) => BYTES + (isGpuKQuant(dt) ? kquantPrelude(dt) : '');
+const perK = <T>(f: (dt: GpuKQuantDType) => T) => Object.fromEntries(GPU_KQUANT_DTYPES.map((dt) => [dt, f(dt)])) as Record<GpuKQuantDType, T>;
 
 export const MATMUL_PARAMS = ['rows', 'cols', 'nx', 'wOff', 'xOff', 'xStride', 'yOff', 'yStride', 'useIds', 'idsOff', 'eStride', 'xDiv', 'batch'];
 export const MATMUL_WG = 64;
 
 const UNIT: Record<GpuWeightDType, string> = {
+  ...perK(() => KQ_UNIT_DOT),
   // 4 f32 elements per unit.
   f32: `
 fn unitDot(rowBase: u32, u: u32, xb: u32) -> f32 {
@@ -73,13 +93,14 @@ fn tailDot(rowBase: u32, xb: u32) -> f32 { return 0.0; }`,
 };
 
 const ROW_STRIDE: Record<GpuWeightDType, string> = {
+  ...perK(kquantRowStride),
   f32: 'p.cols',
   q8_0: '(p.cols / 32u) * 34u',
   q4_0: '(p.cols / 32u) * 18u',
 };
 
 export function matmulWgsl(dt: GpuWeightDType): string {
-  return kernelSource(MATMUL_PARAMS, ['p', 'a', 'w', 'ids'], BYTES + reductions(MATMUL_WG) + UNIT[dt] + `
+  return kernelSource(MATMUL_PARAMS, ['p', 'a', 'w', 'ids'], prelude(dt) + reductions(MATMUL_WG) + UNIT[dt] + `
 @compute @workgroup_size(${MATMUL_WG})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
   let row = wg.x + wg.y * p.nx;
@@ -101,7 +122,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
 
 export function matmulRowsWgsl(dt: GpuWeightDType): string {
   const WG = MATMUL_WG;
-  return kernelSource(MATMUL_PARAMS, ['p', 'a', 'w', 'ids'], BYTES + UNIT[dt] + `
+  return kernelSource(MATMUL_PARAMS, ['p', 'a', 'w', 'ids'], prelude(dt) + UNIT[dt] + `
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
   let row = wg.x + wg.y * p.nx;
@@ -133,11 +154,13 @@ export const DEFAULT_TILE: MatmulTile = { rows: 4, tokens: 8 };
 
 /**
  * Loads unit `u` of weight row `r` into registers (f32 values `w{r}_{j}`; for quantized blocks the
- * half-words of quants `h{r}` and the scale `d{r}`), and adds the unit's sum for token t to the
- * output's partial as unitDot computes it: same products in the same order, the quantized sums in
- * the same loop form (an unrolled form was contracted differently by llvmpipe).
+ * half-words of quants `h{r}` and the scale `d{r}`; for K-quants the 16 weights `w{r}` of
+ * kquant.wgsl.ts wunit), and adds the unit's sum for token t to the output's partial as unitDot
+ * computes it: same products in the same order, the quantized sums in the same loop form (an
+ * unrolled form was contracted differently by llvmpipe).
  */
 const TILE_UNIT: Record<GpuWeightDType, { elems: number; load(r: number): string; x(t: number): string; dot(r: number, t: number): string }> = {
+  ...perK(() => KQ_TILE_UNIT),
   f32: {
     elems: 4,
     load: (r) => `let o${r} = rb${r} + u * 4u;\n` + [0, 1, 2, 3].map((j) => `let w${r}_${j} = bitcast<f32>(w[o${r} + ${j}u]);`).join(' '),
@@ -179,7 +202,7 @@ export function matmulTileWgsl(dt: GpuWeightDType, tile: MatmulTile = DEFAULT_TI
   const { rows: R, tokens: TT } = tile, RT = R * TT, WG = MATMUL_WG, U = TILE_UNIT[dt];
   const rIdx = [...Array(R).keys()], tIdx = [...Array(TT).keys()];
   const each = (f: (r: number, t: number) => string) => rIdx.flatMap((r) => tIdx.map((t) => f(r, t))).join('\n');
-  return kernelSource(MATMUL_PARAMS, ['p', 'a', 'w'], BYTES + `
+  return kernelSource(MATMUL_PARAMS, ['p', 'a', 'w'], prelude(dt) + `
 var<workgroup> red: array<f32, ${WG * RT}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
@@ -227,6 +250,7 @@ ${each((r, t) => `  red[${(r * TT + t) * WG}u + li] = acc${r}_${t};`)}
  */
 export const EMBED_PARAMS = ['cols', 'outOff', 'useStep', 'row', 'tokOff', 'scale:f'];
 const ELEM: Record<GpuWeightDType, string> = {
+  ...perK(kquantElem),
   f32: 'fn elem(r: u32, i: u32) -> f32 { return bitcast<f32>(w[r * p.cols + i]); }',
   q8_0: `fn elem(r: u32, i: u32) -> f32 {
   let off = (r * (p.cols / 32u) + i / 32u) * 34u;
@@ -247,7 +271,7 @@ const ELEM: Record<GpuWeightDType, string> = {
 }`,
 };
 export function embedWgsl(dt: GpuWeightDType): string {
-  return kernelSource(EMBED_PARAMS, ['p', 'a', 'w', 'step', 'ids'], BYTES + ELEM[dt] + `
+  return kernelSource(EMBED_PARAMS, ['p', 'a', 'w', 'step', 'ids'], prelude(dt) + ELEM[dt] + `
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.x;
