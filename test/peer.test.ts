@@ -380,6 +380,19 @@ describe('K-quant llama.cpp-layout GGUF files in sparrow and llama.cpp', () => {
     expect(r.maxDelta).toBeLessThan(KQ_MAX_DELTA);
   };
 
+  // The issue's bar for the plain types: the same greedy continuation in both runtimes.
+  for (const dtype of ['f32', 'q8_0'] as const) {
+    it(`${dtype}: identical greedy continuation in both runtimes`, async () => {
+      const file = join(peerWork, `kq.${dtype}.gguf`);
+      await convertToGGUF(await source(), file, { dtype, format: 'llama.cpp' });
+      const tokens = Array.from({ length: KQ_POSITIONS }, (_, i) => (i === 0 ? 1 : kq(i)));
+      const r = await compareFile(file, tokens, [1, kq(1), kq(2), kq(3)], 32);
+      report.push(`| kquant-llama256 | ${dtype} | ${greedyText(r)} | ${r.agree}/${r.total} | ${r.maxDelta.toExponential(2)} |`);
+      expect(r.greedySparrow).toEqual(r.greedyPeer);
+      expect(r.agree).toBe(r.total);
+    }, 30_000);
+  }
+
   for (const mix of KQ_MIXES) {
     it(`${mix} (mix, convert --format llama.cpp)`, async () => {
       const file = join(peerWork, `kq.${mix}.gguf`);
