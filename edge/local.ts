@@ -11,7 +11,7 @@ import { open } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { ArgsError, optionsHelp, parseArgs, type OptionsSpec, type ParsedArgs } from '../src/args';
 import { loadModel, type LanguageModel } from '../src/index';
-import { parseHubRef, resolveHubModel } from '../src/formats/hub';
+import { resolveModelSource } from '../src/formats/hub';
 import type { BuildChoice } from '../src/kernels/runtime';
 import { BROWSER_BUNDLE_PATH, createApp, type BrowserFiles, type SparrowApp } from './app';
 import { DirSessionStore, MemorySessionStore, TieredSessionStore, type SessionStore } from './store';
@@ -273,19 +273,18 @@ export function localBrowserFiles(cfg: LocalConfig): BrowserFiles | undefined {
 }
 
 /**
- * What --model names: a URL or an existing path as it is; else a Hugging Face hub name
- * (org/name[@rev], org/name/file.gguf, org/name:QUANT) as its cached download, fetched if need be.
+ * What --model names, as resolveModelSource decides: a URL or an existing path as it is, a Hugging
+ * Face hub name as its download in the hub cache, fetched if need be; anything else as given, for
+ * loadModel to report.
  */
 async function modelPath(model: string): Promise<string> {
-  const ref = /^https?:\/\//.test(model) || existsSync(model) ? null : parseHubRef(model);
-  if (!ref) return model;
-  const r = await resolveHubModel(ref, {
+  const path = await resolveModelSource(model, {
     progress: {
-      start: (file, size, from) => console.error(`sparrow: downloading ${ref.repo}/${file}${size === undefined ? '' : ` (${size} bytes)`}${from ? `, resuming at byte ${from}` : ''}`),
+      start: (file, size, from, repo) => console.error(`sparrow: downloading ${repo}/${file}${size === undefined ? '' : ` (${size} bytes)`}${from ? `, resuming at byte ${from}` : ''}`),
       note: (m) => console.error(`sparrow: ${m}`),
     },
   });
-  return r.path;
+  return path ?? model;
 }
 
 export function localApp(cfg: LocalConfig, browser?: BrowserFiles, store: SessionStore = localStore(cfg)): SparrowApp {

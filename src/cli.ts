@@ -16,7 +16,7 @@ import { mulberry32, resolveSampling } from './generate/sampler';
 import { RequestError } from './generate/errors';
 import { ConvertAbortedError, convertToGGUF, CONVERT_DTYPES, CONVERT_FORMATS, type ConvertDType, type ConvertFormat, type ConvertResult } from './convert';
 import { ContainerError, decodeContainer, encodeContainer, type Container, type ContainerKind } from './runtime/container';
-import { HubError, parseHubRef, resolveHubModel } from './formats/hub';
+import { HubError, resolveModelSource } from './formats/hub';
 
 class UsageError extends Error {}
 class CliError extends Error {}
@@ -76,9 +76,9 @@ function defaultModelDir(): string {
 }
 
 /**
- * The path or URL to load: --model as given when it is a URL or an existing path; else, when it has
- * the form of a Hugging Face hub name (org/name[@rev], org/name/file.gguf, org/name:QUANT), the
- * cached download of it (fetched now if need be, with progress on stderr).
+ * The path or URL to load: the default model directory without --model, else what
+ * resolveModelSource makes of it (a URL or existing path as it is, a Hugging Face hub name as its
+ * download in the hub cache, fetched now if need be with progress on stderr).
  */
 async function resolveModel(m: string | undefined): Promise<string> {
   if (m === undefined) {
@@ -86,15 +86,12 @@ async function resolveModel(m: string | undefined): Promise<string> {
     if (!existsSync(dir)) throw new CliError(`no --model given and the default model directory ${dir} does not exist`);
     return dir;
   }
-  if (/^https?:\/\//.test(m)) return m;
-  if (existsSync(m)) return m;
-  const ref = parseHubRef(m);
-  if (!ref) throw new CliError(`model not found: ${m}`);
   const bar = new Progress('downloading');
+  let path: string | undefined;
   try {
-    const r = await resolveHubModel(ref, {
+    path = await resolveModelSource(m, {
       progress: {
-        start: (file, size, from) => stderr(`sparrow: downloading ${ref.repo}/${file}${size === undefined ? '' : ` (${fmtBytes(size)})`}${from ? `, resuming at ${fmtBytes(from)}` : ''}\n`),
+        start: (file, size, from, repo) => stderr(`sparrow: downloading ${repo}/${file}${size === undefined ? '' : ` (${fmtBytes(size)})`}${from ? `, resuming at ${fmtBytes(from)}` : ''}\n`),
         update: (file, done, size) => bar.update(done, size ?? 0, file),
         done: () => bar.end(),
         note: (msg) => {
@@ -103,7 +100,6 @@ async function resolveModel(m: string | undefined): Promise<string> {
         },
       },
     });
-    return r.path;
   } catch (e) {
     if (!(e instanceof HubError)) throw e;
     if (e.kind === 'not-found' && /no such model repo/.test(e.message)) throw new CliError(`model not found: ${e.message}, nor a local path`);
@@ -111,6 +107,8 @@ async function resolveModel(m: string | undefined): Promise<string> {
   } finally {
     bar.end();
   }
+  if (path === undefined) throw new CliError(`model not found: ${m}`);
+  return path;
 }
 
 /** A one-line bar on stderr, drawn only when stderr is a terminal. */

@@ -12,6 +12,7 @@ import { Tokenizer } from './generate/tokenizer';
 import type { Model } from './models/model';
 import { acquireGpu, probeGpu, WebGpuUnavailableError } from './webgpu/device';
 import { GpuModel } from './webgpu/model';
+import type { HubOptions } from './formats/hub';
 
 export type Backend = 'wasm' | 'webgpu' | 'auto';
 export type CheckpointSource = CheckpointInput;
@@ -50,6 +51,8 @@ export interface LoadOptions {
   /** A Jinja chat template replacing the checkpoint's own. */
   chatTemplate?: string;
   onProgress?: (done: number, total: number, what: string) => void;
+  /** A Hugging Face hub name as source (`org/name`, …): environment, download progress and retries (formats/hub.ts). */
+  hub?: HubOptions;
 }
 
 const DTYPES: readonly LoadDType[] = LOAD_DTYPES;
@@ -64,8 +67,21 @@ function checkOptions(o: LoadOptions): void {
 }
 
 /**
- * Loads a checkpoint (a GGUF or safetensors file path, an HF-style directory, a URL of either, the
- * bytes of a file, or an in-memory directory `{ files }`) and returns a LanguageModel. The weight bytes the load dtype implies are checked
+ * A string source as openCheckpoint takes it: a URL or local path as it is, a Hugging Face hub name
+ * (`org/name`, `org/name@rev`, `org/name/file.gguf`, `org/name:QUANT`) as the path of its download
+ * in the hub cache. formats/hub.ts is imported here, on first use, and loads node: modules only on
+ * runtimes with a file system; elsewhere a hub name is a HubError that says to pass a URL.
+ */
+async function resolveSource(source: CheckpointSource, hub?: HubOptions): Promise<CheckpointSource> {
+  if (typeof source !== 'string') return source;
+  const { resolveModelSource } = await import('./formats/hub');
+  return (await resolveModelSource(source, hub)) ?? source;
+}
+
+/**
+ * Loads a checkpoint (a GGUF or safetensors file path, an HF-style directory, a URL of either, a
+ * Hugging Face hub name such as `org/name` on Node, Deno and Bun, the bytes of a file, or an
+ * in-memory directory `{ files }`) and returns a LanguageModel. The weight bytes the load dtype implies are checked
  * against `memoryBudget` before anything is allocated.
  */
 export async function loadModel(source: CheckpointSource, options: LoadOptions = {}): Promise<LanguageModel> {
@@ -78,7 +94,7 @@ export async function loadModel(source: CheckpointSource, options: LoadOptions =
     }
     if (!threadsAvailable()) throw new ConfigError('options.threads', 'this runtime has no shared memory and workers; use threads: 1');
   }
-  const ckpt: Checkpoint = await openCheckpoint(source);
+  const ckpt: Checkpoint = await openCheckpoint(await resolveSource(source, options.hub));
   try {
     const family = familyFor(ckpt.config);
     if (options.memoryBudget !== undefined) {
@@ -165,7 +181,7 @@ export { GpuModel, GpuSession, gpuModel, forwardBatch } from './webgpu/model';
  */
 export async function loadGpuModel(source: CheckpointInput, options: Omit<ModelOptions, 'build'> = {}): Promise<GpuModel> {
   const gpu = await acquireGpu();
-  const ckpt = await openCheckpoint(source);
+  const ckpt = await openCheckpoint(await resolveSource(source));
   try {
     const model = await buildModel(ckpt, { exact: true, ...options, maxSessions: options.maxSessions ?? 1 });
     return new GpuModel(model, gpu);

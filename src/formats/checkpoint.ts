@@ -391,9 +391,11 @@ function tensorMap(list: TensorInfo[]): Map<string, TensorInfo> {
   return new Map(list.map((t) => [t.name, t]));
 }
 
-function requireConfig(config: any, where: string): any {
-  if (config === undefined || config === null) throw new ConfigError('config.json', `not found in ${where}`);
-  if (typeof config !== 'object' || Array.isArray(config)) throw new ConfigError('config.json', 'is not a JSON object');
+function requireConfig(config: any, where: string, field = 'config.json'): any {
+  if (config === undefined || config === null) throw new ConfigError(field, `not found in ${where}`);
+  if (typeof config !== 'object' || Array.isArray(config)) {
+    throw new ConfigError(field, `is not a JSON object (${Array.isArray(config) ? 'an array' : `a ${typeof config}`})`);
+  }
   return config;
 }
 
@@ -419,7 +421,10 @@ async function openFile(src: ByteSource, side: SideFiles, opts: OpenOptions, whe
         generationConfig: side.generationConfig !== undefined,
         tokenizerConfig: side.tokenizerConfig !== undefined,
       });
-      const config = requireConfig(opts.config ?? side.config ?? meta.config, `${where} (nor sparrow.hf_config in the GGUF metadata)`);
+      const own = opts.config ?? side.config;
+      const config = own !== undefined
+        ? requireConfig(own, where)
+        : requireConfig(meta.config, `${where} (nor sparrow.hf_config in the GGUF metadata)`, meta.config === undefined ? 'config.json' : 'gguf.metadata["sparrow.hf_config"]');
       return new CheckpointImpl('gguf', config, tensorMap(g.tensors), g.metadata, [src],
         side.generationConfig ?? meta.generationConfig,
         side.tokenizerJson ?? meta.tokenizerJson,

@@ -1,27 +1,38 @@
 // Models on the Hugging Face hub by name: `org/name`, `org/name@revision`, `org/name/file.gguf`
 // (optionally `…/file.gguf@revision` or `org/name@revision/file.gguf`) and `org/name:QUANT` (the one
-// .gguf whose name contains QUANT, case-insensitive), downloaded into a local cache and opened from
-// there like any local checkpoint.
+// .gguf whose name contains QUANT, case-insensitive), downloaded into the hub's own cache and opened
+// from there like any local checkpoint. resolveModelSource is the one place that decides what a
+// model string names (URL, local path, hub name); loadModel, the CLI and the local server use it.
 //
 // Hub: HF_ENDPOINT (default https://huggingface.co), HF_TOKEN sent as "Authorization: Bearer" to
 // that origin only (redirects to another host, as the hub does for LFS files, go without it). The
-// file list comes from /api/models/<repo>/revision/<rev> (siblings[].rfilename), files from
-// /<repo>/resolve/<rev>/<file>.
+// file list and the commit come from /api/models/<repo>/revision/<rev> (siblings[].rfilename, sha);
+// each file's metadata from a HEAD of /<repo>/resolve/<commit>/<file> (ETag, or X-Linked-Etag and
+// Location for LFS files), its bytes from the resolve URL or the Location it redirects to.
 //
-// Cache: SPARROW_CACHE, else $XDG_CACHE_HOME/sparrow, else ~/.cache/sparrow; one directory per
-// repo and revision, <cache>/hub/<org>/<name>/<revision>/, holding the files under their hub names.
-// A file is written to <name>.part and renamed once complete; a .part left by an interrupted run is
-// resumed with a Range request. Once every file of a pick is in place a marker under .sparrow/
-// records it, and later runs use the cache without contacting the hub (HF_HUB_OFFLINE=1 forbids
-// the network altogether).
+// Cache, the layout huggingface_hub and transformers use, so files fetched by either are reused and
+// the other way round: HF_HUB_CACHE, else SPARROW_CACHE (an alias), else $HF_HOME/hub, else
+// $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub. Per repo, models--<org>--<name>/:
+//   blobs/<etag>               a file's bytes, named by its ETag without quotes and W/ (the SHA-256
+//                              for LFS files, the git blob SHA-1 otherwise)
+//   blobs/<etag>.incomplete    a download in progress, resumed with a Range request
+//   snapshots/<commit>/<path>  a relative symlink to ../../blobs/<etag> (a copy where symlinks fail)
+//   refs/<revision>            the commit the revision pointed to when last resolved
+// A blob is renamed from .incomplete only when complete, after its SHA-256 is checked (LFS files).
+// Online, the api's sha says which snapshot is current; files already in that snapshot are not
+// fetched again and a file whose ETag names a blob already present is linked without a download.
+// Offline (HF_HUB_OFFLINE=1, or the hub unreachable) refs/<revision> leads to the snapshot, which
+// is used when it holds the files the pick needs.
 //
-// Node, Bun and Deno: node:fs, node:os, node:path and fetch.
+// Node, Bun and Deno: node:fs, node:crypto (loaded on first use, so that bundles for Workers and
+// browsers carry no static node: import) and fetch. Elsewhere a hub name fails with an error that
+// says to pass a URL.
 
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { open } from 'node:fs/promises';
-import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
+import type * as NodeFs from 'node:fs';
+import type * as NodeFsPromises from 'node:fs/promises';
+import type * as NodeCrypto from 'node:crypto';
+import type * as NodeOs from 'node:os';
+import { isUrl } from './source';
 
 /** What went wrong: the repo, revision or file is missing; access refused; the network; the repo's contents. */
 export type HubErrorKind = 'not-found' | 'auth' | 'network' | 'weights' | 'ambiguous' | 'other';
@@ -47,8 +58,13 @@ export interface HubRef {
   quant?: string;
 }
 
+type Env = Record<string, string | undefined>;
+
 const NAME = '[A-Za-z0-9](?:[\\w.-]*[A-Za-z0-9_])?';
 const REF_RE = new RegExp(`^(${NAME})/(${NAME})(?:@([^\\s:@]+?))?(?:/([^\\s:@]+?\\.gguf))?(?:@([^\\s:@/]+))?(?::([\\w.-]+))?$`, 'i');
+const COMMIT_RE = /^[0-9a-f]{40}$/;
+
+const badSegments = (p: string) => p.split('/').some((s) => s === '' || s === '.' || s === '..');
 
 /**
  * A hub reference, or null when `s` does not have that form (paths with a leading / or ., URLs,
@@ -59,51 +75,79 @@ export function parseHubRef(s: string): HubRef | null {
   if (!m) return null;
   const [, org, name, revA, file, revB, quant] = m;
   const revision = revA ?? revB ?? 'main';
-  if (revision === '.' || revision === '..' || (revA && revB) || (file && quant)) return null;
-  if (file && file.split('/').some((p) => p === '' || p === '.' || p === '..')) return null;
+  if (badSegments(revision) || (revA && revB) || (file && quant)) return null;
+  if (file && badSegments(file)) return null;
   return { repo: `${org}/${name}`, revision, file, quant };
 }
 
-export function hubEndpoint(env: Record<string, string | undefined> = process.env): string {
+function processEnv(): Env {
+  return ((globalThis as any).process?.env as Env | undefined) ?? {};
+}
+
+export function hubEndpoint(env: Env = processEnv()): string {
   return (env.HF_ENDPOINT || 'https://huggingface.co').replace(/\/+$/, '');
 }
 
-export function hubCacheDir(env: Record<string, string | undefined> = process.env): string {
+/** `parts` joined with /, without doubled separators. */
+function pjoin(...parts: string[]): string {
+  const [first, ...rest] = parts;
+  const head = first.replace(/[\\/]+$/, '');
+  const tail = rest.map((p) => p.replace(/^[\\/]+|[\\/]+$/g, '')).filter(Boolean);
+  return [head, ...tail].join('/') || '/';
+}
+
+const parentOf = (p: string) => p.replace(/[\\/]+[^\\/]*$/, '') || '/';
+
+/** The hub cache: HF_HUB_CACHE, SPARROW_CACHE, $HF_HOME/hub, $XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub. */
+export function hubCacheDir(env: Env = processEnv()): string {
+  if (env.HF_HUB_CACHE) return env.HF_HUB_CACHE;
   if (env.SPARROW_CACHE) return env.SPARROW_CACHE;
-  if (env.XDG_CACHE_HOME) return join(env.XDG_CACHE_HOME, 'sparrow');
-  return join(homedir(), '.cache', 'sparrow');
+  if (env.HF_HOME) return pjoin(env.HF_HOME, 'hub');
+  if (env.XDG_CACHE_HOME) return pjoin(env.XDG_CACHE_HOME, 'huggingface', 'hub');
+  const real = processEnv();
+  const home = env.HOME || env.USERPROFILE || real.HOME || real.USERPROFILE || nodeMods?.os.homedir() || '.';
+  return pjoin(home, '.cache', 'huggingface', 'hub');
+}
+
+/** A repo's directory in the cache: <cache>/models--<org>--<name>. */
+export function hubRepoDir(repo: string, env?: Env): string {
+  return pjoin(hubCacheDir(env), `models--${repo.split('/').join('--')}`);
 }
 
 export interface HubProgress {
-  /** A file download starts: `size` bytes in all (undefined when unknown), `from` of them already in a .part. */
-  start?(file: string, size: number | undefined, from: number): void;
+  /** A download of `file` of `repo` starts: `size` bytes in all (undefined when unknown), `from` of them already in blobs/<etag>.incomplete. */
+  start?(file: string, size: number | undefined, from: number, repo: string): void;
   /** Bytes of `file` on disk so far. */
   update?(file: string, done: number, size: number | undefined): void;
-  /** The file is complete under its final name. */
+  /** The file is complete in the cache. */
   done?(file: string, size: number): void;
-  /** Anything else worth a line (a resume after a dropped connection, …). */
+  /** Anything else worth a line (a resume after a dropped connection, the cache used while the hub is unreachable, …). */
   note?(message: string): void;
 }
 
 export interface HubOptions {
-  env?: Record<string, string | undefined>;
+  env?: Env;
   progress?: HubProgress;
   /** Retries of one file after a network failure, each resuming where the last stopped (default 3). */
   retries?: number;
   /** Milliseconds without a byte before a download counts as stalled and is retried (default 60 000). */
   stallMs?: number;
+  /** Milliseconds the file list and each file's metadata may take (default HF_HUB_ETAG_TIMEOUT seconds, else 10 000). */
+  metaTimeoutMs?: number;
   /** The fetch to use (tests). */
   fetch?: typeof fetch;
 }
 
 export interface HubResolved {
-  /** What to open: the revision directory (safetensors) or the .gguf file. */
+  /** What to open: the snapshot directory (safetensors) or the .gguf file in it. */
   path: string;
-  /** The revision's cache directory. */
+  /** The snapshot directory, <cache>/models--<org>--<name>/snapshots/<commit>. */
   dir: string;
+  /** The commit the revision resolved to. */
+  commit: string;
   /** Files of the pick, by their names in the repo. */
   files: string[];
-  /** Whether everything came from the cache without contacting the hub. */
+  /** Whether nothing was downloaded (every file was in the cache). */
   cached: boolean;
 }
 
@@ -120,47 +164,140 @@ function encodePath(p: string): string {
   return p.split('/').map(encodeURIComponent).join('/');
 }
 
-/** The cache directory of one repo revision. */
-export function hubRevisionDir(ref: HubRef, env?: Record<string, string | undefined>): string {
-  const [org, name] = ref.repo.split('/');
-  return join(hubCacheDir(env), 'hub', org, name, encodeURIComponent(ref.revision));
-}
-
 function describe(ref: HubRef): string {
   return `${ref.repo}${ref.revision === 'main' ? '' : '@' + ref.revision}`;
 }
 
-/** The marker of one pick: which selector, which files, what to open. */
-function markerPath(dir: string, ref: HubRef): string {
-  const key = ref.file ? `file-${ref.file}` : ref.quant ? `quant-${ref.quant.toLowerCase()}` : 'weights';
-  const h = createHash('sha256').update(key).digest('hex').slice(0, 16);
-  return join(dir, '.sparrow', `${h}.json`);
+const truthy = (v: string | undefined) => /^(1|true|yes|on)$/i.test(v ?? '');
+
+// ---------------------------------------------------------------------------------------------
+// node: modules, loaded on first use
+
+interface NodeMods {
+  fs: typeof NodeFs;
+  fsp: typeof NodeFsPromises;
+  crypto: typeof NodeCrypto;
+  os: typeof NodeOs;
 }
 
-interface Marker {
-  key: string;
-  files: string[];
-  open: string;
+let nodeMods: NodeMods | undefined;
+
+async function node(): Promise<NodeMods> {
+  if (!nodeMods) {
+    const [fs, fsp, crypto, os] = await Promise.all([import('node:fs'), import('node:fs/promises'), import('node:crypto'), import('node:os')]);
+    nodeMods = { fs, fsp, crypto, os };
+  }
+  return nodeMods;
 }
 
-function readMarker(dir: string, ref: HubRef): Marker | undefined {
-  try {
-    const m = JSON.parse(readFileSync(markerPath(dir, ref), 'utf8')) as Marker;
-    if (!Array.isArray(m.files) || typeof m.open !== 'string') return undefined;
-    for (const f of m.files) if (!existsSync(join(dir, f))) return undefined;
-    return m;
-  } catch {
-    return undefined;
+/** Node, Bun and Deno have a file system for the cache; browsers and Cloudflare Workers do not. */
+export function hasFileSystem(): boolean {
+  const g = globalThis as any;
+  if (g.navigator?.userAgent === 'Cloudflare-Workers') return false;
+  return typeof g.Deno !== 'undefined' || !!g.process?.versions?.bun || !!g.process?.versions?.node;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cache
+
+/** One repo's directory in the hub cache. */
+class RepoCache {
+  constructor(
+    readonly dir: string,
+    private readonly m: NodeMods,
+  ) {}
+
+  refPath(revision: string): string {
+    return pjoin(this.dir, 'refs', revision);
+  }
+
+  /** The commit a revision names: the revision itself when it is a commit hash, else refs/<revision>. */
+  commitOf(revision: string): string | undefined {
+    if (COMMIT_RE.test(revision)) return revision;
+    try {
+      const c = this.m.fs.readFileSync(this.refPath(revision), 'utf8').trim();
+      return c && !badSegments(c) && !c.includes('\\') ? c : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  writeRef(revision: string, commit: string): void {
+    if (revision === commit) return;
+    const p = this.refPath(revision);
+    try {
+      if (this.m.fs.readFileSync(p, 'utf8').trim() === commit) return;
+    } catch {
+      // not written yet
+    }
+    this.m.fs.mkdirSync(parentOf(p), { recursive: true });
+    const tmp = `${p}.${(globalThis as any).process?.pid ?? 0}.tmp`;
+    this.m.fs.writeFileSync(tmp, commit);
+    this.m.fs.renameSync(tmp, p);
+  }
+
+  snapshot(commit: string): string {
+    return pjoin(this.dir, 'snapshots', commit);
+  }
+
+  blob(etag: string): string {
+    return pjoin(this.dir, 'blobs', etag);
+  }
+
+  /** Whether the snapshot has `file` (a link whose blob is gone does not count). */
+  has(commit: string, file: string): boolean {
+    return this.m.fs.existsSync(pjoin(this.snapshot(commit), file));
+  }
+
+  /** Points snapshots/<commit>/<file> at blobs/<etag>: a relative symlink, else a copy. */
+  link(commit: string, file: string, etag: string): void {
+    const { fs } = this.m;
+    const pointer = pjoin(this.snapshot(commit), file);
+    fs.mkdirSync(parentOf(pointer), { recursive: true });
+    try {
+      fs.lstatSync(pointer);
+      fs.unlinkSync(pointer);
+    } catch {
+      // nothing there
+    }
+    const target = `${'../'.repeat(file.split('/').length + 1)}blobs/${etag}`;
+    try {
+      fs.symlinkSync(target, pointer);
+    } catch (e) {
+      if ((e as { code?: string }).code === 'EEXIST' && fs.existsSync(pointer)) return;
+      fs.copyFileSync(this.blob(etag), pointer);
+    }
+  }
+
+  /** The files of a snapshot, relative to it, links followed (broken ones left out). */
+  list(commit: string): string[] {
+    const { fs } = this.m;
+    const out: string[] = [];
+    const walk = (dir: string, pre: string) => {
+      let names: string[];
+      try {
+        names = fs.readdirSync(dir);
+      } catch {
+        return;
+      }
+      for (const n of names) {
+        let st: NodeFs.Stats;
+        try {
+          st = fs.statSync(pjoin(dir, n));
+        } catch {
+          continue;
+        }
+        if (st.isDirectory()) walk(pjoin(dir, n), `${pre}${n}/`);
+        else out.push(`${pre}${n}`);
+      }
+    };
+    walk(this.snapshot(commit), '');
+    return out;
   }
 }
 
-function writeMarker(dir: string, ref: HubRef, files: string[], openName: string): void {
-  const p = markerPath(dir, ref);
-  mkdirSync(dirname(p), { recursive: true });
-  const tmp = `${p}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify({ key: ref.file ?? ref.quant ?? 'weights', files, open: openName }));
-  renameSync(tmp, p);
-}
+// ---------------------------------------------------------------------------------------------
+// The hub
 
 function networkMessage(e: unknown): string {
   const err = e as { cause?: { code?: string; message?: string }; code?: string; message?: string; name?: string };
@@ -169,17 +306,35 @@ function networkMessage(e: unknown): string {
   return code && !detail.includes(code) ? `${code}: ${detail}` : detail;
 }
 
+/** An ETag as a blob name: quotes and W/ dropped. */
+function etagName(v: string | null): string | undefined {
+  if (!v) return undefined;
+  const t = v.trim().replace(/^W\//i, '').replace(/^"(.*)"$/, '$1');
+  return /^[\w.-]+$/.test(t) && !/^\.+$/.test(t) ? t : undefined;
+}
+
+/** What a HEAD of a file's resolve URL tells. */
+interface FileMeta {
+  etag: string;
+  size?: number;
+  /** Where the bytes are: the Location of an LFS redirect, else the resolve URL. */
+  url: string;
+}
+
 class Hub {
   readonly endpoint: string;
   private readonly origin: string;
   private readonly token?: string;
   private readonly fetch: typeof fetch;
+  private readonly metaMs: number;
 
   constructor(
     readonly ref: HubRef,
     private readonly o: HubOptions,
+    private readonly cache: RepoCache,
+    private readonly m: NodeMods,
   ) {
-    const env = o.env ?? process.env;
+    const env = o.env ?? processEnv();
     this.endpoint = hubEndpoint(env);
     try {
       this.origin = new URL(this.endpoint).origin;
@@ -188,24 +343,32 @@ class Hub {
     }
     this.token = env.HF_TOKEN || undefined;
     this.fetch = o.fetch ?? fetch;
+    const t = Number(env.HF_HUB_ETAG_TIMEOUT);
+    this.metaMs = o.metaTimeoutMs ?? (t > 0 ? t * 1000 : 10_000);
+  }
+
+  private headersFor(u: string, headers: Record<string, string>): Record<string, string> {
+    const h: Record<string, string> = { ...headers };
+    if (this.token && new URL(u).origin === this.origin) h.authorization = `Bearer ${this.token}`;
+    return h;
+  }
+
+  private async send(u: string, init: RequestInit): Promise<Response> {
+    try {
+      return await this.fetch(u, init);
+    } catch (e) {
+      const name = (e as Error)?.name;
+      if (name === 'AbortError') throw e;
+      if (name === 'TimeoutError') throw new HubError(`no answer from the hub at ${new URL(u).origin} in ${this.metaMs / 1000} s`, 'network');
+      throw new HubError(`cannot reach the hub at ${new URL(u).origin} (${networkMessage(e)})`, 'network');
+    }
   }
 
   /** GET with redirects followed by hand, so that the token goes to the hub's origin only. */
-  async get(url: string, headers: Record<string, string> = {}, signal?: AbortSignal, seen?: { sha256?: string }): Promise<Response> {
+  async get(url: string, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<Response> {
     let u = url;
     for (let hop = 0; hop < 10; hop++) {
-      const h: Record<string, string> = { ...headers };
-      if (this.token && new URL(u).origin === this.origin) h.authorization = `Bearer ${this.token}`;
-      let res: Response;
-      try {
-        res = await this.fetch(u, { headers: h, redirect: 'manual', signal });
-      } catch (e) {
-        if ((e as Error)?.name === 'AbortError') throw e;
-        throw new HubError(`cannot reach the hub at ${new URL(u).origin} (${networkMessage(e)})${this.offlineHint()}`, 'network');
-      }
-      // The hub names an LFS file's SHA-256 in X-Linked-Etag on the answer that redirects to it.
-      const etag = /^"?([0-9a-f]{64})"?$/i.exec(res.headers.get('x-linked-etag') ?? '');
-      if (seen && etag) seen.sha256 = etag[1].toLowerCase();
+      const res = await this.send(u, { headers: this.headersFor(u, headers), redirect: 'manual', signal });
       const loc = res.headers.get('location');
       if (res.status >= 300 && res.status < 400 && loc) {
         await res.body?.cancel().catch(() => {});
@@ -215,10 +378,6 @@ class Hub {
       return res;
     }
     throw new HubError(`too many redirects from ${url}`, 'network');
-  }
-
-  private offlineHint(): string {
-    return `; ${describe(this.ref)} is not in the cache (${hubRevisionDir(this.ref, this.o.env)})`;
   }
 
   /** Turns a failed response into the error a user can act on. */
@@ -255,12 +414,14 @@ class Hub {
       if (errCode === 'RevisionNotFound' || /revision/i.test(hubMsg)) throw new HubError(`${name}: revision ${this.ref.revision} not found on the hub (${this.endpoint})`, 'not-found');
       if (errCode === 'EntryNotFound' || what !== 'the file list') throw new HubError(`${name}: ${what} not found in the repo (HTTP 404)`, 'not-found');
     }
-    throw new HubError(`${name}: the hub answered HTTP ${res.status} for ${what}${hubMsg ? `: ${hubMsg}` : ''}`);
+    const kind = res.status >= 500 || res.status === 429 ? 'network' : 'other';
+    throw new HubError(`${name}: the hub answered HTTP ${res.status} for ${what}${hubMsg ? `: ${hubMsg}` : ''}`, kind);
   }
 
-  async listFiles(): Promise<string[]> {
+  /** The repo's files at the revision, and the commit the revision points to. */
+  async listFiles(): Promise<{ files: string[]; sha?: string }> {
     const url = `${this.endpoint}/api/models/${encodePath(this.ref.repo)}/revision/${encodeURIComponent(this.ref.revision)}`;
-    const res = await this.get(url, { accept: 'application/json' });
+    const res = await this.get(url, { accept: 'application/json' }, AbortSignal.timeout(this.metaMs));
     if (!res.ok) return this.fail(res, 'the file list');
     let j: any;
     try {
@@ -270,49 +431,99 @@ class Hub {
     }
     const sib = j?.siblings;
     if (!Array.isArray(sib)) throw new HubError(`${describe(this.ref)}: the hub's file list has no siblings[]`);
-    return sib.map((s: any) => s?.rfilename).filter((f: unknown): f is string => typeof f === 'string');
+    const files = sib.map((s: any) => s?.rfilename).filter((f: unknown): f is string => typeof f === 'string');
+    const sha = typeof j?.sha === 'string' && /^[\w.-]+$/.test(j.sha) ? j.sha : undefined;
+    return { files, sha };
   }
 
-  fileUrl(file: string): string {
-    return `${this.endpoint}/${encodePath(this.ref.repo)}/resolve/${encodeURIComponent(this.ref.revision)}/${encodePath(file)}`;
+  fileUrl(commit: string, file: string): string {
+    return `${this.endpoint}/${encodePath(this.ref.repo)}/resolve/${encodeURIComponent(commit)}/${encodePath(file)}`;
   }
 
-  /** Downloads one file into `dir` (resuming a .part), retrying network failures. */
-  async download(dir: string, file: string): Promise<void> {
-    const final = join(dir, file);
-    if (existsSync(final)) return;
-    mkdirSync(dirname(final), { recursive: true });
-    const part = `${final}.part`;
+  /**
+   * HEAD of a file's resolve URL: relative redirects (a renamed repo) are followed, a redirect to
+   * another host (LFS storage) is where the bytes are.
+   */
+  async head(commit: string, file: string): Promise<FileMeta> {
+    let u = this.fileUrl(commit, file);
+    for (let hop = 0; hop < 10; hop++) {
+      const res = await this.send(u, { method: 'HEAD', headers: this.headersFor(u, { 'accept-encoding': 'identity' }), redirect: 'manual', signal: AbortSignal.timeout(this.metaMs) });
+      const loc = res.headers.get('location');
+      const redirect = res.status >= 300 && res.status < 400 && !!loc;
+      if (redirect && !/^[a-z][a-z0-9+.-]*:/i.test(loc!)) {
+        u = new URL(loc!, u).toString();
+        continue;
+      }
+      if (!redirect && !res.ok) return this.fail(res, file);
+      const etag = etagName(res.headers.get('x-linked-etag')) ?? etagName(res.headers.get('etag'));
+      if (!etag) throw new HubError(`${describe(this.ref)}: the hub sent no ETag for ${file} (HTTP ${res.status}); is HF_ENDPOINT (${this.endpoint}) a Hugging Face hub?`);
+      const len = res.headers.get('x-linked-size') ?? (redirect ? null : res.headers.get('content-length'));
+      return { etag, size: len !== null && /^\d+$/.test(len) ? Number(len) : undefined, url: redirect ? new URL(loc!, u).toString() : u };
+    }
+    throw new HubError(`too many redirects from ${this.fileUrl(commit, file)}`, 'network');
+  }
+
+  /**
+   * Puts `file` of `commit` into the snapshot: nothing to do when it is there, a link when its blob
+   * is (another revision or another tool fetched it), else a download. True when bytes were fetched.
+   */
+  async fetchFile(commit: string, file: string): Promise<boolean> {
+    if (this.cache.has(commit, file)) return false;
+    const meta = await this.head(commit, file);
+    const blob = this.cache.blob(meta.etag);
+    let fetched = false;
+    if (!this.m.fs.existsSync(blob)) {
+      await this.download(file, meta, blob);
+      fetched = true;
+    }
+    this.cache.link(commit, file, meta.etag);
+    return fetched;
+  }
+
+  /** Downloads one blob (resuming its .incomplete), retrying network failures. */
+  private async download(file: string, meta: FileMeta, blob: string): Promise<void> {
+    const { fs } = this.m;
+    fs.mkdirSync(parentOf(blob), { recursive: true });
+    const part = `${blob}.incomplete`;
     const retries = this.o.retries ?? 3;
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.downloadOnce(file, final, part, attempt > 0);
+        await this.downloadOnce(file, meta, blob, part, attempt > 0);
         return;
       } catch (e) {
-        const retryable = e instanceof RetryableError;
-        if (!retryable || attempt >= retries) {
+        if (!(e instanceof RetryableError) || attempt >= retries) {
           if (e instanceof RetryableError) throw new HubError(`${describe(this.ref)}: downloading ${file} failed: ${e.message}`, 'network');
           throw e;
         }
-        const have = existsSync(part) ? statSync(part).size : 0;
+        const have = fs.existsSync(part) ? fs.statSync(part).size : 0;
         this.o.progress?.note?.(`${file}: ${e.message}; resuming at byte ${have} (retry ${attempt + 1} of ${retries})`);
         await new Promise((r) => setTimeout(r, Math.min(250 * 2 ** attempt, 4000)));
       }
     }
   }
 
-  /** Checks a finished .part against the SHA-256 the hub gave for it, if any; a mismatch removes it. */
-  private async verify(file: string, part: string, sha256: string | undefined): Promise<void> {
-    if (!sha256) return;
-    const got = await sha256File(part);
-    if (got === sha256) return;
-    unlinkSync(part);
-    throw new HubError(`${describe(this.ref)}: ${file} is corrupt (SHA-256 ${got}, the hub says ${sha256}); removed, run again to download it anew`, 'network');
+  /** Checks a finished .incomplete against the SHA-256 an LFS file's ETag is; a mismatch removes it. */
+  private async verify(file: string, part: string, etag: string): Promise<void> {
+    if (!/^[0-9a-f]{64}$/i.test(etag)) return;
+    const got = await sha256File(this.m, part);
+    if (got === etag.toLowerCase()) return;
+    this.m.fs.unlinkSync(part);
+    throw new HubError(`${describe(this.ref)}: ${file} is corrupt (SHA-256 ${got}, the hub says ${etag}); removed, run again to download it anew`, 'network');
   }
 
-  private async downloadOnce(file: string, final: string, part: string, retry: boolean): Promise<void> {
-    let have = existsSync(part) ? statSync(part).size : 0;
-    const seen: { sha256?: string } = {};
+  private async finish(file: string, part: string, blob: string, etag: string, size: number): Promise<void> {
+    await this.verify(file, part, etag);
+    this.m.fs.renameSync(part, blob);
+    this.o.progress?.done?.(file, size);
+  }
+
+  private async downloadOnce(file: string, meta: FileMeta, blob: string, part: string, retry: boolean): Promise<void> {
+    const { fs } = this.m;
+    let have = fs.existsSync(part) ? fs.statSync(part).size : 0;
+    if (have > 0 && meta.size !== undefined && have === meta.size) {
+      await this.finish(file, part, blob, meta.etag, have);
+      return;
+    }
     const ctrl = new AbortController();
     const stallMs = this.o.stallMs ?? 60_000;
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -323,7 +534,7 @@ class Hub {
     arm();
     let res: Response;
     try {
-      res = await this.get(this.fileUrl(file), have > 0 ? { range: `bytes=${have}-` } : {}, ctrl.signal, seen);
+      res = await this.get(meta.url, have > 0 ? { range: `bytes=${have}-`, 'accept-encoding': 'identity' } : { 'accept-encoding': 'identity' }, ctrl.signal);
     } catch (e) {
       clearTimeout(timer);
       if (e instanceof HubError && e.kind === 'network' && retry) throw new RetryableError(e.message);
@@ -332,17 +543,15 @@ class Hub {
     }
     let total: number | undefined;
     if (res.status === 416 && have > 0) {
-      // The .part may already hold the whole file.
+      // The .incomplete may already hold the whole file.
       const m = /\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
       await res.body?.cancel().catch(() => {});
       clearTimeout(timer);
       if (m && Number(m[1]) === have) {
-        await this.verify(file, part, seen.sha256);
-        renameSync(part, final);
-        this.o.progress?.done?.(file, have);
+        await this.finish(file, part, blob, meta.etag, have);
         return;
       }
-      unlinkSync(part);
+      fs.unlinkSync(part);
       throw new RetryableError('the partial download does not match the file on the hub; starting again');
     }
     if (!res.ok) {
@@ -359,7 +568,7 @@ class Hub {
       if (!m || Number(m[1]) !== have) {
         await res.body?.cancel().catch(() => {});
         clearTimeout(timer);
-        unlinkSync(part);
+        fs.unlinkSync(part);
         throw new RetryableError('the hub answered another byte range than asked for; starting again');
       }
       append = true;
@@ -367,10 +576,10 @@ class Hub {
     } else {
       have = 0;
       const len = res.headers.get('content-length');
-      total = len !== null && /^\d+$/.test(len) ? Number(len) : undefined;
+      total = len !== null && /^\d+$/.test(len) ? Number(len) : meta.size;
     }
-    this.o.progress?.start?.(file, total, have);
-    const fh = await open(part, append ? 'a' : 'w');
+    this.o.progress?.start?.(file, total, have, this.ref.repo);
+    const fh = await this.m.fsp.open(part, append ? 'a' : 'w');
     let done = have;
     try {
       if (!res.body) throw new RetryableError('empty response body');
@@ -397,17 +606,15 @@ class Hub {
       await fh.close();
     }
     if (total !== undefined && done !== total) throw new RetryableError(`connection closed at byte ${done} of ${total}`);
-    await this.verify(file, part, seen.sha256);
-    renameSync(part, final);
-    this.o.progress?.done?.(file, done);
+    await this.finish(file, part, blob, meta.etag, done);
   }
 }
 
 class RetryableError extends Error {}
 
-async function sha256File(path: string): Promise<string> {
-  const h = createHash('sha256');
-  const fh = await open(path, 'r');
+async function sha256File(m: NodeMods, path: string): Promise<string> {
+  const h = m.crypto.createHash('sha256');
+  const fh = await m.fsp.open(path, 'r');
   try {
     const buf = new Uint8Array(1 << 20);
     for (;;) {
@@ -421,9 +628,9 @@ async function sha256File(path: string): Promise<string> {
   return h.digest('hex');
 }
 
-/** A relative path that stays inside the revision directory. */
+/** A relative path that stays inside the snapshot directory. */
 function isSafeRepoPath(p: string): boolean {
-  return p.length > 0 && !p.startsWith('/') && !p.includes('\\') && p.split('/').every((s) => s !== '' && s !== '.' && s !== '..') && !p.endsWith('.part');
+  return p.length > 0 && !p.startsWith('/') && !p.includes('\\') && !badSegments(p);
 }
 
 /** Which files of the repo to fetch, and which of them to open. */
@@ -459,7 +666,6 @@ export function pickFiles(ref: HubRef, allFiles: string[]): { want: string[]; op
   const shown = files.length > 20 ? `${files.slice(0, 20).join(', ')}, … (${files.length} files)` : files.join(', ');
   throw new HubError(`${name} has no weights sparrow can load (${SINGLE}, ${INDEX} or a .gguf file); it has: ${shown || 'no files'}`, 'weights');
 }
-
 /** The shard file names of a model.safetensors.index.json. */
 export function indexShards(text: string, where: string): string[] {
   let j: any;
@@ -475,32 +681,95 @@ export function indexShards(text: string, where: string): string[] {
   return shards;
 }
 
+/** The pick of `ref` from a snapshot already in the cache, when it holds every file the pick needs. */
+function fromCache(ref: HubRef, cache: RepoCache, m: NodeMods): HubResolved | undefined {
+  const commit = cache.commitOf(ref.revision);
+  if (!commit) return undefined;
+  const dir = cache.snapshot(commit);
+  let pick: ReturnType<typeof pickFiles>;
+  try {
+    pick = pickFiles(ref, cache.list(commit));
+  } catch (e) {
+    if (e instanceof HubError && e.kind === 'ambiguous') throw e;
+    return undefined;
+  }
+  const files = [...pick.want];
+  if (pick.index) {
+    try {
+      files.push(...indexShards(m.fs.readFileSync(pjoin(dir, pick.index), 'utf8'), describe(ref)));
+    } catch {
+      return undefined;
+    }
+  }
+  if (!files.every((f) => cache.has(commit, f))) return undefined;
+  return { path: pick.open === '.' ? dir : pjoin(dir, pick.open), dir, commit, files, cached: true };
+}
+
 /**
- * Resolves a hub reference to a local path, downloading what the cache lacks. A pick completed
- * before is used as it is, without the network.
+ * Resolves a hub reference to a local path in the hub cache, downloading what the cache lacks.
+ * Online, the revision's current commit comes from the hub and only files missing from its
+ * snapshot are fetched; with HF_HUB_OFFLINE=1, or when the hub cannot be reached, the snapshot
+ * refs/<revision> names is used.
  */
 export async function resolveHubModel(ref: HubRef, o: HubOptions = {}): Promise<HubResolved> {
-  const env = o.env ?? process.env;
-  const dir = hubRevisionDir(ref, env);
-  const cachedPick = readMarker(dir, ref);
-  if (cachedPick) return { path: cachedPick.open === '.' ? dir : join(dir, cachedPick.open), dir, files: cachedPick.files, cached: true };
-  if (/^(1|true|yes|on)$/i.test(env.HF_HUB_OFFLINE ?? '')) {
-    throw new HubError(`${describe(ref)} is not in the cache (${dir}) and HF_HUB_OFFLINE forbids downloading it`, 'network');
+  const env = o.env ?? processEnv();
+  const m = await node();
+  const cache = new RepoCache(hubRepoDir(ref.repo, env), m);
+  if (truthy(env.HF_HUB_OFFLINE)) {
+    const r = fromCache(ref, cache, m);
+    if (r) return r;
+    throw new HubError(`${describe(ref)} is not in the cache (${cache.dir}) and HF_HUB_OFFLINE forbids downloading it`, 'network');
   }
-  const hub = new Hub(ref, o);
-  const files = await hub.listFiles();
-  const pick = pickFiles(ref, files);
+  const hub = new Hub(ref, o, cache, m);
+  let listing: { files: string[]; sha?: string };
+  try {
+    listing = await hub.listFiles();
+  } catch (e) {
+    if (!(e instanceof HubError) || e.kind !== 'network') throw e;
+    const r = fromCache(ref, cache, m);
+    if (r) {
+      o.progress?.note?.(`${e.message}; using the cached ${describe(ref)} (commit ${r.commit})`);
+      return r;
+    }
+    throw new HubError(`${e.message}; ${describe(ref)} is not in the cache (${cache.dir})`, 'network');
+  }
+  const commit = listing.sha ?? (COMMIT_RE.test(ref.revision) ? ref.revision : undefined);
+  if (!commit) throw new HubError(`${describe(ref)}: the hub's file list names no commit (sha); is HF_ENDPOINT (${hub.endpoint}) a Hugging Face hub?`);
+  const pick = pickFiles(ref, listing.files);
+  const dir = cache.snapshot(commit);
   const want = [...pick.want];
-  for (const f of pick.want) await hub.download(dir, f);
+  let fetched = false;
+  for (const f of pick.want) fetched = (await hub.fetchFile(commit, f)) || fetched;
   if (pick.index) {
-    const shards = indexShards(readFileSync(join(dir, pick.index), 'utf8'), describe(ref));
-    const missing = shards.filter((s) => !files.includes(s));
+    const shards = indexShards(m.fs.readFileSync(pjoin(dir, pick.index), 'utf8'), describe(ref));
+    const missing = shards.filter((s) => !listing.files.includes(s));
     if (missing.length) throw new HubError(`${describe(ref)}: ${pick.index} names shards the repo lacks: ${missing.join(', ')}`, 'weights');
     for (const s of shards) {
-      await hub.download(dir, s);
+      fetched = (await hub.fetchFile(commit, s)) || fetched;
       want.push(s);
     }
   }
-  writeMarker(dir, ref, want, pick.open);
-  return { path: pick.open === '.' ? dir : join(dir, pick.open), dir, files: want, cached: false };
+  // The ref moves only once its snapshot holds the whole pick, so that offline use finds it complete.
+  cache.writeRef(ref.revision, commit);
+  return { path: pick.open === '.' ? dir : pjoin(dir, pick.open), dir, commit, files: want, cached: !fetched };
+}
+
+/**
+ * What a model string names, as something openCheckpoint opens: an http(s) URL or an existing
+ * local path as it is; else a hub name (see parseHubRef) as the local path of its cached download,
+ * fetched if need be. Undefined when `s` is none of these. On runtimes without a file system
+ * (browsers, Cloudflare Workers) a hub name is a HubError saying to pass a URL.
+ */
+export async function resolveModelSource(s: string, o: HubOptions = {}): Promise<string | undefined> {
+  if (isUrl(s)) return s;
+  const ref = parseHubRef(s);
+  if (!hasFileSystem()) {
+    if (!ref) return s;
+    const at = `${hubEndpoint(o.env ?? processEnv())}/${ref.repo}/resolve/${ref.revision}/${ref.file ?? '<file>'}`;
+    throw new HubError(`${s}: loading a Hugging Face hub name needs a file system for the cache (Node, Deno, Bun), which this runtime lacks; pass the file's URL instead, e.g. ${at}`, 'other');
+  }
+  const m = await node();
+  if (m.fs.existsSync(s)) return s;
+  if (!ref) return undefined;
+  return (await resolveHubModel(ref, o)).path;
 }

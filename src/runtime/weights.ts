@@ -125,7 +125,7 @@ export class WeightStore {
     const c = m.shape[m.shape.length - 1];
     const r = m.shape.slice(0, -1).reduce((a, b) => a * b, 1);
     if ((rows !== undefined && rows !== r) || (cols !== undefined && cols !== c)) {
-      throw new ConfigError(`tensors["${name}"].shape`, `is [${m.shape}], expected [${rows}, ${cols}]`);
+      throw new ConfigError(`tensors["${name}"].shape`, `is [${m.shape.join(', ')}], expected [${rows ?? r}, ${cols ?? c}]`);
     }
     return { name, ptr: m.ptr, dtype: m.dtype, rows: r, cols: c };
   }
@@ -135,7 +135,7 @@ export class WeightStore {
     const m = this.get(name);
     const n = m.shape.reduce((a, b) => a * b, 1);
     if (m.shape[m.shape.length - 1] !== cols || n % (rows * cols) !== 0 || (e + 1) * rows * cols > n) {
-      throw new ConfigError(`tensors["${name}"].shape`, `is [${m.shape}], cannot take matrix ${e} of [${rows}, ${cols}]`);
+      throw new ConfigError(`tensors["${name}"].shape`, `is [${m.shape.join(', ')}], cannot take matrix ${e} of [${rows}, ${cols}]`);
     }
     return { ptr: m.ptr + e * rows * rowBytes(m.dtype, cols), dtype: m.dtype, rows, cols };
   }
@@ -145,7 +145,7 @@ export class WeightStore {
     const m = this.get(name);
     if (m.dtype !== 'f32') throw new ConfigError(`tensors["${name}"]`, `expected an f32 vector, holds ${m.dtype}`);
     const len = m.shape.reduce((a, b) => a * b, 1);
-    if (n !== undefined && len !== n) throw new ConfigError(`tensors["${name}"].shape`, `has ${len} elements, expected ${n}`);
+    if (n !== undefined && len !== n) throw new ConfigError(`tensors["${name}"].shape`, `is [${m.shape.join(', ')}] (${len} elements), expected [${n}]`);
     return m.ptr;
   }
 
