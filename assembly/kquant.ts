@@ -1,9 +1,11 @@
-// Matrix products over ggml K-quant weights (Q2_K … Q6_K, IQ4_XS with Q8_K activations; IQ4_NL and
-// MXFP4 with Q8_0 activations), the Q8_K activation quantizer, and row dequantization.
+// Matrix products over ggml K-quant weights (Q2_K … Q6_K, IQ4_XS with Q8_K activations; IQ4_NL,
+// MXFP4 and the legacy Q4_1, Q5_0, Q5_1 with Q8_0 activations), the Q8_K activation quantizer, and
+// row dequantization.
 //
 // Block layouts (bytes): Q2_K 84, Q3_K 110, Q4_K 144, Q5_K 176, Q6_K 210, IQ4_XS 136 per 256 weights;
-// IQ4_NL 18, MXFP4 17 per 32 weights (see src/formats/kquants.ts). Activations: Q8_K blocks of 292 B
-// (f32 d, 256 int8, 16 int16 sums of 16), [batch, cols/256]; Q8_0 blocks of 34 B, [batch, cols/32].
+// IQ4_NL 18, MXFP4 17, Q4_1 20, Q5_0 22, Q5_1 24 per 32 weights (see src/formats/kquants.ts).
+// Activations: Q8_K blocks of 292 B (f32 d, 256 int8, 16 int16 sums of 16), [batch, cols/256]; Q8_0
+// blocks of 34 B, [batch, cols/32].
 // dtype codes are the ggml type ids.
 //
 // Inside a super-block every product is an exact integer: the weights are unpacked to unsigned
@@ -15,7 +17,11 @@
 //   Q3_K, Q6_K, IQ4_XS:  s += f32(Σ sc·(q − off)·x)·(d·dx)
 //   IQ4_NL:              s += (d·dx)·f32(Σ q·x)
 //   MXFP4:               s += (dx·2^(e−128))·f32(Σ q·x)
-// so the relaxed and baseline builds give bit-identical results.
+//   Q5_0:                s += (d·dx)·f32(Σ (q − 16)·x)
+//   Q4_1, Q5_1:          s += ((d·dx)·f32(Σ q·x) + m·(dx·f32(Σ x)))
+// so the relaxed and baseline builds give bit-identical results. The Q4_1 / Q5_1 min term is
+// llama.cpp's m·s of its Q8_1 activations, with s = dx·Σx computed from the Q8_0 block (f32, not
+// rounded to f16 as Q8_1 stores it).
 import { f16ToF32 } from './quant';
 
 const DT_Q2_K = 10;
@@ -27,6 +33,9 @@ const DT_Q8_K = 15;
 const DT_IQ4_NL = 20;
 const DT_IQ4_XS = 23;
 const DT_MXFP4 = 39;
+const DT_Q4_1 = 3;
+const DT_Q5_0 = 6;
+const DT_Q5_1 = 7;
 
 /** Grids: 0 iq4_nl values, 16 mxfp4 values (e2m1 × 2). */
 const KV: usize = memory.data<i8>([
@@ -34,8 +43,12 @@ const KV: usize = memory.data<i8>([
   0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12,
 ], 16);
 
+@inline function isBlock32(dt: i32): bool {
+  return dt == DT_IQ4_NL || dt == DT_MXFP4 || dt == DT_Q4_1 || dt == DT_Q5_0 || dt == DT_Q5_1;
+}
+
 @inline function blockElems(dt: i32): i32 {
-  return dt == DT_IQ4_NL || dt == DT_MXFP4 ? 32 : 256;
+  return isBlock32(dt) ? 32 : 256;
 }
 
 @inline function blockBytes(dt: i32): usize {
@@ -47,6 +60,9 @@ const KV: usize = memory.data<i8>([
   if (dt == DT_Q8_K) return 292;
   if (dt == DT_IQ4_NL) return 18;
   if (dt == DT_IQ4_XS) return 136;
+  if (dt == DT_Q4_1) return 20;
+  if (dt == DT_Q5_0) return 22;
+  if (dt == DT_Q5_1) return 24;
   return 17;
 }
 
@@ -201,8 +217,37 @@ const KV: usize = memory.data<i8>([
   return <f32>hsumI(acc) * (f16ToF32(load<u16>(w)) * dx);
 }
 
-/** One IQ4_NL / MXFP4 block (w) × one Q8_0 block (x): the block's term of the row sum. */
+/** 16 in the byte lanes whose bit of the 16 bits (qh >> 16·half) is set, lane j for bit j. */
+@inline function fifthBits(qh: u32, half: i32): v128 {
+  const v = i32x4.splat(<i32>qh);
+  const b = half ? i8x16.shuffle(v, v, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3) : i8x16.shuffle(v, v, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  const m = i8x16(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+  return v128.and(i8x16.ne(v128.and(b, m), i8x16.splat(0)), i8x16.splat(16));
+}
+
+/** One Q4_1 / Q5_0 / Q5_1 block (w) × one Q8_0 block (x): the block's term of the row sum. */
+@inline function blockLegacy(dt: i32, w: usize, x: usize): f32 {
+  const q = v128.load(w + (dt == DT_Q4_1 ? 4 : dt == DT_Q5_0 ? 6 : 8)), m4 = i8x16.splat(15);
+  let lo = v128.and(q, m4), hi = i8x16.shr_u(q, 4);
+  if (dt != DT_Q4_1) {
+    const qh = load<u32>(w + (dt == DT_Q5_0 ? 2 : 4));
+    lo = v128.or(lo, fifthBits(qh, 0));
+    hi = v128.or(hi, fifthBits(qh, 1));
+  }
+  const dx = f16ToF32(load<u16>(x)), d = f16ToF32(load<u16>(w)) * dx;
+  if (dt == DT_Q5_0) {
+    const o = i8x16.splat(16);
+    return d * <f32>hsumI(i32x4.add(dot16s(i8x16.sub(lo, o), x + 2), dot16s(i8x16.sub(hi, o), x + 18)));
+  }
+  const sumi = hsumI(i32x4.add(dot16u(lo, x + 2), dot16u(hi, x + 18)));
+  const sumx = hsumI(i32x4.add(i32x4.extadd_pairwise_i16x8_s(i16x8.extadd_pairwise_i8x16_s(v128.load(x + 2))),
+    i32x4.extadd_pairwise_i16x8_s(i16x8.extadd_pairwise_i8x16_s(v128.load(x + 18)))));
+  return d * <f32>sumi + f16ToF32(load<u16>(w + 2)) * (dx * <f32>sumx);
+}
+
+/** One IQ4_NL / MXFP4 / Q4_1 / Q5_0 / Q5_1 block (w) × one Q8_0 block (x): the block's term of the row sum. */
 @inline function block32(dt: i32, w: usize, x: usize): f32 {
+  if (dt == DT_Q4_1 || dt == DT_Q5_0 || dt == DT_Q5_1) return blockLegacy(dt, w, x);
   const nl = dt == DT_IQ4_NL;
   const q = v128.load(w + (nl ? 2 : 1)), t = v128.load(KV + (nl ? 0 : 16));
   const s = i32x4.add(dot16s(i8x16.swizzle(t, v128.and(q, i8x16.splat(15))), x + 2), dot16s(i8x16.swizzle(t, i8x16.shr_u(q, 4)), x + 18));
@@ -212,7 +257,7 @@ const KV: usize = memory.data<i8>([
 }
 
 @inline function matmulK(dt: i32, y: usize, xq: usize, w: usize, batch: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
-  const small = dt == DT_IQ4_NL || dt == DT_MXFP4;
+  const small = isBlock32(dt);
   const nb = cols / blockElems(dt);
   const wbs = blockBytes(dt), xbs: usize = small ? 34 : 292;
   const wrb = <usize>nb * wbs, xrb = <usize>nb * xbs;
@@ -268,6 +313,21 @@ export function matmulIQ4_NL(y: usize, xq: usize, w: usize, batch: i32, rows: i3
 /** Rows [r0, r1) of Y = X·Wᵀ, W MXFP4, X as GGUF Q8_0 blocks (quantizeRowsQ8_0 of X). */
 export function matmulMXFP4(y: usize, xq: usize, w: usize, batch: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
   matmulK(DT_MXFP4, y, xq, w, batch, rows, cols, r0, r1);
+}
+
+/** Rows [r0, r1) of Y = X·Wᵀ, W Q4_1, X as GGUF Q8_0 blocks (quantizeRowsQ8_0 of X). */
+export function matmulQ4_1(y: usize, xq: usize, w: usize, batch: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
+  matmulK(DT_Q4_1, y, xq, w, batch, rows, cols, r0, r1);
+}
+
+/** Rows [r0, r1) of Y = X·Wᵀ, W Q5_0, X as GGUF Q8_0 blocks (quantizeRowsQ8_0 of X). */
+export function matmulQ5_0(y: usize, xq: usize, w: usize, batch: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
+  matmulK(DT_Q5_0, y, xq, w, batch, rows, cols, r0, r1);
+}
+
+/** Rows [r0, r1) of Y = X·Wᵀ, W Q5_1, X as GGUF Q8_0 blocks (quantizeRowsQ8_0 of X). */
+export function matmulQ5_1(y: usize, xq: usize, w: usize, batch: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
+  matmulK(DT_Q5_1, y, xq, w, batch, rows, cols, r0, r1);
 }
 
 /**
@@ -350,6 +410,12 @@ export function dequantRowK(out: usize, src: usize, dt: i32, cols: i32, scale: f
         const ib = e >> 5;
         const ls = (((<i32>load<u8>(w + 4 + (ib >> 1)) >> (4 * (ib & 1))) & 15) | (((<i32>load<u16>(w + 2) >> (2 * ib)) & 3) << 4)) - 32;
         v = f16ToF32(load<u16>(w)) * <f32>ls * <f32>load<i8>(KV + nib(w + 8 + 16 * ib, e & 31));
+      } else if (dt == DT_Q4_1) {
+        v = f16ToF32(load<u16>(w)) * <f32>nib(w + 4, e) + f16ToF32(load<u16>(w + 2));
+      } else if (dt == DT_Q5_0 || dt == DT_Q5_1) {
+        const five1 = dt == DT_Q5_1;
+        const q = nib(w + (five1 ? 8 : 6), e) | (<i32>((load<u32>(w + (five1 ? 4 : 2)) >> <u32>e) & 1) << 4);
+        v = five1 ? f16ToF32(load<u16>(w)) * <f32>q + f16ToF32(load<u16>(w + 2)) : f16ToF32(load<u16>(w)) * <f32>(q - 16);
       } else if (dt == DT_IQ4_NL) {
         v = f16ToF32(load<u16>(w)) * <f32>load<i8>(KV + nib(w + 2, e));
       } else {

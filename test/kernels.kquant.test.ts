@@ -14,7 +14,7 @@ import { attachPool, createPool } from '../src/kernels/pool';
 import { instantiate, KernelError, type WasmInstance } from '../src/kernels/runtime';
 import { BUILDS, kernels, maxRelErr, poison, randn, rng } from './helpers';
 
-const WEIGHT_DTYPES: KQuantDType[] = ['q4_k', 'q6_k', 'q5_k', 'iq4_nl', 'iq4_xs', 'mxfp4', 'q3_k', 'q2_k'];
+const WEIGHT_DTYPES: KQuantDType[] = ['q4_k', 'q6_k', 'q5_k', 'iq4_nl', 'iq4_xs', 'mxfp4', 'q3_k', 'q2_k', 'q4_1', 'q5_0', 'q5_1'];
 const ROWS = [1, 7, 33], BATCHES = [1, 3, 5];
 const colsFor = (dt: KQuantDType) => (KQUANT_LAYOUT[dt].block === 32 ? [32, 96, 256, 288] : [256, 512, 1024]);
 
@@ -55,6 +55,7 @@ function boundRatio(y: Float32Array, x: Float32Array, w: Float32Array, batch: nu
 /** f16 byte offsets of each format's scales (d, dmin), filled with finite values in random blocks. */
 const F16_AT: Record<KQuantDType, number[]> = {
   q2_k: [80, 82], q3_k: [108], q4_k: [0, 2], q5_k: [0, 2], q6_k: [208], q8_k: [], iq4_nl: [0], iq4_xs: [0], mxfp4: [],
+  q4_1: [0, 2], q5_0: [0], q5_1: [0, 2],
 };
 
 /** Weight bytes [rows, cols]: random bytes with finite scales (odd seeds) or the reference quantizer of random values. */
@@ -212,7 +213,7 @@ describe.each(BUILDS)('K-quant matmul (%s build)', (build) => {
 });
 
 describe('K-quant matmul on a worker pool (threads build)', () => {
-  it.each(['q4_k', 'q6_k', 'iq4_nl'] as const)('%s: rows split over 3 threads give the reference bits', async (dt) => {
+  it.each(['q4_k', 'q6_k', 'iq4_nl', 'q5_1'] as const)('%s: rows split over 3 threads give the reference bits', async (dt) => {
     const k = await instantiate({ build: 'threads' });
     const pool = await createPool(k, 3, { minWork: 0 });
     try {

@@ -152,13 +152,18 @@ describe('quantize on load', () => {
     const ty = (name: string) => mixTensorDType(name, ck.tensors.get(name)!.shape, 'q4_k_m', m);
     expect(m.tied).toBe(true);
     expect(ty('model.embed_tokens.weight')).toBe('q6_k');
-    // ffn_down rows of 128: Q6_K → Q8_0 and Q4_K → Q5_0, which is q8_0 here.
+    // ffn_down rows of 128: Q6_K → Q8_0 and Q4_K → Q5_0 (Q5_K → Q5_1 under Q5_K_M), as llama.cpp.
     expect(ty('model.layers.0.mlp.down_proj.weight')).toBe('q8_0');
-    expect(ty('model.layers.1.mlp.down_proj.weight')).toBe('q8_0');
+    expect(ty('model.layers.1.mlp.down_proj.weight')).toBe('q5_0');
     expect(ty('model.layers.1.mlp.up_proj.weight')).toBe('q4_k');
+    expect(mixTensorDType('model.layers.1.mlp.down_proj.weight', [256, 128], 'q5_k_m', m)).toBe('q5_1');
+    expect(mixTensorDType('model.layers.0.mlp.down_proj.weight', [256, 128], 'q4_k_s', m)).toBe('q5_1');
+    // Rows of 48 (not a multiple of 32) get f16.
+    expect(mixTensorDType('model.layers.1.mlp.down_proj.weight', [256, 48], 'q4_k_m', m)).toBe('f16');
     await ck.close();
     const f = await logits(dir, 'f32');
     const q = await logits(dir, 'q4_k_m');
+    expect(Object.keys(q.bytes)).toContain('q5_0');
     const e = relL2(q.logits, f.logits);
     console.log(`[kquant-models] tiny llama (tied, inter 128) q4_k_m: rel. L2 of logits vs f32 = ${e.toExponential(3)}`);
     expect(e).toBeLessThan(0.15);
@@ -267,7 +272,7 @@ describe('GGUF with every K-quant type', () => {
 
 describe('a model GGUF with weights in each K-quant type', () => {
   const src = tinyLlama(join(work, 'llama-2l'), { layers: 2 });
-  for (const d of ['q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k', 'iq4_nl', 'iq4_xs', 'mxfp4'] as const) {
+  for (const d of ['q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k', 'iq4_nl', 'iq4_xs', 'mxfp4', 'q4_1', 'q5_0', 'q5_1'] as const) {
     it(`${d}: runs natively with the logits of its dequantized weights`, async () => {
       const ck = await openCheckpoint(src);
       const w = new GGUFWriter();

@@ -26,6 +26,7 @@ describe('layouts', () => {
   const want: Record<KQuantDType, [number, number, number]> = {
     q2_k: [256, 84, 10], q3_k: [256, 110, 11], q4_k: [256, 144, 12], q5_k: [256, 176, 13], q6_k: [256, 210, 14],
     q8_k: [256, 292, 15], iq4_nl: [32, 18, 20], iq4_xs: [256, 136, 23], mxfp4: [32, 17, 39],
+    q4_1: [32, 20, 3], q5_0: [32, 22, 6], q5_1: [32, 24, 7],
   };
   it.each(KQUANT_DTYPES)('%s: block size, block bytes, ggml id, tensor sizes', (dt) => {
     const [block, bytes, id] = want[dt];
@@ -116,6 +117,45 @@ describe('hand-built blocks', () => {
     expect(y[32]).toBe(2 * -32 * 1);
   });
 
+  it('q4_1, q5_0, q5_1: nibbles j / j + 16, the fifth bit j of the little-endian u32 qh', () => {
+    const b41 = new Uint8Array(20), b50 = new Uint8Array(22), b51 = new Uint8Array(24);
+    put16(b41, 0, 0x4000); // d = 2
+    put16(b41, 2, 0xbc00); // m = −1
+    b41[4 + 3] = 0x5a; // element 3: 10, element 19: 5
+    expect([dequantizeKQuant('q4_1', b41, 32)[3], dequantizeKQuant('q4_1', b41, 32)[19], dequantizeKQuant('q4_1', b41, 32)[0]]).toEqual([19, 9, -1]);
+    put16(b50, 0, 0x3800); // d = 0.5
+    b50[6 + 2] = 0x71; // element 2: 1, element 18: 7
+    b50[2] = 0b100; // qh bit 2: element 2 gets +16
+    b50[4] = 0b100; // qh bit 18: element 18 gets +16
+    b50[5] = 0x80; // qh bit 31: element 31 gets +16
+    const y50 = dequantizeKQuant('q5_0', b50, 32);
+    expect([y50[2], y50[18], y50[31], y50[0]]).toEqual([0.5 * (17 - 16), 0.5 * (23 - 16), 0.5 * (16 - 16), 0.5 * -16]);
+    put16(b51, 0, 0x3c00); // d = 1
+    put16(b51, 2, 0x4000); // m = 2
+    b51[8 + 15] = 0xf0; // element 15: 0, element 31: 15
+    b51[4 + 1] = 0x80; // qh bit 15: element 15 gets +16
+    b51[4 + 3] = 0x80; // qh bit 31: element 31 gets +16
+    const y51 = dequantizeKQuant('q5_1', b51, 32);
+    expect([y51[15], y51[31], y51[0]]).toEqual([18, 33, 2]);
+  });
+
+  it('q5_0 / q4_1 / q5_1 quantizers: ggml scales (max/−16, (max − min)/nmax with m = min)', () => {
+    const x = Float32Array.from({ length: 32 }, (_, i) => Math.sin(i) * 3);
+    x[9] = -5;
+    const b50 = quantizeKQuant('q5_0', x, 1, 32);
+    expect(b50[0] | (b50[1] << 8)).toBe(f32ToF16(Math.fround(-5 / -16)));
+    // x / d + 16.5 = −16 + 16.5 for the extreme: level 0.
+    expect(b50[6 + 9] & 15).toBe(0);
+    expect((b50[2 + 1] >> 1) & 1).toBe(0);
+    let mn = Infinity, mx = -Infinity;
+    for (const v of x) { mn = Math.min(mn, v); mx = Math.max(mx, v); }
+    for (const [dt, nmax] of [['q4_1', 15], ['q5_1', 31]] as const) {
+      const b = quantizeKQuant(dt, x, 1, 32);
+      expect(b[0] | (b[1] << 8), dt).toBe(f32ToF16(Math.fround(Math.fround(mx - mn) / nmax)));
+      expect(b[2] | (b[3] << 8), dt).toBe(f32ToF16(mn));
+    }
+  });
+
   it('q2_k: scale in the low nibble, min in the high nibble, four 2-bit values per byte', () => {
     const b = new Uint8Array(84);
     b[0] = 0x52; // group 0: scale 2, min 5
@@ -176,6 +216,15 @@ describe('hand-built blocks', () => {
 });
 
 describe('reference quantizers', () => {
+  it('q4_1, q5_0 and q5_1 reproduce values on their grids exactly (levels 0…15 / −16…15 / 0…31)', () => {
+    const g41 = Float32Array.from({ length: 64 }, (_, i) => (i % 16) * 0.25 - 1);
+    const g50 = Float32Array.from({ length: 64 }, (_, i) => ((i * 5) % 32 - 16) * 0.25);
+    const g51 = Float32Array.from({ length: 64 }, (_, i) => 0.5 + ((i * 7) % 32) * 0.125);
+    for (const [dt, x] of [['q4_1', g41], ['q5_0', g50], ['q5_1', g51]] as const) {
+      expect(Array.from(dequantizeKQuant(dt, quantizeKQuant(dt, x, 2, 32), 64)), dt).toEqual(Array.from(x));
+    }
+  });
+
   it('iq4_nl and mxfp4 reproduce values on their grids exactly', () => {
     const r = rng(3);
     const nl = new Float32Array(64), mx = new Float32Array(64);
@@ -209,10 +258,12 @@ describe('reference quantizers', () => {
 
   // [rms error / rms of the data, max error / max magnitude] on 16 rows × 1024 of Gaussian-ish data.
   // Measured: q2_k 0.284/0.291, q3_k 0.143/0.186, q4_k 0.068/0.069, q5_k 0.034/0.036, q6_k 0.017/0.016,
-  // q8_k 0.0059/0.0039, iq4_nl 0.076/0.090, iq4_xs 0.073/0.097, mxfp4 0.115/0.175; bounds ≈ 1.3× those.
+  // q8_k 0.0059/0.0039, iq4_nl 0.076/0.090, iq4_xs 0.073/0.097, mxfp4 0.115/0.175, q4_1 0.075/0.059,
+  // q5_0 0.040/0.055, q5_1 0.036/0.029; bounds ≈ 1.3× those.
   const BOUND: Record<KQuantDType, [number, number]> = {
     q2_k: [0.37, 0.38], q3_k: [0.19, 0.25], q4_k: [0.09, 0.09], q5_k: [0.045, 0.047], q6_k: [0.022, 0.02],
     q8_k: [0.008, 0.0052], iq4_nl: [0.1, 0.12], iq4_xs: [0.095, 0.125], mxfp4: [0.15, 0.23],
+    q4_1: [0.097, 0.077], q5_0: [0.052, 0.072], q5_1: [0.047, 0.038],
   };
   it.each(KQUANT_DTYPES)('%s round trip error', (dt) => {
     const rows = 16, cols = 1024;

@@ -54,6 +54,10 @@ const LAYOUT: Record<DType, DTypeLayout> = {
   iq4_nl: { block: QK, bytes: 18 },
   iq4_xs: { block: 256, bytes: 136 },
   mxfp4: { block: QK, bytes: 17 },
+  // ggml legacy 32-element formats with a fifth bit or a min (layouts in kquants.ts)
+  q4_1: { block: QK, bytes: 20 },
+  q5_0: { block: QK, bytes: 22 },
+  q5_1: { block: QK, bytes: 24 },
   f64: { block: 1, bytes: 8 },
   i64: { block: 1, bytes: 8 },
   i32: { block: 1, bytes: 4 },
@@ -74,7 +78,7 @@ export function isQuantized(d: DType): d is QuantDType | KQuantDType {
   return d === 'q8_0' || d === 'q4_0' || isKQuant(d);
 }
 
-/** Elements per block: 32 for q8_0/q4_0/iq4_nl/mxfp4, 256 for the super-block K-quants and iq4_xs, else 1. */
+/** Elements per block: 32 for q8_0/q4_0/q4_1/q5_0/q5_1/iq4_nl/mxfp4, 256 for the super-block K-quants and iq4_xs, else 1. */
 export function blockSize(d: DType): number {
   return LAYOUT[d].block;
 }
@@ -299,7 +303,7 @@ export function toF32(dtype: DType, bytes: Uint8Array, n: number): Float32Array 
     case 'q8_0': return dequantizeQ8_0(bytes, n);
     case 'q4_0': return dequantizeQ4_0(bytes, n);
     case 'q2_k': case 'q3_k': case 'q4_k': case 'q5_k': case 'q6_k': case 'q8_k':
-    case 'iq4_nl': case 'iq4_xs': case 'mxfp4':
+    case 'iq4_nl': case 'iq4_xs': case 'mxfp4': case 'q4_1': case 'q5_0': case 'q5_1':
       return dequantizeKQuant(dtype, bytes, n);
     default: {
       const size = LAYOUT[dtype].bytes;
@@ -538,4 +542,5 @@ export function storedDType(name: string, shape: readonly number[], src: DType, 
 
 const FLOAT_DTYPES: ReadonlySet<string> = new Set([
   'f32', 'f16', 'bf16', 'f64', 'q8_0', 'q4_0', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k', 'q8_k', 'iq4_nl', 'iq4_xs', 'mxfp4',
+  'q4_1', 'q5_0', 'q5_1',
 ]);

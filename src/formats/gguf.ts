@@ -66,7 +66,7 @@ export type GGUFValue = number | bigint | boolean | string | GGUFValue[];
 /** ggml tensor types by id; `dtype` is set for the ones sparrow reads and writes. */
 const GGML_TYPES: Record<number, { name: string; dtype?: DType }> = {
   0: { name: 'F32', dtype: 'f32' }, 1: { name: 'F16', dtype: 'f16' }, 2: { name: 'Q4_0', dtype: 'q4_0' },
-  3: { name: 'Q4_1' }, 6: { name: 'Q5_0' }, 7: { name: 'Q5_1' }, 8: { name: 'Q8_0', dtype: 'q8_0' }, 9: { name: 'Q8_1' },
+  3: { name: 'Q4_1', dtype: 'q4_1' }, 6: { name: 'Q5_0', dtype: 'q5_0' }, 7: { name: 'Q5_1', dtype: 'q5_1' }, 8: { name: 'Q8_0', dtype: 'q8_0' }, 9: { name: 'Q8_1' },
   10: { name: 'Q2_K', dtype: 'q2_k' }, 11: { name: 'Q3_K', dtype: 'q3_k' }, 12: { name: 'Q4_K', dtype: 'q4_k' },
   13: { name: 'Q5_K', dtype: 'q5_k' }, 14: { name: 'Q6_K', dtype: 'q6_k' }, 15: { name: 'Q8_K', dtype: 'q8_k' },
   16: { name: 'IQ2_XXS' }, 17: { name: 'IQ2_XS' }, 18: { name: 'IQ3_XXS' }, 19: { name: 'IQ1_S' }, 20: { name: 'IQ4_NL', dtype: 'iq4_nl' },
@@ -92,6 +92,9 @@ export function ggufFileType(d: DType | QuantMix): number {
   switch (d) {
     case 'f16': return 1;
     case 'q4_0': return 2;
+    case 'q4_1': return 3;
+    case 'q5_0': return 8;
+    case 'q5_1': return 9;
     case 'q8_0': return 7;
     case 'q2_k': return 10;
     case 'q3_k': return 12;

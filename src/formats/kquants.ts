@@ -18,6 +18,10 @@
 //                value = d·KVALUES_IQ4NL[q]
 //   mxfp4   17 B: e8m0 exponent e, qs[16] (same nibble order); value = 2^(e − 128)·KVALUES_MXFP4[q]
 //                (the table holds twice the e2m1 values, the scale half of 2^(e − 127))
+// ggml's legacy 32-element formats (byte j of qs holds element j in its low nibble, j + 16 in its high):
+//   q4_1    20 B: f16 d, f16 m, qs[16]; value = d·q + m
+//   q5_0    22 B: f16 d, qh[4] (u32, bit j the fifth bit of element j), qs[16]; value = d·(q − 16)
+//   q5_1    24 B: f16 d, f16 m, qh[4], qs[16]; value = d·q + m
 //
 // Dequantizers give the same f32 values as ggml's dequantize_row_*: every product and difference
 // is rounded to f32 in the same order. Quantizers follow ggml's reference quantizers (no importance
@@ -26,7 +30,7 @@
 import { FormatError } from './errors';
 import { f16ToF32, f32Bits, f32FromBits, f32ToF16 } from './dtype';
 
-export type KQuantDType = 'q2_k' | 'q3_k' | 'q4_k' | 'q5_k' | 'q6_k' | 'q8_k' | 'iq4_nl' | 'iq4_xs' | 'mxfp4';
+export type KQuantDType = 'q2_k' | 'q3_k' | 'q4_k' | 'q5_k' | 'q6_k' | 'q8_k' | 'iq4_nl' | 'iq4_xs' | 'mxfp4' | 'q4_1' | 'q5_0' | 'q5_1';
 
 /** Elements per super-block (ggml QK_K). */
 export const QK_K = 256;
@@ -42,13 +46,16 @@ export const KQUANT_LAYOUT: Readonly<Record<KQuantDType, { block: number; bytes:
   iq4_nl: { block: 32, bytes: 18 },
   iq4_xs: { block: 256, bytes: 136 },
   mxfp4: { block: 32, bytes: 17 },
+  q4_1: { block: 32, bytes: 20 },
+  q5_0: { block: 32, bytes: 22 },
+  q5_1: { block: 32, bytes: 24 },
 };
 
 export const KQUANT_DTYPES = Object.keys(KQUANT_LAYOUT) as KQuantDType[];
 
 /** ggml type ids of the formats. */
 export const KQUANT_GGML_TYPE: Readonly<Record<KQuantDType, number>> = {
-  q2_k: 10, q3_k: 11, q4_k: 12, q5_k: 13, q6_k: 14, q8_k: 15, iq4_nl: 20, iq4_xs: 23, mxfp4: 39,
+  q2_k: 10, q3_k: 11, q4_k: 12, q5_k: 13, q6_k: 14, q8_k: 15, iq4_nl: 20, iq4_xs: 23, mxfp4: 39, q4_1: 3, q5_0: 6, q5_1: 7,
 };
 
 export function isKQuant(d: unknown): d is KQuantDType {
@@ -108,6 +115,13 @@ export function scaleMinK4(b: Uint8Array, o: number, j: number): [number, number
 export function scaleQ3K(b: Uint8Array, o: number, j: number): number {
   const lo = j < 8 ? b[o + j] & 0xf : b[o + j - 8] >> 4;
   return lo | (((b[o + 8 + (j % 4)] >> (2 * (j >> 2))) & 3) << 4);
+}
+
+/** The 5-bit level of element j (0–31) of a q5_0 / q5_1 block: qh (u32) at qh, nibbles at qs. */
+export function level5(b: Uint8Array, qh: number, qs: number, j: number): number {
+  const h = b[qh] | (b[qh + 1] << 8) | (b[qh + 2] << 16) | (b[qh + 3] << 24);
+  const lo = j < 16 ? b[qs + j] & 0xf : b[qs + j - 16] >> 4;
+  return lo | (((h >>> j) & 1) << 4);
 }
 
 /** The 6-bit iq4_xs scale of sub-block ib (0–7, unsigned before the −32 offset) of the block at o. */
@@ -223,6 +237,24 @@ export function dequantizeKQuant(dtype: KQuantDType, bytes: Uint8Array, n: numbe
             y[yb + j + 16] = dl * KVALUES_IQ4NL[bytes[qs + j] >> 4];
           }
         }
+        break;
+      }
+      case 'q4_1': {
+        const d = h16(bytes, o), m = h16(bytes, o + 2);
+        for (let j = 0; j < 16; j++) {
+          y[i * 32 + j] = fr(d * (bytes[o + 4 + j] & 0xf)) + m;
+          y[i * 32 + j + 16] = fr(d * (bytes[o + 4 + j] >> 4)) + m;
+        }
+        break;
+      }
+      case 'q5_0': {
+        const d = h16(bytes, o);
+        for (let j = 0; j < 32; j++) y[i * 32 + j] = d * (level5(bytes, o + 2, o + 6, j) - 16);
+        break;
+      }
+      case 'q5_1': {
+        const d = h16(bytes, o), m = h16(bytes, o + 2);
+        for (let j = 0; j < 32; j++) y[i * 32 + j] = fr(d * level5(bytes, o + 4, o + 8, j)) + m;
         break;
       }
     }
@@ -723,6 +755,52 @@ function quantMXFP4(x: Float32Array, xo: number, out: Uint8Array, o: number): vo
   for (let j = 0; j < 16; j++) out[o + 1 + j] = best(x[xo + j]) | (best(x[xo + j + 16]) << 4);
 }
 
+const FLT_MAX = 3.4028234663852886e38;
+
+/** q4_1 / q5_1 (ggml quantize_row_q4_1_ref / q5_1_ref): d = (max − min)/nmax, m = min, q = trunc((x − min)/d + 0.5). */
+function quantMinMax(five: boolean, x: Float32Array, xo: number, out: Uint8Array, o: number): void {
+  let min = FLT_MAX, max = -FLT_MAX;
+  for (let j = 0; j < 32; j++) {
+    const v = x[xo + j];
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
+  const d = fr(fr(max - min) / (five ? 31 : 15));
+  const id = d ? fr(1 / d) : 0;
+  put16(out, o, f32ToF16(d));
+  put16(out, o + 2, f32ToF16(min));
+  const level = (v: number) => {
+    const l = Math.trunc(fr(fr(fr(v - min) * id) + 0.5)) & 0xff;
+    return five ? l : Math.min(15, l);
+  };
+  const qs = o + (five ? 8 : 4);
+  let qh = 0;
+  for (let j = 0; j < 16; j++) {
+    const l0 = level(x[xo + j]), l1 = level(x[xo + j + 16]);
+    out[qs + j] = (l0 & 0xf) | ((l1 & 0xf) << 4);
+    qh |= ((l0 & 0x10) >> 4) << j;
+    qh |= ((l1 & 0x10) >> 4) << (j + 16);
+  }
+  if (five) for (let k = 0; k < 4; k++) out[o + 4 + k] = (qh >>> (8 * k)) & 0xff;
+}
+
+/** q5_0 (ggml quantize_row_q5_0_ref): d = max/−16 (max: first value of largest magnitude), q = min(31, trunc(x/d + 16.5)). */
+function quantQ5_0(x: Float32Array, xo: number, out: Uint8Array, o: number): void {
+  const [, max] = absMaxSigned(x, xo, 32);
+  const d = fr(max / -16);
+  const id = d ? fr(1 / d) : 0;
+  put16(out, o, f32ToF16(d));
+  const level = (v: number) => Math.min(31, (Math.trunc(fr(fr(v * id) + 16.5)) << 24) >> 24) & 0xff;
+  let qh = 0;
+  for (let j = 0; j < 16; j++) {
+    const l0 = level(x[xo + j]), l1 = level(x[xo + j + 16]);
+    out[o + 6 + j] = (l0 & 0xf) | ((l1 & 0xf) << 4);
+    qh |= ((l0 & 0x10) >> 4) << j;
+    qh |= ((l1 & 0x10) >> 4) << (j + 16);
+  }
+  for (let k = 0; k < 4; k++) out[o + 2 + k] = (qh >>> (8 * k)) & 0xff;
+}
+
 const QUANT: Record<KQuantDType, (x: Float32Array, xo: number, out: Uint8Array, o: number) => void> = {
   q2_k: quantQ2K,
   q3_k: quantQ3K,
@@ -733,6 +811,9 @@ const QUANT: Record<KQuantDType, (x: Float32Array, xo: number, out: Uint8Array, 
   iq4_nl: quantIQ4NL,
   iq4_xs: quantIQ4XS,
   mxfp4: quantMXFP4,
+  q4_1: (x, xo, out, o) => quantMinMax(false, x, xo, out, o),
+  q5_0: quantQ5_0,
+  q5_1: (x, xo, out, o) => quantMinMax(true, x, xo, out, o),
 };
 
 /**

@@ -367,7 +367,7 @@ interface Job {
 }
 
 /** Dtypes a llama.cpp-layout tensor is written in. */
-const WRITABLE: ReadonlySet<string> = new Set(['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k', 'iq4_nl', 'iq4_xs', 'mxfp4']);
+const WRITABLE: ReadonlySet<string> = new Set(['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k', 'iq4_nl', 'iq4_xs', 'mxfp4']);
 
 function encode(f: Float32Array, dtype: DType, shape: number[], name: string): Uint8Array {
   if (!WRITABLE.has(dtype)) throw new FormatError(`tensors[${JSON.stringify(name)}].dtype`, `cannot write ${dtype} in llama.cpp layout`);

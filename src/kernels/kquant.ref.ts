@@ -3,12 +3,15 @@
 // layouts, so the kernels must match them bit for bit.
 import { f16ToF32, quantizeQ8_0 } from '../formats/dtype';
 import {
-  e8m0Half, KQUANT_LAYOUT, KVALUES_IQ4NL, KVALUES_MXFP4, quantizeKQuant, scaleIQ4XS, scaleMinK4, scaleQ3K, type KQuantDType,
+  e8m0Half, KQUANT_LAYOUT, KVALUES_IQ4NL, KVALUES_MXFP4, level5, quantizeKQuant, scaleIQ4XS, scaleMinK4, scaleQ3K, type KQuantDType,
 } from '../formats/kquants';
 
 const fr = Math.fround;
 
-/** One weight block decoded to integers: value e = d·sc[e]·q[e] − dmin·m[e]. */
+/**
+ * One weight block decoded to integers: value e = d·sc[e]·q[e] − dmin·m[e] (q4_1 / q5_1: dmin holds
+ * their min with the opposite sign, m[e] = −1, so value = d·q + min).
+ */
 interface IntBlock {
   q: Int32Array;
   sc: Int32Array;
@@ -76,6 +79,27 @@ export function decodeIntBlock(dtype: KQuantDType, w: Uint8Array, o: number): In
         d = nl ? h16(w, o) : e8m0Half(w[o]);
         break;
       }
+      case 'q4_1': {
+        const b = w[o + 4 + (e & 15)];
+        q[e] = e < 16 ? b & 15 : b >> 4;
+        sc[e] = 1;
+        m[e] = -1;
+        d = h16(w, o);
+        dmin = h16(w, o + 2);
+        break;
+      }
+      case 'q5_0':
+        q[e] = level5(w, o + 2, o + 6, e) - 16;
+        sc[e] = 1;
+        d = h16(w, o);
+        break;
+      case 'q5_1':
+        q[e] = level5(w, o + 4, o + 8, e);
+        sc[e] = 1;
+        m[e] = -1;
+        d = h16(w, o);
+        dmin = h16(w, o + 2);
+        break;
       case 'q8_k':
         throw new Error('q8_k weights have no integer path');
     }
@@ -83,9 +107,11 @@ export function decodeIntBlock(dtype: KQuantDType, w: Uint8Array, o: number): In
   return { q, sc, m, d, dmin };
 }
 
-/** The activations of dtype's integer path: Q8_K blocks, or Q8_0 blocks for iq4_nl / mxfp4. */
+const isSmall = (dtype: KQuantDType) => dtype !== 'q8_k' && KQUANT_LAYOUT[dtype].block === 32;
+
+/** The activations of dtype's integer path: Q8_K blocks, or Q8_0 blocks for the 32-element formats. */
 export function quantizeActKRef(dtype: KQuantDType, x: Float32Array, batch: number, cols: number): Uint8Array {
-  return dtype === 'iq4_nl' || dtype === 'mxfp4' ? quantizeQ8_0(x, batch, cols) : quantizeKQuant('q8_k', x, batch, cols);
+  return isSmall(dtype) ? quantizeQ8_0(x, batch, cols) : quantizeKQuant('q8_k', x, batch, cols);
 }
 
 /**
@@ -94,7 +120,7 @@ export function quantizeActKRef(dtype: KQuantDType, x: Float32Array, batch: numb
  */
 export function kmatmulRef(dtype: KQuantDType, w: Uint8Array, xq: Uint8Array, batch: number, rows: number, cols: number): Float32Array {
   const { block, bytes } = KQUANT_LAYOUT[dtype];
-  const small = dtype === 'iq4_nl' || dtype === 'mxfp4';
+  const small = isSmall(dtype);
   const nb = cols / block, xbs = small ? 34 : 292;
   const xdv = new DataView(xq.buffer, xq.byteOffset, xq.byteLength);
   const y = new Float32Array(batch * rows);
@@ -118,7 +144,8 @@ export function kmatmulRef(dtype: KQuantDType, w: Uint8Array, xq: Uint8Array, ba
           summ += blk.m[e] * xv;
         }
         let t: number;
-        if (dtype === 'iq4_nl') t = fr(fr(blk.d * dx) * fr(sumi));
+        if (dtype === 'iq4_nl' || dtype === 'q5_0') t = fr(fr(blk.d * dx) * fr(sumi));
+        else if (dtype === 'q4_1' || dtype === 'q5_1') t = fr(fr(fr(blk.d * dx) * fr(sumi)) + fr(blk.dmin * fr(dx * fr(-summ))));
         else if (dtype === 'mxfp4') t = fr(fr(dx * blk.d) * fr(sumi));
         else if (dtype === 'q2_k' || dtype === 'q4_k' || dtype === 'q5_k') t = fr(fr(fr(sumi) * fr(blk.d * dx)) - fr(fr(summ) * fr(blk.dmin * dx)));
         else t = fr(fr(sumi) * fr(blk.d * dx));

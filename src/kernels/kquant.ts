@@ -1,9 +1,10 @@
 // Matrix products over ggml K-quant weights (assembly/kquant.ts), through matmul() or directly.
 //
 // W row-major [rows, cols] of blocks along cols (Q2_K … Q6_K, IQ4_XS: 256-element super-blocks;
-// IQ4_NL, MXFP4: 32-element blocks; layouts in src/formats/kquants.ts). X [batch, cols] f32,
-// Y [batch, rows] f32. As in llama.cpp, the default path quantizes X to Q8_K blocks (K-quants,
-// IQ4_XS) or Q8_0 blocks (IQ4_NL, MXFP4) and takes exact integer dots inside each block; `exact`
+// IQ4_NL, MXFP4, Q4_1, Q5_0, Q5_1: 32-element blocks; layouts in src/formats/kquants.ts). X [batch,
+// cols] f32, Y [batch, rows] f32. As in llama.cpp, the default path quantizes X to Q8_K blocks
+// (K-quants, IQ4_XS) or Q8_0 blocks (the 32-element formats) and takes exact integer dots inside
+// each block; `exact`
 // dequantizes each weight row to f32 and multiplies the unquantized X.
 import { KQUANT_LAYOUT, type KQuantDType } from '../formats/kquants';
 import { checkBuf, checkInt } from './act';
@@ -16,18 +17,18 @@ export type KWeight = Omit<Weight, 'dtype'> & { dtype: KQuantDType };
 
 /** ggml type ids, the dtype codes of the kernels. */
 export const KQ_CODE: Readonly<Record<KQuantDType, number>> = {
-  q2_k: 10, q3_k: 11, q4_k: 12, q5_k: 13, q6_k: 14, q8_k: 15, iq4_nl: 20, iq4_xs: 23, mxfp4: 39,
+  q2_k: 10, q3_k: 11, q4_k: 12, q5_k: 13, q6_k: 14, q8_k: 15, iq4_nl: 20, iq4_xs: 23, mxfp4: 39, q4_1: 3, q5_0: 6, q5_1: 7,
 };
 
 /** Integer-path kernels per weight dtype (q8_k is an activation format: exact path only). */
 const KQ_FN: Readonly<Partial<Record<KQuantDType, string>>> = {
   q2_k: 'matmulQ2_K', q3_k: 'matmulQ3_K', q4_k: 'matmulQ4_K', q5_k: 'matmulQ5_K', q6_k: 'matmulQ6_K',
-  iq4_xs: 'matmulIQ4_XS', iq4_nl: 'matmulIQ4_NL', mxfp4: 'matmulMXFP4',
+  iq4_xs: 'matmulIQ4_XS', iq4_nl: 'matmulIQ4_NL', mxfp4: 'matmulMXFP4', q4_1: 'matmulQ4_1', q5_0: 'matmulQ5_0', q5_1: 'matmulQ5_1',
 };
 
 /** Whether the activations of dtype's integer path are Q8_0 (32-blocks) rather than Q8_K. */
 export function usesQ8_0(dtype: KQuantDType): boolean {
-  return dtype === 'iq4_nl' || dtype === 'mxfp4';
+  return dtype !== 'q8_k' && KQUANT_LAYOUT[dtype].block === 32;
 }
 
 export function isKWeight(w: { dtype: string } | undefined): w is KWeight {

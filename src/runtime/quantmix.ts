@@ -26,10 +26,8 @@
 // n the layer count.
 //
 // A row length (last dimension) that is not a multiple of the type's block falls back as in
-// llama.cpp, mapped to the nearest type sparrow has: q4_k → Q5_0 and q5_k → Q5_1 become q8_0 (no
-// 5-bit legacy types here; q8_0 is the nearest that keeps at least their precision), q6_k → q8_0
-// (as llama.cpp), q2_k / q3_k → q4_0 (as llama.cpp); a row not a multiple of 32 then gets f16 (as
-// llama.cpp). Tensors llama.cpp never quantizes (norms, routers ffn_gate_inp, conv kernels, names
+// llama.cpp: q4_k → q5_0, q5_k → q5_1, q6_k → q8_0, q2_k / q3_k / iq4_xs → iq4_nl; a row not a
+// multiple of 32 then gets f16. Tensors llama.cpp never quantizes (norms, routers ffn_gate_inp, conv kernels, names
 // not ending in `weight`, RWKV time_mix parameters, single-row matrices, …) and the family's f32
 // tensors stay f32.
 
@@ -246,8 +244,9 @@ function fallback(t: DType, cols: number): DType {
   if (cols % blockSize(t) === 0) return t;
   let f: DType;
   switch (t) {
-    case 'q2_k': case 'q3_k': f = 'q4_0'; break;
-    case 'iq4_xs': f = 'iq4_nl'; break;
+    case 'q2_k': case 'q3_k': case 'iq4_xs': f = 'iq4_nl'; break;
+    case 'q4_k': f = 'q5_0'; break;
+    case 'q5_k': f = 'q5_1'; break;
     default: f = 'q8_0';
   }
   return cols % blockSize(f) === 0 ? f : 'f16';

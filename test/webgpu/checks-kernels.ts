@@ -10,7 +10,7 @@ import { decodeAttention } from '../../src/webgpu/dispatch/attention';
 import { route } from '../../src/webgpu/dispatch/ffn';
 import { instantiate } from '../../src/kernels/runtime';
 import { matmul, quantizeRowsQ4_0, quantizeRowsQ8_0 } from '../../src/kernels/matmul';
-import { dequantizeKQuant, quantizeKQuant } from '../../src/formats/kquants';
+import { dequantizeKQuant, KQUANT_LAYOUT, quantizeKQuant } from '../../src/formats/kquants';
 import { openCheckpoint } from '../../src/formats/checkpoint';
 import { writeSafetensors } from '../../src/formats/safetensors';
 import { buildModel } from '../../src/models/index';
@@ -143,14 +143,16 @@ await withGpu(async (gpu) => {
     }
   }
 
-  // --- K-quant weights (q4_k … q2_k, iq4_nl, iq4_xs, mxfp4) as their blocks, from the reference
-  // quantizers: against the WASM exact path (f32 activations × dequantized weights), the kernel of one
-  // invocation per output and the tiled kernel identical to the one of a workgroup per output, rows
-  // from rowOff, embedding rows equal to the dequantizer, routed experts of a stack (odd rows: q3_k /
-  // q6_k rows and experts start at offsets that are not 4-aligned).
+  // --- K-quant weights (q4_k … q2_k, iq4_nl, iq4_xs, mxfp4, q4_1, q5_0, q5_1) as their blocks, from
+  // the reference quantizers: against the WASM exact path (f32 activations × dequantized weights), the
+  // kernel of one invocation per output and the tiled kernel identical to the one of a workgroup per
+  // output, rows from rowOff, embedding rows equal to the dequantizer, routed experts of a stack (odd
+  // rows: q3_k / q6_k rows and experts start at offsets that are not 4-aligned; the 32-element formats
+  // also take rows of 9 blocks, whose q5_0 / iq4_nl / mxfp4 rows start at offsets that are not 4-aligned).
   const tiles = [null, { rows: 3, tokens: 5 }, { rows: 4, tokens: 8 }].map((tile) => ({ tile, Kt: new GpuKernels(gpu, { tile }) }));
   for (const dt of GPU_KQUANT_DTYPES) {
-    for (const [rows, cols, batch] of [[37, 256, 1], [13, 1280, 3], [9, 512, 67]]) {
+    const shapes = [[37, 256, 1], [13, 1280, 3], [9, 512, 67], ...(KQUANT_LAYOUT[dt].block === 32 ? [[11, 288, 3]] : [])];
+    for (const [rows, cols, batch] of shapes) {
       const W = randn(rows * cols, 0.5), X = randn(batch * cols);
       const bytes = quantizeKQuant(dt, W, rows, cols);
       const wptr = k.arena.alloc(bytes.length, 4);

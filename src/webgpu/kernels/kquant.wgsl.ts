@@ -1,19 +1,19 @@
-// ggml K-quant and related weights (q2_k … q6_k, iq4_nl, iq4_xs, mxfp4; layouts in
+// ggml K-quant and related weights (q2_k … q6_k, iq4_nl, iq4_xs, mxfp4, q4_1, q5_0, q5_1; layouts in
 // src/formats/kquants.ts) for the kernels of matmul.wgsl.ts, read as raw blocks from the u32 weight
 // words. A unit is 16 consecutive elements of a row (a 16-group of the 256-element super-block, or
 // half of a 32-block); `wunit(rowBase, u)` returns unit u of the row at byte rowBase as 16 f32
 // weights dequantized as ggml's dequantize_row_* does (scale · level, minus the min where the format
 // has one), and the kernels multiply them with the f32 activations.
 //
-// Blocks are 1-byte (mxfp4), 2-byte (q3_k, q6_k, iq4_nl) or 4-byte aligned (the others: their block
+// Blocks are 1-byte (mxfp4), 2-byte (q3_k, q6_k, iq4_nl, q5_0) or 4-byte aligned (the others: their block
 // size is a multiple of 4, and so are row and expert strides); w32 reads 4 bytes at any offset.
 
 import { KQUANT_LAYOUT, KVALUES_IQ4NL, KVALUES_MXFP4 } from '../../formats/kquants';
 
-export type GpuKQuantDType = 'q2_k' | 'q3_k' | 'q4_k' | 'q5_k' | 'q6_k' | 'iq4_nl' | 'iq4_xs' | 'mxfp4';
+export type GpuKQuantDType = 'q2_k' | 'q3_k' | 'q4_k' | 'q5_k' | 'q6_k' | 'iq4_nl' | 'iq4_xs' | 'mxfp4' | 'q4_1' | 'q5_0' | 'q5_1';
 
 /** The K-quant dtypes with WGSL kernels (q8_k, an activation format, has none). */
-export const GPU_KQUANT_DTYPES: readonly GpuKQuantDType[] = ['q4_k', 'q6_k', 'q5_k', 'iq4_nl', 'iq4_xs', 'mxfp4', 'q3_k', 'q2_k'];
+export const GPU_KQUANT_DTYPES: readonly GpuKQuantDType[] = ['q4_k', 'q6_k', 'q5_k', 'iq4_nl', 'iq4_xs', 'mxfp4', 'q3_k', 'q2_k', 'q4_1', 'q5_0', 'q5_1'];
 
 export function isGpuKQuant(d: unknown): d is GpuKQuantDType {
   return typeof d === 'string' && (GPU_KQUANT_DTYPES as readonly string[]).includes(d);
@@ -33,9 +33,9 @@ fn w32(byteOff: u32) -> u32 {
 `;
 const table = (name: string, v: readonly number[]) => `var<private> ${name}: array<f32, 16> = array<f32, 16>(${v.map((x) => x.toFixed(1)).join(', ')});\n`;
 
-/** 16 values `f(i, byteExpr)` of the 4 words q0 … q3 (bytes 4k … 4k + 3 in word k), as an array. */
-function arr(f: (byte: string) => string): string {
-  const v = [...Array(16).keys()].map((i) => f(`(q${i >> 2} >> ${(i & 3) * 8}u)`));
+/** 16 values `f(byteExpr, i)` of the 4 words q0 … q3 (bytes 4k … 4k + 3 in word k), as an array. */
+function arr(f: (byte: string, i: number) => string): string {
+  const v = [...Array(16).keys()].map((i) => f(`(q${i >> 2} >> ${(i & 3) * 8}u)`, i));
   return `array<f32, 16>(\n    ${v.join(',\n    ')})`;
 }
 
@@ -165,6 +165,37 @@ fn wunit(rowBase: u32, u: u32) -> array<f32, 16> {
   let qb = off + 1u;
   ${words('q', 'qb', '((u & 1u) * 4u)', false)}
   return ${arr((b) => `d * KV_MXFP4[${b} & 15u]`)};
+}`,
+  // Half u%2 of block u/2: nibbles as iq4_nl, value d·q + m.
+  q4_1: `
+fn wunit(rowBase: u32, u: u32) -> array<f32, 16> {
+  let off = rowBase + (u >> 1u) * 20u;
+  let d = wf16(off);
+  let m = wf16(off + 2u);
+  let qb = off + 4u;
+  ${words('q', 'qb', '((u & 1u) * 4u)', true)}
+  return ${arr((b) => `d * f32(${b} & 15u) + m`)};
+}`,
+  // As q4_1 with the fifth bit i of the unit's 16 bits of qh (bits 16·(u%2) …), value d·(q − 16).
+  q5_0: `
+fn wunit(rowBase: u32, u: u32) -> array<f32, 16> {
+  let off = rowBase + (u >> 1u) * 22u;
+  let d = wf16(off);
+  let qh = w32(off + 2u) >> ((u & 1u) * 16u);
+  let qb = off + 6u;
+  ${words('q', 'qb', '((u & 1u) * 4u)', false)}
+  return ${arr((b, i) => `d * f32(i32((${b} & 15u) | (((qh >> ${i}u) & 1u) << 4u)) - 16)`)};
+}`,
+  // As q5_0 with the min: value d·q + m.
+  q5_1: `
+fn wunit(rowBase: u32, u: u32) -> array<f32, 16> {
+  let off = rowBase + (u >> 1u) * 24u;
+  let d = wf16(off);
+  let m = wf16(off + 2u);
+  let qh = w[(off + 4u) >> 2u] >> ((u & 1u) * 16u);
+  let qb = off + 8u;
+  ${words('q', 'qb', '((u & 1u) * 4u)', true)}
+  return ${arr((b, i) => `d * f32((${b} & 15u) | (((qh >> ${i}u) & 1u) << 4u)) + m`)};
 }`,
 };
 

@@ -1,5 +1,5 @@
 // Matrix–vector products y[z, rows] = W · x[z / xDiv, cols] for f32, Q8_0, Q4_0 and K-quant weights
-// (q2_k … q6_k, iq4_nl, iq4_xs, mxfp4: units and block reads in kquant.wgsl.ts), one
+// (q2_k … q6_k, iq4_nl, iq4_xs, mxfp4, q4_1, q5_0, q5_1: units and block reads in kquant.wgsl.ts), one
 // workgroup per output row (z: the token, or the routed-expert slot; xDiv: slots per token, so the
 // K expert slots of a token read its row). f32 rows of any length: the columns past the last whole
 // 4-wide unit are summed by the first invocation. Quantized blocks are dequantized in registers and
