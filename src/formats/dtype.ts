@@ -3,9 +3,7 @@
 // and by llama.cpp hold identical blocks).
 
 import { FormatError } from './errors';
-import { dequantizeKQuant, isKQuant, quantizeKQuant, type KQuantDType } from './kquants';
-
-export type { KQuantDType } from './kquants';
+import { dequantizeKQuant, quantizeKQuant } from './kquants';
 
 /** Types that weights run in (the kernels' dtypes). */
 export type WeightDType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
@@ -29,6 +27,34 @@ export function isQuantMix(x: unknown): x is QuantMix {
 /** Elements per quantization block (ggml QK8_0 = QK4_0 = 32). */
 export const QK = 32;
 
+/**
+ * llama.cpp's K-quant, IQ4, MXFP4 and 5-bit / min legacy formats (block layouts, quantizers and
+ * dequantizers in kquants.ts).
+ */
+export type KQuantDType = 'q2_k' | 'q3_k' | 'q4_k' | 'q5_k' | 'q6_k' | 'q8_k' | 'iq4_nl' | 'iq4_xs' | 'mxfp4' | 'q4_1' | 'q5_0' | 'q5_1';
+
+/** Elements and bytes per block of each format (ggml's block structs). */
+export const KQUANT_LAYOUT: Readonly<Record<KQuantDType, { block: number; bytes: number }>> = {
+  q2_k: { block: 256, bytes: 84 },
+  q3_k: { block: 256, bytes: 110 },
+  q4_k: { block: 256, bytes: 144 },
+  q5_k: { block: 256, bytes: 176 },
+  q6_k: { block: 256, bytes: 210 },
+  q8_k: { block: 256, bytes: 292 },
+  iq4_nl: { block: 32, bytes: 18 },
+  iq4_xs: { block: 256, bytes: 136 },
+  mxfp4: { block: 32, bytes: 17 },
+  q4_1: { block: 32, bytes: 20 },
+  q5_0: { block: 32, bytes: 22 },
+  q5_1: { block: 32, bytes: 24 },
+};
+
+export const KQUANT_DTYPES = Object.keys(KQUANT_LAYOUT) as KQuantDType[];
+
+export function isKQuant(d: unknown): d is KQuantDType {
+  return typeof d === 'string' && Object.hasOwn(KQUANT_LAYOUT, d);
+}
+
 interface DTypeLayout {
   /** Elements per block (1 for plain types). */
   block: number;
@@ -44,20 +70,7 @@ const LAYOUT: Record<DType, DTypeLayout> = {
   q8_0: { block: QK, bytes: 34 },
   // f16 scale d + 16 bytes of 4-bit values
   q4_0: { block: QK, bytes: 18 },
-  // ggml K-quants and related formats (layouts in kquants.ts)
-  q2_k: { block: 256, bytes: 84 },
-  q3_k: { block: 256, bytes: 110 },
-  q4_k: { block: 256, bytes: 144 },
-  q5_k: { block: 256, bytes: 176 },
-  q6_k: { block: 256, bytes: 210 },
-  q8_k: { block: 256, bytes: 292 },
-  iq4_nl: { block: QK, bytes: 18 },
-  iq4_xs: { block: 256, bytes: 136 },
-  mxfp4: { block: QK, bytes: 17 },
-  // ggml legacy 32-element formats with a fifth bit or a min (layouts in kquants.ts)
-  q4_1: { block: QK, bytes: 20 },
-  q5_0: { block: QK, bytes: 22 },
-  q5_1: { block: QK, bytes: 24 },
+  ...KQUANT_LAYOUT,
   f64: { block: 1, bytes: 8 },
   i64: { block: 1, bytes: 8 },
   i32: { block: 1, bytes: 4 },

@@ -28,39 +28,17 @@
 // matrix): every float operation is one f32 operation (no fused multiply-add), in ggml's order.
 
 import { FormatError } from './errors';
-import { f16ToF32, f32Bits, f32FromBits, f32ToF16 } from './dtype';
+import { f16ToF32, f32Bits, f32FromBits, f32ToF16, KQUANT_LAYOUT, type KQuantDType } from './dtype';
 
-export type KQuantDType = 'q2_k' | 'q3_k' | 'q4_k' | 'q5_k' | 'q6_k' | 'q8_k' | 'iq4_nl' | 'iq4_xs' | 'mxfp4' | 'q4_1' | 'q5_0' | 'q5_1';
+export { isKQuant, KQUANT_DTYPES, KQUANT_LAYOUT, type KQuantDType } from './dtype';
 
 /** Elements per super-block (ggml QK_K). */
 export const QK_K = 256;
-
-/** Elements and bytes per block of each format. */
-export const KQUANT_LAYOUT: Readonly<Record<KQuantDType, { block: number; bytes: number }>> = {
-  q2_k: { block: 256, bytes: 84 },
-  q3_k: { block: 256, bytes: 110 },
-  q4_k: { block: 256, bytes: 144 },
-  q5_k: { block: 256, bytes: 176 },
-  q6_k: { block: 256, bytes: 210 },
-  q8_k: { block: 256, bytes: 292 },
-  iq4_nl: { block: 32, bytes: 18 },
-  iq4_xs: { block: 256, bytes: 136 },
-  mxfp4: { block: 32, bytes: 17 },
-  q4_1: { block: 32, bytes: 20 },
-  q5_0: { block: 32, bytes: 22 },
-  q5_1: { block: 32, bytes: 24 },
-};
-
-export const KQUANT_DTYPES = Object.keys(KQUANT_LAYOUT) as KQuantDType[];
 
 /** ggml type ids of the formats. */
 export const KQUANT_GGML_TYPE: Readonly<Record<KQuantDType, number>> = {
   q2_k: 10, q3_k: 11, q4_k: 12, q5_k: 13, q6_k: 14, q8_k: 15, iq4_nl: 20, iq4_xs: 23, mxfp4: 39, q4_1: 3, q5_0: 6, q5_1: 7,
 };
-
-export function isKQuant(d: unknown): d is KQuantDType {
-  return typeof d === 'string' && Object.hasOwn(KQUANT_LAYOUT, d);
-}
 
 /** The non-linear 4-bit grid of iq4_nl / iq4_xs. */
 export const KVALUES_IQ4NL: readonly number[] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
@@ -326,14 +304,7 @@ function fitScaleMin(n: number, nmax: number, x: Float32Array, xo: number, w: Fl
 
 /** Signed fit to levels −nmax…nmax−1 with weights x² (ggml make_qx_quants, rmse_type 1); L = level + nmax. */
 function fitSymmetric(n: number, nmax: number, x: Float32Array, xo: number, L: Uint8Array, lo: number): number {
-  let max = 0, amax = 0;
-  for (let i = 0; i < n; i++) {
-    const ax = Math.abs(x[xo + i]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[xo + i];
-    }
-  }
+  const [amax, max] = absMaxSigned(x, xo, n);
   if (amax < GROUP_MAX_EPS) {
     L.fill(0, lo, lo + n);
     return 0;
@@ -370,14 +341,7 @@ function fitSymmetric(n: number, nmax: number, x: Float32Array, xo: number, L: U
 
 /** ggml make_q3_quants with do_rmse: signed levels −nmax…nmax−1 refined one at a time; L = level + nmax. */
 function fitQ3(n: number, nmax: number, x: Float32Array, xo: number, L: Int8Array, lo: number): number {
-  let max = 0, amax = 0;
-  for (let i = 0; i < n; i++) {
-    const ax = Math.abs(x[xo + i]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[xo + i];
-    }
-  }
+  const [amax, max] = absMaxSigned(x, xo, n);
   if (amax < GROUP_MAX_EPS) {
     L.fill(0, lo, lo + n);
     return 0;
@@ -616,14 +580,7 @@ function quantQ6K(x: Float32Array, xo: number, out: Uint8Array, o: number): void
 
 /** Q8_K of 256 values (ggml quantize_row_q8_K_ref): d = 1/iscale, iscale = −127/max, q = min(127, nearest(iscale·x)). */
 function quantQ8K(x: Float32Array, xo: number, out: Uint8Array, o: number): void {
-  let max = 0, amax = 0;
-  for (let j = 0; j < 256; j++) {
-    const ax = Math.abs(x[xo + j]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[xo + j];
-    }
-  }
+  const [amax, max] = absMaxSigned(x, xo, 256);
   const dv = new DataView(out.buffer, out.byteOffset + o, 292);
   if (!amax) {
     out.fill(0, o, o + 292);
@@ -663,6 +620,7 @@ function iq4Sums(x: Float32Array, xo: number, id: number, L?: Uint8Array, lo = 0
   return [sumqx, sumq2];
 }
 
+/** The largest magnitude among x[xo … xo + n) and the value that has it (sign kept, the first on ties). */
 function absMaxSigned(x: Float32Array, xo: number, n: number): [number, number] {
   let amax = 0, max = 0;
   for (let j = 0; j < n; j++) {
