@@ -1,12 +1,13 @@
 // Decode speed, WebGPU vs WASM, on this machine.
-//   deno run -A --unstable-sloppy-imports bench/webgpu.ts [--synthetic-large] [--dtype q8_0|q4_0] [--tokens N] [--prefill N] [--runs N] [--profile] [--model DIR] [--tile RxT]
+//   deno run -A --unstable-sloppy-imports bench/webgpu.ts [--synthetic-large] [--dtype q8_0|q4_0] [--tokens N] [--prefill N] [--runs N] [--profile] [--model DIR] [--tile RxT] [--gemm BMxBNxTMxTN[p],…|none] [--gemm-also G;G…]
 // Default: the embedded model (models/sparrow-mini). --synthetic-large: a Llama-style model of
 // ~333M parameters with random bf16 weights built in memory (no files), quantized to Q8_0 on load.
 // Both backends run the same prompt (--prefill N tokens, default 128) and greedy continuation. The
 // GPU runs the prompt three ways: one submission per token; one submission replaying the
 // one-position recording for every position; one submission of T-token passes (the prefill chunk
-// recordings, 128 tokens per pass), with the passes' matrix products tiled (--tile, default 4x8 on hardware adapters) and,
-// for comparison, of one invocation per output. It decodes two ways: as generation runs greedy decoding (argmax on the GPU, tokens read back in
+// recordings, 128 tokens per pass), with the passes' matrix products as a tiled GEMM (--gemm
+// BMxBNxTMxTN[p],… or none; default on hardware adapters; --gemm-also adds other shapes) and, for
+// comparison, as the exact kernels: tiled 4x8 and one invocation per output. It decodes two ways: as generation runs greedy decoding (argmax on the GPU, tokens read back in
 // batches of up to 32 with two batches in flight), and reading back each token's logits (sampling).
 
 import { openCheckpoint } from '../src/formats/checkpoint';
@@ -130,7 +131,16 @@ try {
   const tu = performance.now();
   const tileArg = opt('--tile', '');
   const tile = tileArg ? { rows: Number(tileArg.split('x')[0]), tokens: Number(tileArg.split('x')[1]) } : undefined;
-  const gm = gpuModel(model, gpu, { matmulTile: tile });
+  // --gemm BMxBNxTMxTN[p] (p: prefetch), several comma-separated (tried in order), or none for the exact kernels alone.
+  const gemmArg = opt('--gemm', '');
+  const parseGemm = (g: string) => {
+    const v = g.replace(/p$/, '').split('x').map(Number);
+    return { bm: v[0], bn: v[1], tm: v[2], tn: v[3], prefetch: g.endsWith('p') };
+  };
+  const gemm = gemmArg === 'none' ? null : gemmArg ? gemmArg.split(',').map(parseGemm) : undefined;
+  const gemmName = (g: readonly { bm: number; bn: number; tm: number; tn: number; prefetch?: boolean }[]) =>
+    g.map((s) => `${s.bm}×${s.bn} by ${s.tm}×${s.tn}${s.prefetch ? ' prefetch' : ''}`).join(', then ');
+  const gm = gpuModel(model, gpu, { matmulTile: tile, matmulGemm: gemm });
   const tUp = secs(tu);
   // Warm-up: pipelines compile lazily on some drivers; the chunk recordings are made on first use.
   const warm = gm.newSession();
@@ -174,19 +184,30 @@ try {
     toks = got;
     gs.dispose();
   }
-  // The T-token passes with the matrix products of one invocation per output (the kernel before
-  // the tiled one), same weights, same run.
-  const gmOut = gpuModel(model, gpu, { matmulTile: null });
-  const ow = gmOut.newSession();
-  await ow.forward(prompt);
-  ow.dispose();
-  let gpuPrefillOut = 0;
-  for (let r = 0; r < runs; r++) {
-    const os = gmOut.newSession();
-    t = performance.now();
-    await os.forward(prompt);
-    gpuPrefillOut = Math.max(gpuPrefillOut, prompt.length / secs(t));
-    os.dispose();
+  // The T-token passes with the exact matrix products (one invocation per output; the tiled
+  // kernel), same weights, same run.
+  const prefillWith = async (o: { matmulTile?: { rows: number; tokens: number } | null; matmulGemm?: ReturnType<typeof parseGemm>[] | null }) => {
+    const g2 = gpuModel(model, gpu, { matmulGemm: null, ...o });
+    const ow = g2.newSession();
+    await ow.forward(prompt);
+    ow.dispose();
+    let best = 0;
+    for (let r = 0; r < runs; r++) {
+      const os = g2.newSession();
+      t = performance.now();
+      await os.forward(prompt);
+      best = Math.max(best, prompt.length / secs(t));
+      os.dispose();
+    }
+    return best;
+  };
+  const gpuPrefillOut = await prefillWith({ matmulTile: null });
+  const gpuPrefillTile = gm.K.gemm ? await prefillWith({ matmulTile: { rows: 4, tokens: 8 } }) : 0;
+  // Other GEMM shapes (--gemm-also A;B, each as --gemm takes it), same run.
+  const also: [string, number][] = [];
+  for (const g of opt('--gemm-also', '').split(';').filter(Boolean)) {
+    const shapes = g.split(',').map(parseGemm);
+    also.push([gemmName(shapes), await prefillWith({ matmulGemm: shapes })]);
   }
   // Decode reading back every token's logits (sampling on the host).
   const gs2 = gm.newSession();
@@ -219,12 +240,50 @@ try {
     console.log(`profile (${list.length} dispatches/token): encode ${encodeMs.toFixed(3)} ms/token; encode + submit ${submitMs.toFixed(3)} ms/token; submitted → done ${totalMs.toFixed(3)} ms/token`);
     ps.dispose();
   }
+  if (args.includes('--profile')) {
+    // Where a T-token pass's time goes: each kernel's dispatches of the 128-token recording alone,
+    // the pass repeated `reps` times in one submission (the inputs are whatever the buffers hold;
+    // shapes and grids are the pass's), less an empty submission's time.
+    const ps: any = gm.newSession();
+    await ps.forward(prompt);
+    const run = ps.chunkRuns.get('128');
+    if (run) {
+      const dev = gpu.device, reps = 10, list = run.list as { key: string }[];
+      const time = async (l: unknown[]) => {
+        let best = Infinity;
+        for (let r = 0; r < 3; r++) {
+          const enc = dev.createCommandEncoder();
+          const pass = enc.beginComputePass();
+          for (let i = 0; i < reps; i++) gm.K.encode(pass, l as any);
+          pass.end();
+          await dev.queue.onSubmittedWorkDone();
+          const t1 = performance.now();
+          dev.queue.submit([enc.finish()]);
+          await dev.queue.onSubmittedWorkDone();
+          best = Math.min(best, (performance.now() - t1) / reps);
+        }
+        return best;
+      };
+      const empty = await time([]), whole = await time(list) - empty;
+      const groups = new Map<string, unknown[]>();
+      for (const d of list) groups.set(d.key, [...(groups.get(d.key) ?? []), d]);
+      const rowsP: [string, number, number][] = [];
+      for (const [key, l] of groups) rowsP.push([key, l.length, (await time(l)) - empty]);
+      rowsP.sort((x, y) => y[2] - x[2]);
+      console.log(`profile of a 128-token pass (${list.length} dispatches): ${whole.toFixed(2)} ms in one pass (${(128 / whole * 1000).toFixed(0)} tok/s), empty submission ${empty.toFixed(2)} ms`);
+      console.log('| kernel | dispatches | ms per pass | share |\n|---|---:|---:|---:|');
+      for (const [key, n, ms] of rowsP) console.log(`| ${key} | ${n} | ${ms.toFixed(3)} | ${(100 * ms / whole).toFixed(1)} % |`);
+    }
+    ps.dispose();
+  }
   const agree = toks.findIndex((x, i) => x !== wasmToks[i]);
   rows.push(
     ['prefill, one submission per token (tokens/s)', wasmPrefill, gpuPrefillPerToken],
     ['prefill, one submission, replayed per position (tokens/s)', wasmPrefill, gpuPrefillReplay],
     ['prefill, one submission of T-token passes, products of one invocation per output (tokens/s)', wasmPrefill, gpuPrefillOut],
-    [`prefill, one submission of T-token passes, ${gm.K.tile ? `tiled products ${gm.K.tile.rows}×${gm.K.tile.tokens}` : 'the same kernel'} (tokens/s)`, wasmPrefill, gpuPrefill], ['decode, greedy on the GPU (tokens/s)', wasmTps, gpuTps], ['decode, logits read back per token (tokens/s)', wasmTps, gpuLogitTps],
+    ...(gm.K.gemm ? [['prefill, one submission of T-token passes, tiled exact products 4×8 (tokens/s)', wasmPrefill, gpuPrefillTile] as [string, number, number]] : []),
+    ...also.map(([name, v]) => [`prefill, one submission of T-token passes, GEMM ${name} (tokens/s)`, wasmPrefill, v] as [string, number, number]),
+    [`prefill, one submission of T-token passes, ${gm.K.gemm ? `GEMM ${gemmName(gm.K.gemm)}` : gm.K.tile ? `tiled products ${gm.K.tile.rows}×${gm.K.tile.tokens}` : 'the same kernel'} (tokens/s)`, wasmPrefill, gpuPrefill], ['decode, greedy on the GPU (tokens/s)', wasmTps, gpuTps], ['decode, logits read back per token (tokens/s)', wasmTps, gpuLogitTps],
   );
   const chunks = gm.info().chunkRecordings.map((r) => `T=${r.T}: ${r.dispatches} dispatches, ${(r.activationBytes / 2 ** 20).toFixed(1)} MiB activations`).join(', ');
   note = `webgpu: ${gpu.adapterName}; ${gm.info().dispatchesPerToken} dispatches/token; chunk recordings ${chunks || 'none'}; ${(gm.info().weightBytes / 2 ** 20).toFixed(0)} MiB uploaded in ${tUp.toFixed(1)} s; greedy tokens ${agree < 0 ? 'identical to WASM' : `diverge from WASM at step ${agree} (WASM uses int8 activation dots, GPU f32)`}`;

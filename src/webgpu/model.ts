@@ -23,6 +23,7 @@ import type { GpuDevice } from './device';
 import type { SequenceSession, SessionFactory } from '../runtime/session';
 import { GpuKernels, writeStep, type Dispatch, type GpuBufs } from './ops';
 import type { MatmulTile } from './kernels/matmul.wgsl';
+import type { GemmShape } from './kernels/gemm.wgsl';
 import { GpuGraph } from './graph';
 import './graph-ops';
 
@@ -67,7 +68,7 @@ export interface GpuModelInfo {
   stateBytes: number;
   dispatchesPerToken: number;
   /** Chunk sizes with a T-token recording, and the activation bytes each needs per session. */
-  chunkRecordings: { T: number; activationBytes: number; dispatches: number }[];
+  chunkRecordings: { T: number; all: boolean; activationBytes: number; dispatches: number }[];
 }
 
 export interface GpuModelOptions {
@@ -77,16 +78,24 @@ export interface GpuModelOptions {
    */
   prefillChunks?: number[];
   /**
-   * Outputs per workgroup of the prefill passes' matrix products, or null for one invocation per
-   * output (default: 4 rows × 8 tokens on hardware adapters, null on software ones); every choice
-   * gives the same sums.
+   * Outputs per workgroup of the prefill passes' exact matrix products (where the GEMM does not
+   * run), or null for one invocation per output (the default); every choice gives the same sums.
    */
   matmulTile?: MatmulTile | null;
+  /**
+   * Workgroup shapes of the tiled GEMM that runs the prefill passes' matrix products without
+   * routed-expert ids (the first whose grid is large enough; see GpuKernels.gemm), or null to use
+   * the kernels of matmulTile (default: DEFAULT_GEMMS on hardware adapters, null on software ones).
+   * Its sums equal the decode kernel's up to f32 rounding.
+   */
+  matmulGemm?: GemmShape | readonly GemmShape[] | null;
 }
 
 /** A recording of the net for T tokens, its activation layout and the constants buffer it binds. */
 interface ChunkRecording {
   T: number;
+  /** Whether the pass computes every row's logits (else the last row's only). */
+  all: boolean;
   emits: Emit[];
   actFloats: number;
   logitsOff: number;
@@ -125,12 +134,13 @@ export class GpuModel implements SessionFactory {
   readonly stateMap: GpuRegionMap[];
   /** Prefill chunk sizes, descending. */
   readonly prefillChunks: number[];
-  private readonly chunks = new Map<number, ChunkRecording>();
+  /** Chunk recordings by `${T}` (last row's logits) and `${T}:all` (every row's). */
+  private readonly chunks = new Map<string, ChunkRecording>();
   /** Why a chunk size could not be recorded (its tokens then run position by position). */
   readonly chunkErrors = new Map<number, string>();
 
   constructor(readonly model: Model, readonly gpu: GpuDevice, opts: GpuModelOptions = {}) {
-    this.K = new GpuKernels(gpu, { tile: opts.matmulTile });
+    this.K = new GpuKernels(gpu, { tile: opts.matmulTile, gemm: opts.matmulGemm });
     const net = model.net;
     const B = (this.builder = new GpuBuilder(model, this.K));
     this.vocab = net.vocabSize;
@@ -156,30 +166,32 @@ export class GpuModel implements SessionFactory {
   info(): GpuModelInfo {
     return {
       adapter: this.gpu.adapterName, weightBytes: this.builder.weightBytes, stateBytes: this.stateFloats * 4, dispatchesPerToken: this.dispatchCount,
-      chunkRecordings: [...this.chunks.values()].map((r) => ({ T: r.T, activationBytes: r.actFloats * 4, dispatches: r.dispatches })),
+      chunkRecordings: [...this.chunks.values()].map((r) => ({ T: r.T, all: r.all, activationBytes: r.actFloats * 4, dispatches: r.dispatches })),
     };
   }
 
   /**
-   * The recording of the net for T tokens (logits of every row), made on first use; null when an op
-   * cannot run T rows (the reason in chunkErrors), and those tokens run position by position.
+   * The recording of the net for T tokens (logits of every row with `all`, else of the last row
+   * only), made on first use; null when an op cannot run T rows (the reason in chunkErrors), and
+   * those tokens run position by position.
    */
-  chunkRecording(T: number): ChunkRecording | null {
-    const have = this.chunks.get(T);
+  chunkRecording(T: number, all = false): ChunkRecording | null {
+    const key = all ? `${T}:all` : `${T}`;
+    const have = this.chunks.get(key);
     if (have) return have;
     if (this.chunkErrors.has(T) || T > this.maxContext) return null;
     const B = this.builder, stateFloats = B.stateFloats;
     try {
       const g = new GpuGraph(B, this.model.ctx.opts.exact, { T });
-      const logits = this.model.net.forward(g, true);
+      const logits = this.model.net.forward(g, all);
       if (B.stateFloats !== stateFloats) throw new KernelError('webgpu', `the ${T}-token recording named state regions the one-position recording did not`);
       g.checkActivations(`the activations of a ${T}-token pass`);
       if (B.constFloats !== this.cFloats) {
         this.c = this.K.upload(B.packConsts(), undefined, 'constants');
         this.cFloats = B.constFloats;
       }
-      const rec: ChunkRecording = { T, emits: g.emits, actFloats: g.act.high, logitsOff: logits.off, c: this.c, dispatches: 0 };
-      this.chunks.set(T, rec);
+      const rec: ChunkRecording = { T, all, emits: g.emits, actFloats: g.act.high, logitsOff: logits.off, c: this.c, dispatches: 0 };
+      this.chunks.set(key, rec);
       return rec;
     } catch (e) {
       if (!(e instanceof KernelError)) throw e;
@@ -383,16 +395,17 @@ export class GpuSession implements SequenceSession {
   }
 
   /** The model's T-token recording bound to this session (with an activation buffer of its own), or null. */
-  private chunkRun(T: number): ChunkRun | null {
-    let run = this.chunkRuns.get(T);
+  private chunkRun(T: number, all: boolean): ChunkRun | null {
+    const key = all ? `${T}:all` : `${T}`;
+    let run = this.chunkRuns.get(key);
     if (run) return run;
-    const rec = this.model.chunkRecording(T);
+    const rec = this.model.chunkRecording(T, all);
     if (!rec) return null;
     const a = this.model.K.buffer(rec.actFloats * 4, undefined, `activations of ${T}-token passes`);
     const bufs: GpuBufs = { ...this.bufs, a, c: rec.c };
     run = { rec, a, list: rec.emits.flatMap((e) => e(bufs)) };
     rec.dispatches = run.list.length;
-    this.chunkRuns.set(T, run);
+    this.chunkRuns.set(key, run);
     return run;
   }
 
@@ -400,13 +413,13 @@ export class GpuSession implements SequenceSession {
    * How n tokens are fed: whole chunks of the model's prefill sizes (largest first) through their
    * recordings, then the rest position by position.
    */
-  private plan(n: number): { T: number; run: ChunkRun | null }[] {
+  private plan(n: number, all: boolean): { T: number; run: ChunkRun | null }[] {
     const parts: { T: number; run: ChunkRun | null }[] = [];
     let left = n;
     if (this.chunkedPrefill) {
       for (const T of this.model.prefillChunks) {
         while (left >= T) {
-          const run = this.chunkRun(T);
+          const run = this.chunkRun(T, all);
           if (!run) break;
           parts.push({ T, run });
           left -= T;
@@ -425,7 +438,7 @@ export class GpuSession implements SequenceSession {
     const n = ids.length, V = this.model.vocab, m = this.model;
     if (n === 0) throw new RangeError('forward needs at least one token');
     this.check(n);
-    const parts = this.plan(n);
+    const parts = this.plan(n, all);
     this.writeTokens(this.pos, ids);
     const rows = all ? n : 1;
     const rd = this.device.createBuffer({ size: rows * V * 4, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
@@ -441,7 +454,7 @@ export class GpuSession implements SequenceSession {
           this.encodePass(enc, t, n, run.list);
           const L = run.rec.logitsOff;
           if (all) enc.copyBufferToBuffer(run.a, L * 4, rd, t * V * 4, T * V * 4);
-          else if (t + T === n) enc.copyBufferToBuffer(run.a, (L + (T - 1) * V) * 4, rd, 0, V * 4);
+          else if (t + T === n) enc.copyBufferToBuffer(run.a, L * 4, rd, 0, V * 4);
           this.chunkPasses++;
         } else {
           this.encodePass(enc, t, n, this.list);
@@ -456,7 +469,7 @@ export class GpuSession implements SequenceSession {
   /** Step records of a multi-position submission (see submitSteps). */
   private steps: GPUBuffer | null = null;
   /** The model's chunk recordings bound to this session, by token count. */
-  private readonly chunkRuns = new Map<number, ChunkRun>();
+  private readonly chunkRuns = new Map<string, ChunkRun>();
   /** Whether forward() runs whole prompt chunks through the T-token recordings (benchmarks turn it off to time the per-position replay). */
   chunkedPrefill = true;
   /** Compute passes of T-token recordings encoded so far (each runs one prompt chunk). */

@@ -9,7 +9,8 @@ import type { GpuDevice } from './device';
 import { copyWgsl, COPY_PARAMS, elementwiseWgsl, EW_PARAMS } from './kernels/elementwise.wgsl';
 import { convWgsl, CONV_PARAMS } from './kernels/conv.wgsl';
 import { deltaWgsl, DELTA_PARAMS, gatesWgsl, GATES_PARAMS } from './kernels/linear_attention.wgsl';
-import { DEFAULT_TILE, embedWgsl, EMBED_PARAMS, matmulRowsWgsl, matmulTileWgsl, matmulWgsl, MATMUL_PARAMS, MATMUL_WG, weightBlock, weightRowStride, type GpuWeightDType, type MatmulTile } from './kernels/matmul.wgsl';
+import { checkGemmShape, DEFAULT_GEMMS, GEMM_MIN_BATCH, GEMM_MIN_WORKGROUPS, gemmWgsl, type GemmShape } from './kernels/gemm.wgsl';
+import { embedWgsl, EMBED_PARAMS, matmulRowsWgsl, matmulTileWgsl, matmulWgsl, MATMUL_PARAMS, MATMUL_WG, weightBlock, weightRowStride, type GpuWeightDType, type MatmulTile } from './kernels/matmul.wgsl';
 import { combineWgsl, COMBINE_PARAMS } from './kernels/moe.wgsl';
 import { normWgsl, NORM_PARAMS } from './kernels/norm.wgsl';
 import { ropeWgsl, ROPE_PARAMS } from './kernels/rope.wgsl';
@@ -41,6 +42,8 @@ export interface GpuBufs {
 }
 
 export interface Dispatch {
+  /** The kernel's pipeline key (for profiles). */
+  key: string;
   pipeline: GPUComputePipeline;
   bind: GPUBindGroup;
   grid: [number, number, number];
@@ -71,17 +74,31 @@ export class GpuKernels {
   /**
    * How products over several token rows (`perOutput`) run without routed-expert ids: workgroups of
    * `rows` × `tokens` outputs (matmulTileWgsl), or null for one invocation per output
-   * (matmulRowsWgsl). Both give the one-row kernel's sums. Default: 4 × 8 on hardware adapters; none
-   * on software ones, where llvmpipe ran the tiled kernel's workgroup barriers ~10× slower.
+   * (matmulRowsWgsl), where the GEMM below does not run. Both give the one-row kernel's sums.
+   * Default: null (the tiled kernel ran 2.5–4× slower than one invocation per output on an H100, and
+   * ~10× slower on llvmpipe).
    */
   readonly tile: MatmulTile | null;
-  constructor(readonly gpu: GpuDevice, o: { tile?: MatmulTile | null } = {}) {
+  /**
+   * Products over at least GEMM_MIN_BATCH token rows without routed-expert ids as a tiled GEMM
+   * (gemmWgsl: workgroup-memory blocks, f32 sums in column order, equal to the one-row kernel's up
+   * to rounding): the first of these workgroup shapes whose grid has at least GEMM_MIN_WORKGROUPS
+   * workgroups, else the last (small products keep the GPU busy with smaller blocks). null keeps the
+   * kernels above. Default: DEFAULT_GEMMS on hardware adapters, none on software ones (whose passes
+   * stay bit-identical to token-by-token decoding).
+   */
+  readonly gemm: readonly GemmShape[] | null;
+  constructor(readonly gpu: GpuDevice, o: { tile?: MatmulTile | null; gemm?: GemmShape | readonly GemmShape[] | null } = {}) {
     this.device = gpu.device;
-    const tile = o.tile === undefined ? (gpu.software ? null : DEFAULT_TILE) : o.tile;
+    const tile = o.tile ?? null;
     if (tile && !(Number.isInteger(tile.rows) && Number.isInteger(tile.tokens) && tile.rows >= 1 && tile.tokens >= 1 && tile.rows * tile.tokens <= 32)) {
       throw new RangeError(`matmul tile ${tile.rows}×${tile.tokens}: rows and tokens must be positive integers with rows·tokens ≤ 32`);
     }
     this.tile = tile;
+    const gemm = o.gemm === undefined ? (gpu.software ? null : DEFAULT_GEMMS) : o.gemm === null ? null : 'bm' in o.gemm ? [o.gemm] : o.gemm;
+    if (gemm?.length === 0) throw new RangeError('gemm: give at least one workgroup shape, or null');
+    gemm?.forEach(checkGemmShape);
+    this.gemm = gemm;
     const S = ShaderStage.COMPUTE;
     this.layout = this.device.createBindGroupLayout({
       entries: [
@@ -174,7 +191,7 @@ export class GpuKernels {
     });
     const max = this.gpu.limits.maxComputeWorkgroupsPerDimension;
     if (grid.some((g) => g > max)) throw new KernelError('webgpu', `${key}: grid [${grid}] exceeds ${max} workgroups per dimension`);
-    return { pipeline, bind, grid: grid.map((g) => Math.max(1, g)) as [number, number, number] };
+    return { key, pipeline, bind, grid: grid.map((g) => Math.max(1, g)) as [number, number, number] };
   }
 
   split(rows: number): { nx: number; ny: number } {
@@ -189,9 +206,10 @@ export class GpuKernels {
   /**
    * y[z, w.rows] = W · x[z / xDiv, w.cols] for z < batch (x rows xStride apart, y rows yStride apart;
    * xDiv default 1). `rowOff` selects rows [rowOff, rowOff + rows) of w; `ids` picks expert
-   * ids[idsOff + z] of a stack. `perOutput` (passes of many tokens): the tiled kernel, or with ids
-   * or no tile the kernel of one invocation per output, both with the same results as the default
-   * kernel of a workgroup per output.
+   * ids[idsOff + z] of a stack. `perOutput` (passes of many tokens): the GEMM where it is on and the
+   * pass has at least GEMM_MIN_BATCH rows; else the tiled kernel, or with ids or no tile the kernel of
+   * one invocation per output, both with the same results as the default kernel of a workgroup per
+   * output.
    */
   matmul(b: GpuBufs, y: number, x: number, w: GpuWeight, batch: number,
     o: { rows?: number; rowOff?: number; xStride?: number; yStride?: number; idsOff?: number; xDiv?: number; perOutput?: boolean } = {}): Dispatch {
@@ -202,6 +220,11 @@ export class GpuKernels {
       rows, cols: w.cols, nx, wOff: w.off + (o.rowOff ?? 0) * rowUnits, xOff: x, xStride: o.xStride ?? w.cols, yOff: y, yStride: o.yStride ?? rows,
       useIds: o.idsOff === undefined ? 0 : 1, idsOff: o.idsOff ?? 0, eStride: w.eStride, xDiv: o.xDiv ?? 1, batch,
     };
+    if (o.perOutput && this.gemm && o.idsOff === undefined && batch >= GEMM_MIN_BATCH) {
+      const g = this.gemm.find((s) => ceil(rows, s.bm) * ceil(batch, s.bn) >= GEMM_MIN_WORKGROUPS) ?? this.gemm[this.gemm.length - 1];
+      const t = this.split(ceil(rows, g.bm));
+      return this.dispatch(`gemm${g.bm}x${g.bn}_${g.tm}x${g.tn}${g.prefetch ? 'p' : ''}_${w.dtype}`, gemmWgsl(w.dtype, g), MATMUL_PARAMS, { ...params, nx: t.nx }, b, [t.nx, t.ny, ceil(batch, g.bn)], w.buf);
+    }
     if (o.perOutput && this.tile && o.idsOff === undefined) {
       const { rows: R, tokens: TT } = this.tile, t = this.split(ceil(rows, R));
       return this.dispatch(`matmul_tile${R}x${TT}_${w.dtype}`, matmulTileWgsl(w.dtype, this.tile), MATMUL_PARAMS, { ...params, nx: t.nx }, b, [t.nx, t.ny, ceil(batch, TT)], w.buf);

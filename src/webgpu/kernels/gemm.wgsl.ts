@@ -1,0 +1,178 @@
+// The matrix product of passes of many tokens as a tiled GEMM: y[z, rows] = W · x[z / xDiv, cols]
+// for z < batch. A workgroup computes a block of `bm` weight rows × `bn` tokens; it walks the
+// columns 32 at a time, dequantizing the weight block and copying the activation block into
+// workgroup memory once, and each invocation accumulates a `tm` × `tn` register tile of outputs from
+// them (rows tm_i = i·(bm/tm) + r, tokens j·(bn/tn) + c, so neighbouring invocations touch
+// neighbouring rows in memory). Each output is one f32 sum over the columns in order, of products
+// of the dequantized weight (scale · level) and the activation: the same values as the one-row
+// kernel of matmul.wgsl.ts up to f32 rounding (that kernel sums 64 strided partial sums and
+// multiplies each quantized block's integer dot by its scale), not bit for bit. No routed-expert
+// ids (each slot's weight would differ).
+
+import { BYTES, kernelSource } from './common.wgsl';
+import { isGpuKQuant, kquantPrelude, kquantRowStride } from './kquant.wgsl';
+import type { GpuWeightDType } from './matmul.wgsl';
+
+/** A GEMM workgroup: `bm` rows × `bn` tokens, register tiles of `tm` × `tn` per invocation. */
+export interface GemmShape {
+  bm: number;
+  bn: number;
+  tm: number;
+  tn: number;
+  /** Stage the next column step's loads in registers while the current step's products run. */
+  prefetch?: boolean;
+}
+export const DEFAULT_GEMM: GemmShape = { bm: 64, bn: 32, tm: 4, tn: 4, prefetch: true };
+/** The shapes tried in order for a product (see GpuKernels.gemm): large blocks, then smaller ones. */
+export const DEFAULT_GEMMS: readonly GemmShape[] = [DEFAULT_GEMM, { bm: 32, bn: 32, tm: 2, tn: 2 }, { bm: 16, bn: 16, tm: 2, tn: 2 }];
+/** Fewest workgroups a shape's grid should have before a smaller shape is tried. */
+export const GEMM_MIN_WORKGROUPS = 128;
+/** Fewest token rows a product runs as a GEMM. */
+export const GEMM_MIN_BATCH = 8;
+/** Columns per step (one 32-block of the 32-element formats, two units of the 16-element ones). */
+export const GEMM_BK = 32;
+
+/** Invocations of a workgroup of this shape. */
+export const gemmInvocations = (s: GemmShape) => (s.bm / s.tm) * (s.bn / s.tn);
+
+/** Throws unless the shape tiles evenly and fits a workgroup (32 to 256 invocations, ≤ 64 outputs each, 16 KiB). */
+export function checkGemmShape(s: GemmShape): void {
+  const ok = [s.bm, s.bn, s.tm, s.tn].every((v) => Number.isInteger(v) && v >= 1) && s.bm % s.tm === 0 && s.bn % s.tn === 0
+    && s.tm * s.tn <= 64 && gemmInvocations(s) >= 32 && gemmInvocations(s) <= 256 && GEMM_BK * (s.bm + s.bn + 2) * 4 <= 16384;
+  if (!ok) throw new RangeError(`gemm shape ${s.bm}×${s.bn} by ${s.tm}×${s.tn}: bm/tm and bn/tn must be whole, tm·tn ≤ 64, 32 to 256 invocations and bm + bn ≤ 126 (16 KiB of workgroup memory)`);
+}
+
+/**
+ * Weight loads: `GE` consecutive elements of a row per load (`wload(rowBase, u)`: elements GE·u …
+ * GE·u + GE − 1 of the row at rowBase, dequantized). f32 loads one element, zero past the row end.
+ */
+const LOAD: Record<'f32' | 'q8_0' | 'q4_0' | 'kquant', { ge: number; rowStride: string; fn: string }> = {
+  f32: {
+    ge: 1,
+    rowStride: 'p.cols',
+    fn: `fn wload(rowBase: u32, u: u32) -> array<f32, 1> {
+  return array<f32, 1>(select(0.0, bitcast<f32>(w[rowBase + u]), u < p.cols));
+}`,
+  },
+  // Block u/4 (34 bytes: f16 scale, 32 int8), quants 8·(u%4) … 8·(u%4) + 7.
+  q8_0: {
+    ge: 8,
+    rowStride: '(p.cols / 32u) * 34u',
+    fn: `fn wload(rowBase: u32, u: u32) -> array<f32, 8> {
+  let off = rowBase + (u >> 2u) * 34u;
+  let qb = off + 2u + (u & 3u) * 8u;
+  let d = wf16(off);
+  let h0 = w16(qb); let h1 = w16(qb + 2u); let h2 = w16(qb + 4u); let h3 = w16(qb + 6u);
+  return array<f32, 8>(i8lo(h0) * d, i8hi(h0) * d, i8lo(h1) * d, i8hi(h1) * d, i8lo(h2) * d, i8hi(h2) * d, i8lo(h3) * d, i8hi(h3) * d);
+}`,
+  },
+  // Block u/2 (18 bytes: f16 scale, 16 bytes): elements 0…15 are the low nibbles of bytes 0…15,
+  // 16…31 the high ones; level − 8.
+  q4_0: {
+    ge: 16,
+    rowStride: '(p.cols / 32u) * 18u',
+    fn: `fn wload(rowBase: u32, u: u32) -> array<f32, 16> {
+  let off = rowBase + (u >> 1u) * 18u;
+  let d = wf16(off);
+  let sh = (u & 1u) * 4u;
+  var v: array<f32, 16>;
+  for (var j = 0u; j < 16u; j += 2u) {
+    let h = w16(off + 2u + j);
+    v[j] = (f32((h >> sh) & 15u) - 8.0) * d;
+    v[j + 1u] = (f32((h >> (8u + sh)) & 15u) - 8.0) * d;
+  }
+  return v;
+}`,
+  },
+  kquant: { ge: 16, rowStride: '', fn: 'fn wload(rowBase: u32, u: u32) -> array<f32, 16> { return wunit(rowBase, u); }' },
+};
+
+export function gemmWgsl(dt: GpuWeightDType, s: GemmShape): string {
+  checkGemmShape(s);
+  const kq = isGpuKQuant(dt);
+  const L = kq ? LOAD.kquant : LOAD[dt as 'f32' | 'q8_0' | 'q4_0'];
+  const rowStride = kq ? kquantRowStride(dt) : L.rowStride;
+  const { bm, bn, tm, tn } = s, BK = GEMM_BK, GE = L.ge, WG = gemmInvocations(s), MR = bm / tm, NC = bn / tn;
+  // Workgroup rows padded by one word so that the stores of a column step fall in distinct banks.
+  const PM = bm + 1, PN = bn + 1;
+  const I = [...Array(tm).keys()], J = [...Array(tn).keys()];
+  const each = (f: (i: number, j: number) => string, sep = '\n') => I.flatMap((i) => J.map((j) => f(i, j))).join(sep);
+  const prelude = BYTES + (kq ? kquantPrelude(dt) : '');
+  // Prefetch: each invocation stages its share of the next step in registers (nW weight loads,
+  // nX activations), written to workgroup memory after the current step's products.
+  const WU = bm * (BK / GE), nW = Math.ceil(WU / WG), nX = Math.ceil((bn * BK) / WG);
+  const loadRegs = (k0: string) => `    for (var q = 0u; q < ${nW}u; q++) {
+      let e = li + q * ${WG}u;
+      if (e < ${WU}u) { wr[q] = wload(p.wOff + min(m0 + e / ${BK / GE}u, p.rows - 1u) * rowStride, (${k0}) / ${GE}u + e % ${BK / GE}u); }
+    }
+    for (var q = 0u; q < ${nX}u; q++) {
+      let e = li + q * ${WG}u;
+      let z = z0 + e / ${BK}u;
+      let k = (${k0}) + e % ${BK}u;
+      xr[q] = 0.0;
+      if (e < ${bn * BK}u && z < p.batch && k < p.cols) { xr[q] = a[p.xOff + (z / p.xDiv) * p.xStride + k]; }
+    }`;
+  const storeRegs = `    for (var q = 0u; q < ${nW}u; q++) {
+      let e = li + q * ${WG}u;
+      if (e < ${WU}u) {
+        let o = (e % ${BK / GE}u) * ${GE * PM}u + e / ${BK / GE}u;
+        for (var j = 0u; j < ${GE}u; j++) { ws[o + j * ${PM}u] = wr[q][j]; }
+      }
+    }
+    for (var q = 0u; q < ${nX}u; q++) {
+      let e = li + q * ${WG}u;
+      if (e < ${bn * BK}u) { xs[(e % ${BK}u) * ${PN}u + e / ${BK}u] = xr[q]; }
+    }`;
+  const compute = `    for (var k = 0u; k < ${BK}u; k++) {
+${I.map((i) => `      let w${i} = ws[k * ${PM}u + ${i * MR}u + r];`).join('\n')}
+${J.map((j) => `      let x${j} = xs[k * ${PN}u + ${j * NC}u + c];`).join('\n')}
+${each((i, j) => `      acc${i}_${j} += w${i} * x${j};`)}
+    }
+`;
+  const declareRegs = `  var wr: array<array<f32, ${GE}>, ${nW}>;
+  var xr: array<f32, ${nX}>;`;
+  return kernelSource(['rows', 'cols', 'nx', 'wOff', 'xOff', 'xStride', 'yOff', 'yStride', 'useIds', 'idsOff', 'eStride', 'xDiv', 'batch'], ['p', 'a', 'w'], prelude + L.fn + `
+var<workgroup> ws: array<f32, ${BK * PM}>;
+var<workgroup> xs: array<f32, ${BK * PN}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let m0 = (wg.x + wg.y * p.nx) * ${bm}u;
+  let z0 = wg.z * ${bn}u;
+  if (m0 >= p.rows) { return; }
+  let rowStride = ${rowStride};
+  let r = li % ${MR}u;
+  let c = li / ${MR}u;
+${each((i, j) => `  var acc${i}_${j} = 0.0;`)}
+${s.prefetch ? `${declareRegs}
+${loadRegs('0u')}
+  for (var k0 = 0u; k0 < p.cols; k0 += ${BK}u) {
+${storeRegs}
+    workgroupBarrier();
+    // The next step's loads are in flight while this step's products run.
+    if (k0 + ${BK}u < p.cols) {
+${loadRegs(`k0 + ${BK}u`)}
+    }
+${compute}    workgroupBarrier();
+  }` : `  for (var k0 = 0u; k0 < p.cols; k0 += ${BK}u) {
+    // Weights: ${bm} rows × ${BK / GE} loads of ${GE}; activations: ${bn} tokens × ${BK} (zero past the ends).
+    for (var e = li; e < ${bm * (BK / GE)}u; e += ${WG}u) {
+      let m = e / ${BK / GE}u;
+      let ku = e % ${BK / GE}u;
+      let v = wload(p.wOff + min(m0 + m, p.rows - 1u) * rowStride, k0 / ${GE}u + ku);
+      for (var j = 0u; j < ${GE}u; j++) { ws[(ku * ${GE}u + j) * ${PM}u + m] = v[j]; }
+    }
+    for (var e = li; e < ${bn * BK}u; e += ${WG}u) {
+      let n = e / ${BK}u;
+      let k = e % ${BK}u;
+      let z = z0 + n;
+      var v = 0.0;
+      if (z < p.batch && k0 + k < p.cols) { v = a[p.xOff + (z / p.xDiv) * p.xStride + k0 + k]; }
+      xs[k * ${PN}u + n] = v;
+    }
+    workgroupBarrier();
+${compute}    workgroupBarrier();
+  }`}
+${each((i, j) => `  { let row = m0 + ${i * MR}u + r; let z = z0 + ${j * NC}u + c; if (row < p.rows && z < p.batch) { a[p.yOff + z * p.yStride + row] = acc${i}_${j}; } }`)}
+}
+`);
+}
