@@ -21,7 +21,8 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
   const { opts, queue, busySessions, log } = state;
   if (state.closed) throw new ApiError(503, 'the server is shutting down', 'server_error', null, 'shutting_down');
   if (r.model !== undefined && r.model !== opts.modelId) {
-    throw badRequest(`the model '${r.model}' does not exist; this server serves '${opts.modelId}'`, 'model', 'model_not_found');
+    // As OpenAI answers a model it does not have: 404 model_not_found.
+    throw new ApiError(404, `the model '${r.model}' does not exist; this server serves '${opts.modelId}'`, 'invalid_request_error', 'model', 'model_not_found');
   }
   const sid = requestSessionId(c, r);
   const owner = ownerOf(c);

@@ -171,7 +171,6 @@ describe('errors in the OpenAI shape', () => {
     ['malformed JSON', '{"prompt": ', null, 'invalid_json'],
     ['not an object', '[1,2]', null, 'invalid_body'],
     ['empty body', '', null, 'invalid_body'],
-    ['unknown model', { model: 'gpt-9', prompt: 'x' }, 'model', 'model_not_found'],
     ['missing prompt', { max_tokens: 3 }, 'prompt'],
     ['temperature out of range', { prompt: 'x', temperature: 7 }, 'temperature'],
     ['temperature as a string', { prompt: 'x', temperature: 'hot' }, 'temperature'],
@@ -192,6 +191,13 @@ describe('errors in the OpenAI shape', () => {
       expectError(await res.json(), 400, res, param, code);
     });
   }
+
+  it('404 model_not_found for a model the server does not serve, as OpenAI answers', async () => {
+    for (const path of ['/v1/completions', '/v1/chat/completions']) {
+      const res = await post(app, path, { model: 'gpt-9', prompt: 'x', messages: [{ role: 'user', content: 'x' }] });
+      expectError(await res.json(), 404, res, 'model', 'model_not_found');
+    }
+  });
 
   it('400 for chat messages that are missing, empty, or malformed', async () => {
     for (const [body, param] of [

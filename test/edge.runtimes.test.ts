@@ -85,7 +85,7 @@ describe.each(KINDS)('%s', (kind) => {
     const url = servers[kind].url;
     const cases: [string, number, string | null][] = [
       ['{"prompt": "x", ', 400, 'invalid_json'],
-      [JSON.stringify({ model: 'nope', prompt: 'x' }), 400, 'model_not_found'],
+      [JSON.stringify({ model: 'nope', prompt: 'x' }), 404, 'model_not_found'],
       [JSON.stringify({ prompt: 'x', temperature: -1 }), 400, 'invalid_value'],
       [JSON.stringify({ prompt: 'x', stop: { a: 1 } }), 400, 'invalid_type'],
       [JSON.stringify({ prompt: 'x'.repeat(2 << 20) }), 413, 'request_too_large'],
@@ -105,7 +105,7 @@ describe.each(KINDS)('%s', (kind) => {
     }
     const nf = await fetch(`${url}/v1/nothing`, { headers: auth(kind) });
     expect(nf.status).toBe(404);
-    await expect(client(kind).chat.completions.create({ ...CHAT, model: 'gpt-4o' })).rejects.toMatchObject({ status: 400, code: 'model_not_found' });
+    await expect(client(kind).chat.completions.create({ ...CHAT, model: 'gpt-4o' })).rejects.toMatchObject({ status: 404, code: 'model_not_found' });
   });
 
   it('a session resumes its saved state; GET and DELETE /v1/sessions/:id', async () => {
