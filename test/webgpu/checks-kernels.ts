@@ -213,7 +213,7 @@ await withGpu(async (gpu) => {
   // q2_k, q4_1, q5_0 and q5_1, and the prefetching form of every type; there the prefetching form
   // runs for f32 and q8_0 at a small shape, and the rest where the adapter is hardware.
   const slowOnSoftware = ['q2_k', 'q4_1', 'q5_0', 'q5_1'];
-  const gemmShapes: GemmShape[] = [{ bm: 64, bn: 32, tm: 4, tn: 4 }, { bm: 32, bn: 32, tm: 4, tn: 4 }, { bm: 16, bn: 8, tm: 2, tn: 2 }, ...(gpu.software ? [] : DEFAULT_GEMMS)];
+  const gemmShapes: GemmShape[] = [{ bm: 64, bn: 32, tm: 4, tn: 4 }, { bm: 32, bn: 32, tm: 4, tn: 4 }, { bm: 16, bn: 8, tm: 2, tn: 2 }, ...(gpu.software ? [] : [...DEFAULT_GEMMS, { bm: 64, bn: 32, tm: 4, tn: 4, prefetch: true }])];
   const gemms = gemmShapes.map((gemm) => ({ gemm, Kg: new GpuKernels(gpu, { gemm }) }));
   const prefetchSmall = { gemm: { bm: 16, bn: 8, tm: 2, tn: 2, prefetch: true }, Kg: new GpuKernels(gpu, { gemm: { bm: 16, bn: 8, tm: 2, tn: 2, prefetch: true } }) };
   for (const dt of (['f32', 'q8_0', 'q4_0', ...GPU_KQUANT_DTYPES] as const).filter((d) => !(gpu.software && slowOnSoftware.includes(d)))) {

@@ -19,10 +19,13 @@ export interface GemmShape {
   bn: number;
   tm: number;
   tn: number;
-  /** Stage the next column step's loads in registers while the current step's products run. */
+  /**
+   * Stage the next column step's loads in registers while the current step's products run (not
+   * yet timed on hardware; off in the defaults).
+   */
   prefetch?: boolean;
 }
-export const DEFAULT_GEMM: GemmShape = { bm: 64, bn: 32, tm: 4, tn: 4, prefetch: true };
+export const DEFAULT_GEMM: GemmShape = { bm: 64, bn: 32, tm: 4, tn: 4 };
 /** The shapes tried in order for a product (see GpuKernels.gemm): large blocks, then smaller ones. */
 export const DEFAULT_GEMMS: readonly GemmShape[] = [DEFAULT_GEMM, { bm: 32, bn: 32, tm: 2, tn: 2 }, { bm: 16, bn: 16, tm: 2, tn: 2 }];
 /** Fewest workgroups a shape's grid should have before a smaller shape is tried. */
