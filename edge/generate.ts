@@ -179,14 +179,32 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
     prompt_tokens_details: { cached_tokens: gen.stats.cachedTokens },
   });
   const finish = () => (gen.finishReason === 'length' ? 'length' : 'stop');
-  const tokenText = (t: GeneratedToken) => (lm.tokenizer ? lm.decode([t.token], false) : '');
+  const idText = (id: number) => (lm.tokenizer ? lm.decode([id], false) : '');
+  const tokenText = (t: GeneratedToken) => idText(t.token);
+  const bytes = (s: string) => Array.from(new TextEncoder().encode(s));
   const chatLogprobs = (ts: GeneratedToken[]) => ({
     content: ts.map((t) => {
       const s = tokenText(t);
-      return { token: s, logprob: t.logprob ?? 0, bytes: Array.from(new TextEncoder().encode(s)), top_logprobs: [] };
+      const top = (t.topLogprobs ?? []).map((a) => {
+        const at = idText(a.token);
+        return { token: at, logprob: a.logprob, bytes: bytes(at) };
+      });
+      return { token: s, logprob: t.logprob ?? 0, bytes: bytes(s), top_logprobs: top };
     }),
     refusal: null,
   });
+  // Legacy completions: each step's most likely tokens as an object of text → logprob (tokens whose
+  // text repeats keep the likelier entry), or null without `logprobs` > 0.
+  const legacyTop = (ts: GeneratedToken[]) => (r.topLogprobs
+    ? ts.map((t) => {
+      const o: Record<string, number> = {};
+      for (const a of t.topLogprobs ?? []) {
+        const at = idText(a.token);
+        if (!(at in o)) o[at] = a.logprob;
+      }
+      return o;
+    })
+    : null);
 
   if (!r.stream) {
     try {
@@ -212,7 +230,7 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
           offsets.push(off);
           off += t.text.length;
         }
-        logprobs = { tokens: toks.map(tokenText), token_logprobs: toks.map((t) => t.logprob ?? 0), top_logprobs: null, text_offset: offsets };
+        logprobs = { tokens: toks.map(tokenText), token_logprobs: toks.map((t) => t.logprob ?? 0), top_logprobs: legacyTop(toks), text_offset: offsets };
       }
       return json(200, {
         id, object: 'text_completion', created: createdAt, model: opts.modelId, system_fingerprint: m.fingerprint,
@@ -239,7 +257,7 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
       const delta = finishReason ? {} : { content: text };
       return { ...base, choices: [{ index: 0, delta, logprobs: r.logprobs && t ? chatLogprobs([t]) : null, finish_reason: finishReason }], ...(r.includeUsage ? { usage: null } : {}) };
     }
-    const lp = r.logprobs && t ? { tokens: [tokenText(t)], token_logprobs: [t.logprob ?? 0], top_logprobs: null, text_offset: [0] } : null;
+    const lp = r.logprobs && t ? { tokens: [tokenText(t)], token_logprobs: [t.logprob ?? 0], top_logprobs: legacyTop([t]), text_offset: [0] } : null;
     return { ...base, choices: [{ index: 0, text, logprobs: lp, finish_reason: finishReason }], ...(r.includeUsage ? { usage: null } : {}) };
   };
 

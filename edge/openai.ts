@@ -135,8 +135,10 @@ export interface ParsedRequest {
   /** A session id given in the body (the x-session-id header is read by the app). */
   session?: string;
   params: GenerateParams;
-  /** Chat: requested per-token logprobs. Completions: `logprobs` as given (0 → chosen tokens only). */
+  /** Per-token logprobs requested (chat: `logprobs: true`; completions: `logprobs` given, 0–5). */
   logprobs: boolean;
+  /** How many of the most likely tokens each step reports (chat `top_logprobs`, completions `logprobs`). */
+  topLogprobs: number;
   messages?: ChatMessage[];
   /** Completions: text, or token ids. */
   prompt?: string | number[];
@@ -186,7 +188,7 @@ function common(b: Body, kind: ParsedRequest['kind']): ParsedRequest {
       throw badRequest(`only response_format {"type": "text"} is supported`, 'response_format', 'unsupported_value');
     }
   }
-  return { kind, model, stream, includeUsage, session, params, logprobs: false, echo: false };
+  return { kind, model, stream, includeUsage, session, params, logprobs: false, topLogprobs: 0, echo: false };
 }
 
 const ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool']);
@@ -229,9 +231,11 @@ export function parseChatRequest(b: Body): ParsedRequest {
   });
   const lp = bool(b, 'logprobs') ?? false;
   const top = num(b, 'top_logprobs', 0, 20, { int: true });
-  if (top) throw badRequest(`'top_logprobs' > 0 is not supported (chosen-token logprobs only)`, 'top_logprobs', 'unsupported_value');
+  if (top !== undefined && !lp) throw badRequest(`'top_logprobs' needs 'logprobs': true`, 'top_logprobs', 'invalid_value');
   r.logprobs = lp;
   r.params.logprobs = lp;
+  r.topLogprobs = top ?? 0;
+  r.params.topLogprobs = top ?? 0;
   return r;
 }
 
@@ -253,10 +257,12 @@ export function parseCompletionRequest(b: Body): ParsedRequest {
   if (suffix) throw badRequest(`'suffix' is not supported`, 'suffix', 'unsupported_parameter');
   const bestOf = num(b, 'best_of', 1, 128, { int: true });
   if (bestOf !== undefined && bestOf !== 1) throw badRequest(`only best_of = 1 is supported`, 'best_of', 'unsupported_value');
+  // Legacy: logprobs k (0–5) reports the chosen tokens' logprobs and the k most likely at each step.
   const lp = num(b, 'logprobs', 0, 5, { int: true });
-  if (lp) throw badRequest(`'logprobs' > 0 is not supported (use 0 for the chosen tokens' logprobs)`, 'logprobs', 'unsupported_value');
-  r.logprobs = lp === 0;
-  r.params.logprobs = lp === 0;
+  r.logprobs = lp !== undefined;
+  r.params.logprobs = lp !== undefined;
+  r.topLogprobs = lp ?? 0;
+  r.params.topLogprobs = lp ?? 0;
   return r;
 }
 

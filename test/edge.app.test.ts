@@ -113,6 +113,32 @@ describe('routes and shapes', () => {
     expect(res.status).toBe(200);
   });
 
+  it('top_logprobs for chat (streamed and not) and legacy logprobs k for completions', async () => {
+    const body = { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 3, temperature: 0, logprobs: true, top_logprobs: 4 };
+    const b = await (await post(app, '/v1/chat/completions', body)).json();
+    const content = b.choices[0].logprobs.content;
+    expect(content).toHaveLength(b.usage.completion_tokens);
+    for (const t of content) {
+      expect(t.top_logprobs).toHaveLength(4);
+      expect(t.top_logprobs[0]).toEqual({ token: t.token, logprob: t.logprob, bytes: t.bytes });
+    }
+    const sse = await (await post(app, '/v1/chat/completions', { ...body, stream: true })).text();
+    const streamed = sse.split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6))).flatMap((e) => e.choices[0].logprobs?.content ?? []);
+    expect(streamed).toEqual(content);
+    const c = await (await post(app, '/v1/completions', { prompt: 'Once', max_tokens: 3, temperature: 0, logprobs: 2 })).json();
+    const lp = c.choices[0].logprobs;
+    expect(lp.top_logprobs).toHaveLength(3);
+    lp.top_logprobs.forEach((o: Record<string, number>, i: number) => {
+      expect(Object.keys(o).length).toBeGreaterThanOrEqual(1);
+      expect(Object.keys(o).length).toBeLessThanOrEqual(2);
+      expect(o[lp.tokens[i]]).toBe(lp.token_logprobs[i]);
+    });
+    const no = await post(app, '/v1/chat/completions', { ...body, logprobs: false });
+    expectError(await no.json(), 400, no, 'top_logprobs', 'invalid_value');
+    const big = await post(app, '/v1/chat/completions', { ...body, top_logprobs: 21 });
+    expect(big.status).toBe(400);
+  });
+
   it('echo and logprobs for completions, token-id prompts', async () => {
     const b = await (await post(app, '/v1/completions', { prompt: 'Once', max_tokens: 3, temperature: 0, echo: true, logprobs: 0 })).json();
     expect(b.choices[0].text.startsWith('Once')).toBe(true);

@@ -243,6 +243,19 @@ describe.each(['llama', 'mamba'] as const)('%s', (arch) => {
     }
     expect(r.tokens.length).toBe(4);
   });
+
+  it('topLogprobs: the likeliest tokens of each step, the greedy choice first; out of range is refused', async () => {
+    let steps = 0;
+    for await (const t of lm.generate(PROMPT, { maxTokens: 4, temperature: 0, logprobs: true, topLogprobs: 5, ignoreEos: true })) {
+      steps++;
+      expect(t.topLogprobs).toHaveLength(5);
+      expect(t.topLogprobs![0]).toEqual({ token: t.token, logprob: t.logprob });
+      for (let i = 1; i < 5; i++) expect(t.topLogprobs![i].logprob).toBeLessThanOrEqual(t.topLogprobs![i - 1].logprob);
+      expect(t.topLogprobs!.reduce((a, x) => a + Math.exp(x.logprob), 0)).toBeLessThanOrEqual(1 + 1e-9);
+    }
+    expect(steps).toBe(4);
+    for (const bad of [21, -1, 2.5]) expect(() => lm.generate(PROMPT, { topLogprobs: bad })).toThrow(/topLogprobs/);
+  });
 });
 
 describe('loadModel', () => {

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   applyLogitBias, applyPresenceFrequency, applyRepetitionPenalty, argmax, drawFrom, expNonPositive, keepMinP, keepTopP,
-  logProb, mulberry32, resolveSampling, Sampler, softmaxCandidates, topKIds, type Candidates,
+  logProb, mulberry32, resolveSampling, Sampler, softmaxCandidates, topKIds, topLogProbs, type Candidates,
 } from '../src/generate/sampler';
 import { StopStrings } from '../src/generate/stream';
 import { RequestError } from '../src/generate/errors';
@@ -283,3 +283,18 @@ describe('StopStrings', () => {
 });
 
 const GOLDEN = [237, 146, 151, 91, 11, 88, 200, 76, 66, 86, 11, 196];
+
+describe('topLogProbs', () => {
+  it('the k likeliest ids, best first (ties by id), with logProb of each, at odd vocabulary sizes', () => {
+    const r = rng(71);
+    for (const V of [1, 7, 333, 5001]) {
+      const l = randn(V, r).map((v) => Math.round(v * 8) / 8);
+      for (const k of [1, 3, 20]) {
+        const got = topLogProbs(l, k);
+        const ids = Array.from({ length: V }, (_, i) => i).sort((a, b) => l[b] - l[a] || a - b).slice(0, k);
+        expect(got.map((g) => g.id)).toEqual(ids);
+        for (const g of got) expect(g.logprob).toBeCloseTo(logProb(l, g.id), 12);
+      }
+    }
+  });
+});

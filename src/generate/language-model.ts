@@ -9,7 +9,7 @@ import type { GpuModel } from '../webgpu/model';
 import type { ChatMessage, RenderOptions } from './chat-template';
 import { ChatTemplate } from './chat-template';
 import { ContextLengthError, RequestError } from './errors';
-import { logProb, resolveSampling, Sampler, type SamplingParams } from './sampler';
+import { logProb, resolveSampling, Sampler, topLogProbs, type SamplingParams } from './sampler';
 import { StopStrings, TextStream } from './stream';
 import { yieldToHost } from './host';
 import { escapeRegExp, TokenLimitError, type AsyncEncodeOptions, type Tokenizer } from './tokenizer';
@@ -25,6 +25,8 @@ export interface GenerateParams extends SamplingParams {
   ignoreEos?: boolean;
   /** Reports each token's log-probability under the model (before penalties and warping). */
   logprobs?: boolean;
+  /** Also reports the this-many (0–20) most likely tokens at each step with their log-probabilities. */
+  topLogprobs?: number;
   signal?: AbortSignal;
   /** Runs in this session: its cached tokens are reused when they begin the new prompt. */
   session?: ModelSession;
@@ -42,6 +44,8 @@ export interface GeneratedToken {
   /** Text this token completes; '' while a character or a possible stop string is incomplete. */
   text: string;
   logprob?: number;
+  /** With topLogprobs: the most likely tokens at this step, most likely first. */
+  topLogprobs?: { token: number; logprob: number }[];
 }
 
 export type FinishReason = 'stop' | 'length' | 'abort';
@@ -447,6 +451,8 @@ export class LanguageModel {
     if (ids.length > this.model.maxContext) throw new ContextLengthError('prompt', ids.length, this.model.maxContext, true);
     const sampling = resolveSampling({ ...this.defaults(), ...definedOnly(params) });
     const maxTokens = this.maxTokensFor(ids.length, params);
+    const top = params.topLogprobs;
+    if (top !== undefined && (!Number.isInteger(top) || top < 0 || top > 20)) throw new RequestError('topLogprobs', `must be an integer from 0 to 20, got ${JSON.stringify(top)}`);
     const stops = typeof params.stop === 'string' ? [params.stop] : params.stop ?? [];
     if (!Array.isArray(stops) || stops.some((s) => typeof s !== 'string')) throw new RequestError('stop', 'must be a string or a list of strings');
     const stopIds = new Set(idList(params.stopTokenIds));
@@ -496,11 +502,12 @@ export class LanguageModel {
           g.stats.decodeMs = now() - tFirst;
           const ev: GeneratedToken = { token: tok, text: out };
           if (params.logprobs && logits) ev.logprob = logProb(logits, tok);
+          if (params.topLogprobs && logits) ev.topLogprobs = topLogProbs(logits, params.topLogprobs).map((t) => ({ token: t.id, logprob: t.logprob }));
           if (finish) g.finishReason = finish;
           return ev;
         };
         const inner = s.inner;
-        if (inner.greedy && sampler.plainGreedy && !params.logprobs) {
+        if (inner.greedy && sampler.plainGreedy && !params.logprobs && !params.topLogprobs) {
           // Greedy on the GPU: batches of steps whose argmax runs there; two in flight, so reading
           // one back overlaps computing the next. The state is cut back to the tokens kept at the end.
           const first = sampler.next(logits.slice());

@@ -313,6 +313,17 @@ export function logProb(logits: ArrayLike<number>, id: number): number {
   return logits[id] - max - Math.log(z);
 }
 
+/** The k most likely tokens (topKIds' order) and their log-probabilities. */
+export function topLogProbs(logits: ArrayLike<number>, k: number): { id: number; logprob: number }[] {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  let z = 0;
+  for (let i = 0; i < logits.length; i++) z += expNonPositive(logits[i] - max);
+  const lz = Math.log(z);
+  // The same expression as logProb, so the chosen token's two figures agree exactly.
+  return Array.from(topKIds(logits, Math.min(k, logits.length)), (id) => ({ id, logprob: logits[id] - max - lz }));
+}
+
 /** Sampling state of one generation: the token history the penalties read, and the PRNG. */
 export class Sampler {
   readonly params: ResolvedSampling;
