@@ -114,7 +114,8 @@ describe('routes and shapes', () => {
   });
 
   it('top_logprobs for chat (streamed and not) and legacy logprobs k for completions', async () => {
-    const body = { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 3, temperature: 0, logprobs: true, top_logprobs: 4 };
+    // No repetition penalty: the greedy choice is then the likeliest token.
+    const body = { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 3, temperature: 0, repetition_penalty: 1, logprobs: true, top_logprobs: 4 };
     const b = await (await post(app, '/v1/chat/completions', body)).json();
     const content = b.choices[0].logprobs.content;
     expect(content).toHaveLength(b.usage.completion_tokens);
@@ -125,7 +126,7 @@ describe('routes and shapes', () => {
     const sse = await (await post(app, '/v1/chat/completions', { ...body, stream: true })).text();
     const streamed = sse.split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6))).flatMap((e) => e.choices[0].logprobs?.content ?? []);
     expect(streamed).toEqual(content);
-    const c = await (await post(app, '/v1/completions', { prompt: 'Once', max_tokens: 3, temperature: 0, logprobs: 2 })).json();
+    const c = await (await post(app, '/v1/completions', { prompt: 'Once', max_tokens: 3, temperature: 0, repetition_penalty: 1, logprobs: 2 })).json();
     const lp = c.choices[0].logprobs;
     expect(lp.top_logprobs).toHaveLength(3);
     lp.top_logprobs.forEach((o: Record<string, number>, i: number) => {
