@@ -138,7 +138,13 @@ export interface PeerPosition {
 export async function peerTeacherForced(peer: Peer, tokens: readonly number[]): Promise<PeerPosition[]> {
   const seq = peer.sequence;
   await seq.clearHistory();
-  const res = await seq.controlledEvaluate(tokens.map((t): ControlledEvaluateInputItem => [t as Token, { generateNext: { token: true, probabilities: true, options: GREEDY } }]));
+  // One token per evaluation: on CPUs with AMX (Intel Sapphire Rapids and later) llama.cpp runs
+  // batched Q8_0 products on its AMX kernels, which gave NaN or unrelated logits on these small
+  // files (deepseekv3-mla, falconmamba) while its one-token path agreed with sparrow.
+  const res: Awaited<ReturnType<typeof seq.controlledEvaluate>> = [];
+  for (const t of tokens) {
+    res.push(...(await seq.controlledEvaluate([[t as Token, { generateNext: { token: true, probabilities: true, options: GREEDY } }] as ControlledEvaluateInputItem])));
+  }
   await seq.clearHistory();
   const n = peer.vocabSize;
   return tokens.map((_, i) => {
