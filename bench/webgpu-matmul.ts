@@ -43,13 +43,13 @@ function weightBytes(rows: number, cols: number): Uint8Array {
 }
 
 const gemmShapes: GemmShape[] = [
-  { bm: 64, bn: 32, tm: 4, tn: 4, prefetch: true }, { bm: 64, bn: 32, tm: 4, tn: 4 }, { bm: 32, bn: 32, tm: 4, tn: 4 }, { bm: 64, bn: 16, tm: 4, tn: 2 },
-  { bm: 32, bn: 32, tm: 2, tn: 2 }, { bm: 32, bn: 32, tm: 2, tn: 2, prefetch: true }, { bm: 16, bn: 16, tm: 2, tn: 2 },
+  { bm: 64, bn: 32, tm: 4, tn: 4 }, { bm: 32, bn: 32, tm: 4, tn: 4 }, { bm: 64, bn: 16, tm: 4, tn: 2 },
+  { bm: 32, bn: 32, tm: 2, tn: 2 }, { bm: 16, bn: 16, tm: 2, tn: 2 },
 ];
 const variants: { name: string; K: GpuKernels }[] = [
   { name: 'one invocation per output', K: new GpuKernels(gpu, { tile: null, gemm: null }) },
   { name: 'tiled 4×8 (exact)', K: new GpuKernels(gpu, { tile: { rows: 4, tokens: 8 }, gemm: null }) },
-  ...gemmShapes.map((g) => ({ name: `gemm ${g.bm}×${g.bn} by ${g.tm}×${g.tn}${g.prefetch ? ', prefetch' : ''}`, K: new GpuKernels(gpu, { gemm: g }) })),
+  ...gemmShapes.map((g) => ({ name: `gemm ${g.bm}×${g.bn} by ${g.tm}×${g.tn}`, K: new GpuKernels(gpu, { gemm: g }) })),
 ];
 
 const maxCols = Math.max(...shapes.map((s) => s[1])), maxRows = Math.max(...shapes.map((s) => s[0]));

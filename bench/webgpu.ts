@@ -1,12 +1,12 @@
 // Decode speed, WebGPU vs WASM, on this machine.
-//   deno run -A --unstable-sloppy-imports bench/webgpu.ts [--synthetic-large] [--dtype q8_0|q4_0] [--tokens N] [--prefill N] [--runs N] [--profile] [--model DIR] [--tile RxT] [--gemm BMxBNxTMxTN[p],…|none] [--gemm-also G;G…]
+//   deno run -A --unstable-sloppy-imports bench/webgpu.ts [--synthetic-large] [--dtype q8_0|q4_0] [--tokens N] [--prefill N] [--runs N] [--profile] [--model DIR] [--tile RxT] [--gemm BMxBNxTMxTN,…|none] [--gemm-also G;G…]
 // Default: the embedded model (models/sparrow-mini). --synthetic-large: a Llama-style model of
 // ~333M parameters with random bf16 weights built in memory (no files), quantized to Q8_0 on load.
 // Both backends run the same prompt (--prefill N tokens, default 128) and greedy continuation. The
 // GPU runs the prompt three ways: one submission per token; one submission replaying the
 // one-position recording for every position; one submission of T-token passes (the prefill chunk
 // recordings, 128 tokens per pass), with the passes' matrix products as a tiled GEMM (--gemm
-// BMxBNxTMxTN[p],… or none; default on hardware adapters; --gemm-also adds other shapes) and, for
+// BMxBNxTMxTN,… or none; default on hardware adapters; --gemm-also adds other shapes) and, for
 // comparison, as the exact kernels: tiled 4x8 and one invocation per output. It decodes two ways: as generation runs greedy decoding (argmax on the GPU, tokens read back in
 // batches of up to 32 with two batches in flight), and reading back each token's logits (sampling).
 
@@ -131,15 +131,15 @@ try {
   const tu = performance.now();
   const tileArg = opt('--tile', '');
   const tile = tileArg ? { rows: Number(tileArg.split('x')[0]), tokens: Number(tileArg.split('x')[1]) } : undefined;
-  // --gemm BMxBNxTMxTN[p] (p: prefetch), several comma-separated (tried in order), or none for the exact kernels alone.
+  // --gemm BMxBNxTMxTN, several comma-separated (tried in order), or none for the exact kernels alone.
   const gemmArg = opt('--gemm', '');
   const parseGemm = (g: string) => {
-    const v = g.replace(/p$/, '').split('x').map(Number);
-    return { bm: v[0], bn: v[1], tm: v[2], tn: v[3], prefetch: g.endsWith('p') };
+    const v = g.split('x').map(Number);
+    return { bm: v[0], bn: v[1], tm: v[2], tn: v[3] };
   };
   const gemm = gemmArg === 'none' ? null : gemmArg ? gemmArg.split(',').map(parseGemm) : undefined;
-  const gemmName = (g: readonly { bm: number; bn: number; tm: number; tn: number; prefetch?: boolean }[]) =>
-    g.map((s) => `${s.bm}×${s.bn} by ${s.tm}×${s.tn}${s.prefetch ? ' prefetch' : ''}`).join(', then ');
+  const gemmName = (g: readonly { bm: number; bn: number; tm: number; tn: number }[]) =>
+    g.map((s) => `${s.bm}×${s.bn} by ${s.tm}×${s.tn}`).join(', then ');
   const gm = gpuModel(model, gpu, { matmulTile: tile, matmulGemm: gemm });
   const tUp = secs(tu);
   // Warm-up: pipelines compile lazily on some drivers; the chunk recordings are made on first use.

@@ -7,7 +7,7 @@ import { ConfigError, FormatError } from './errors';
 import type { DType, WeightDType } from './dtype';
 import { isQuantized, numElements, storagePolicy, tensorByteSize, toF32 } from './dtype';
 import type { ByteSource, ProgressFn, SourceInput } from './source';
-import { bufferSource, fileSource, isByteSource, isUrl, nodeFs, openSource, urlSource } from './source';
+import { bufferSource, concatBytes, fileSource, isByteSource, isUrl, nodeFs, openSource, urlSource } from './source';
 import { looksLikeSafetensors, parseSafetensors } from './safetensors';
 import { isGGUF, parseGGUF, readSparrowMetadata } from './gguf';
 import { isLlamaCppLayout, openLlamaCpp } from './llamacpp';
@@ -256,15 +256,6 @@ async function listedGGUFs(root: string, doFetch: typeof fetch, headers?: Record
   return found;
 }
 
-function concatBytes(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
 
 function memoryDir(files: MemoryFiles['files']): Dir {
   const get = (name: string) => (Object.hasOwn(files, name) ? files[name] : undefined);

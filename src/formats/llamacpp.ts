@@ -46,7 +46,7 @@ import { elementwise, fill, match, permuteRows, transposeEach, unpermuteRows, ty
 import { PLACEHOLDER_KEY, placeholderVocabGGUF, tokenizerFromGGUF, tokenizerToGGUF } from './gguf-tokenizer';
 import { isKQuant } from './kquants';
 import { mixModel, mixStoredDType, type MixModel } from '../runtime/quantmix';
-import type { ByteSource } from './source';
+import { concatBytes, type ByteSource } from './source';
 import type { Checkpoint, TensorInfo } from './checkpoint';
 
 export { ARCHS as LLAMACPP_ARCH_SPECS } from './llamacpp-archs';
@@ -412,15 +412,7 @@ async function copyBlocks(ckpt: Checkpoint, job: Job, j: number): Promise<Uint8A
   const s = job.hf[0].shape;
   switch (xf.k) {
     case 'rename': return parts[0];
-    case 'experts': {
-      const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-      let o = 0;
-      for (const p of parts) {
-        out.set(p, o);
-        o += p.length;
-      }
-      return out;
-    }
+    case 'experts': return concatBytes(parts);
     case 'permute': {
       const rb = parts[0].length / s[0];
       const p = permuteRows(s[0], xf.heads);

@@ -350,3 +350,14 @@ export async function openSource(x: SourceInput, opts: UrlSourceOptions & { name
   if (isByteSource(x)) return x;
   throw new FormatError('source', `cannot read from ${Object.prototype.toString.call(x)}`);
 }
+
+/** The parts one after another in one array. */
+export function concatBytes(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}

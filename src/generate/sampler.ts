@@ -306,20 +306,22 @@ export function drawFrom(c: Candidates, u: number): number {
 
 /** log softmax(logits)[id], the model's own log-probability of a token. */
 export function logProb(logits: ArrayLike<number>, id: number): number {
+  const { max, lz } = logNormalizer(logits);
+  return logits[id] - max - lz;
+}
+
+/** The largest logit and log Σ exp(logit − max): log-probabilities are logit − max − lz. */
+function logNormalizer(logits: ArrayLike<number>): { max: number; lz: number } {
   let max = -Infinity;
   for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
   let z = 0;
   for (let i = 0; i < logits.length; i++) z += expNonPositive(logits[i] - max);
-  return logits[id] - max - Math.log(z);
+  return { max, lz: Math.log(z) };
 }
 
 /** The k most likely tokens (topKIds' order) and their log-probabilities. */
 export function topLogProbs(logits: ArrayLike<number>, k: number): { id: number; logprob: number }[] {
-  let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
-  let z = 0;
-  for (let i = 0; i < logits.length; i++) z += expNonPositive(logits[i] - max);
-  const lz = Math.log(z);
+  const { max, lz } = logNormalizer(logits);
   // The same expression as logProb, so the chosen token's two figures agree exactly.
   return Array.from(topKIds(logits, Math.min(k, logits.length)), (id) => ({ id, logprob: logits[id] - max - lz }));
 }

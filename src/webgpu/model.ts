@@ -112,6 +112,9 @@ interface ChunkRun {
 
 const DEFAULT_CHUNKS = [128, 32, 8];
 
+/** Chunk recordings are kept by `${T}` (last row's logits) and `${T}:all` (every row's). */
+const chunkKey = (T: number, all: boolean) => (all ? `${T}:all` : `${T}`);
+
 export class GpuModel implements SessionFactory {
   readonly K: GpuKernels;
   readonly vocab: number;
@@ -134,7 +137,7 @@ export class GpuModel implements SessionFactory {
   readonly stateMap: GpuRegionMap[];
   /** Prefill chunk sizes, descending. */
   readonly prefillChunks: number[];
-  /** Chunk recordings by `${T}` (last row's logits) and `${T}:all` (every row's). */
+  /** Chunk recordings by chunkKey. */
   private readonly chunks = new Map<string, ChunkRecording>();
   /** Why a chunk size could not be recorded (its tokens then run position by position). */
   readonly chunkErrors = new Map<number, string>();
@@ -176,7 +179,7 @@ export class GpuModel implements SessionFactory {
    * those tokens run position by position.
    */
   chunkRecording(T: number, all = false): ChunkRecording | null {
-    const key = all ? `${T}:all` : `${T}`;
+    const key = chunkKey(T, all);
     const have = this.chunks.get(key);
     if (have) return have;
     if (this.chunkErrors.has(T) || T > this.maxContext) return null;
@@ -396,7 +399,7 @@ export class GpuSession implements SequenceSession {
 
   /** The model's T-token recording bound to this session (with an activation buffer of its own), or null. */
   private chunkRun(T: number, all: boolean): ChunkRun | null {
-    const key = all ? `${T}:all` : `${T}`;
+    const key = chunkKey(T, all);
     let run = this.chunkRuns.get(key);
     if (run) return run;
     const rec = this.model.chunkRecording(T, all);

@@ -223,7 +223,7 @@ export class GpuKernels {
     if (o.perOutput && this.gemm && o.idsOff === undefined && batch >= GEMM_MIN_BATCH) {
       const g = this.gemm.find((s) => ceil(rows, s.bm) * ceil(batch, s.bn) >= GEMM_MIN_WORKGROUPS) ?? this.gemm[this.gemm.length - 1];
       const t = this.split(ceil(rows, g.bm));
-      return this.dispatch(`gemm${g.bm}x${g.bn}_${g.tm}x${g.tn}${g.prefetch ? 'p' : ''}_${w.dtype}`, gemmWgsl(w.dtype, g), MATMUL_PARAMS, { ...params, nx: t.nx }, b, [t.nx, t.ny, ceil(batch, g.bn)], w.buf);
+      return this.dispatch(`gemm${g.bm}x${g.bn}_${g.tm}x${g.tn}_${w.dtype}`, gemmWgsl(w.dtype, g), MATMUL_PARAMS, { ...params, nx: t.nx }, b, [t.nx, t.ny, ceil(batch, g.bn)], w.buf);
     }
     if (o.perOutput && this.tile && o.idsOff === undefined) {
       const { rows: R, tokens: TT } = this.tile, t = this.split(ceil(rows, R));

@@ -209,13 +209,11 @@ await withGpu(async (gpu) => {
   // exact path (f32 sums, so equal up to rounding) at odd row and token counts that leave partial
   // workgroups, rows written yStride apart with the gaps and the rows past the batch still NaN
   // afterwards, for every weight type and three workgroup shapes.
-  // On software adapters (llvmpipe) some GEMM shaders take 0.5–2 minutes each to compile: those of
-  // q2_k, q4_1, q5_0 and q5_1, and the prefetching form of every type; there the prefetching form
-  // runs for f32 and q8_0 at a small shape, and the rest where the adapter is hardware.
+  // On software adapters (llvmpipe) the GEMM shaders of q2_k, q4_1, q5_0 and q5_1 take 0.5–2 minutes
+  // each to compile; those run where the adapter is hardware.
   const slowOnSoftware = ['q2_k', 'q4_1', 'q5_0', 'q5_1'];
-  const gemmShapes: GemmShape[] = [{ bm: 64, bn: 32, tm: 4, tn: 4 }, { bm: 32, bn: 32, tm: 4, tn: 4 }, { bm: 16, bn: 8, tm: 2, tn: 2 }, ...(gpu.software ? [] : [...DEFAULT_GEMMS, { bm: 64, bn: 32, tm: 4, tn: 4, prefetch: true }])];
+  const gemmShapes: GemmShape[] = [{ bm: 64, bn: 32, tm: 4, tn: 4 }, { bm: 32, bn: 32, tm: 4, tn: 4 }, { bm: 16, bn: 8, tm: 2, tn: 2 }, ...(gpu.software ? [] : DEFAULT_GEMMS)];
   const gemms = gemmShapes.map((gemm) => ({ gemm, Kg: new GpuKernels(gpu, { gemm }) }));
-  const prefetchSmall = { gemm: { bm: 16, bn: 8, tm: 2, tn: 2, prefetch: true }, Kg: new GpuKernels(gpu, { gemm: { bm: 16, bn: 8, tm: 2, tn: 2, prefetch: true } }) };
   for (const dt of (['f32', 'q8_0', 'q4_0', ...GPU_KQUANT_DTYPES] as const).filter((d) => !(gpu.software && slowOnSoftware.includes(d)))) {
     const block = dt === 'f32' ? 1 : dt === 'q8_0' || dt === 'q4_0' ? 32 : KQUANT_LAYOUT[dt].block;
     const shapes = dt === 'f32' ? [[67, 301, 37], [130, 64, 5]] : [[67, block * Math.max(1, Math.ceil(96 / block)), 37], [29, block * 2, 70]];
@@ -235,13 +233,13 @@ await withGpu(async (gpu) => {
       matmul(k, yp, xp, { ptr: wptr, dtype: dt, rows, cols }, batch, { exact: true });
       const want = k.arena.f32(yp, batch * rows).slice();
       const yStride = rows + 3, Y = 1 << 19;
-      for (const { gemm, Kg } of gpu.software && (dt === 'f32' || dt === 'q8_0') ? [...gemms, prefetchSmall] : gemms) {
+      for (const { gemm, Kg } of gemms) {
         const b = mk();
         put(b.a, 0, X);
         const got = await run([Kg.matmul(b, Y, 0, Kg.weight(bytes, dt, rows, cols), batch, { perOutput: true, yStride })], b.a, Y, (batch + 1) * yStride);
         const rowsGot = Float32Array.from({ length: batch * rows }, (_, i) => got[Math.floor(i / rows) * yStride + (i % rows)]);
         const untouched = got.every((v, i) => (i % yStride < rows && i < batch * yStride) || Number.isNaN(v));
-        check(`gemm ${gemm.bm}x${gemm.bn} by ${gemm.tm}x${gemm.tn}${gemm.prefetch ? ' prefetch' : ''}, ${dt} ${rows}x${cols} batch ${batch} (gaps untouched: ${untouched})`, untouched ? rel(rowsGot, want) : Infinity, 1e-5);
+        check(`gemm ${gemm.bm}x${gemm.bn} by ${gemm.tm}x${gemm.tn}, ${dt} ${rows}x${cols} batch ${batch} (gaps untouched: ${untouched})`, untouched ? rel(rowsGot, want) : Infinity, 1e-5);
       }
     }
   }

@@ -9,6 +9,7 @@
 import { readFile } from 'node:fs/promises';
 import { findFixtures, loadFixtureModel, type FixtureReference } from '../../tools/parity-lib';
 import { gpuModel } from '../../src/webgpu/model';
+import { DEFAULT_GEMMS } from '../../src/webgpu/kernels/gemm.wgsl';
 import { Checks, rel, withGpu } from './harness';
 
 const N = 150;
@@ -29,9 +30,8 @@ await withGpu(async (gpu) => {
     checks.ok(`${name}: ${N}-token prompt ran T-token passes`, passes === 3 && replay.chunkPasses === 0, `${passes} passes; ${[...gm.chunkErrors.values()].join('; ')}`);
     checks.check(`${name}: ${N}-token prompt in chunks = position by position, every position (max rel)`, rel(got, want), 1e-5);
     if (!gm.K.gemm) {
-      // The passes with their products as the tiled GEMM (the default on hardware adapters only), in
-      // shapes whose shaders llvmpipe compiles quickly (checks-kernels has the prefetching form).
-      const gg = gpuModel(model, gpu, { matmulGemm: [{ bm: 64, bn: 32, tm: 4, tn: 4 }, { bm: 32, bn: 32, tm: 2, tn: 2 }, { bm: 16, bn: 16, tm: 2, tn: 2 }] }), gs = gg.newSession();
+      // The passes with their products as the tiled GEMM (the default on hardware adapters only).
+      const gg = gpuModel(model, gpu, { matmulGemm: DEFAULT_GEMMS }), gs = gg.newSession();
       // Its sums differ from the decode kernel's by f32 rounding; qwen3next-hybrid's random weights
       // amplify that (0.4 % noise on its embeddings moves its logits by 20 %): 1.9e-5 there.
       const tol = name === 'qwen3next-hybrid' ? 5e-5 : 1e-5;

@@ -10,8 +10,8 @@
 // ids (each slot's weight would differ).
 
 import { BYTES, kernelSource } from './common.wgsl';
-import { isGpuKQuant, kquantPrelude, kquantRowStride } from './kquant.wgsl';
-import type { GpuWeightDType } from './matmul.wgsl';
+import { isGpuKQuant, kquantPrelude } from './kquant.wgsl';
+import { MATMUL_PARAMS, rowStrideWgsl, type GpuWeightDType } from './matmul.wgsl';
 
 /** A GEMM workgroup: `bm` rows × `bn` tokens, register tiles of `tm` × `tn` per invocation. */
 export interface GemmShape {
@@ -19,11 +19,6 @@ export interface GemmShape {
   bn: number;
   tm: number;
   tn: number;
-  /**
-   * Stage the next column step's loads in registers while the current step's products run (not
-   * yet timed on hardware; off in the defaults).
-   */
-  prefetch?: boolean;
 }
 export const DEFAULT_GEMM: GemmShape = { bm: 64, bn: 32, tm: 4, tn: 4 };
 /** The shapes tried in order for a product (see GpuKernels.gemm): large blocks, then smaller ones. */
@@ -49,10 +44,9 @@ export function checkGemmShape(s: GemmShape): void {
  * Weight loads: `GE` consecutive elements of a row per load (`wload(rowBase, u)`: elements GE·u …
  * GE·u + GE − 1 of the row at rowBase, dequantized). f32 loads one element, zero past the row end.
  */
-const LOAD: Record<'f32' | 'q8_0' | 'q4_0' | 'kquant', { ge: number; rowStride: string; fn: string }> = {
+const LOAD: Record<'f32' | 'q8_0' | 'q4_0' | 'kquant', { ge: number; fn: string }> = {
   f32: {
     ge: 1,
-    rowStride: 'p.cols',
     fn: `fn wload(rowBase: u32, u: u32) -> array<f32, 1> {
   return array<f32, 1>(select(0.0, bitcast<f32>(w[rowBase + u]), u < p.cols));
 }`,
@@ -60,7 +54,6 @@ const LOAD: Record<'f32' | 'q8_0' | 'q4_0' | 'kquant', { ge: number; rowStride: 
   // Block u/4 (34 bytes: f16 scale, 32 int8), quants 8·(u%4) … 8·(u%4) + 7.
   q8_0: {
     ge: 8,
-    rowStride: '(p.cols / 32u) * 34u',
     fn: `fn wload(rowBase: u32, u: u32) -> array<f32, 8> {
   let off = rowBase + (u >> 2u) * 34u;
   let qb = off + 2u + (u & 3u) * 8u;
@@ -73,7 +66,6 @@ const LOAD: Record<'f32' | 'q8_0' | 'q4_0' | 'kquant', { ge: number; rowStride: 
   // 16…31 the high ones; level − 8.
   q4_0: {
     ge: 16,
-    rowStride: '(p.cols / 32u) * 18u',
     fn: `fn wload(rowBase: u32, u: u32) -> array<f32, 16> {
   let off = rowBase + (u >> 1u) * 18u;
   let d = wf16(off);
@@ -87,54 +79,20 @@ const LOAD: Record<'f32' | 'q8_0' | 'q4_0' | 'kquant', { ge: number; rowStride: 
   return v;
 }`,
   },
-  kquant: { ge: 16, rowStride: '', fn: 'fn wload(rowBase: u32, u: u32) -> array<f32, 16> { return wunit(rowBase, u); }' },
+  kquant: { ge: 16, fn: 'fn wload(rowBase: u32, u: u32) -> array<f32, 16> { return wunit(rowBase, u); }' },
 };
 
 export function gemmWgsl(dt: GpuWeightDType, s: GemmShape): string {
   checkGemmShape(s);
   const kq = isGpuKQuant(dt);
   const L = kq ? LOAD.kquant : LOAD[dt as 'f32' | 'q8_0' | 'q4_0'];
-  const rowStride = kq ? kquantRowStride(dt) : L.rowStride;
   const { bm, bn, tm, tn } = s, BK = GEMM_BK, GE = L.ge, WG = gemmInvocations(s), MR = bm / tm, NC = bn / tn;
   // Workgroup rows padded by one word so that the stores of a column step fall in distinct banks.
   const PM = bm + 1, PN = bn + 1;
   const I = [...Array(tm).keys()], J = [...Array(tn).keys()];
-  const each = (f: (i: number, j: number) => string, sep = '\n') => I.flatMap((i) => J.map((j) => f(i, j))).join(sep);
+  const each = (f: (i: number, j: number) => string) => I.flatMap((i) => J.map((j) => f(i, j))).join('\n');
   const prelude = BYTES + (kq ? kquantPrelude(dt) : '');
-  // Prefetch: each invocation stages its share of the next step in registers (nW weight loads,
-  // nX activations), written to workgroup memory after the current step's products.
-  const WU = bm * (BK / GE), nW = Math.ceil(WU / WG), nX = Math.ceil((bn * BK) / WG);
-  const loadRegs = (k0: string) => `    for (var q = 0u; q < ${nW}u; q++) {
-      let e = li + q * ${WG}u;
-      if (e < ${WU}u) { wr[q] = wload(p.wOff + min(m0 + e / ${BK / GE}u, p.rows - 1u) * rowStride, (${k0}) / ${GE}u + e % ${BK / GE}u); }
-    }
-    for (var q = 0u; q < ${nX}u; q++) {
-      let e = li + q * ${WG}u;
-      let z = z0 + e / ${BK}u;
-      let k = (${k0}) + e % ${BK}u;
-      xr[q] = 0.0;
-      if (e < ${bn * BK}u && z < p.batch && k < p.cols) { xr[q] = a[p.xOff + (z / p.xDiv) * p.xStride + k]; }
-    }`;
-  const storeRegs = `    for (var q = 0u; q < ${nW}u; q++) {
-      let e = li + q * ${WG}u;
-      if (e < ${WU}u) {
-        let o = (e % ${BK / GE}u) * ${GE * PM}u + e / ${BK / GE}u;
-        for (var j = 0u; j < ${GE}u; j++) { ws[o + j * ${PM}u] = wr[q][j]; }
-      }
-    }
-    for (var q = 0u; q < ${nX}u; q++) {
-      let e = li + q * ${WG}u;
-      if (e < ${bn * BK}u) { xs[(e % ${BK}u) * ${PN}u + e / ${BK}u] = xr[q]; }
-    }`;
-  const compute = `    for (var k = 0u; k < ${BK}u; k++) {
-${I.map((i) => `      let w${i} = ws[k * ${PM}u + ${i * MR}u + r];`).join('\n')}
-${J.map((j) => `      let x${j} = xs[k * ${PN}u + ${j * NC}u + c];`).join('\n')}
-${each((i, j) => `      acc${i}_${j} += w${i} * x${j};`)}
-    }
-`;
-  const declareRegs = `  var wr: array<array<f32, ${GE}>, ${nW}>;
-  var xr: array<f32, ${nX}>;`;
-  return kernelSource(['rows', 'cols', 'nx', 'wOff', 'xOff', 'xStride', 'yOff', 'yStride', 'useIds', 'idsOff', 'eStride', 'xDiv', 'batch'], ['p', 'a', 'w'], prelude + L.fn + `
+  return kernelSource(MATMUL_PARAMS, ['p', 'a', 'w'], prelude + L.fn + `
 var<workgroup> ws: array<f32, ${BK * PM}>;
 var<workgroup> xs: array<f32, ${BK * PN}>;
 @compute @workgroup_size(${WG})
@@ -142,21 +100,11 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
   let m0 = (wg.x + wg.y * p.nx) * ${bm}u;
   let z0 = wg.z * ${bn}u;
   if (m0 >= p.rows) { return; }
-  let rowStride = ${rowStride};
+  let rowStride = ${rowStrideWgsl(dt)};
   let r = li % ${MR}u;
   let c = li / ${MR}u;
 ${each((i, j) => `  var acc${i}_${j} = 0.0;`)}
-${s.prefetch ? `${declareRegs}
-${loadRegs('0u')}
   for (var k0 = 0u; k0 < p.cols; k0 += ${BK}u) {
-${storeRegs}
-    workgroupBarrier();
-    // The next step's loads are in flight while this step's products run.
-    if (k0 + ${BK}u < p.cols) {
-${loadRegs(`k0 + ${BK}u`)}
-    }
-${compute}    workgroupBarrier();
-  }` : `  for (var k0 = 0u; k0 < p.cols; k0 += ${BK}u) {
     // Weights: ${bm} rows × ${BK / GE} loads of ${GE}; activations: ${bn} tokens × ${BK} (zero past the ends).
     for (var e = li; e < ${bm * (BK / GE)}u; e += ${WG}u) {
       let m = e / ${BK / GE}u;
@@ -173,8 +121,13 @@ ${compute}    workgroupBarrier();
       xs[k * ${PN}u + n] = v;
     }
     workgroupBarrier();
-${compute}    workgroupBarrier();
-  }`}
+    for (var k = 0u; k < ${BK}u; k++) {
+${I.map((i) => `      let w${i} = ws[k * ${PM}u + ${i * MR}u + r];`).join('\n')}
+${J.map((j) => `      let x${j} = xs[k * ${PN}u + ${j * NC}u + c];`).join('\n')}
+${each((i, j) => `      acc${i}_${j} += w${i} * x${j};`)}
+    }
+    workgroupBarrier();
+  }
 ${each((i, j) => `  { let row = m0 + ${i * MR}u + r; let z = z0 + ${j * NC}u + c; if (row < p.rows && z < p.batch) { a[p.yOff + z * p.yStride + row] = acc${i}_${j}; } }`)}
 }
 `);

@@ -99,6 +99,9 @@ const ROW_STRIDE: Record<GpuWeightDType, string> = {
   q4_0: '(p.cols / 32u) * 18u',
 };
 
+/** The row stride of dtype dt as a WGSL expression over p.cols (words for f32, bytes for blocks). */
+export const rowStrideWgsl = (dt: GpuWeightDType): string => ROW_STRIDE[dt];
+
 export function matmulWgsl(dt: GpuWeightDType): string {
   return kernelSource(MATMUL_PARAMS, ['p', 'a', 'w', 'ids'], prelude(dt) + reductions(MATMUL_WG) + UNIT[dt] + `
 @compute @workgroup_size(${MATMUL_WG})
