@@ -1,6 +1,6 @@
 // One Hono app for every runtime (Cloudflare Workers, Deno, Bun, Node): an OpenAI-compatible API
-// (models, completions, chat completions, streamed as server-sent events), conversation sessions
-// that resume from saved state instead of re-running their prefix, and a small chat page.
+// (models, completions and chat completions streamed as server-sent events, embeddings), conversation
+// sessions that resume from saved state instead of re-running their prefix, and a small chat page.
 //
 // Each runtime adapter passes its own model source (`loadModel`) and session store. The model is
 // loaded on first use and shared by all requests; generations interleave token by token on the one
@@ -16,6 +16,7 @@ import { Hono } from 'hono';
 import type { LanguageModel } from '../src/index';
 import { errorHandler, notFound } from './errors';
 import { accessLog, apiCors, apiKeyAuth, hostCheck, jsonContentType } from './middleware';
+import { embeddingRoutes } from './routes/embeddings';
 import { generationRoutes } from './routes/generation';
 import { infoRoutes } from './routes/info';
 import { pageRoutes } from './routes/page';
@@ -54,6 +55,12 @@ export interface AppOptions {
   requestTimeoutMs?: number;
   /** CORS for /v1/*: true for any origin, or the allowed origin(s). Off by default. */
   cors?: boolean | string | string[];
+  /**
+   * Sessions of finished requests kept for reuse by later prompts that begin with the same tokens
+   * (default 4; 0: off). Each holds a session's state; when a new session finds every state slot
+   * taken, the least recently used cached ones are freed first.
+   */
+  promptCache?: number;
   /** Largest request body accepted (413 beyond). */
   maxBodyBytes: number;
   /** Serves the chat page at GET / (default true). */
@@ -107,12 +114,14 @@ export function createApp(opts: AppOptions): SparrowApp {
   app.route('/', pageRoutes(opts));
   app.route('/v1/sessions', sessionRoutes(state));
   app.route('/v1', generationRoutes(state));
+  app.route('/v1', embeddingRoutes(state));
 
   return Object.assign(app as unknown as Hono, {
     ready: async (): Promise<LanguageModel> => (await state.model.get(false)).lm,
     close: async (): Promise<void> => {
       state.closed = true;
       while (state.queue.running > 0) await new Promise((r) => setTimeout(r, 20));
+      state.promptCache.clear();
       const served = state.model.served;
       if (served) await served.lm.dispose();
     },

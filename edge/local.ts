@@ -6,11 +6,11 @@
 // Settings: a flag, else its environment variable, else the default (SERVER_OPTIONS; USAGE lists
 // them all).
 
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { ArgsError, optionsHelp, parseArgs, type OptionsSpec, type ParsedArgs } from '../src/args';
-import { loadModel, type LanguageModel } from '../src/index';
+import { ChatTemplate, loadModel, type LanguageModel } from '../src/index';
 import { resolveModelSource } from '../src/formats/hub';
 import type { BuildChoice } from '../src/kernels/runtime';
 import { BROWSER_BUNDLE_PATH, createApp, type BrowserFiles, type SparrowApp } from './app';
@@ -35,6 +35,10 @@ export interface LocalConfig {
   sessionDir?: string;
   sessionDirMaxBytes: number;
   maxSessions: number;
+  /** The text of a chat template used instead of the model's. */
+  chatTemplate?: string;
+  /** States of finished requests kept for reuse by later prompts; 0: off. */
+  promptCache: number;
   build: BuildChoice;
   maxContext?: number;
   memoryBudget?: number;
@@ -78,6 +82,14 @@ const SERVER_OPTIONS = {
     desc: 'bytes of session files kept in D; the least recently used are removed beyond',
   },
   'max-sessions': { type: 'int', arg: 'N', env: ['SPARROW_MAX_SESSIONS'], desc: 'sessions kept in memory', min: 1, default: 256 },
+  'chat-template': {
+    type: 'string', arg: 'F', env: ['SPARROW_CHAT_TEMPLATE'],
+    desc: "a Jinja chat template file used instead of the model's (e.g. one that renders tools)",
+  },
+  'prompt-cache': {
+    type: 'int', arg: 'N', env: ['SPARROW_PROMPT_CACHE'], min: 0, default: 4,
+    desc: 'states of finished requests kept for later prompts that begin with the same tokens (freed first when a request needs the memory); 0: off',
+  },
   build: { type: 'string', arg: 'B', env: ['SPARROW_WASM'], desc: 'kernel build', choices: ['simd', 'relaxed', 'auto'], default: 'simd' },
   'max-context': { type: 'int', arg: 'N', env: ['SPARROW_MAX_CONTEXT'], desc: 'positions per session', min: 1, defaultText: "the model's, at most 4096" },
   'memory-budget': { type: 'int', arg: 'N', env: ['SPARROW_MEMORY_BUDGET'], desc: 'bytes the model may take; more gives 503', min: 1 },
@@ -107,7 +119,8 @@ const SERVER_OPTIONS = {
 export const USAGE = `Usage: sparrow serve [options]   (also: edge/node.ts, edge/bun.ts, edge/deno.ts)
 
 OpenAI-compatible server for one model: /v1/models, /v1/completions, /v1/chat/completions (stream: true
-for server-sent events), /v1/sessions (POST creates one) and /v1/sessions/:id, /healthz, and a chat page at /.
+for server-sent events), /v1/embeddings, /v1/sessions (POST creates one) and /v1/sessions/:id, /healthz,
+and a chat page at /.
 POST bodies must be sent as "Content-Type: application/json" (415 otherwise).
 
 Options (environment variables in brackets, read when the option is not given):
@@ -120,6 +133,23 @@ function defaultModel(): string {
 function idOf(path: string): string {
   const base = path.replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? 'model';
   return base.replace(/\.(gguf|safetensors)$/i, '') || 'model';
+}
+
+/** The text of --chat-template F, checked to parse; SettingsError when it cannot be read or does not parse. */
+function templateFile(path: string | undefined): string | undefined {
+  if (path === undefined) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new SettingsError(`--chat-template ${path} cannot be read: ${(e as Error).message}`);
+  }
+  try {
+    new ChatTemplate(text);
+  } catch (e) {
+    throw new SettingsError(`--chat-template ${path}: ${(e as Error).message}`);
+  }
+  return text;
 }
 
 /** Settings from a command line and the environment; SettingsError on anything malformed. */
@@ -154,6 +184,8 @@ export function localConfig(args: string[]): LocalConfig | 'help' {
     sessionDir: v['session-dir'],
     sessionDirMaxBytes: v['session-dir-max-bytes'],
     maxSessions: v['max-sessions'],
+    promptCache: v['prompt-cache'],
+    chatTemplate: templateFile(v['chat-template']),
     build: v.build as BuildChoice,
     maxContext: v['max-context'],
     memoryBudget: v['memory-budget'],
@@ -295,11 +327,13 @@ export function localApp(cfg: LocalConfig, browser?: BrowserFiles, store: Sessio
       memoryBudget: cfg.memoryBudget,
       // Sessions live in slots only while they generate; the queue bounds how many do.
       maxSessions: cfg.maxConcurrent + 1,
+      chatTemplate: cfg.chatTemplate,
     }),
     modelId: cfg.modelId,
     store,
     maxConcurrent: cfg.maxConcurrent,
     maxQueue: cfg.maxQueue,
+    promptCache: cfg.promptCache,
     apiKey: cfg.apiKeys,
     cors: cfg.cors,
     // Read per request: the port is known once the server listens.

@@ -2,7 +2,7 @@
 // sampling fields onto the library's GenerateParams, and the error shape
 // `{ error: { message, type, param, code } }`. Nothing here needs the model.
 
-import type { ChatMessage, GenerateParams } from '../src/index';
+import { Grammar, GrammarError, RequestError, templateMessages, templateTools, type ChatMessage, type GenerateParams } from '../src/index';
 import { SESSION_ID } from './store';
 
 /** An HTTP error in the OpenAI shape. Extra fields (e.g. byte counts) go into the error object. */
@@ -45,6 +45,8 @@ const API_NAMES: Record<string, string> = {
   prompt: 'prompt',
   messages: 'messages',
   session: 'session',
+  grammar: 'response_format',
+  jsonSchema: 'response_format',
 };
 
 export function apiParamName(field: string): string {
@@ -125,6 +127,84 @@ function logitBias(b: Body): Record<number, number> | undefined {
   return out;
 }
 
+/** Grammars of recent JSON schemas, by their text: a schema sent again reuses the token masks already computed. */
+const schemaGrammars = new Map<string, Grammar>();
+const SCHEMA_GRAMMARS = 32;
+let jsonObject: Grammar | null = null;
+
+/**
+ * `response_format`: `{type: "text"}` (no constraint), `{type: "json_object"}` (any JSON object) or
+ * `{type: "json_schema", json_schema: {name, schema, strict}}` (JSON valid under the schema). The
+ * grammar that enforces it while decoding, or null.
+ */
+function responseFormat(b: Body): Grammar | null {
+  const rf = b.response_format;
+  if (absent(rf)) return null;
+  if (typeof rf !== 'object' || Array.isArray(rf)) throw badRequest(`'response_format' must be an object`, 'response_format', 'invalid_type');
+  const type = (rf as Body).type;
+  if (type === 'text') return null;
+  if (type === 'json_object') {
+    jsonObject ??= Grammar.jsonObject();
+    return jsonObject;
+  }
+  if (type !== 'json_schema') throw badRequest(`'response_format.type' must be text, json_object or json_schema`, 'response_format.type', 'invalid_value');
+  const js = (rf as Body).json_schema;
+  if (typeof js !== 'object' || js === null || Array.isArray(js)) throw badRequest(`'response_format.json_schema' must be an object`, 'response_format.json_schema', 'invalid_type');
+  const name = (js as Body).name;
+  if (name !== undefined && (typeof name !== 'string' || !/^[a-zA-Z0-9_-]{1,64}$/.test(name))) {
+    throw badRequest(`'response_format.json_schema.name' must be 1–64 letters, digits, '_' or '-'`, 'response_format.json_schema.name', 'invalid_value');
+  }
+  bool(js as Body, 'strict');
+  const schema = (js as Body).schema ?? {};
+  if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) {
+    throw badRequest(`'response_format.json_schema.schema' must be a JSON Schema object`, 'response_format.json_schema.schema', 'invalid_type');
+  }
+  const key = JSON.stringify(schema);
+  let g = schemaGrammars.get(key);
+  if (g) schemaGrammars.delete(key);
+  else {
+    try {
+      g = Grammar.fromJsonSchema(schema);
+    } catch (e) {
+      if (e instanceof GrammarError) throw badRequest(`'response_format.json_schema.schema': ${e.message}`, 'response_format.json_schema.schema', 'unsupported_value');
+      throw e;
+    }
+  }
+  schemaGrammars.set(key, g);
+  while (schemaGrammars.size > SCHEMA_GRAMMARS) schemaGrammars.delete(schemaGrammars.keys().next().value!);
+  return g;
+}
+
+/** `tools`, `tool_choice` and `parallel_tool_calls` of a chat request. */
+function tools(b: Body, r: ParsedRequest): void {
+  const pc = bool(b, 'parallel_tool_calls');
+  r.parallelToolCalls = pc ?? true;
+  const list = b.tools;
+  if (!absent(list) && !(Array.isArray(list) && list.length === 0)) {
+    try {
+      r.tools = templateTools(list);
+    } catch (e) {
+      if (e instanceof RequestError) throw badRequest(`'${e.field}' ${e.detail}`, e.field, 'invalid_value');
+      throw e;
+    }
+    if (r.tools.length > 128) throw badRequest(`'tools' holds at most 128 tools`, 'tools', 'invalid_value');
+  }
+  const tc = b.tool_choice;
+  if (absent(tc)) return;
+  if (tc === 'auto' || tc === 'none' || tc === 'required') r.toolChoice = tc;
+  else if (typeof tc === 'object' && !Array.isArray(tc) && (tc as Body).type === 'function' && typeof ((tc as Body).function as Body | undefined)?.name === 'string') {
+    r.toolChoice = { name: ((tc as Body).function as Body).name as string };
+  } else throw badRequest(`'tool_choice' must be "auto", "none", "required" or {"type": "function", "function": {"name": …}}`, 'tool_choice', 'invalid_value');
+  if (r.toolChoice !== 'auto' && r.toolChoice !== 'none' && !r.tools) throw badRequest(`'tool_choice' ${JSON.stringify(tc)} needs 'tools'`, 'tool_choice', 'invalid_value');
+  if (typeof r.toolChoice === 'object') {
+    const name = r.toolChoice.name;
+    if (!r.tools!.some((t) => (t.function as Body).name === name)) throw badRequest(`'tool_choice' names the function '${name}', which 'tools' does not hold`, 'tool_choice', 'invalid_value');
+  }
+  if ((r.toolChoice === 'required' || typeof r.toolChoice === 'object') && r.params.grammar) {
+    throw badRequest(`'response_format' cannot constrain a reply that 'tool_choice' makes a tool call`, 'response_format', 'invalid_value');
+  }
+}
+
 // ---- requests ------------------------------------------------------------------------------------
 
 export interface ParsedRequest {
@@ -140,16 +220,26 @@ export interface ParsedRequest {
   /** How many of the most likely tokens each step reports (chat `top_logprobs`, completions `logprobs`). */
   topLogprobs: number;
   messages?: ChatMessage[];
-  /** Completions: text, or token ids. */
-  prompt?: string | number[];
+  /** Completions: the prompts (one, or a batch), each text or token ids. */
+  prompts?: (string | number[])[];
+  /** Choices per prompt. */
+  n: number;
+  /** Chat: the tools offered (as templates get them), absent without `tools`. */
+  tools?: Record<string, unknown>[];
+  /** Chat: whether the reply may (auto), must (required), must not (none) call tools, or must call the one named. */
+  toolChoice: 'auto' | 'none' | 'required' | { name: string };
+  /** Chat: more than one call in a reply (default true). */
+  parallelToolCalls: boolean;
   echo: boolean;
 }
+
+/** Most choices one request asks for (prompts × n). */
+export const MAX_CHOICES = 128;
 
 /** Fields every generation request shares. */
 function common(b: Body, kind: ParsedRequest['kind']): ParsedRequest {
   const model = str(b, 'model', 256);
-  const n = num(b, 'n', 1, 128, { int: true });
-  if (n !== undefined && n !== 1) throw badRequest(`only n = 1 is supported, got ${n}`, 'n', 'unsupported_value');
+  const n = num(b, 'n', 1, MAX_CHOICES, { int: true }) ?? 1;
   const stream = bool(b, 'stream') ?? false;
   let includeUsage = false;
   if (!absent(b.stream_options)) {
@@ -178,17 +268,15 @@ function common(b: Body, kind: ParsedRequest['kind']): ParsedRequest {
     ignoreEos: bool(b, 'ignore_eos'),
   };
   str(b, 'user', 4096);
-  for (const k of ['tools', 'functions'] as const) {
+  for (const k of ['functions', 'function_call'] as const) {
     const v = b[k];
-    if (!absent(v) && !(Array.isArray(v) && v.length === 0)) throw badRequest(`'${k}' (tool calling) is not supported by this server`, k, 'unsupported_parameter');
+    if (!absent(v) && !(Array.isArray(v) && v.length === 0)) throw badRequest(`'${k}' (the deprecated form of tool calling) is not supported; use 'tools' and 'tool_choice'`, k, 'unsupported_parameter');
   }
-  if (!absent(b.response_format)) {
-    const rf = b.response_format as Body;
-    if (typeof rf !== 'object' || Array.isArray(rf) || rf.type !== 'text') {
-      throw badRequest(`only response_format {"type": "text"} is supported`, 'response_format', 'unsupported_value');
-    }
-  }
-  return { kind, model, stream, includeUsage, session, params, logprobs: false, topLogprobs: 0, echo: false };
+  const grammar = responseFormat(b);
+  if (grammar) params.grammar = grammar;
+  // Choices of a stored session would each leave another state behind: one conversation, one reply.
+  if (session !== undefined && n > 1) throw badRequest(`'n' > 1 cannot be used with a session`, 'n', 'unsupported_value');
+  return { kind, model, stream, includeUsage, session, params, logprobs: false, topLogprobs: 0, echo: false, n, toolChoice: 'auto', parallelToolCalls: true };
 }
 
 const ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool']);
@@ -227,8 +315,18 @@ export function parseChatRequest(b: Body): ParsedRequest {
     if (typeof role !== 'string' || !ROLES.has(role)) {
       throw badRequest(`'messages[${i}].role' must be one of system, developer, user, assistant, tool`, `messages[${i}].role`, 'invalid_value');
     }
-    return { role: role === 'developer' ? 'system' : role, content: messageContent(m as Body, i) } as ChatMessage;
+    const msg: ChatMessage = { role: role === 'developer' ? 'system' : role, content: messageContent(m as Body, i) };
+    // Tool calls of an assistant turn, and the call a tool result answers, are rendered by the template.
+    for (const k of ['tool_calls', 'tool_call_id', 'name'] as const) if (!absent((m as Body)[k])) msg[k] = (m as Body)[k];
+    return msg;
   });
+  try {
+    templateMessages(r.messages);
+  } catch (e) {
+    if (e instanceof RequestError) throw badRequest(`'${e.field}' ${e.detail}`, e.field, 'invalid_value');
+    throw e;
+  }
+  tools(b, r);
   const lp = bool(b, 'logprobs') ?? false;
   const top = num(b, 'top_logprobs', 0, 20, { int: true });
   if (top !== undefined && !lp) throw badRequest(`'top_logprobs' needs 'logprobs': true`, 'top_logprobs', 'invalid_value');
@@ -241,17 +339,25 @@ export function parseChatRequest(b: Body): ParsedRequest {
 
 export function parseCompletionRequest(b: Body): ParsedRequest {
   const r = common(b, 'completion');
-  let p = b.prompt;
+  const p = b.prompt;
   if (absent(p)) throw badRequest(`'prompt' is required`, 'prompt', 'missing_required_parameter');
-  // A batch of one is the same as its single prompt; larger batches are not served.
-  if (Array.isArray(p) && p.length === 1 && (typeof p[0] === 'string' || Array.isArray(p[0]))) p = p[0];
-  if (typeof p === 'string') r.prompt = p;
-  else if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'number')) {
-    if (!p.every((x) => Number.isInteger(x) && x >= 0)) throw badRequest(`'prompt' token ids must be integers ≥ 0`, 'prompt', 'invalid_value');
-    r.prompt = p as number[];
-  } else if (Array.isArray(p) && p.length > 1 && p.every((x) => typeof x === 'string' || Array.isArray(x))) {
-    throw badRequest(`only one prompt per request is supported, got ${p.length}`, 'prompt', 'unsupported_value');
-  } else throw badRequest(`'prompt' must be a string or an array of token ids`, 'prompt', 'invalid_type');
+  // One prompt (text or token ids), or a batch of them (an array of texts or of token-id arrays).
+  const one = (x: unknown, param: string): string | number[] => {
+    if (typeof x === 'string') return x;
+    if (Array.isArray(x) && x.length > 0 && x.every((t) => typeof t === 'number')) {
+      if (!x.every((t) => Number.isInteger(t) && t >= 0)) throw badRequest(`'${param}' token ids must be integers ≥ 0`, param, 'invalid_value');
+      return x as number[];
+    }
+    throw badRequest(`'${param}' must be a string or an array of token ids`, param, 'invalid_type');
+  };
+  if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'string' || Array.isArray(x))) {
+    r.prompts = p.map((x, i) => one(x, `prompt[${i}]`));
+  } else r.prompts = [one(p, 'prompt')];
+  if (r.prompts.length * r.n > MAX_CHOICES) {
+    throw badRequest(`${r.prompts.length} prompts × n = ${r.n} asks for ${r.prompts.length * r.n} choices; at most ${MAX_CHOICES}`, r.prompts.length > 1 ? 'prompt' : 'n', 'invalid_value');
+  }
+  if (r.prompts.length > 1 && r.session !== undefined) throw badRequest(`a batch of prompts cannot be used with a session`, 'prompt', 'unsupported_value');
+  if (!absent(b.tools) || !absent(b.tool_choice)) throw badRequest(`'tools' are for /v1/chat/completions`, absent(b.tools) ? 'tool_choice' : 'tools', 'unsupported_parameter');
   r.echo = bool(b, 'echo') ?? false;
   const suffix = str(b, 'suffix');
   if (suffix) throw badRequest(`'suffix' is not supported`, 'suffix', 'unsupported_parameter');

@@ -3,11 +3,12 @@
 // context for the routes.
 
 import type { Context } from 'hono';
-import type { LanguageModel } from '../src/index';
+import { detectToolFormat, type LanguageModel, type ToolFormat } from '../src/index';
 import type { AppOptions } from './app';
 import { chatStopIds } from './chat-stops';
 import { toApiError } from './errors';
 import { ApiError } from './openai';
+import { PromptCache } from './prompt-cache';
 import { GenerationQueue } from './queue';
 
 /** The Hono environment of every piece of the app: values set on a request's context. */
@@ -34,6 +35,8 @@ export interface Served {
   chatStopIds: number[];
   /** `system_fingerprint` of every response. */
   fingerprint: string;
+  /** How the chat template writes tool calls, or null when it renders no tools. */
+  toolFormat: ToolFormat | null;
 }
 
 /** The model, loaded once and shared by every request, and how its loading went (for /healthz). */
@@ -66,7 +69,8 @@ export class ModelLoader {
       this.loading = this.load().then((lm) => {
         this.running = false;
         this.lastError = null;
-        this.current = { lm, created: this.created, chatStopIds: chatStopIds(lm), fingerprint: `fp_${lm.hash.slice(0, 10)}` };
+        const toolFormat = lm.chatTemplate ? detectToolFormat(lm.chatTemplate.source) : null;
+        this.current = { lm, created: this.created, chatStopIds: chatStopIds(lm), fingerprint: `fp_${lm.hash.slice(0, 10)}`, toolFormat };
         return this.current;
       }, (e) => {
         this.running = false;
@@ -93,11 +97,16 @@ export interface AppState {
   readonly created: number;
   /** Sessions with a generation running. */
   readonly busySessions: Set<string>;
+  /** Sessions of finished requests, for later prompts that begin the same way. */
+  readonly promptCache: PromptCache;
   /** Requests that reached the generation endpoints, whatever became of them (/healthz reports it). */
   generationRequests: number;
   /** Set by close(): generations are refused from then on. */
   closed: boolean;
 }
+
+/** Sessions the prompt cache keeps unless the options say otherwise. */
+export const DEFAULT_PROMPT_CACHE = 4;
 
 export function createState(opts: AppOptions): AppState {
   const queue = new GenerationQueue(opts.maxConcurrent, opts.maxQueue);
@@ -110,6 +119,7 @@ export function createState(opts: AppOptions): AppState {
     log,
     created,
     busySessions: new Set<string>(),
+    promptCache: new PromptCache(opts.promptCache ?? DEFAULT_PROMPT_CACHE),
     generationRequests: 0,
     closed: false,
   };

@@ -31,6 +31,10 @@ export interface Env {
   CORS?: string;
   MAX_CONCURRENT?: string;
   MAX_QUEUE?: string;
+  /** A Jinja chat template (its text) used instead of the model's, e.g. one that renders tools. */
+  CHAT_TEMPLATE?: string;
+  /** States of finished requests kept for later prompts that begin the same way (default 2; 0: off). */
+  PROMPT_CACHE?: string;
   MAX_CONTEXT?: string;
   MAX_BODY_BYTES?: string;
   /** Isolate memory limit in MiB (128 on Workers). */
@@ -107,7 +111,7 @@ async function workerModel(env: Env): Promise<LanguageModel> {
   const budget = checkPlan(plan);
   let lm: LanguageModel;
   try {
-    lm = await loadModel(source, { build: 'simd', memoryBudget: budget, maxContext, maxSessions: maxConcurrent + 1 });
+    lm = await loadModel(source, { build: 'simd', memoryBudget: budget, maxContext, maxSessions: maxConcurrent + 1, chatTemplate: env.CHAT_TEMPLATE || undefined });
   } catch (e) {
     if (e instanceof BudgetError) throw new BudgetError(plan.fileBytes + plan.reserve + e.need, limit, 'model');
     throw e;
@@ -229,6 +233,7 @@ function appFor(env: Env): SparrowApp {
     store: new DurableSessionStore(env.SESSIONS),
     maxConcurrent: int(env.MAX_CONCURRENT, 2, 1),
     maxQueue: int(env.MAX_QUEUE, 8),
+    promptCache: int(env.PROMPT_CACHE, 2),
     apiKey: env.SPARROW_API_KEY ? env.SPARROW_API_KEY.split(',').map((k) => k.trim()).filter(Boolean) : undefined,
     cors,
     maxBodyBytes: int(env.MAX_BODY_BYTES, 1 << 20, 1),

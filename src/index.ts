@@ -166,6 +166,12 @@ export { ChatTemplate, type ChatMessage, type RenderOptions } from './generate/c
 export { Sampler, resolveSampling, type SamplingParams } from './generate/sampler';
 export { TextStream, StopStrings } from './generate/stream';
 export { RequestError, ContextLengthError } from './generate/errors';
+export { Grammar, GrammarConstraint, GrammarError, GrammarMatcher, TokenVocabulary, jsonSchemaToGbnf, regexToGbnf } from './generate/grammar/index';
+export {
+  ToolCallParser, ToolError, detectToolFormat, templateMessages, templateTools, toolCallGbnf, toolFunctions,
+  type ToolCall, type ToolFormat, type ToolFunction,
+} from './generate/tool-calls';
+export { embed, embeddingDimensions, embeddingSupport, embeddingTokens, MAX_EMBEDDING_INPUTS, type EmbedOptions, type EmbedResult } from './generate/embeddings';
 export { convertToGGUF, ggufFor, type ConvertDType, type ConvertOptions, type ConvertResult } from './convert';
 export { FormatError, ConfigError, BudgetError } from './formats/errors';
 export { SnapshotError, SlotsBusyError } from './runtime/state';

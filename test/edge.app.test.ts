@@ -24,6 +24,10 @@ afterAll(async () => {
   for (const d of tmp) rmSync(d, { recursive: true, force: true });
 });
 
+/**
+ * An app of the shared model. Without a prompt cache unless asked: the apps of this file share one
+ * model, whose slot count (sessions_in_use) would otherwise include every app's cached sessions.
+ */
 function makeApp(o: Partial<AppOptions> = {}): SparrowApp {
   return createApp({
     loadModel: async () => lm,
@@ -33,6 +37,7 @@ function makeApp(o: Partial<AppOptions> = {}): SparrowApp {
     maxQueue: 2,
     maxBodyBytes: 64 * 1024,
     log: () => {},
+    promptCache: 0,
     ...o,
   });
 }
@@ -172,6 +177,78 @@ describe('routes and shapes', () => {
     expect(usage.usage).toEqual(p.usage);
   });
 
+  it('n choices: choice j is the single completion with seed + j, streamed and not, chat and completions', async () => {
+    const body = { prompt: 'Once upon a time', max_tokens: 8, temperature: 0.9, seed: 11 };
+    const b = await (await post(app, '/v1/completions', { ...body, n: 3 })).json();
+    expect(b.choices.map((c: any) => c.index)).toEqual([0, 1, 2]);
+    for (let j = 0; j < 3; j++) {
+      const one = await (await post(app, '/v1/completions', { ...body, seed: 11 + j })).json();
+      expect(b.choices[j].text).toBe(one.choices[0].text);
+    }
+    expect(new Set(b.choices.map((c: any) => c.text)).size).toBeGreaterThan(1);
+    expect(b.usage.prompt_tokens).toBe(4);
+    expect(b.usage.completion_tokens).toBe(24);
+    const chunks = await sse(await post(app, '/v1/completions', { ...body, n: 3, stream: true }));
+    for (let j = 0; j < 3; j++) {
+      const mine = chunks.filter((c) => c.choices[0].index === j);
+      expect(mine.map((c) => c.choices[0].text).join('')).toBe(b.choices[j].text);
+      expect(mine[mine.length - 1].choices[0].finish_reason).toBe('length');
+    }
+    const chat = { messages: [{ role: 'user', content: 'Tell me a story.' }], max_tokens: 8, temperature: 0.9, seed: 4 };
+    const cb = await (await post(app, '/v1/chat/completions', { ...chat, n: 2 })).json();
+    expect(cb.choices).toHaveLength(2);
+    const c1 = await (await post(app, '/v1/chat/completions', { ...chat, seed: 5 })).json();
+    expect(cb.choices[1].message.content).toBe(c1.choices[0].message.content);
+    const cs = await sse(await post(app, '/v1/chat/completions', { ...chat, n: 2, stream: true }));
+    expect(cs.filter((c) => c.choices[0].index === 1).map((c) => c.choices[0].delta.content ?? '').join('')).toBe(c1.choices[0].message.content);
+  });
+
+  it('a batch of prompts: choices numbered prompt by prompt, each the completion of its prompt alone', async () => {
+    const prompts = ['Once upon a time', 'The cat', lm.encode('Hello there')];
+    const b = await (await post(app, '/v1/completions', { prompt: prompts, n: 2, max_tokens: 6, temperature: 0, echo: true })).json();
+    expect(b.choices.map((c: any) => c.index)).toEqual([0, 1, 2, 3, 4, 5]);
+    for (let p = 0; p < 3; p++) {
+      const one = await (await post(app, '/v1/completions', { prompt: prompts[p], max_tokens: 6, temperature: 0, echo: true })).json();
+      expect(b.choices[2 * p].text).toBe(one.choices[0].text);
+      expect(b.choices[2 * p + 1].text).toBe(one.choices[0].text);
+    }
+    expect(b.usage.prompt_tokens).toBe(lm.encode('Once upon a time').length + lm.encode('The cat').length + (prompts[2] as number[]).length);
+    expect(b.usage.completion_tokens).toBe(36);
+  });
+
+  it('the prompt cache: a repeated prompt and the next turn of a chat reuse the state of earlier requests, with the same text', async () => {
+    // A model of its own: its apps' cached sessions are theirs alone.
+    const own = await loadModel(MODEL_DIR, { build: 'simd', maxContext: 512 });
+    const cached = makeApp({ loadModel: async () => own, promptCache: 4 });
+    const uncached = makeApp({ loadModel: async () => own });
+    const turn1 = [{ role: 'system', content: 'You tell short stories.' }, { role: 'user', content: 'A story about a fox.' }];
+    const body = { messages: turn1, max_tokens: 10, temperature: 0 };
+    const a = await (await post(cached, '/v1/chat/completions', body)).json();
+    expect(a.usage.prompt_tokens_details.cached_tokens).toBe(0);
+    const again = await (await post(cached, '/v1/chat/completions', body)).json();
+    expect(again.usage.prompt_tokens_details.cached_tokens).toBeGreaterThanOrEqual(a.usage.prompt_tokens - 1);
+    expect(again.choices[0].message.content).toBe(a.choices[0].message.content);
+    const turn2 = { messages: [...turn1, { role: 'assistant', content: a.choices[0].message.content }, { role: 'user', content: 'Another one.' }], max_tokens: 10, temperature: 0 };
+    const b = await (await post(cached, '/v1/chat/completions', turn2)).json();
+    const plain = await (await post(uncached, '/v1/chat/completions', turn2)).json();
+    expect(plain.usage.prompt_tokens_details.cached_tokens).toBe(0);
+    expect(b.usage.prompt_tokens_details.cached_tokens).toBeGreaterThanOrEqual(a.usage.prompt_tokens);
+    expect(b.choices[0].message.content).toBe(plain.choices[0].message.content);
+    // Another API key never gets these entries.
+    const keyed = makeApp({ loadModel: async () => own, apiKey: ['k1', 'k2'], promptCache: 4 });
+    const h1 = { authorization: 'Bearer k1' };
+    await post(keyed, '/v1/chat/completions', body, h1);
+    const same = await (await post(keyed, '/v1/chat/completions', body, h1)).json();
+    const other = await (await post(keyed, '/v1/chat/completions', body, { authorization: 'Bearer k2' })).json();
+    expect(same.usage.prompt_tokens_details.cached_tokens).toBeGreaterThan(0);
+    expect(other.usage.prompt_tokens_details.cached_tokens).toBe(0);
+    const h = await (await keyed.request('/healthz')).json();
+    expect(h.prompt_cache).toEqual({ sessions: 2, max_sessions: 4 });
+    // The other apps' cached sessions hold slots of this model too; none is held by a request.
+    expect(own.status().sessionsInUse).toBe(2 + (await (await cached.request('/healthz')).json()).prompt_cache.sessions);
+    await own.dispose();
+  });
+
   it('streamed completions carry text chunks and a finish chunk', async () => {
     const res = await post(app, '/v1/completions', { prompt: 'Once upon a time', max_tokens: 10, seed: 5, temperature: 0.7, stream: true });
     const chunks = await sse(res);
@@ -207,7 +284,12 @@ describe('errors in the OpenAI shape', () => {
     ['stop of the wrong type', { prompt: 'x', stop: 5 }, 'stop'],
     ['logit_bias with a bad key', { prompt: 'x', logit_bias: { abc: 1 } }, 'logit_bias'],
     ['logit_bias outside the vocabulary', { prompt: 'x', logit_bias: { 999999: 1 } }, 'logit_bias'],
-    ['n = 2', { prompt: 'x', n: 2 }, 'n'],
+    ['n = 0', { prompt: 'x', n: 0 }, 'n'],
+    ['n over the choice limit', { prompt: 'x', n: 129 }, 'n'],
+    ['a batch over the choice limit', { prompt: ['a', 'b', 'c'], n: 50 }, 'prompt'],
+    ['an empty prompt in a batch', { prompt: ['a', ''] }, 'prompt[1]'],
+    ['a bad prompt in a batch', { prompt: ['a', [1, -2]] }, 'prompt[1]'],
+    ['n = 2 with a session', { prompt: 'x', n: 2, session: 'abc' }, 'n'],
     ['seed fractional', { prompt: 'x', seed: 0.5 }, 'seed'],
     ['token id outside the vocabulary', { prompt: [1, 2, 99999] }, 'prompt'],
     ['a bad session id', { prompt: 'x', session: '../etc/passwd' }, 'session'],
@@ -231,7 +313,7 @@ describe('errors in the OpenAI shape', () => {
       [{}, 'messages'], [{ messages: [] }, 'messages'], [{ messages: 'hi' }, 'messages'],
       [{ messages: [{ role: 'wizard', content: 'x' }] }, 'messages[0].role'],
       [{ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: 'x' }] }] }, 'messages[0].content[0].type'],
-      [{ messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'function' }] }, 'tools'],
+      [{ messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'function' }] }, 'tools[0].function'],
     ] as const) {
       const res = await post(app, '/v1/chat/completions', body);
       expectError(await res.json(), 400, res, param);

@@ -28,7 +28,10 @@ export function infoRoutes(state: AppState): Hono<AppEnv> {
       const s = lm.status();
       body.build = s.build;
       body.memory = { wasm_bytes: s.wasmBytes, arena_bytes: s.arenaBytes, arena_peak_bytes: s.arenaPeakBytes };
-      body.sessions_in_use = s.sessionsInUse;
+      // Sessions of requests; the prompt cache's (which hold state slots on the wasm backend) apart.
+      const cached = state.promptCache.size;
+      body.sessions_in_use = Math.max(0, s.sessionsInUse - (lm.backend === 'wasm' ? cached : 0));
+      body.prompt_cache = { sessions: cached, max_sessions: state.promptCache.capacity };
       body.max_context = s.maxContext;
     }
     return c.json(body, lm ? 200 : 503);

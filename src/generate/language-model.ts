@@ -9,6 +9,7 @@ import type { GpuModel } from '../webgpu/model';
 import type { ChatMessage, RenderOptions } from './chat-template';
 import { ChatTemplate } from './chat-template';
 import { ContextLengthError, RequestError } from './errors';
+import { Grammar, GrammarConstraint, GrammarError, TokenVocabulary } from './grammar/index';
 import { logProb, resolveSampling, Sampler, topLogProbs, type SamplingParams } from './sampler';
 import { StopStrings, TextStream } from './stream';
 import { yieldToHost } from './host';
@@ -28,6 +29,18 @@ export interface GenerateParams extends SamplingParams {
   /** Also reports the this-many (0–20) most likely tokens at each step with their log-probabilities. */
   topLogprobs?: number;
   signal?: AbortSignal;
+  /**
+   * Constrains the generated text to a grammar: a Grammar (Grammar.fromGbnf, .fromJsonSchema,
+   * .fromRegex, .jsonObject) or GBNF text. Tokens the grammar cannot take are masked before
+   * sampling; EOS and stop tokens are allowed only where the text is complete, and generation
+   * stops once nothing more may follow. Reuse one Grammar object across generations: the masks it
+   * has computed are kept with it.
+   */
+  grammar?: Grammar | string;
+  /** Constrains the text to JSON valid under this JSON Schema (`true`: any JSON object). */
+  jsonSchema?: Record<string, unknown> | boolean;
+  /** Constrains the text to match this regular expression as a whole. */
+  regex?: string;
   /** Runs in this session: its cached tokens are reused when they begin the new prompt. */
   session?: ModelSession;
   /** For a text prompt: add BOS etc. as the tokenizer's post-processor does. Default true. */
@@ -141,26 +154,38 @@ export class ModelSession {
     return this.inner.canRewind(pos);
   }
 
-  /** Keeps the longest usable prefix of `ids` and returns its length (< ids.length unless lastLogits hold). */
-  reuse(ids: ArrayLike<number>): number {
+  /**
+   * How reuse(ids) would keep a prefix: all the tokens held, cut back to a shorter prefix, back to
+   * the checkpoint, or none; `keep` is the prefix length.
+   */
+  private reusePlan(ids: ArrayLike<number>): { how: 'all' | 'rewind' | 'checkpoint' | 'none'; keep: number } {
     const s = this.inner;
     const lcp = commonPrefix(s.tokens, ids);
-    if (lcp === s.tokens.length && (lcp < ids.length || this.lastLogits)) return lcp;
+    if (lcp === s.tokens.length && (lcp < ids.length || this.lastLogits)) return { how: 'all', keep: lcp };
     // The prompt's last token must run again unless its logits are at hand.
     const keep = Math.min(lcp, ids.length - 1);
-    if (s.canRewind(keep)) {
-      s.rewind(keep);
-      this.lastLogits = null;
-      return keep;
-    }
+    if (s.canRewind(keep)) return { how: 'rewind', keep };
     const cp = s.checkpointPos;
-    if (cp !== null && cp > 0 && cp <= lcp && (cp < ids.length || this.checkpointLogits)) {
-      s.restoreCheckpoint();
-      this.lastLogits = cp === ids.length ? this.checkpointLogits : null;
-      return cp;
-    }
-    this.reset();
-    return 0;
+    if (cp !== null && cp > 0 && cp <= lcp && (cp < ids.length || this.checkpointLogits)) return { how: 'checkpoint', keep: cp };
+    return { how: 'none', keep: 0 };
+  }
+
+  /** How many leading tokens of `ids` reuse(ids) would keep; changes nothing. */
+  usablePrefix(ids: ArrayLike<number>): number {
+    return this.reusePlan(ids).keep;
+  }
+
+  /** Keeps the longest usable prefix of `ids` and returns its length (< ids.length unless lastLogits hold). */
+  reuse(ids: ArrayLike<number>): number {
+    const { how, keep } = this.reusePlan(ids);
+    if (how === 'rewind') {
+      this.inner.rewind(keep);
+      this.lastLogits = null;
+    } else if (how === 'checkpoint') {
+      this.inner.restoreCheckpoint();
+      this.lastLogits = keep === ids.length ? this.checkpointLogits : null;
+    } else if (how === 'none') this.reset();
+    return keep;
   }
 
   /** Feeds tokens in chunks, yielding to the host between chunks; null when aborted. */
@@ -422,6 +447,38 @@ export class LanguageModel {
     return d;
   }
 
+  private vocabulary: TokenVocabulary | null = null;
+
+  /** The grammar a generation's parameters ask for (one of grammar, jsonSchema, regex), or null. */
+  private grammarOf(p: GenerateParams): Grammar | null {
+    const given = (['grammar', 'jsonSchema', 'regex'] as const).filter((k) => p[k] !== undefined && p[k] !== false);
+    if (!given.length) return null;
+    if (given.length > 1) throw new RequestError(given[1], `give one of grammar, jsonSchema and regex, not ${given.join(' and ')}`);
+    const field = given[0];
+    if (!this.tokenizer) throw new RequestError(field, 'a constrained generation needs the tokenizer (tokenizer.json) to know what each token spells');
+    try {
+      if (p.grammar instanceof Grammar) return p.grammar;
+      if (typeof p.grammar === 'string') return Grammar.fromGbnf(p.grammar);
+      if (p.grammar !== undefined) throw new RequestError('grammar', 'must be a Grammar or GBNF text');
+      if (p.jsonSchema === true) return Grammar.jsonObject();
+      if (p.jsonSchema !== undefined) {
+        if (typeof p.jsonSchema !== 'object' || p.jsonSchema === null || Array.isArray(p.jsonSchema)) throw new RequestError('jsonSchema', 'must be a JSON Schema object or true');
+        return Grammar.fromJsonSchema(p.jsonSchema);
+      }
+      if (typeof p.regex !== 'string') throw new RequestError('regex', 'must be a string');
+      return Grammar.fromRegex(p.regex);
+    } catch (e) {
+      if (e instanceof GrammarError) throw new RequestError(field, e.message);
+      throw e;
+    }
+  }
+
+  /** Every token's bytes as a trie, for grammar masks (built on first use). */
+  private tokenVocabulary(): TokenVocabulary {
+    this.vocabulary ??= TokenVocabulary.fromTokenizer(this.tokenizer!);
+    return this.vocabulary;
+  }
+
   private maxTokensFor(promptLen: number, p: GenerateParams): number {
     const gc = this.generationConfig;
     const room = this.model.maxContext - promptLen + 1;
@@ -457,6 +514,7 @@ export class LanguageModel {
     if (!Array.isArray(stops) || stops.some((s) => typeof s !== 'string')) throw new RequestError('stop', 'must be a string or a list of strings');
     const stopIds = new Set(idList(params.stopTokenIds));
     const eos = params.ignoreEos ? new Set<number>() : this.eosTokenIds;
+    const grammar = this.grammarOf(params);
     const session = params.session;
     if (session && session.model !== this.model) throw new RequestError('session', 'belongs to another model');
     if (session?.busy) throw new RequestError('session', 'is already generating');
@@ -477,16 +535,28 @@ export class LanguageModel {
         if (session) s.markCheckpoint();
         g.stats.prefillMs = now() - t0;
         const sampler = new Sampler(sampling, ids);
+        // A fresh constraint per generation (its grammar's cached masks are shared).
+        const constraint = grammar ? new GrammarConstraint(grammar, self.tokenVocabulary(), [...eos, ...stopIds]) : null;
+        /** The next token: sampled from the logits, among the tokens the grammar allows. */
+        const pick = (logits: Float32Array): number => {
+          const l = logits.slice();
+          if (constraint) {
+            constraint.apply(l);
+            if (!l.some((x) => x > -Infinity)) throw new RequestError(params.grammar !== undefined ? 'grammar' : params.jsonSchema !== undefined ? 'jsonSchema' : 'regex', 'no token of the vocabulary continues the text the grammar allows');
+          }
+          return sampler.next(l);
+        };
         const text = self.tokenizer ? new TextStream(self.tokenizer, ids) : null;
         const stop = new StopStrings(stops);
         /** Accounts for generated token i (the state then holds the prompt and tokens 0 … i−1). */
         const take = (tok: number, i: number, logits: Float32Array | null): GeneratedToken => {
           sampler.accept(tok);
+          constraint?.accept(tok);
           g.tokens.push(tok);
           g.stats.generatedTokens++;
           const ends = eos.has(tok) || stopIds.has(tok);
           let out = stop.push(ends || !text ? '' : text.push(tok));
-          let finish: FinishReason | null = stop.stopped !== null || ends ? 'stop' : null;
+          let finish: FinishReason | null = stop.stopped !== null || ends || constraint?.done ? 'stop' : null;
           if (!finish && (i + 1 >= maxTokens || ids.length + i >= self.model.maxContext)) finish = 'length';
           if (finish && stop.stopped === null) {
             // A character still unfinished when the generation ends is not text: it is left out.
@@ -507,10 +577,10 @@ export class LanguageModel {
           return ev;
         };
         const inner = s.inner;
-        if (inner.greedy && sampler.plainGreedy && !params.logprobs && !params.topLogprobs) {
+        if (inner.greedy && sampler.plainGreedy && !params.logprobs && !params.topLogprobs && !constraint) {
           // Greedy on the GPU: batches of steps whose argmax runs there; two in flight, so reading
           // one back overlaps computing the next. The state is cut back to the tokens kept at the end.
-          const first = sampler.next(logits.slice());
+          const first = pick(logits);
           const ev = take(first, 0, logits);
           yield ev;
           if (g.finishReason) return;
@@ -534,7 +604,7 @@ export class LanguageModel {
           }
         }
         for (let i = 0; ; i++) {
-          const tok = sampler.next(logits.slice());
+          const tok = pick(logits);
           const ev = take(tok, i, logits);
           yield ev;
           if (g.finishReason) return;

@@ -367,4 +367,61 @@ export class Tokenizer {
   isSpecial(id: number): boolean {
     return this.specialIds.has(id);
   }
+
+  /**
+   * The bytes of text each token id stands for, as the decoder writes them: byte-level BPE tokens
+   * mapped back through the GPT-2 byte alphabet, SentencePiece pieces with their "▁" (the decoder's
+   * Metaspace or Replace rules) as spaces and <0xAB> byte-fallback pieces as that byte, any other
+   * token as the UTF-8 of its text. Special tokens and ids without a token are null. A decoder's
+   * stripping of the leading space of a whole text (Strip, Metaspace prepend) is not applied.
+   */
+  tokenBytes(): (Uint8Array | null)[] {
+    const enc = new TextEncoder();
+    const decoder = this.json.decoder ?? null;
+    const spec = JSON.stringify(decoder);
+    const byteLevel = decoder ? spec.includes('"ByteLevel"') : JSON.stringify(this.json.pre_tokenizer ?? null).includes('"ByteLevel"');
+    const byteFallback = spec.includes('"ByteFallback"') || this.json.model?.byte_fallback === true;
+    const replacements: [string, string][] = [];
+    const collect = (d: any) => {
+      if (d?.type === 'Sequence' && Array.isArray(d.decoders)) d.decoders.forEach(collect);
+      else if (d?.type === 'Metaspace') replacements.push([typeof d.replacement === 'string' ? d.replacement : '▁', ' ']);
+      else if (d?.type === 'Replace' && typeof d.pattern?.String === 'string' && typeof d.content === 'string') replacements.push([d.pattern.String, d.content]);
+    };
+    collect(decoder);
+    const added = this.hf.get_added_tokens_decoder();
+    const alphabet = byteLevel ? byteLevelAlphabet() : null;
+    const out: (Uint8Array | null)[] = [];
+    for (let id = 0; id < this.vocabSize; id++) {
+      const t = this.hf.id_to_token(id);
+      if (t === undefined || this.specialIds.has(id)) {
+        out.push(null);
+        continue;
+      }
+      if (alphabet && !added.has(id)) {
+        const chars = [...t];
+        // A token with a character outside the alphabet stands for its own UTF-8 (as in tokenizers).
+        out.push(chars.every((ch) => alphabet.has(ch)) ? Uint8Array.from(chars, (ch) => alphabet.get(ch)!) : enc.encode(t));
+        continue;
+      }
+      if (byteFallback && !added.has(id) && /^<0x[0-9A-Fa-f]{2}>$/.test(t)) {
+        out.push(Uint8Array.of(Number.parseInt(t.slice(3, 5), 16)));
+        continue;
+      }
+      let text = t;
+      if (!alphabet) for (const [from, to] of replacements) text = text.replaceAll(from, to);
+      out.push(enc.encode(text));
+    }
+    return out;
+  }
+}
+
+/** The GPT-2 byte-level alphabet read backwards: each of its 256 characters → the byte it stands for. */
+function byteLevelAlphabet(): Map<string, number> {
+  const map = new Map<string, number>();
+  let next = 256;
+  for (let b = 0; b < 256; b++) {
+    const printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || b >= 0xae;
+    map.set(String.fromCharCode(printable ? b : next++), b);
+  }
+  return map;
 }

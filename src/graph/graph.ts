@@ -18,6 +18,12 @@ export interface Tensor {
   readonly width: number;
 }
 
+/**
+ * What a net's forward pass returns: 'logits' (the LM head's output), or 'hidden', the final hidden
+ * states (the residual stream after the final norm, the LM head's input), `hidden` floats a row.
+ */
+export type ForwardOutput = 'logits' | 'hidden';
+
 /** An operation; `A` is its argument record. Executors implement ops by these objects. */
 export interface OpDef<A> {
   readonly name: string;

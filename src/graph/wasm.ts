@@ -13,13 +13,18 @@ import type { MatmulOptions } from '../kernels/matmul';
 import { KernelError } from '../kernels/runtime';
 import type { WasmInstance } from '../kernels/runtime';
 import type { SeqState, RegionSpec } from '../runtime/state';
-import { OpTable, type Graph, type OpDef, type Tensor } from './graph';
+import { OpTable, type ForwardOutput, type Graph, type OpDef, type Tensor } from './graph';
 
 export const WASM_OPS = new OpTable<WasmGraph>('wasm');
 
-/** The part of a net the executor runs: forward(g, all) returns the logits tensor. */
+/**
+ * The part of a net the executor runs: forward(g, all) returns the logits tensor, or the final
+ * hidden states with output 'hidden'.
+ */
 export interface GraphNet {
-  forward(g: Graph, all: boolean): Tensor;
+  /** Whether forward() takes output 'hidden'. */
+  readonly hiddenOutput?: boolean;
+  forward(g: Graph, all: boolean, output?: ForwardOutput): Tensor;
 }
 
 const ALIGN = 64;
@@ -104,7 +109,8 @@ export class WasmGraph implements Graph {
 
   /**
    * Sizes and reserves the scratch area by running `net` dry for a full chunk (at load time): once
-   * with every row's logits, once as a batch of maxChunk sessions taking each one's last row.
+   * with every row's logits, once as a batch of maxChunk sessions taking each one's last row, and
+   * once with every row's hidden states where the net has that output.
    */
   plan(net: GraphNet): void {
     this.dry = true;
@@ -119,6 +125,11 @@ export class WasmGraph implements Graph {
       this.top = 0;
       this.planLast = true;
       net.forward(this, false);
+      this.planLast = false;
+      if (net.hiddenOutput) {
+        this.top = 0;
+        net.forward(this, true, 'hidden');
+      }
     } finally {
       this.dry = false;
       this.planLast = false;
@@ -128,8 +139,11 @@ export class WasmGraph implements Graph {
     this.positionsPtr = this.k.arena.alloc(this.maxChunk * 4, ALIGN);
   }
 
-  /** Runs `ids` (≤ maxChunk tokens at positions pos0 …) through `net` on `seq`; returns the logits tensor. */
-  forward(net: GraphNet, seq: SeqState, ids: Int32Array, pos0: number, all: boolean): Tensor {
+  /**
+   * Runs `ids` (≤ maxChunk tokens at positions pos0 …) through `net` on `seq`; returns the logits
+   * tensor, or the final hidden states with output 'hidden'.
+   */
+  forward(net: GraphNet, seq: SeqState, ids: Int32Array, pos0: number, all: boolean, output: ForwardOutput = 'logits'): Tensor {
     if (!this.base) throw new KernelError('wasm', 'the graph executor was not planned');
     if (ids.length < 1 || ids.length > this.maxChunk) throw new KernelError('wasm', `a chunk of ${ids.length} tokens (1 … ${this.maxChunk})`);
     this.T = ids.length;
@@ -140,7 +154,7 @@ export class WasmGraph implements Graph {
     this.begin();
     const pv = this.k.arena.i32(this.positionsPtr, this.T);
     for (let t = 0; t < this.T; t++) pv[t] = pos0 + t;
-    return net.forward(this, all);
+    return net.forward(this, all, output);
   }
 
   /**

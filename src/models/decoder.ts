@@ -1,9 +1,10 @@
-// The decoder skeleton most families share: embed → blocks → final norm → LM head.
+// The decoder skeleton most families share: embed → blocks → final norm → LM head (or, for output
+// 'hidden', embed → blocks → final norm: the final hidden states).
 // Each block is pre-norm residual: x += [postNorm](mixer(norm(x))); x += [postNorm](ffn(norm(x))).
 
 import type { Weight } from '../kernels/types';
 import type { Ctx, Ffn, Mixer } from '../layers/context';
-import type { Graph, Tensor } from '../graph/graph';
+import type { ForwardOutput, Graph, Tensor } from '../graph/graph';
 import { add, embed, matmul, norm, scale, softcap, type NormSpec } from '../graph/ops';
 import type { Net } from './net';
 import type { RegionSpec } from '../runtime/state';
@@ -82,6 +83,8 @@ export class DecoderNet implements Net {
   readonly vocabSize: number;
   readonly hidden: number;
   readonly layerKinds: string[];
+  /** The final norm's rows are the LM head's input: forward() can stop there. */
+  readonly hiddenOutput = true;
   private readonly labels: string[];
   constructor(readonly ctx: Ctx, readonly d: DecoderSpec) {
     this.vocabSize = d.vocab;
@@ -92,13 +95,14 @@ export class DecoderNet implements Net {
   specs(maxContext: number): RegionSpec[] {
     return this.d.blocks.flatMap((b) => b.specs(maxContext));
   }
-  forward(g: Graph, all: boolean): Tensor {
+  forward(g: Graph, all: boolean, output: ForwardOutput = 'logits'): Tensor {
     const { d } = this;
     const x = g.tmp(d.hidden);
     embed(g, x, d.embed, d.embedScale ?? 1);
     for (let i = 0; i < d.blocks.length; i++) g.scope(this.labels[i], () => d.blocks[i].forward(g, x));
     const xs = all ? x : g.last(x);
     norm(g, d.finalNorm, xs, xs);
+    if (output === 'hidden') return xs;
     const logits = g.tmp(d.vocab, xs.rows);
     matmul(g, logits, xs, d.lmHead);
     if (d.logitsDivisor !== undefined) scale(g, logits, logits, 1 / d.logitsDivisor);

@@ -267,6 +267,27 @@ export class Session implements SequenceSession {
     return out;
   }
 
+  /**
+   * Feeds tokens; returns a copy of every one's final hidden states ([T·hidden], after the final
+   * norm, before the LM head). Throws where the net has no such output.
+   */
+  hidden(ids: ArrayLike<number>): Float32Array {
+    const m = this.model;
+    if (!m.net.hiddenOutput) throw new Error(`model family ${m.modelType} has no hidden-state output`);
+    this.check(ids);
+    const H = m.net.hidden;
+    const n = ids.length;
+    const out = new Float32Array(n * H);
+    for (let i = 0; i < n; i += m.maxChunk) {
+      const chunk = Int32Array.from(Array.prototype.slice.call(ids, i, Math.min(n, i + m.maxChunk)));
+      const t = m.graph.forward(m.net, this.state, chunk, this.pos, true, 'hidden');
+      if (t.width !== H || t.rows !== chunk.length) throw new Error(`hidden states of ${t.rows}×${t.width}, expected ${chunk.length}×${H}`);
+      out.set(m.k.arena.f32(t.off, chunk.length * H), i * H);
+      for (let j = 0; j < chunk.length; j++) this.tokens.push(chunk[j]);
+    }
+    return out;
+  }
+
   snapshot(opts: SnapshotOptions = {}): Uint8Array {
     return writeSnapshot(this.state, { modelHash: this.model.hash, modelType: this.model.modelType, pos: this.pos, tokens: this.tokens }, opts);
   }

@@ -2,7 +2,7 @@
 
 import type { Ctx } from '../layers/context';
 import type { RegionSpec } from '../runtime/state';
-import type { Graph, Tensor } from '../graph/graph';
+import type { ForwardOutput, Graph, Tensor } from '../graph/graph';
 import type { RawConfig } from './common';
 
 export interface Net {
@@ -12,10 +12,17 @@ export interface Net {
   readonly layerKinds: string[];
   specs(maxContext: number): RegionSpec[];
   /**
-   * The forward pass of the pass's tokens (graph.ts), updating the session state. Returns the
-   * logits: [T, V] when `all`, else [1, V] for the last token.
+   * Whether forward() takes output 'hidden': the net ends in a final norm whose output feeds the LM
+   * head, so those rows are the final hidden states (embeddings are pooled from them).
    */
-  forward(g: Graph, all: boolean): Tensor;
+  readonly hiddenOutput: boolean;
+  /**
+   * The forward pass of the pass's tokens (graph.ts), updating the session state. Returns the
+   * logits: [T, V] when `all`, else [1, V] for the last token (in a pass over several sequences, the
+   * last of each); with output 'hidden' (only where hiddenOutput is set), the final hidden states
+   * instead, [T, hidden] or [1, hidden], and no LM head runs.
+   */
+  forward(g: Graph, all: boolean, output?: ForwardOutput): Tensor;
 }
 
 /**

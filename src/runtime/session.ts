@@ -12,6 +12,12 @@ export interface SequenceSession {
   readonly prefillChunk: number;
   /** Feeds tokens; the last token's logits ([V]). */
   forward(ids: ArrayLike<number>): Float32Array | Promise<Float32Array>;
+  /**
+   * Feeds tokens as forward() does; returns every one's final hidden states (after the final norm,
+   * before the LM head: [T·hidden], row by row) instead of logits. Throws where the net has no such
+   * output (Net.hiddenOutput).
+   */
+  hidden(ids: ArrayLike<number>): Float32Array | Promise<Float32Array>;
   /** Whether rewind(pos) can cut the state back to `pos` tokens (position-indexed caches only). */
   canRewind(pos: number): boolean;
   rewind(pos: number): void;

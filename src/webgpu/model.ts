@@ -8,6 +8,8 @@
 //
 // Two ways to run a session:
 // - forward(ids): feeds tokens and reads back logits (prompt processing, sampling on the host);
+// - hidden(ids): feeds tokens and reads back every one's final hidden states (embeddings), through
+//   recordings of the net's 'hidden' output: the prefill chunk sizes and one of a single token;
 // - submitGreedy(k): k greedy steps with the argmax on the GPU, each step's token feeding the next
 //   through `ids`; only the k token ids come back, in one read. Several batches can be in flight,
 //   so the host's read-back latency overlaps GPU work. A batch keeps a restore point of the
@@ -18,6 +20,7 @@ import { GpuBuilder, TOKENS_BASE, type Emit, type GpuStateAlloc } from './builde
 import { BufferUsage, MapMode } from './flags';
 import { KernelError } from '../kernels/runtime';
 import type { Model } from '../models/model';
+import type { ForwardOutput } from '../graph/graph';
 import { decodeSnapshot, encodeSnapshot, SnapshotError, type Region, type SnapshotOptions, type StateLayout } from '../runtime/state';
 import type { GpuDevice } from './device';
 import type { SequenceSession, SessionFactory } from '../runtime/session';
@@ -68,7 +71,7 @@ export interface GpuModelInfo {
   stateBytes: number;
   dispatchesPerToken: number;
   /** Chunk sizes with a T-token recording, and the activation bytes each needs per session. */
-  chunkRecordings: { T: number; all: boolean; activationBytes: number; dispatches: number }[];
+  chunkRecordings: { T: number; all: boolean; output: ForwardOutput; activationBytes: number; dispatches: number }[];
 }
 
 export interface GpuModelOptions {
@@ -94,11 +97,14 @@ export interface GpuModelOptions {
 /** A recording of the net for T tokens, its activation layout and the constants buffer it binds. */
 interface ChunkRecording {
   T: number;
-  /** Whether the pass computes every row's logits (else the last row's only). */
+  /** Whether the pass computes every row's output (else the last row's only). */
   all: boolean;
+  /** What the pass computes: logits, or the final hidden states (every row's). */
+  output: ForwardOutput;
   emits: Emit[];
   actFloats: number;
-  logitsOff: number;
+  /** Float offset in `a` of the output rows. */
+  outOff: number;
   c: GPUBuffer;
   dispatches: number;
 }
@@ -110,10 +116,21 @@ interface ChunkRun {
   list: Dispatch[];
 }
 
+/** What a session runs on: its buffers, its bound dispatches, and its bound chunk recordings (by chunkKey). */
+interface SessionParts {
+  bufs: GpuBufs;
+  list: Dispatch[];
+  greedyList: Dispatch[];
+  chunkRuns: Map<string, ChunkRun>;
+}
+
+/** Disposed sessions whose parts a model keeps for reuse. */
+const KEEP_IDLE = 2;
+
 const DEFAULT_CHUNKS = [128, 32, 8];
 
-/** Chunk recordings are kept by `${T}` (last row's logits) and `${T}:all` (every row's). */
-const chunkKey = (T: number, all: boolean) => (all ? `${T}:all` : `${T}`);
+/** Chunk recordings are kept by `${T}` (last row's logits), `${T}:all` (every row's) and `${T}:hidden` (every row's hidden states). */
+const chunkKey = (T: number, all: boolean, output: ForwardOutput = 'logits') => (output === 'hidden' ? `${T}:hidden` : all ? `${T}:all` : `${T}`);
 
 export class GpuModel implements SessionFactory {
   readonly K: GpuKernels;
@@ -169,31 +186,33 @@ export class GpuModel implements SessionFactory {
   info(): GpuModelInfo {
     return {
       adapter: this.gpu.adapterName, weightBytes: this.builder.weightBytes, stateBytes: this.stateFloats * 4, dispatchesPerToken: this.dispatchCount,
-      chunkRecordings: [...this.chunks.values()].map((r) => ({ T: r.T, all: r.all, activationBytes: r.actFloats * 4, dispatches: r.dispatches })),
+      chunkRecordings: [...this.chunks.values()].map((r) => ({ T: r.T, all: r.all, output: r.output, activationBytes: r.actFloats * 4, dispatches: r.dispatches })),
     };
   }
 
   /**
    * The recording of the net for T tokens (logits of every row with `all`, else of the last row
-   * only), made on first use; null when an op cannot run T rows (the reason in chunkErrors), and
-   * those tokens run position by position.
+   * only; with output 'hidden', every row's final hidden states), made on first use; null when an op
+   * cannot run T rows (the reason in chunkErrors), and those tokens run position by position.
    */
-  chunkRecording(T: number, all = false): ChunkRecording | null {
-    const key = chunkKey(T, all);
+  chunkRecording(T: number, all = false, output: ForwardOutput = 'logits'): ChunkRecording | null {
+    if (output === 'hidden') all = true;
+    const key = chunkKey(T, all, output);
     const have = this.chunks.get(key);
     if (have) return have;
     if (this.chunkErrors.has(T) || T > this.maxContext) return null;
+    if (output === 'hidden' && !this.model.net.hiddenOutput) throw new KernelError('webgpu', `model family ${this.model.modelType} has no hidden-state output`);
     const B = this.builder, stateFloats = B.stateFloats;
     try {
       const g = new GpuGraph(B, this.model.ctx.opts.exact, { T });
-      const logits = this.model.net.forward(g, all);
+      const out = this.model.net.forward(g, all, output);
       if (B.stateFloats !== stateFloats) throw new KernelError('webgpu', `the ${T}-token recording named state regions the one-position recording did not`);
       g.checkActivations(`the activations of a ${T}-token pass`);
       if (B.constFloats !== this.cFloats) {
         this.c = this.K.upload(B.packConsts(), undefined, 'constants');
         this.cFloats = B.constFloats;
       }
-      const rec: ChunkRecording = { T, all, emits: g.emits, actFloats: g.act.high, logitsOff: logits.off, c: this.c, dispatches: 0 };
+      const rec: ChunkRecording = { T, all, output, emits: g.emits, actFloats: g.act.high, outOff: out.off, c: this.c, dispatches: 0 };
       this.chunks.set(key, rec);
       return rec;
     } catch (e) {
@@ -208,7 +227,21 @@ export class GpuModel implements SessionFactory {
     return this.fixedFloats === 0;
   }
 
+  /**
+   * Buffers, bound dispatches and chunk runs of disposed sessions, kept for the next sessions: binding
+   * a 128-token recording (hundreds of bind groups) costs more host time than the pass it runs.
+   */
+  private readonly idle: SessionParts[] = [];
+
   newSession(): GpuSession {
+    const parts = this.idle.pop();
+    if (parts) {
+      // A recycled session starts from zeroed state, as a new buffer does.
+      const enc = this.K.device.createCommandEncoder();
+      enc.clearBuffer(parts.bufs.st);
+      this.K.device.queue.submit([enc.finish()]);
+      return new GpuSession(this, parts);
+    }
     const K = this.K;
     const bufs: GpuBufs = {
       a: K.buffer(this.actFloats * 4, undefined, 'activations'),
@@ -220,7 +253,17 @@ export class GpuModel implements SessionFactory {
     const list = this.emits.flatMap((e) => e(bufs));
     const greedy = [...list, K.argmax(bufs, this.logitsOff, this.vocab)];
     this.dispatchCount = list.length;
-    return new GpuSession(this, bufs, list, greedy);
+    return new GpuSession(this, { bufs, list, greedyList: greedy, chunkRuns: new Map() });
+  }
+
+  /** Takes back a disposed session's parts for reuse, or frees them when enough are kept. */
+  recycle(parts: SessionParts): void {
+    if (this.idle.length < KEEP_IDLE) {
+      this.idle.push(parts);
+      return;
+    }
+    for (const b of [parts.bufs.a, parts.bufs.st, parts.bufs.ids, parts.bufs.step]) b.destroy();
+    for (const r of parts.chunkRuns.values()) r.a.destroy();
   }
 
   /**
@@ -270,7 +313,7 @@ export async function forwardBatch(items: { session: GpuSession; ids: ArrayLike<
   return Promise.all(staged.map((s) => readLogits(s.rd, model.gpu)));
 }
 
-/** Maps a logits read-back buffer and copies it out. */
+/** Maps a read-back buffer (logits or hidden states) and copies it out. */
 async function readLogits(rd: GPUBuffer, gpu: GpuDevice): Promise<Float32Array> {
   await mapped(rd, gpu);
   const out = new Float32Array(rd.getMappedRange().slice(0));
@@ -304,7 +347,18 @@ export class GpuSession implements SequenceSession {
    */
   private floor = 0;
 
-  constructor(readonly model: GpuModel, private readonly bufs: GpuBufs, private readonly list: Dispatch[], private readonly greedyList: Dispatch[]) {}
+  private readonly bufs: GpuBufs;
+  private readonly list: Dispatch[];
+  private readonly greedyList: Dispatch[];
+  /** The model's chunk recordings bound to this session, by chunkKey. */
+  private readonly chunkRuns: Map<string, ChunkRun>;
+
+  constructor(readonly model: GpuModel, private readonly parts: SessionParts) {
+    this.bufs = parts.bufs;
+    this.list = parts.list;
+    this.greedyList = parts.greedyList;
+    this.chunkRuns = parts.chunkRuns;
+  }
 
   private get device(): GPUDevice {
     return this.model.K.device;
@@ -398,11 +452,11 @@ export class GpuSession implements SequenceSession {
   }
 
   /** The model's T-token recording bound to this session (with an activation buffer of its own), or null. */
-  private chunkRun(T: number, all: boolean): ChunkRun | null {
-    const key = chunkKey(T, all);
+  private chunkRun(T: number, all: boolean, output: ForwardOutput = 'logits'): ChunkRun | null {
+    const key = chunkKey(T, all, output);
     let run = this.chunkRuns.get(key);
     if (run) return run;
-    const rec = this.model.chunkRecording(T, all);
+    const rec = this.model.chunkRecording(T, all, output);
     if (!rec) return null;
     const a = this.model.K.buffer(rec.actFloats * 4, undefined, `activations of ${T}-token passes`);
     const bufs: GpuBufs = { ...this.bufs, a, c: rec.c };
@@ -414,37 +468,47 @@ export class GpuSession implements SequenceSession {
 
   /**
    * How n tokens are fed: whole chunks of the model's prefill sizes (largest first) through their
-   * recordings, then the rest position by position.
+   * recordings, then the rest position by position (for output 'hidden', through the one-token
+   * recording of that output; for logits, the session's one-position list: run null).
    */
-  private plan(n: number, all: boolean): { T: number; run: ChunkRun | null }[] {
+  private plan(n: number, all: boolean, output: ForwardOutput = 'logits'): { T: number; run: ChunkRun | null }[] {
     const parts: { T: number; run: ChunkRun | null }[] = [];
     let left = n;
     if (this.chunkedPrefill) {
       for (const T of this.model.prefillChunks) {
         while (left >= T) {
-          const run = this.chunkRun(T, all);
+          const run = this.chunkRun(T, all, output);
           if (!run) break;
           parts.push({ T, run });
           left -= T;
         }
       }
     }
-    for (; left > 0; left--) parts.push({ T: 1, run: null });
+    let one: ChunkRun | null = null;
+    if (output === 'hidden' && left > 0) {
+      one = this.chunkRun(1, true, 'hidden');
+      if (!one) throw new KernelError('webgpu', `the hidden states of one position could not be recorded: ${this.model.chunkErrors.get(1) ?? 'unknown reason'}`);
+    }
+    for (; left > 0; left--) parts.push({ T: 1, run: one });
     return parts;
   }
 
   /**
    * Checks and stages the tokens of a forward pass (ids written, positions advanced after encoding):
-   * returns the read-back buffer of the logits and the function that encodes the pass.
+   * returns the read-back buffer of the logits (or, with output 'hidden', of every token's final
+   * hidden states) and the function that encodes the pass.
    */
-  stageForward(ids: ArrayLike<number>, all: boolean): { rd: GPUBuffer; encode: (enc: GPUCommandEncoder) => void } {
-    const n = ids.length, V = this.model.vocab, m = this.model;
+  stageForward(ids: ArrayLike<number>, all: boolean, output: ForwardOutput = 'logits'): { rd: GPUBuffer; encode: (enc: GPUCommandEncoder) => void } {
+    const n = ids.length, m = this.model;
+    if (output === 'hidden') all = true;
+    // Floats per row read back.
+    const W = output === 'hidden' ? m.hidden : m.vocab;
     if (n === 0) throw new RangeError('forward needs at least one token');
     this.check(n);
-    const parts = this.plan(n, all);
+    const parts = this.plan(n, all, output);
     this.writeTokens(this.pos, ids);
     const rows = all ? n : 1;
-    const rd = this.device.createBuffer({ size: rows * V * 4, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
+    const rd = this.device.createBuffer({ size: rows * W * 4, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
     const start = this.pos;
     this.pos += n;
     for (let i = 0; i < n; i++) this.tokens.push(ids[i]);
@@ -455,13 +519,13 @@ export class GpuSession implements SequenceSession {
         if (run) {
           // Every kernel of the chunk's recording reads step.pos as the chunk's first position.
           this.encodePass(enc, t, n, run.list);
-          const L = run.rec.logitsOff;
-          if (all) enc.copyBufferToBuffer(run.a, L * 4, rd, t * V * 4, T * V * 4);
-          else if (t + T === n) enc.copyBufferToBuffer(run.a, L * 4, rd, 0, V * 4);
+          const L = run.rec.outOff;
+          if (all) enc.copyBufferToBuffer(run.a, L * 4, rd, t * W * 4, T * W * 4);
+          else if (t + T === n) enc.copyBufferToBuffer(run.a, L * 4, rd, 0, W * 4);
           this.chunkPasses++;
         } else {
           this.encodePass(enc, t, n, this.list);
-          if (all || t === n - 1) enc.copyBufferToBuffer(this.bufs.a, m.logitsOff * 4, rd, (all ? t : 0) * V * 4, V * 4);
+          if (all || t === n - 1) enc.copyBufferToBuffer(this.bufs.a, m.logitsOff * 4, rd, (all ? t : 0) * W * 4, W * 4);
         }
         t += T;
       }
@@ -471,8 +535,6 @@ export class GpuSession implements SequenceSession {
 
   /** Step records of a multi-position submission (see submitSteps). */
   private steps: GPUBuffer | null = null;
-  /** The model's chunk recordings bound to this session, by token count. */
-  private readonly chunkRuns = new Map<string, ChunkRun>();
   /** Whether forward() runs whole prompt chunks through the T-token recordings (benchmarks turn it off to time the per-position replay). */
   chunkedPrefill = true;
   /** Compute passes of T-token recordings encoded so far (each runs one prompt chunk). */
@@ -520,6 +582,20 @@ export class GpuSession implements SequenceSession {
       o += p.length;
     }
     return out;
+  }
+
+  /**
+   * Feeds tokens; resolves to every one's final hidden states ([T·hidden], after the final norm,
+   * before the LM head), in one submission. Throws where the net has no such output.
+   */
+  async hidden(ids: ArrayLike<number>): Promise<Float32Array> {
+    if (ids.length === 0) throw new RangeError('forward needs at least one token');
+    const { rd, encode } = this.stageForward(ids, true, 'hidden');
+    const enc = this.device.createCommandEncoder();
+    encode(enc);
+    this.device.queue.submit([enc.finish()]);
+    this.submissions++;
+    return readLogits(rd, this.model.gpu);
   }
 
   /** Copies the recurrent state ranges into a restore point buffer (or back, with `back`). */
@@ -775,8 +851,8 @@ export class GpuSession implements SequenceSession {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    for (const b of [this.bufs.a, this.bufs.st, this.bufs.ids, this.bufs.step, this.steps, ...this.spare, ...this.points.map((p) => p.buf), this.checkpointPoint?.buf]) b?.destroy();
-    for (const r of this.chunkRuns.values()) r.a.destroy();
+    for (const b of [this.steps, ...this.spare, ...this.points.map((p) => p.buf), this.checkpointPoint?.buf]) b?.destroy();
+    this.model.recycle(this.parts);
   }
 }
 

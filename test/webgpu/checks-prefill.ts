@@ -2,9 +2,10 @@
 // fed in one forward call (whole chunks of 128 and 8 tokens through their recordings, the rest
 // position by position) against the same prompt replayed position by position with the one-position
 // recording, every position's logits; then one decode step on each, which shows the state (caches,
-// recurrent state) the chunks left; and the chunked logits against the WASM executor's. Where the
-// adapter's default keeps the exact products (software adapters), the chunks once more with the GEMM. Prints one JSON line: { adapter, results: [{ name, err, tol, pass }] }
-// or { error }.
+// recurrent state) the chunks left; the chunked logits against the WASM executor's, and likewise
+// the final hidden states (the recordings of the 'hidden' output). Where the adapter's default keeps
+// the exact products (software adapters), the chunks once more with the GEMM. Prints one JSON line:
+// { adapter, results: [{ name, err, tol, pass }] } or { error }.
 
 import { readFile } from 'node:fs/promises';
 import { findFixtures, loadFixtureModel, type FixtureReference } from '../../tools/parity-lib';
@@ -44,6 +45,12 @@ await withGpu(async (gpu) => {
     ws.dispose();
     const next = (prompt[3] + 1) % V;
     checks.check(`${name}: the decode step after the prompt (max rel)`, rel(await chunked.forward([next]), await replay.forward([next])), 1e-5);
+    // The final hidden states (embeddings) through the recordings of the 'hidden' output: whole
+    // chunks of 128 and 8 tokens, the rest through the one-token recording.
+    const gh = gm.newSession(), wh = model.newSession();
+    checks.check(`${name}: ${N}-token prompt's final hidden states = WASM, every position (max rel)`, rel(await gh.hidden(prompt), wh.hidden(prompt)), 2e-5);
+    gh.dispose();
+    wh.dispose();
     chunked.dispose();
     replay.dispose();
     model.dispose();
