@@ -2,26 +2,31 @@
 // (Deno.serve) as processes, and the Worker in local workerd (wrangler.jsonc, Durable Object
 // sessions, static-asset model). Each is driven with the official `openai` client, streamed and
 // not, and with raw fetch for the error cases; the same seed gives the same text on all four.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { postJson, ROOT, startCommand, startProcess, startWorker, stopAll, type RuntimeKind, type Server } from './edge-helpers';
+import { PET_SCHEMA, petProblem } from './structured-helpers';
 
 const KINDS: RuntimeKind[] = ['node', 'bun', 'deno', 'workers'];
 const API_KEY = 'sk-edge-test';
 const servers = {} as Record<RuntimeKind, Server>;
 const sessionDir = mkdtempSync(join(tmpdir(), 'sparrow-edge-sessions-'));
 
+/** A ChatML template that also renders tools (hermes-style calls), given to every server in place of the model's. */
+const TOOL_TEMPLATE = join(ROOT, 'test/fixtures/chat-templates/hermes-tools.jinja');
+
 beforeAll(async () => {
   // Bun requires a key; Node keeps sessions on disk too; Deno and the Worker run with the defaults.
+  // All four take the chat template with tools (an option, an environment variable, a Worker var).
   const started = await Promise.all([
-    startProcess('node', { args: ['--session-dir', sessionDir] }),
-    startProcess('bun', { env: { SPARROW_API_KEY: API_KEY } }),
-    startProcess('deno'),
-    startWorker(),
+    startProcess('node', { args: ['--session-dir', sessionDir, '--chat-template', TOOL_TEMPLATE] }),
+    startProcess('bun', { env: { SPARROW_API_KEY: API_KEY, SPARROW_CHAT_TEMPLATE: TOOL_TEMPLATE } }),
+    startProcess('deno', { env: { SPARROW_CHAT_TEMPLATE: TOOL_TEMPLATE } }),
+    startWorker({ CHAT_TEMPLATE: readFileSync(TOOL_TEMPLATE, 'utf8') }),
   ]);
   for (const s of started) servers[s.kind] = s;
 }, 120_000);
@@ -94,6 +99,57 @@ describe.each(KINDS)('%s', (kind) => {
 
     results[kind] = { chat: chat.choices[0].message.content ?? '', completion: done.choices[0].text };
   });
+
+  it('structured outputs, tool calls, n choices and batch prompts through the openai client', async () => {
+    const c = client(kind);
+    // A JSON schema: every reply parses and validates, streamed and not.
+    for (let seed = 0; seed < 4; seed++) {
+      const body = {
+        ...CHAT, seed, max_tokens: 400, temperature: 1,
+        response_format: { type: 'json_schema' as const, json_schema: { name: 'pet', schema: PET_SCHEMA as any, strict: true } },
+      };
+      const r = await c.chat.completions.create(body);
+      const text = r.choices[0].message.content!;
+      expect(petProblem(JSON.parse(text)), text).toBeNull();
+      let streamed = '';
+      for await (const ch of await c.chat.completions.create({ ...body, stream: true })) streamed += ch.choices[0]?.delta?.content ?? '';
+      expect(streamed).toBe(text);
+      results[kind] ??= {};
+      results[kind][`json ${seed}`] = text;
+    }
+    // A forced tool call, then its result rendered back for the reply.
+    const tools = [{
+      type: 'function' as const,
+      function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string', maxLength: 16 } }, required: ['city'] } },
+    }];
+    const ask = [{ role: 'user' as const, content: 'What is the weather in Paris?' }];
+    const called = await c.chat.completions.create({ model: 'sparrow-mini', messages: ask, tools, tool_choice: { type: 'function', function: { name: 'get_weather' } }, parallel_tool_calls: false, temperature: 0, max_tokens: 100 });
+    const call = called.choices[0].message.tool_calls![0];
+    expect(called.choices[0].finish_reason).toBe('tool_calls');
+    expect(call.type === 'function' && call.function.name).toBe('get_weather');
+    const args = JSON.parse(call.type === 'function' ? call.function.arguments : '');
+    expect(typeof args.city).toBe('string');
+    const deltas: any[] = [];
+    for await (const ch of await c.chat.completions.create({ model: 'sparrow-mini', messages: ask, tools, tool_choice: 'required', parallel_tool_calls: false, temperature: 0, max_tokens: 100, stream: true })) {
+      deltas.push(...(ch.choices[0]?.delta?.tool_calls ?? []));
+    }
+    expect(deltas).toHaveLength(1);
+    expect(deltas[0]).toMatchObject({ index: 0, type: 'function', function: { name: 'get_weather' } });
+    const reply = await c.chat.completions.create({
+      model: 'sparrow-mini', tools, temperature: 0, max_tokens: 8,
+      messages: [...ask, called.choices[0].message, { role: 'tool', tool_call_id: call.id, content: '{"sky": "clear"}' }],
+    });
+    expect(reply.usage!.prompt_tokens).toBeGreaterThan(called.usage!.prompt_tokens);
+    // n choices and a batch of prompts.
+    const nc = await c.completions.create({ ...COMPLETION, n: 2, max_tokens: 6 });
+    expect(nc.choices.map((x) => x.index)).toEqual([0, 1]);
+    const second = await c.completions.create({ ...COMPLETION, seed: COMPLETION.seed + 1, max_tokens: 6 });
+    expect(nc.choices[1].text).toBe(second.choices[0].text);
+    const batch = await c.completions.create({ ...COMPLETION, prompt: ['Once upon a time', 'The fox'], max_tokens: 6, temperature: 0 });
+    expect(batch.choices.map((x) => x.index)).toEqual([0, 1]);
+    const alone = await c.completions.create({ ...COMPLETION, prompt: 'The fox', max_tokens: 6, temperature: 0 });
+    expect(batch.choices[1].text).toBe(alone.choices[0].text);
+  }, 120_000);
 
   it('errors come back in the OpenAI shape, never as a 5xx', async () => {
     const url = servers[kind].url;
