@@ -140,6 +140,13 @@ describe.each(KINDS)('%s', (kind) => {
       messages: [...ask, called.choices[0].message, { role: 'tool', tool_call_id: call.id, content: '{"sky": "clear"}' }],
     });
     expect(reply.usage!.prompt_tokens).toBeGreaterThan(called.usage!.prompt_tokens);
+    // The prompt cache: the same prompt again reuses the earlier request's state.
+    const cacheBody = { model: 'sparrow-mini', messages: [{ role: 'user' as const, content: `A story for ${kind}, please.` }], max_tokens: 4, temperature: 0 };
+    const cold = await c.chat.completions.create(cacheBody);
+    const warm = await c.chat.completions.create(cacheBody);
+    expect(cold.usage!.prompt_tokens_details!.cached_tokens).toBe(0);
+    expect(warm.usage!.prompt_tokens_details!.cached_tokens).toBeGreaterThanOrEqual(cold.usage!.prompt_tokens - 1);
+    expect(warm.choices[0].message.content).toBe(cold.choices[0].message.content);
     // n choices and a batch of prompts.
     const nc = await c.completions.create({ ...COMPLETION, n: 2, max_tokens: 6 });
     expect(nc.choices.map((x) => x.index)).toEqual([0, 1]);
