@@ -155,7 +155,9 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
     const p = prompts[pi];
     if (j === 0) ms = sessionFor(p);
     const seed = r.params.seed === undefined ? undefined : r.params.seed + j;
-    const gen = lm.generate(p.ids, { ...r.params, seed, session: ms!, signal: ac.signal });
+    // Llama 3 and Mistral replies open their calls with a special token (<|python_tag|>, [TOOL_CALLS]): kept in the text for the parser.
+    const specialTokens = useTools && m.toolFormat !== 'hermes';
+    const gen = lm.generate(p.ids, { ...r.params, seed, session: ms!, signal: ac.signal, specialTokens });
     generations.push(gen);
     const ch: Choice = { index: pi * n + j, prompt: p, gen, toks: [], first: j === 0, parser: useTools ? new ToolCallParser(m.toolFormat!) : null, content: '', calls: [] };
     choices.push(ch);

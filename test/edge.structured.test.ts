@@ -104,6 +104,14 @@ describe('structured outputs', () => {
     expect(() => lm.generate('x', { regex: 'a', jsonSchema: true })).toThrow(/one of grammar, jsonSchema and regex/);
   });
 
+  it('specialTokens writes special tokens into the text (a tool-call marker); by default they are left out', async () => {
+    const id = lm.tokenizer!.tokenToId('<|im_start|>')!;
+    expect(lm.tokenizer!.isSpecial(id)).toBe(true);
+    const forced = { temperature: 0, maxTokens: 1, logitBias: { [id]: 100 } };
+    expect((await lm.generate('Hello', { ...forced, specialTokens: true }).result()).text).toBe('<|im_start|>');
+    expect((await lm.generate('Hello', forced).result()).text).toBe('');
+  });
+
   it('schemas the grammar cannot express are refused naming the keyword; bad response_format values name the field', async () => {
     const bad = await post(app, '/v1/chat/completions', {
       messages: [{ role: 'user', content: 'x' }],

@@ -41,6 +41,8 @@ export interface GenerateParams extends SamplingParams {
   jsonSchema?: Record<string, unknown> | boolean;
   /** Constrains the text to match this regular expression as a whole. */
   regex?: string;
+  /** Writes special tokens other than the ones that end generation into the text (e.g. a tool-call marker). Default false. */
+  specialTokens?: boolean;
   /** Runs in this session: its cached tokens are reused when they begin the new prompt. */
   session?: ModelSession;
   /** For a text prompt: add BOS etc. as the tokenizer's post-processor does. Default true. */
@@ -546,7 +548,7 @@ export class LanguageModel {
           }
           return sampler.next(l);
         };
-        const text = self.tokenizer ? new TextStream(self.tokenizer, ids) : null;
+        const text = self.tokenizer ? new TextStream(self.tokenizer, ids, !params.specialTokens) : null;
         const stop = new StopStrings(stops);
         /** Accounts for generated token i (the state then holds the prompt and tokens 0 … i−1). */
         const take = (tok: number, i: number, logits: Float32Array | null): GeneratedToken => {
