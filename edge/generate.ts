@@ -8,9 +8,10 @@ import {
   ContextLengthError, Grammar, SnapshotError, ToolCallParser, resolveSampling, templateMessages, toolCallGbnf, toolFunctions,
   type ChatMessage, type GeneratedToken, type Generation, type LanguageModel, type ModelSession, type ToolCall,
 } from '../src/index';
-import { internalError, json, errorResponse, toApiError } from './errors';
+import { internalError, json, toApiError } from './errors';
 import { ApiError, badRequest, randomId, type ParsedRequest } from './openai';
 import { QueueAbortError } from './queue';
+import { RequestAbort, checkServing } from './request';
 import { ownedSession, requestSessionId } from './routes/sessions';
 import { SSE_HEADERS, executionCtx, streamBody } from './sse';
 import { ownerOf, type AppEnv, type AppState, type Log } from './state';
@@ -19,11 +20,7 @@ import type { StoredSession } from './store';
 /** Answers one parsed generation request; its errors are thrown for the app's error handler. */
 export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedRequest): Promise<Response> {
   const { opts, queue, busySessions, log } = state;
-  if (state.closed) throw new ApiError(503, 'the server is shutting down', 'server_error', null, 'shutting_down');
-  if (r.model !== undefined && r.model !== opts.modelId) {
-    // As OpenAI answers a model it does not have: 404 model_not_found.
-    throw new ApiError(404, `the model '${r.model}' does not exist; this server serves '${opts.modelId}'`, 'invalid_request_error', 'model', 'model_not_found');
-  }
+  checkServing(state, r.model);
   const sid = requestSessionId(c, r);
   const owner = ownerOf(c);
   if (sid !== undefined) await ownedSession(state, c, sid, 'session');
@@ -93,25 +90,7 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
   // unless something keeps it alive, so a generation waiting between tokens could otherwise keep its
   // place and its slot for good. A generation that does resume sees the aborted signal before it
   // touches its session again.
-  const ac = new AbortController();
-  const reqSignal = c.req.raw.signal;
-  const onReqAbort = () => ac.abort();
-  reqSignal?.addEventListener?.('abort', onReqAbort, { once: true });
-  if (reqSignal?.aborted) ac.abort();
-
-  // The request timeout aborts the generation as a client going away would, so it gives back the
-  // same things at once; the client then gets a 504 (or, streamed, an error event).
-  let timedOut = false;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const stopTimer = () => clearTimeout(timer);
-  if (opts.requestTimeoutMs && opts.requestTimeoutMs > 0) {
-    timer = setTimeout(() => {
-      timedOut = true;
-      ac.abort();
-    }, opts.requestTimeoutMs);
-  }
-  const timeoutError = () => new ApiError(504, `the request took longer than ${opts.requestTimeoutMs! / 1000} s (the server's request timeout)`,
-    'server_error', null, 'request_timeout');
+  const abort = new RequestAbort(c, opts.requestTimeoutMs);
 
   let release: (() => void) | null = null;
   /** The session of the prompt being answered (its choices run one after another on it). */
@@ -121,22 +100,16 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
   const cleanup = () => {
     if (cleaned) return;
     cleaned = true;
-    stopTimer();
-    reqSignal?.removeEventListener?.('abort', onReqAbort);
+    abort.release();
     ms?.dispose();
     ms = null;
     if (sid !== undefined) busySessions.delete(sid);
     release?.();
     release = null;
   };
-  ac.signal.addEventListener('abort', cleanup, { once: true });
-  const gone = () => {
-    if (timedOut) {
-      if (c.get('note') === undefined) c.set('note', 'timeout');
-      return errorResponse(timeoutError());
-    }
-    return new Response(null, { status: 499 });
-  };
+  abort.signal.addEventListener('abort', cleanup, { once: true });
+  const gone = () => abort.gone();
+  const stopTimer = () => abort.stopTimer();
 
   // Choices: n per prompt, numbered prompt by prompt. A prompt's choices run one after another on
   // one session, so the later ones find the prompt's state there (see ModelSession.reuse). Without
@@ -157,7 +130,7 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
     const seed = r.params.seed === undefined ? undefined : r.params.seed + j;
     // Llama 3 and Mistral replies open their calls with a special token (<|python_tag|>, [TOOL_CALLS]): kept in the text for the parser.
     const specialTokens = useTools && m.toolFormat !== 'hermes';
-    const gen = lm.generate(p.ids, { ...r.params, seed, session: ms!, signal: ac.signal, specialTokens });
+    const gen = lm.generate(p.ids, { ...r.params, seed, session: ms!, signal: abort.signal, specialTokens });
     generations.push(gen);
     const ch: Choice = { index: pi * n + j, prompt: p, gen, toks: [], first: j === 0, parser: useTools ? new ToolCallParser(m.toolFormat!) : null, content: '', calls: [] };
     choices.push(ch);
@@ -176,7 +149,7 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
   };
 
   try {
-    release = await queue.acquire(ac.signal);
+    release = await queue.acquire(abort.signal);
     if (cleaned) {
       release();
       return gone();
@@ -218,7 +191,7 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
   const promptTokens = () => prompts.reduce((a, p) => a + p.ids.length, 0);
   const completionTokens = () => generations.reduce((a, g) => a + g.stats.generatedTokens, 0);
   const noteTokens = () => {
-    if (opts.accessLog) c.set('note', `tokens=${promptTokens()}+${completionTokens()}${timedOut ? ' timeout' : ''}`);
+    if (opts.accessLog) c.set('note', `tokens=${promptTokens()}+${completionTokens()}${abort.timedOut ? ' timeout' : ''}`);
   };
   const usage = () => ({
     prompt_tokens: promptTokens(),
@@ -313,10 +286,10 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
   // finish event as each choice ends, then the usage and [DONE]. A client that goes away (the
   // body's write fails or it is cancelled) aborts the request.
   const enc = new TextEncoder();
-  const out = streamBody(() => ac.abort());
+  const out = streamBody(() => abort.abort());
   // After a timeout the client is still there to be told, so writes no longer follow the aborted signal.
   const stillThere = new AbortController().signal;
-  const send = (obj: unknown) => out.write(enc.encode(`data: ${typeof obj === 'string' ? obj : JSON.stringify(obj)}\n\n`), timedOut ? stillThere : ac.signal);
+  const send = (obj: unknown) => out.write(enc.encode(`data: ${typeof obj === 'string' ? obj : JSON.stringify(obj)}\n\n`), abort.timedOut ? stillThere : abort.signal);
   const base = r.kind === 'chat'
     ? { id, object: 'chat.completion.chunk', created: createdAt, model: opts.modelId, system_fingerprint: m.fingerprint }
     : { id, object: 'text_completion', created: createdAt, model: opts.modelId, system_fingerprint: m.fingerprint };
@@ -357,10 +330,10 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
             // only when its logprob was asked for.
             if (t.text || r.logprobs) await send(chunk(ch.index, t.text, null, t));
           }
-          if (ch.parser && out.open && ch.gen.finishReason !== 'abort' && !timedOut) await sendCalls(ch, null);
-          if (timedOut && out.open) {
+          if (ch.parser && out.open && ch.gen.finishReason !== 'abort' && !abort.timedOut) await sendCalls(ch, null);
+          if (abort.timedOut && out.open) {
             noteTokens();
-            await send(timeoutError().body());
+            await send(abort.timeoutError().body());
             await send('[DONE]');
             return;
           }

@@ -9,9 +9,9 @@
 import { Hono, type Context } from 'hono';
 import { embed, embeddingDimensions, embeddingSupport, embeddingTokens } from '../../src/index';
 import { readJson } from '../body';
-import { errorResponse } from '../errors';
-import { ApiError, badRequest } from '../openai';
+import { badRequest } from '../openai';
 import { QueueAbortError } from '../queue';
+import { RequestAbort, checkServing } from '../request';
 import type { AppEnv, AppState } from '../state';
 
 export interface EmbeddingRequest {
@@ -92,34 +92,20 @@ export function embeddingRoutes(state: AppState): Hono<AppEnv> {
 /** Answers one parsed embeddings request; its errors are thrown for the app's error handler. */
 async function embeddings(state: AppState, c: Context<AppEnv>, r: EmbeddingRequest): Promise<Response> {
   const { opts, queue } = state;
-  if (state.closed) throw new ApiError(503, 'the server is shutting down', 'server_error', null, 'shutting_down');
-  if (r.model !== undefined && r.model !== opts.modelId) {
-    throw new ApiError(404, `the model '${r.model}' does not exist; this server serves '${opts.modelId}'`, 'invalid_request_error', 'model', 'model_not_found');
-  }
+  checkServing(state, r.model);
   const lm = (await state.model.get()).lm;
   const why = embeddingSupport(lm);
   if (why) throw badRequest(why, 'model', 'unsupported_model');
   const dimensions = embeddingDimensions(lm, r.dimensions);
 
   // The client going away or the request timeout aborts the work; the queue place is given back.
-  const ac = new AbortController();
-  const reqSignal = c.req.raw.signal;
-  const onReqAbort = () => ac.abort();
-  reqSignal?.addEventListener?.('abort', onReqAbort, { once: true });
-  if (reqSignal?.aborted) ac.abort();
-  let timedOut = false;
-  const timer = opts.requestTimeoutMs && opts.requestTimeoutMs > 0
-    ? setTimeout(() => {
-      timedOut = true;
-      ac.abort();
-    }, opts.requestTimeoutMs)
-    : undefined;
+  const abort = new RequestAbort(c, opts.requestTimeoutMs);
   let release: (() => void) | null = null;
   try {
-    const ids = await embeddingTokens(lm, r.input, { signal: ac.signal });
-    release = await queue.acquire(ac.signal);
+    const ids = await embeddingTokens(lm, r.input, { signal: abort.signal });
+    release = await queue.acquire(abort.signal);
     // Sessions the prompt cache keeps hold state slots: when every slot is taken, it frees some.
-    const res = await embed(lm, ids, { signal: ac.signal, dimensions, session: () => state.promptCache.withSlot(() => lm.session()) });
+    const res = await embed(lm, ids, { signal: abort.signal, dimensions, session: () => state.promptCache.withSlot(() => lm.session()) });
     if (opts.accessLog) c.set('note', `tokens=${res.promptTokens}`);
     return c.json({
       object: 'list',
@@ -128,15 +114,10 @@ async function embeddings(state: AppState, c: Context<AppEnv>, r: EmbeddingReque
       usage: { prompt_tokens: res.promptTokens, total_tokens: res.promptTokens },
     });
   } catch (e) {
-    if (!ac.signal.aborted && !(e instanceof QueueAbortError)) throw e;
-    if (timedOut) {
-      if (c.get('note') === undefined) c.set('note', 'timeout');
-      return errorResponse(new ApiError(504, `the request took longer than ${opts.requestTimeoutMs! / 1000} s (the server's request timeout)`, 'server_error', null, 'request_timeout'));
-    }
-    return new Response(null, { status: 499 });
+    if (!abort.signal.aborted && !(e instanceof QueueAbortError)) throw e;
+    return abort.gone();
   } finally {
-    clearTimeout(timer);
-    reqSignal?.removeEventListener?.('abort', onReqAbort);
+    abort.release();
     release?.();
   }
 }
