@@ -117,6 +117,10 @@ describe.each(KINDS)('%s', (kind) => {
       results[kind] ??= {};
       results[kind][`json ${seed}`] = text;
     }
+    const obj = await c.chat.completions.create({ ...CHAT, max_tokens: 200, response_format: { type: 'json_object' } });
+    const objText = obj.choices[0].message.content!;
+    expect(objText.startsWith('{')).toBe(true);
+    if (obj.choices[0].finish_reason === 'stop') expect(typeof JSON.parse(objText)).toBe('object');
     // A forced tool call, then its result rendered back for the reply.
     const tools = [{
       type: 'function' as const,
