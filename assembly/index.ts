@@ -11,4 +11,5 @@ export * from './moe';
 export * from './linear_attention';
 export * from './ssm';
 export * from './rnn';
+export * from './rwkv7';
 export * from './kquant';

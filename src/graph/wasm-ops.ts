@@ -18,6 +18,7 @@ import './wasm-recurrent';
 import './wasm-conv';
 import './wasm-delta';
 import './wasm-mla';
+import './wasm-rwkv7';
 
 const n = (t: Tensor) => t.rows * t.width;
 

@@ -16,6 +16,7 @@ import { lfm2 } from './lfm2';
 import { miniMax } from './minimax';
 import { recurrentGemma } from './recurrent_gemma';
 import { rwkv } from './rwkv';
+import { rwkv7 } from './rwkv7';
 import { mamba } from './mamba';
 import { falconMamba } from './falcon_mamba';
 import { mamba2 } from './mamba2';
@@ -27,7 +28,7 @@ import { deepseekV3 } from './deepseek_v3';
 import { deepseekV32 } from './deepseek_v32';
 for (const f of [llama, mistral, qwen2, qwen3]) registerFamily(f);
 for (const f of [gemma2, gemma3, mixtral, olmoe, qwen2Moe, qwen3Moe, gptOss, graniteMoe]) registerFamily(f);
-for (const f of [qwen3Next, lfm2, miniMax, recurrentGemma, rwkv]) registerFamily(f);
+for (const f of [qwen3Next, lfm2, miniMax, recurrentGemma, rwkv, rwkv7]) registerFamily(f);
 for (const f of [mamba, falconMamba, mamba2, bamba, graniteMoeHybrid, jamba]) registerFamily(f);
 for (const f of [deepseekV3, deepseekV32]) registerFamily(f);
 

@@ -15,6 +15,7 @@ import './graph-recurrent';
 import './graph-conv';
 import './graph-delta';
 import './graph-mla';
+import './graph-rwkv7';
 
 const n = (t: Tensor) => t.rows * t.width;
 
