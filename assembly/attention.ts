@@ -14,12 +14,24 @@ import { FUSE_MADD } from './base';
 // (m, l) survive between blocks in a small lane-state area: the caller's `scratch`, else (single-
 // threaded builds) a static 16 KB area of this module. The threads build without scratch runs each
 // pack over all its keys at once (same results, strided access).
+//
+// The cache walkers are generic over the cache element type C: f32, or u8 for a quantized cache
+// (Q8_0 or Q4_0 rows, kvcache.ts; the format in kvType). A quantized cache is read in place: each
+// quad of key rows, then of value rows, is widened into a staging tile of four rows (in L1) that
+// the f32 dot products and the fused update read, once for a pack of four lanes. Strides between
+// cache rows are in bytes.
 import { expV, tanhV, hmax, hsum, dot } from './vmath';
+import { kvHeadBytes, kvType, stage, STAGE_ROW, stageRows } from './kvcache';
 
 const NEG_BIG: f32 = -3.0e38;
 /** Lanes the static state area holds (m and l per lane, plus one pack of slack each). */
 const STATIC_LANES = 2040;
 const laneState: usize = memory.data(16 * 1024, 16);
+
+/** Bytes of one head of D values in a cache row (f32, or the quantized format kvType). */
+@inline function headBytes<C>(D: i32): usize {
+  return isFloat<C>() ? <usize>D << 2 : kvHeadBytes(D);
+}
 
 @inline function zeroRow(p: usize, n: i32): void {
   memory.fill(p, 0, <usize>n << 2);
@@ -107,7 +119,7 @@ const laneState: usize = memory.data(16 * 1024, 16);
  * Keys go four at a time: four dot products against the shared q, one vector exp, one fused
  * pass over o. st ≠ 0: stores (m, l) at st and st + lOff; st = 0: normalises o (the lane is complete).
  */
-function attendLane(o: usize, q: usize, kBase: usize, vBase: usize, kStrideB: usize, vStrideB: usize, pLo: i32, pHi: i32, capacity: i32, idx: usize, D: i32, Dv: i32, scale: f32, softcap: f32, m0: f32, l0: f32, st: usize, lOff: usize): void {
+function attendLane<C>(o: usize, q: usize, kBase: usize, vBase: usize, kStrideB: usize, vStrideB: usize, pLo: i32, pHi: i32, capacity: i32, idx: usize, D: i32, Dv: i32, scale: f32, softcap: f32, m0: f32, l0: f32, st: usize, lOff: usize): void {
   let m = m0, l = l0;
   const scv = f32x4.splat(scale);
   const capv = f32x4.splat(softcap), icapv = f32x4.splat(softcap > 0 ? 1 / softcap : 0);
@@ -130,7 +142,15 @@ function attendLane(o: usize, q: usize, kBase: usize, vBase: usize, kStrideB: us
       if (n > 2) { s2 = slot; if (++slot == capacity) slot = 0; }
       if (n > 3) { s3 = slot; if (++slot == capacity) slot = 0; }
     }
-    let s = f32x4.mul(dot4(q, kBase + <usize>s0 * kStrideB, kBase + <usize>s1 * kStrideB, kBase + <usize>s2 * kStrideB, kBase + <usize>s3 * kStrideB, D), scv);
+    let k0 = kBase + <usize>s0 * kStrideB, k1 = kBase + <usize>s1 * kStrideB, k2 = kBase + <usize>s2 * kStrideB, k3 = kBase + <usize>s3 * kStrideB;
+    if (!isFloat<C>()) {
+      stageRows(k0, k1, k2, k3, n, D);
+      k0 = stage;
+      k1 = n > 1 ? stage + STAGE_ROW : stage;
+      k2 = n > 2 ? stage + 2 * STAGE_ROW : stage;
+      k3 = n > 3 ? stage + 3 * STAGE_ROW : stage;
+    }
+    let s = f32x4.mul(dot4(q, k0, k1, k2, k3, D), scv);
     if (softcap > 0) s = f32x4.mul(tanhV(f32x4.mul(s, icapv)), capv);
     if (n < 4) {
       s = f32x4.replace_lane(s, 3, -Infinity);
@@ -146,7 +166,15 @@ function attendLane(o: usize, q: usize, kBase: usize, vBase: usize, kStrideB: us
     }
     const e = expV(f32x4.sub(s, f32x4.splat(m)));
     l += hsum(e);
-    fusedUpdate(o, vBase + <usize>s0 * vStrideB, vBase + <usize>s1 * vStrideB, vBase + <usize>s2 * vStrideB, vBase + <usize>s3 * vStrideB, r, e, Dv);
+    let v0 = vBase + <usize>s0 * vStrideB, v1 = vBase + <usize>s1 * vStrideB, v2 = vBase + <usize>s2 * vStrideB, v3 = vBase + <usize>s3 * vStrideB;
+    if (!isFloat<C>()) {
+      stageRows(v0, v1, v2, v3, n, Dv);
+      v0 = stage;
+      v1 = n > 1 ? stage + STAGE_ROW : stage;
+      v2 = n > 2 ? stage + 2 * STAGE_ROW : stage;
+      v3 = n > 3 ? stage + 3 * STAGE_ROW : stage;
+    }
+    fusedUpdate(o, v0, v1, v2, v3, r, e, Dv);
   }
   if (st != 0) {
     store<f32>(st, m);
@@ -176,7 +204,7 @@ function attendLane(o: usize, q: usize, kBase: usize, vBase: usize, kStrideB: us
  * duplicate pointers of lane 0. Per quad: 4 dot4 (each key row loaded once for the four lanes), one
  * rescale of the running max, and per lane one fused pass o ← o·r + Σ_j e_j·v_j. State as in attendLane.
  */
-function attendPack4(o0: usize, o1: usize, o2: usize, o3: usize, q0: usize, q1: usize, q2: usize, q3: usize, nl: i32, lo: v128, hi: v128, kBase: usize, vBase: usize, kStrideB: usize, vStrideB: usize, pLo: i32, pHi: i32, capacity: i32, idx: usize, D: i32, Dv: i32, scale: f32, softcap: f32, m0: v128, l0: v128, st: usize, lOff: usize): void {
+function attendPack4<C>(o0: usize, o1: usize, o2: usize, o3: usize, q0: usize, q1: usize, q2: usize, q3: usize, nl: i32, lo: v128, hi: v128, kBase: usize, vBase: usize, kStrideB: usize, vStrideB: usize, pLo: i32, pHi: i32, capacity: i32, idx: usize, D: i32, Dv: i32, scale: f32, softcap: f32, m0: v128, l0: v128, st: usize, lOff: usize): void {
   let m = m0, l = l0;
   const scv = f32x4.splat(scale);
   const capv = f32x4.splat(softcap), icapv = f32x4.splat(softcap > 0 ? 1 / softcap : 0);
@@ -187,10 +215,18 @@ function attendPack4(o0: usize, o1: usize, o2: usize, o3: usize, q0: usize, q1: 
     const sl1 = n > 1 ? slotOf(p + 1, capacity, idx) : sl0;
     const sl2 = n > 2 ? slotOf(p + 2, capacity, idx) : sl0;
     const sl3 = n > 3 ? slotOf(p + 3, capacity, idx) : sl0;
-    const s0 = laneScores(kBase + <usize>sl0 * kStrideB, q0, q1, q2, q3, D, scv, softcap, capv, icapv, p, lo, hi);
-    const s1 = n > 1 ? laneScores(kBase + <usize>sl1 * kStrideB, q0, q1, q2, q3, D, scv, softcap, capv, icapv, p + 1, lo, hi) : ninf;
-    const s2 = n > 2 ? laneScores(kBase + <usize>sl2 * kStrideB, q0, q1, q2, q3, D, scv, softcap, capv, icapv, p + 2, lo, hi) : ninf;
-    const s3 = n > 3 ? laneScores(kBase + <usize>sl3 * kStrideB, q0, q1, q2, q3, D, scv, softcap, capv, icapv, p + 3, lo, hi) : ninf;
+    let k0 = kBase + <usize>sl0 * kStrideB, k1 = kBase + <usize>sl1 * kStrideB, k2 = kBase + <usize>sl2 * kStrideB, k3 = kBase + <usize>sl3 * kStrideB;
+    if (!isFloat<C>()) {
+      stageRows(k0, k1, k2, k3, n, D);
+      k0 = stage;
+      k1 = stage + STAGE_ROW;
+      k2 = stage + 2 * STAGE_ROW;
+      k3 = stage + 3 * STAGE_ROW;
+    }
+    const s0 = laneScores(k0, q0, q1, q2, q3, D, scv, softcap, capv, icapv, p, lo, hi);
+    const s1 = n > 1 ? laneScores(k1, q0, q1, q2, q3, D, scv, softcap, capv, icapv, p + 1, lo, hi) : ninf;
+    const s2 = n > 2 ? laneScores(k2, q0, q1, q2, q3, D, scv, softcap, capv, icapv, p + 2, lo, hi) : ninf;
+    const s3 = n > 3 ? laneScores(k3, q0, q1, q2, q3, D, scv, softcap, capv, icapv, p + 3, lo, hi) : ninf;
     const mq = f32x4.max(f32x4.max(s0, s1), f32x4.max(s2, s3));
     const grew = i32x4.bitmask(f32x4.gt(mq, m));
     let r = f32x4.splat(1);
@@ -209,8 +245,16 @@ function attendPack4(o0: usize, o1: usize, o2: usize, o3: usize, q0: usize, q1: 
     // Transpose (key-major e_j) into lane-major weights w_i = [e0[i], e1[i], e2[i], e3[i]].
     const t01l = v128.shuffle<f32>(e0, e1, 0, 4, 1, 5), t01h = v128.shuffle<f32>(e0, e1, 2, 6, 3, 7);
     const t23l = v128.shuffle<f32>(e2, e3, 0, 4, 1, 5), t23h = v128.shuffle<f32>(e2, e3, 2, 6, 3, 7);
-    const v0 = vBase + <usize>sl0 * vStrideB, v1 = vBase + <usize>sl1 * vStrideB;
-    const v2 = vBase + <usize>sl2 * vStrideB, v3 = vBase + <usize>sl3 * vStrideB;
+    let v0 = vBase + <usize>sl0 * vStrideB, v1 = vBase + <usize>sl1 * vStrideB;
+    let v2 = vBase + <usize>sl2 * vStrideB, v3 = vBase + <usize>sl3 * vStrideB;
+    if (!isFloat<C>()) {
+      // Missing keys (n < 4) weigh 0 in every lane: their rows point at row 0 of the tile.
+      stageRows(v0, v1, v2, v3, n, Dv);
+      v0 = stage;
+      v1 = n > 1 ? stage + STAGE_ROW : stage;
+      v2 = n > 2 ? stage + 2 * STAGE_ROW : stage;
+      v3 = n > 3 ? stage + 3 * STAGE_ROW : stage;
+    }
     if (live & 1) fusedUpdate(o0, v0, v1, v2, v3, f32x4.extract_lane(r, 0), v128.shuffle<f32>(t01l, t23l, 0, 1, 4, 5), Dv);
     if (live & 2) fusedUpdate(o1, v0, v1, v2, v3, f32x4.extract_lane(r, 1), v128.shuffle<f32>(t01l, t23l, 2, 3, 6, 7), Dv);
     if (live & 4) fusedUpdate(o2, v0, v1, v2, v3, f32x4.extract_lane(r, 2), v128.shuffle<f32>(t01h, t23h, 0, 1, 4, 5), Dv);
@@ -244,15 +288,14 @@ function attendPack4(o0: usize, o1: usize, o2: usize, o3: usize, q0: usize, q1: 
  * (ordinal e ↦ t = t0 + e / G, h = g·G + e % G) and packed by four. st ≠ 0: key-blocked walk with
  * lane state at st (m) and st + lOff (l), lane (g, e) at index g·lanesPerKv + e.
  */
-function attendTokens(out: usize, q: usize, kCache: usize, vCache: usize, t0: i32, t1: i32, qPos0: i32, nHeads: i32, nKv: i32, D: i32, Dv: i32, scale: f32, window: i32, softcap: f32, sinks: usize, capacity: i32, kvLen: i32, causal: i32, qHeadStride: i32, qRowStride: i32, kStride: i32, vStride: i32, st: usize, lOff: usize): void {
+function attendTokens<C>(out: usize, q: usize, kCache: usize, vCache: usize, t0: i32, t1: i32, qPos0: i32, nHeads: i32, nKv: i32, D: i32, Dv: i32, scale: f32, window: i32, softcap: f32, sinks: usize, capacity: i32, kvLen: i32, causal: i32, qHeadStride: i32, qRowStride: i32, kStrideB: usize, vStrideB: usize, st: usize, lOff: usize): void {
   const G = nHeads / nKv;
-  const kStrideB = <usize>kStride << 2, vStrideB = <usize>vStride << 2;
   const lanesPerKv = (t1 - t0) * G;
   // Key range of the whole token range (for the block walk).
   const firstPos = qPos0 + t0, lastPos = qPos0 + t1 - 1;
   const allLo = window > 0 ? max(0, firstPos - window + 1) : 0;
   const allHi = causal ? min(lastPos, kvLen - 1) : kvLen - 1;
-  const rowBytes = (kStride + vStride) << 2;
+  const rowBytes = <i32>(kStrideB + vStrideB);
   const block = st != 0 ? max(16, min(1024, (256 * 1024) / rowBytes)) : allHi - allLo + 1;
   // Zero the output rows and initialise the lane state.
   for (let t = t0; t < t1; t++) zeroRow(out + ((<usize>(t * nHeads) * <usize>Dv) << 2), nHeads * Dv);
@@ -270,8 +313,8 @@ function attendTokens(out: usize, q: usize, kCache: usize, vCache: usize, t0: i3
     const b1 = min(allHi, b0 + block - 1);
     const last = b1 == allHi;
     for (let g = 0; g < nKv; g++) {
-      const kBase = kCache + ((<usize>g * <usize>D) << 2);
-      const vBase = vCache + ((<usize>g * <usize>Dv) << 2);
+      const kBase = kCache + <usize>g * headBytes<C>(D);
+      const vBase = vCache + <usize>g * headBytes<C>(Dv);
       for (let e = 0; e < lanesPerKv; e += 4) {
         const nl = min(4, lanesPerKv - e);
         let qp0: usize = 0, qp1: usize = 0, qp2: usize = 0, qp3: usize = 0;
@@ -314,11 +357,11 @@ function attendTokens(out: usize, q: usize, kCache: usize, vCache: usize, t0: i3
           continue;
         }
         if (nl == 1) {
-          attendLane(op0, qp0, kBase, vBase, kStrideB, vStrideB, from, to, capacity, 0, D, Dv, scale, softcap, f32x4.extract_lane(m0, 0), f32x4.extract_lane(l0, 0), keep, lOff);
+          attendLane<C>(op0, qp0, kBase, vBase, kStrideB, vStrideB, from, to, capacity, 0, D, Dv, scale, softcap, f32x4.extract_lane(m0, 0), f32x4.extract_lane(l0, 0), keep, lOff);
         } else {
           if (nl < 3) qp2 = qp0;
           if (nl < 4) qp3 = qp0;
-          attendPack4(op0, op1, op2, op3, qp0, qp1, qp2, qp3, nl, lo, hi, kBase, vBase, kStrideB, vStrideB, from, to, capacity, 0, D, Dv, scale, softcap, m0, l0, keep, lOff);
+          attendPack4<C>(op0, op1, op2, op3, qp0, qp1, qp2, qp3, nl, lo, hi, kBase, vBase, kStrideB, vStrideB, from, to, capacity, 0, D, Dv, scale, softcap, m0, l0, keep, lOff);
         }
       }
     }
@@ -326,42 +369,53 @@ function attendTokens(out: usize, q: usize, kCache: usize, vCache: usize, t0: i3
 }
 
 /**
- * Causal (or full) attention of T query tokens at positions qPos0 … qPos0+T−1 over a KV cache.
- * q [T, Hq, D] (head h at q + t·qRowStride + h·qHeadStride floats); K rows kStride floats apart,
- * head g at +g·D; V rows vStride apart, head g at +g·Dv; out [T, Hq, Dv].
- * window > 0 keeps keys p > pos − window; capacity > 0 makes the cache a ring (slot = p mod capacity).
- * causal = 0 lets every query see keys [0, kvLen). sinks ≠ 0: f32[Hq] sink logits.
- * scratch ≠ 0: lane state of 8·(T·Hq + 4·nKv) bytes; 0: the static area (single-threaded builds).
+ * Causal (or full) attention of T query tokens at positions qPos0 … qPos0+T−1 over a KV cache of
+ * element type C. q [T, Hq, D] (head h at q + t·qRowStride + h·qHeadStride floats); K rows kStrideB
+ * bytes apart, head g at +g·headBytes(D); V rows vStrideB apart, head g at +g·headBytes(Dv);
+ * out [T, Hq, Dv]. window > 0 keeps keys p > pos − window; capacity > 0 makes the cache a ring
+ * (slot = p mod capacity). causal = 0 lets every query see keys [0, kvLen). sinks ≠ 0: f32[Hq] sink
+ * logits. scratch ≠ 0: lane state of 8·(T·Hq + 4·nKv) bytes; 0: the static area (single-threaded builds).
  */
-export function attentionF32(out: usize, q: usize, kCache: usize, vCache: usize, T: i32, qPos0: i32, nHeads: i32, nKv: i32, D: i32, Dv: i32, scale: f32, window: i32, softcap: f32, sinks: usize, capacity: i32, kvLen: i32, causal: i32, qHeadStride: i32, qRowStride: i32, kStride: i32, vStride: i32, scratch: usize): void {
+function attentionImpl<C>(out: usize, q: usize, kCache: usize, vCache: usize, T: i32, qPos0: i32, nHeads: i32, nKv: i32, D: i32, Dv: i32, scale: f32, window: i32, softcap: f32, sinks: usize, capacity: i32, kvLen: i32, causal: i32, qHeadStride: i32, qRowStride: i32, kStrideB: usize, vStrideB: usize, scratch: usize): void {
   let st = scratch, chunk = T;
   if (st == 0 && !ASC_FEATURE_THREADS && nHeads + 4 <= STATIC_LANES) {
     st = laneState;
     chunk = max(1, STATIC_LANES / nHeads - 1);
   }
   if (st == 0) {
-    attendTokens(out, q, kCache, vCache, 0, T, qPos0, nHeads, nKv, D, Dv, scale, window, softcap, sinks, capacity, kvLen, causal, qHeadStride, qRowStride, kStride, vStride, 0, 0);
+    attendTokens<C>(out, q, kCache, vCache, 0, T, qPos0, nHeads, nKv, D, Dv, scale, window, softcap, sinks, capacity, kvLen, causal, qHeadStride, qRowStride, kStrideB, vStrideB, 0, 0);
     return;
   }
   for (let t0 = 0; t0 < T; t0 += chunk) {
     const t1 = min(T, t0 + chunk);
     // Lane (g, e) state at index g·lanesPerKv + e; one pack of slack past the end for vector loads.
     const lOff = <usize>((t1 - t0) * nHeads + 4) << 2;
-    attendTokens(out, q, kCache, vCache, t0, t1, qPos0, nHeads, nKv, D, Dv, scale, window, softcap, sinks, capacity, kvLen, causal, qHeadStride, qRowStride, kStride, vStride, st, lOff);
+    attendTokens<C>(out, q, kCache, vCache, t0, t1, qPos0, nHeads, nKv, D, Dv, scale, window, softcap, sinks, capacity, kvLen, causal, qHeadStride, qRowStride, kStrideB, vStrideB, st, lOff);
   }
+}
+
+/** attentionImpl over an f32 cache; kStride and vStride in floats. */
+export function attentionF32(out: usize, q: usize, kCache: usize, vCache: usize, T: i32, qPos0: i32, nHeads: i32, nKv: i32, D: i32, Dv: i32, scale: f32, window: i32, softcap: f32, sinks: usize, capacity: i32, kvLen: i32, causal: i32, qHeadStride: i32, qRowStride: i32, kStride: i32, vStride: i32, scratch: usize): void {
+  attentionImpl<f32>(out, q, kCache, vCache, T, qPos0, nHeads, nKv, D, Dv, scale, window, softcap, sinks, capacity, kvLen, causal, qHeadStride, qRowStride, <usize>kStride << 2, <usize>vStride << 2, scratch);
+}
+
+/** attentionImpl over a quantized cache (type KV_Q8_0 or KV_Q4_0, kvcache.ts); strides in bytes. */
+export function attentionKvQ(type: i32, out: usize, q: usize, kCache: usize, vCache: usize, T: i32, qPos0: i32, nHeads: i32, nKv: i32, D: i32, Dv: i32, scale: f32, window: i32, softcap: f32, sinks: usize, capacity: i32, kvLen: i32, causal: i32, qHeadStride: i32, qRowStride: i32, kStrideB: i32, vStrideB: i32, scratch: usize): void {
+  kvType = type;
+  attentionImpl<u8>(out, q, kCache, vCache, T, qPos0, nHeads, nKv, D, Dv, scale, window, softcap, sinks, capacity, kvLen, causal, qHeadStride, qRowStride, <usize>kStrideB, <usize>vStrideB, scratch);
 }
 
 /**
  * One query token (q [Hq, D], head h at q + h·qHeadStride) attending only to the m cache slots
  * listed in idx (i32); kv head g reads its list at idx + g·idxStride (idxStride 0: one shared list).
+ * Cache rows kStrideB / vStrideB bytes apart, of element type C.
  */
-export function attendSelectedF32(out: usize, q: usize, kCache: usize, vCache: usize, idx: usize, m: i32, idxStride: i32, nHeads: i32, nKv: i32, D: i32, Dv: i32, scale: f32, softcap: f32, sinks: usize, qHeadStride: i32, kStride: i32, vStride: i32): void {
+function attendSelectedImpl<C>(out: usize, q: usize, kCache: usize, vCache: usize, idx: usize, m: i32, idxStride: i32, nHeads: i32, nKv: i32, D: i32, Dv: i32, scale: f32, softcap: f32, sinks: usize, qHeadStride: i32, kStrideB: usize, vStrideB: usize): void {
   const G = nHeads / nKv;
-  const kStrideB = <usize>kStride << 2, vStrideB = <usize>vStride << 2;
   zeroRow(out, nHeads * Dv);
   for (let g = 0; g < nKv; g++) {
-    const kBase = kCache + ((<usize>g * <usize>D) << 2);
-    const vBase = vCache + ((<usize>g * <usize>Dv) << 2);
+    const kBase = kCache + <usize>g * headBytes<C>(D);
+    const vBase = vCache + <usize>g * headBytes<C>(Dv);
     const list = idx + ((<usize>g * <usize>idxStride) << 2);
     for (let e = 0; e < G; e += 4) {
       const nl = min(4, G - e);
@@ -378,7 +432,7 @@ export function attendSelectedF32(out: usize, q: usize, kCache: usize, vCache: u
         l0 = f32x4.splat(1);
       }
       if (nl == 1) {
-        attendLane(op0, qp0, kBase, vBase, kStrideB, vStrideB, 0, m - 1, 0, list, D, Dv, scale, softcap, f32x4.extract_lane(m0, 0), f32x4.extract_lane(l0, 0), 0, 0);
+        attendLane<C>(op0, qp0, kBase, vBase, kStrideB, vStrideB, 0, m - 1, 0, list, D, Dv, scale, softcap, f32x4.extract_lane(m0, 0), f32x4.extract_lane(l0, 0), 0, 0);
         continue;
       }
       const qs = <usize>qHeadStride << 2, os = <usize>Dv << 2;
@@ -389,9 +443,20 @@ export function attendSelectedF32(out: usize, q: usize, kCache: usize, vCache: u
       const hi = i32x4.splat(m - 1);
       if (nl < 3) lo = i32x4.replace_lane(lo, 2, i32.MAX_VALUE);
       if (nl < 4) lo = i32x4.replace_lane(lo, 3, i32.MAX_VALUE);
-      attendPack4(op0, op1, op2, op3, qp0, qp1, qp2, qp3, nl, lo, hi, kBase, vBase, kStrideB, vStrideB, 0, m - 1, 0, list, D, Dv, scale, softcap, m0, l0, 0, 0);
+      attendPack4<C>(op0, op1, op2, op3, qp0, qp1, qp2, qp3, nl, lo, hi, kBase, vBase, kStrideB, vStrideB, 0, m - 1, 0, list, D, Dv, scale, softcap, m0, l0, 0, 0);
     }
   }
+}
+
+/** attendSelectedImpl over an f32 cache; kStride and vStride in floats. */
+export function attendSelectedF32(out: usize, q: usize, kCache: usize, vCache: usize, idx: usize, m: i32, idxStride: i32, nHeads: i32, nKv: i32, D: i32, Dv: i32, scale: f32, softcap: f32, sinks: usize, qHeadStride: i32, kStride: i32, vStride: i32): void {
+  attendSelectedImpl<f32>(out, q, kCache, vCache, idx, m, idxStride, nHeads, nKv, D, Dv, scale, softcap, sinks, qHeadStride, <usize>kStride << 2, <usize>vStride << 2);
+}
+
+/** attendSelectedImpl over a quantized cache (type KV_Q8_0 or KV_Q4_0); strides in bytes. */
+export function attendSelectedKvQ(type: i32, out: usize, q: usize, kCache: usize, vCache: usize, idx: usize, m: i32, idxStride: i32, nHeads: i32, nKv: i32, D: i32, Dv: i32, scale: f32, softcap: f32, sinks: usize, qHeadStride: i32, kStrideB: i32, vStrideB: i32): void {
+  kvType = type;
+  attendSelectedImpl<u8>(out, q, kCache, vCache, idx, m, idxStride, nHeads, nKv, D, Dv, scale, softcap, sinks, qHeadStride, <usize>kStrideB, <usize>vStrideB);
 }
 
 /**

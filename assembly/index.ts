@@ -13,3 +13,4 @@ export * from './ssm';
 export * from './rnn';
 export * from './rwkv7';
 export * from './kquant';
+export { quantizeKvRows } from './kvcache';

@@ -153,16 +153,18 @@ export function quantizeActQ8(xq: usize, xd: usize, xs: usize, x: usize, batch: 
   }
 }
 
+/** One GGUF Q8_0 block (34 B at o) of the 32 f32 at s. */
+@inline export function quantBlockQ8_0(o: usize, s: usize): void {
+  const d: f32 = absMax32(s) / 127;
+  const id: f32 = d != 0 ? <f32>1 / d : 0;
+  store<u16>(o, <u16>f32ToF16(d));
+  quantBlock8(o + 2, s, id);
+}
+
 /** GGUF Q8_0 of src f32 [rows, cols] into dst (rows·cols/32 blocks of 34 B); cols % 32 == 0. */
 export function quantizeRowsQ8_0(dst: usize, src: usize, rows: i32, cols: i32): void {
   const n = (<usize>rows * cols) >> 5;
-  for (let i: usize = 0; i < n; i++) {
-    const s = src + (i << 7), o = dst + i * 34;
-    const d: f32 = absMax32(s) / 127;
-    const id: f32 = d != 0 ? <f32>1 / d : 0;
-    store<u16>(o, <u16>f32ToF16(d));
-    quantBlock8(o + 2, s, id);
-  }
+  for (let i: usize = 0; i < n; i++) quantBlockQ8_0(dst + i * 34, src + (i << 7));
 }
 
 /** q = min(15, trunc(x·id + 8.5)) for 16 f32 as i32x4 ×4 packed to 16 bytes (values 0..15). */
@@ -176,27 +178,29 @@ export function quantizeRowsQ8_0(dst: usize, src: usize, rows: i32, cols: i32): 
 }
 
 /**
- * GGUF Q4_0 of src f32 [rows, cols] into dst (18-byte blocks); cols % 32 == 0. The scale comes
- * from the first element of largest magnitude, with its sign: d = max / −8.
+ * One GGUF Q4_0 block (18 B at o) of the 32 f32 at s. The scale comes from the first element of
+ * largest magnitude, with its sign: d = max / −8.
  */
+@inline export function quantBlockQ4_0(o: usize, s: usize): void {
+  let amax: f32 = 0, mx: f32 = 0;
+  for (let j = 0; j < 32; j++) {
+    const v = load<f32>(s + (<usize>j << 2));
+    if (amax < abs(v)) {
+      amax = abs(v);
+      mx = v;
+    }
+  }
+  const d: f32 = mx / <f32>-8;
+  const id: f32 = d != 0 ? <f32>1 / d : 0;
+  store<u16>(o, <u16>f32ToF16(d));
+  const iv = f32x4.splat(id);
+  v128.store(o + 2, v128.or(q4Half(s, iv), i8x16.shl(q4Half(s + 64, iv), 4)));
+}
+
+/** GGUF Q4_0 of src f32 [rows, cols] into dst (18-byte blocks); cols % 32 == 0. */
 export function quantizeRowsQ4_0(dst: usize, src: usize, rows: i32, cols: i32): void {
   const n = (<usize>rows * cols) >> 5;
-  for (let i: usize = 0; i < n; i++) {
-    const s = src + (i << 7), o = dst + i * 18;
-    let amax: f32 = 0, mx: f32 = 0;
-    for (let j = 0; j < 32; j++) {
-      const v = load<f32>(s + (<usize>j << 2));
-      if (amax < abs(v)) {
-        amax = abs(v);
-        mx = v;
-      }
-    }
-    const d: f32 = mx / <f32>-8;
-    const id: f32 = d != 0 ? <f32>1 / d : 0;
-    store<u16>(o, <u16>f32ToF16(d));
-    const iv = f32x4.splat(id);
-    v128.store(o + 2, v128.or(q4Half(s, iv), i8x16.shl(q4Half(s + 64, iv), 4)));
-  }
+  for (let i: usize = 0; i < n; i++) quantBlockQ4_0(dst + i * 18, src + (i << 7));
 }
 
 /** i8x16 → four f32x4 (part 0..3: lanes 0–3, 4–7, 8–11, 12–15). */

@@ -1,8 +1,11 @@
 // Decoding several sessions together (Model.forwardBatch) against the same sessions one after
 // another, on the WASM backend, one thread. Each of B sessions holds a 16-token prompt, then
 // decodes --tokens steps (fixed tokens, no sampling); rounds alternate the two ways, medians.
-// Run: node --experimental-wasm-relaxed-simd --no-liftoff --import tsx bench/batch.ts [--model DIR] [--dtype q8_0|q4_0|f32] [--tokens N] [--rounds N] [--batch 1,2,4,8]
+// --invariant runs the matrix products batch-invariant (kernels/matmul.ts setBatchInvariant), as the
+// step batcher's decode passes do.
+// Run: node --experimental-wasm-relaxed-simd --no-liftoff --import tsx bench/batch.ts [--model DIR] [--dtype q8_0|q4_0|f32] [--tokens N] [--rounds N] [--batch 1,2,4,8] [--invariant]
 import { openCheckpoint } from '../src/formats/checkpoint';
+import { setBatchInvariant } from '../src/kernels/matmul';
 import { buildModel } from '../src/models/index';
 import type { Session } from '../src/models/model';
 
@@ -15,6 +18,8 @@ const sizes = opt('--batch', '1,2,4,8').split(',').map(Number);
 const dtype = opt('--dtype', 'auto') as 'auto' | 'q8_0' | 'q4_0' | 'f32';
 
 const model = await buildModel(await openCheckpoint(dir), { dtype, maxChunk: 64, maxContext: 16 + steps + 1 });
+const invariant = args.includes('--invariant');
+setBatchInvariant(model.k, invariant);
 const V = model.net.vocabSize;
 const tok = (i: number) => (i * 7919 + 13) % V;
 
@@ -44,7 +49,7 @@ function run(B: number, together: boolean): number {
   return tps;
 }
 
-console.log(`model: ${dir} (${model.modelType}, ${Object.keys(model.info().bytesByDType).join('/')}); wasm ${model.k.build}, 1 thread; ${steps} decode steps per session after a 16-token prompt; median of ${rounds} interleaved rounds`);
+console.log(`model: ${dir} (${model.modelType}, ${Object.keys(model.info().bytesByDType).join('/')}); wasm ${model.k.build}, 1 thread${invariant ? ', batch-invariant products' : ''}; ${steps} decode steps per session after a 16-token prompt; median of ${rounds} interleaved rounds`);
 console.log('| sessions | one after another (tok/s) | one pass for all (tok/s) | ratio |\n|---:|---:|---:|---:|');
 for (const B of sizes) {
   run(B, false);

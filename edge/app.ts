@@ -4,7 +4,8 @@
 //
 // Each runtime adapter passes its own model source (`loadModel`) and session store. The model is
 // loaded on first use and shared by all requests; generations interleave token by token on the one
-// thread, bounded by a queue (N running, M waiting, 429 beyond).
+// thread, or advance together one pass per step when the model batches (LanguageModel.batching, on
+// in the adapters), bounded by a queue (N running, M waiting, 429 beyond).
 //
 // Sessions are created by the server (POST /v1/sessions gives an unguessable id) and belong to the
 // API key that created them: another key, or a request naming an id that does not exist, gets 404.

@@ -10,7 +10,7 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { ArgsError, optionsHelp, parseArgs, type OptionsSpec, type ParsedArgs } from '../src/args';
-import { ChatTemplate, loadModel, type LanguageModel } from '../src/index';
+import { ChatTemplate, KV_CACHE_TYPES, loadModel, type KvCacheType, type LanguageModel } from '../src/index';
 import { resolveModelSource } from '../src/formats/hub';
 import type { BuildChoice } from '../src/kernels/runtime';
 import { BROWSER_BUNDLE_PATH, createApp, type BrowserFiles, type SparrowApp } from './app';
@@ -42,6 +42,8 @@ export interface LocalConfig {
   build: BuildChoice;
   maxContext?: number;
   memoryBudget?: number;
+  /** Element type of the attention KV caches (loadModel's kvCache). */
+  kvCache: KvCacheType;
   /** The chat page's in-browser files: 'auto' serves them only when no API key is set. */
   browserFiles: BrowserFilesMode;
   keepUpOnLoadFailure: boolean;
@@ -50,6 +52,8 @@ export interface LocalConfig {
   requestTimeout: number;
   /** Seconds an idle connection is kept open (Node and Bun); 0: no limit. */
   idleTimeout: number;
+  /** Batched decoding of concurrent generations (LanguageModel.batching). */
+  batch: boolean;
 }
 
 export class SettingsError extends Error {}
@@ -90,9 +94,17 @@ const SERVER_OPTIONS = {
     type: 'int', arg: 'N', env: ['SPARROW_PROMPT_CACHE'], min: 0, default: 4,
     desc: 'states of finished requests kept for later prompts that begin with the same tokens (freed first when a request needs the memory); 0: off',
   },
+  batch: {
+    type: 'string', arg: 'on|off', env: ['SPARROW_BATCH'], choices: ['on', 'off'], default: 'on',
+    desc: 'batched decoding: concurrent generations advance together, one pass over the weights per step for all of them, with new prompts fed in chunks between steps; each gets the text it gets alone',
+  },
   build: { type: 'string', arg: 'B', env: ['SPARROW_WASM'], desc: 'kernel build', choices: ['simd', 'relaxed', 'auto'], default: 'simd' },
   'max-context': { type: 'int', arg: 'N', env: ['SPARROW_MAX_CONTEXT'], desc: 'positions per session', min: 1, defaultText: "the model's, at most 4096" },
   'memory-budget': { type: 'int', arg: 'N', env: ['SPARROW_MEMORY_BUDGET'], desc: 'bytes the model may take; more gives 503', min: 1 },
+  'kv-cache': {
+    type: 'string', arg: 'T', env: ['SPARROW_KV_CACHE'], choices: KV_CACHE_TYPES, default: 'f32',
+    desc: 'attention KV cache type: q8_0 and q4_0 hold 0.27× and 0.14× the bytes of f32 per token (longer contexts, more sessions and cached prompts in the same memory), at a small logits error',
+  },
   'browser-files': {
     type: 'string', arg: 'W', env: ['SPARROW_BROWSER_FILES'], choices: ['auto', 'on', 'off'], default: 'auto',
     desc: "the chat page's in-browser mode files (/models/<id>/<file>, /build/*.wasm, /browser/sparrow.js), served without auth; auto: only when no API key is set. Not served, they answer 404 and the page offers the server only",
@@ -189,11 +201,13 @@ export function localConfig(args: string[]): LocalConfig | 'help' {
     build: v.build as BuildChoice,
     maxContext: v['max-context'],
     memoryBudget: v['memory-budget'],
+    kvCache: v['kv-cache'] as KvCacheType,
     browserFiles: v['browser-files'] as BrowserFilesMode,
     keepUpOnLoadFailure: v['keep-up-on-load-failure'],
     accessLog: v['access-log'],
     requestTimeout: v['request-timeout'],
     idleTimeout: v['idle-timeout'],
+    batch: v.batch === 'on',
   };
 }
 
@@ -325,9 +339,11 @@ export function localApp(cfg: LocalConfig, browser?: BrowserFiles, store: Sessio
       build: cfg.build,
       maxContext: cfg.maxContext,
       memoryBudget: cfg.memoryBudget,
+      kvCache: cfg.kvCache,
       // Sessions live in slots only while they generate; the queue bounds how many do.
       maxSessions: cfg.maxConcurrent + 1,
       chatTemplate: cfg.chatTemplate,
+      batching: cfg.batch,
     }),
     modelId: cfg.modelId,
     store,

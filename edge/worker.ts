@@ -9,7 +9,7 @@
 
 import { DurableObject } from 'cloudflare:workers';
 import simd from '../build/simd.wasm';
-import { BudgetError, loadModel, type LanguageModel } from '../src/index';
+import { BudgetError, loadModel, type KvCacheType, type LanguageModel } from '../src/index';
 import { provideModule } from '../src/kernels/runtime';
 import { createApp, type SparrowApp } from './app';
 import type { SessionMeta, SessionStore, StoredSession } from './store';
@@ -36,7 +36,11 @@ export interface Env {
   /** States of finished requests kept for later prompts that begin the same way (default 2; 0: off). */
   PROMPT_CACHE?: string;
   MAX_CONTEXT?: string;
+  /** Attention KV cache type: f32 (default), q8_0 or q4_0 (loadModel's kvCache). */
+  KV_CACHE?: string;
   MAX_BODY_BYTES?: string;
+  /** Batched decoding of concurrent generations: 'off' (or 0, false) turns it off; default on. */
+  BATCH?: string;
   /** Isolate memory limit in MiB (128 on Workers). */
   MEMORY_LIMIT_MB?: string;
   /** MiB kept for the JS heap besides the model file: runtime, tokenizer, requests. */
@@ -111,7 +115,7 @@ async function workerModel(env: Env): Promise<LanguageModel> {
   const budget = checkPlan(plan);
   let lm: LanguageModel;
   try {
-    lm = await loadModel(source, { build: 'simd', memoryBudget: budget, maxContext, maxSessions: maxConcurrent + 1, chatTemplate: env.CHAT_TEMPLATE || undefined });
+    lm = await loadModel(source, { build: 'simd', memoryBudget: budget, maxContext, maxSessions: maxConcurrent + 1, chatTemplate: env.CHAT_TEMPLATE || undefined, kvCache: (env.KV_CACHE || undefined) as KvCacheType | undefined, batching: !/^(off|0|false|no)$/i.test(env.BATCH ?? '') });
   } catch (e) {
     if (e instanceof BudgetError) throw new BudgetError(plan.fileBytes + plan.reserve + e.need, limit, 'model');
     throw e;

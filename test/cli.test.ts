@@ -158,6 +158,8 @@ describe('usage errors and missing files: one line on stderr, no stack', () => {
     [['convert', 'a', 'b'], 2, /^sparrow: convert: --dtype is required/],
     [['frobnicate'], 2, /^sparrow: unknown command "frobnicate"/],
     [['chat', '--dtype', 'q5'], 2, /^sparrow: chat: --dtype must be auto, f32, q8_0, q4_0, q4_k_m, q4_k_s, q5_k_m, q5_k_s, q6_k, q4_k or q5_k, got "q5"$/],
+    [['bench', '--kv-cache', 'q5_0'], 2, /^sparrow: bench: --kv-cache must be f32, q8_0 or q4_0, got "q5_0"$/],
+    [['generate', '--model', 'test/fixtures/parity/mamba1', '--kv-cache', 'q8_0', '--prompt', 'x'], 2, /^sparrow: generate: --kv-cache 'q8_0' quantizes attention KV caches, and model type mamba has none/],
     [['info', CLI], 1, /^sparrow: .*neither GGUF nor safetensors/],
   ];
   for (const [args, status, re] of cases) {
@@ -297,6 +299,16 @@ describe('info, bench, chat', () => {
     expect(r.stdout).toMatch(/architecture\s+llama/);
     expect(r.stdout).toMatch(/layers\s+2: attention ×2/);
     expect(r.stdout).toMatch(/state\s+0 B fixed \+ 512 B per token/);
+  });
+
+  it('--kv-cache q4_0: info shows the smaller state per token, generate runs on it', async () => {
+    const i = await inProcess(['info', model, '--kv-cache', 'q4_0']);
+    expect(i.status).toBe(0);
+    // 2 layers × (K + V) × 2 kv heads × one 18-byte block (head_dim 16, padded to 32).
+    expect(i.stdout).toMatch(/state\s+0 B fixed \+ 144 B per token \(KV cache q4_0\)/);
+    const g = await inProcess(['generate', '--model', model, '--kv-cache', 'q8_0', ...GEN]);
+    expect(g.status).toBe(0);
+    expect(g.stdout.trim().length).toBeGreaterThan(0);
   });
 
   it('bench --json reports speeds, time to first token and peak memory', async () => {

@@ -242,8 +242,9 @@ function chunkIndependentState(m: Model, snap: Uint8Array): Float32Array {
   const parts: Float32Array[] = [];
   let o = 0;
   for (const r of header.regions) {
-    if (m.layout.byName.get(r.name)!.kind !== 'ring') parts.push(all.subarray(o, o + r.floats));
-    o += r.floats;
+    const n = r.floats!;
+    if (m.layout.byName.get(r.name)!.kind !== 'ring') parts.push(all.subarray(o, o + n));
+    o += n;
   }
   const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
   let w = 0;

@@ -33,6 +33,7 @@ export function infoRoutes(state: AppState): Hono<AppEnv> {
       body.sessions_in_use = Math.max(0, s.sessionsInUse - (lm.backend === 'wasm' ? cached : 0));
       body.prompt_cache = { sessions: cached, max_sessions: state.promptCache.capacity };
       body.max_context = s.maxContext;
+      body.kv_cache = lm.model.kvCache;
     }
     return c.json(body, lm ? 200 : 503);
   });

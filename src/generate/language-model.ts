@@ -13,6 +13,7 @@ import { Grammar, GrammarConstraint, GrammarError, TokenVocabulary } from './gra
 import { logProb, resolveSampling, Sampler, topLogProbs, type SamplingParams } from './sampler';
 import { StopStrings, TextStream } from './stream';
 import { yieldToHost } from './host';
+import { batcherFor, batcherOf, forwardStep, setBatching } from './batcher';
 import { escapeRegExp, TokenLimitError, type AsyncEncodeOptions, type Tokenizer } from './tokenizer';
 
 export interface GenerateParams extends SamplingParams {
@@ -192,6 +193,9 @@ export class ModelSession {
 
   /** Feeds tokens in chunks, yielding to the host between chunks; null when aborted. */
   async feed(ids: number[], signal?: AbortSignal): Promise<Float32Array | null> {
+    // With batching on, the model's step batcher feeds the chunks between other sessions' steps.
+    const batcher = batcherFor(this.model, this.inner);
+    if (batcher) return batcher.run(this.inner, ids, { signal, onChunk: (l) => (this.lastLogits = l) });
     const C = this.inner.prefillChunk;
     let logits: Float32Array | null = null;
     for (let i = 0; i < ids.length; i += C) {
@@ -319,6 +323,19 @@ export class LanguageModel {
       sessionBytes: this.model.layout.bytes,
       maxContext: this.model.maxContext,
     };
+  }
+
+  /**
+   * Batched decoding (generate/batcher.ts): the generations running at once advance together, one
+   * multi-sequence pass per step, and prompts are fed in chunks between those steps; each gets the
+   * text it gets alone. Off by default (servers turn it on); WebGPU sessions are not batched.
+   */
+  get batching(): boolean {
+    return batcherOf(this.model) !== undefined;
+  }
+
+  set batching(on: boolean) {
+    setBatching(this.model, on);
   }
 
   /** Where sessions run. */
@@ -612,7 +629,7 @@ export class LanguageModel {
           if (g.finishReason) return;
           await yieldToHost();
           if (params.signal?.aborted) return;
-          logits = await s.inner.forward([tok]);
+          logits = await forwardStep(s.model, s.inner, [tok]);
           s.lastLogits = logits;
         }
       } finally {

@@ -56,8 +56,11 @@ W.set(LATENT_ATTENTION, (g, a) => {
     throw new KernelError('mla', `${g.label}: latent attention of ${a.q.rows}×${a.q.width} queries into ${a.y.rows}×${a.y.width} (${H} heads of ${Lw} → ${R})`);
   }
   const lat = g.state(a.cache);
-  const dense = (rows: number) => attention(k, a.y.off, a.q.off, lat, lat, {
-    T: rows, qPos0: pos0, nHeads: H, nKv: 1, headDim: Lw, vDim: R, scale: a.scale, kStride: Lw, vStride: Lw,
+  // Keys are whole latent rows and values their first R values: in a quantized cache, the first blocks.
+  const qc = a.cache.quant;
+  const rows = qc ? { cache: qc.type, kStride: a.cache.perToken! * 4, vStride: a.cache.perToken! * 4 } : { kStride: Lw, vStride: Lw };
+  const dense = (n: number) => attention(k, a.y.off, a.q.off, lat, lat, {
+    T: n, qPos0: pos0, nHeads: H, nKv: 1, headDim: Lw, vDim: R, scale: a.scale, ...rows,
   });
   if (!sp) {
     dense(T);
@@ -78,7 +81,7 @@ W.set(LATENT_ATTENTION, (g, a) => {
     dsaIndexerScores(k, scores!.off, sp.q.off + t * Hi * Di * 4, sp.w.off + t * Hi * 4, kI, n, Hi, Di, { scale: sp.scale });
     const m = topkSelect(k, idx!.off, scores!.off, n, topk);
     attendSelected(k, a.y.off + t * H * R * 4, a.q.off + t * H * Lw * 4, lat, lat, idx!.off, m, {
-      nHeads: H, nKv: 1, headDim: Lw, vDim: R, scale: a.scale, kStride: Lw, vStride: Lw,
+      nHeads: H, nKv: 1, headDim: Lw, vDim: R, scale: a.scale, ...rows,
     });
     if (t === T - 1 && sp.picks) sp.picks.lastSelected = k.arena.i32(idx!.off, m).slice();
   }

@@ -3,6 +3,7 @@
 
 import { add, geglu, mul, relu2, scale, sigmoid, silu, softcap, swiglu } from '../kernels/act';
 import { attention } from '../kernels/attention';
+import { quantizeKvRows } from '../kernels/kvcache';
 import { conv1d } from '../kernels/conv';
 import { route } from '../kernels/moe';
 import { embedRows, matmul } from '../kernels/matmul';
@@ -129,25 +130,36 @@ function slotsOf(cache: { kind: string; capacity?: number }): number {
   return cache.kind === 'ring' ? cache.capacity! : Infinity;
 }
 
+// A quantized cache takes each row as its blocks (runs of consecutive slots in one kernel call).
 W.set(KV_APPEND, (g, a) => {
   if (g.dry) return;
-  const per = a.cache.perToken!;
-  if (a.x.width !== per || a.x.rows !== g.T) throw new KernelError('kv_append', `${g.label}: ${a.x.rows}×${a.x.width} into a cache of ${per} per position`);
+  const per = a.cache.perToken!, qc = a.cache.quant;
+  const width = qc ? qc.heads * qc.dim : per;
+  if (a.x.width !== width || a.x.rows !== g.T) throw new KernelError('kv_append', `${g.label}: ${a.x.rows}×${a.x.width} into a cache of ${width} per position`);
   const cap = slotsOf(a.cache), L = a.cache.kind === 'ring' ? cap : g.pos0 + g.T;
   const base = g.state(a.cache);
-  for (let t = 0; t < g.T; t++) {
+  for (let t = 0; t < g.T;) {
     const p = g.pos0 + t, slot = cap === Infinity ? p : p % cap;
     if (slot >= L) throw new KernelError('kv_append', `${g.label}: position ${p} past the cache's ${L} slots`);
-    g.move(base + slot * per * 4, a.x.off + t * per * 4, per);
+    if (!qc) {
+      g.move(base + slot * per * 4, a.x.off + t * per * 4, per);
+      t++;
+      continue;
+    }
+    const run = Math.min(g.T - t, L - slot);
+    quantizeKvRows(g.k, qc.type, base + slot * per * 4, a.x.off + t * width * 4, run, qc.heads, qc.dim, { dstStride: per * 4 });
+    t += run;
   }
 });
 
 W.set(ATTENTION, (g, a) => {
   if (g.dry) return;
   const cap = a.k.kind === 'ring' ? a.k.capacity! : 0;
+  const q = a.k.quant;
   attention(g.k, a.y.off, a.q.off, g.state(a.k), g.state(a.v), {
     T: g.T, qPos0: g.pos0, nHeads: a.nHeads, nKv: a.nKv, headDim: a.headDim, vDim: a.vDim, scale: a.scale,
     window: a.window, softcap: a.softcap, sinks: a.sinks || undefined, capacity: cap || undefined,
+    ...(q ? { cache: q.type, kStride: a.k.perToken! * 4, vStride: a.v.perToken! * 4 } : {}),
   });
 });
 

@@ -1,7 +1,9 @@
 // Softmax attention over KV caches (dense causal, sliding window over a ring buffer, soft-capping,
 // learned sinks, GQA/MQA), attention over a selected set of cache slots, and the selection helpers
 // of sparse attention: exact top-k, Quest page bounds, DeepSeek-V3.2 lightning-indexer scores.
+// The attention kernels read f32 caches or quantized ones (Q8_0 / Q4_0 rows, kvcache.ts) in place.
 import { checkBuf, checkInt } from './act';
+import { KV_CODE, KV_QUANT_MAX_DIM, kvHeadBytes, kvRowBytes, type KvCacheType } from './kvcache';
 import { KernelError } from './runtime';
 import type { K } from './types';
 
@@ -37,7 +39,15 @@ export interface AttentionOptions {
   /** Floats between heads of q (default headDim) and between tokens of q (default nHeads·qHeadStride). */
   qHeadStride?: number;
   qRowStride?: number;
-  /** Floats between consecutive positions of the K and V caches (default nKv·headDim, nKv·vDim). */
+  /**
+   * Element type of the K and V caches (default f32). Quantized caches hold each head as the
+   * blocks of kvcache.ts: head g of a row at byte g·kvHeadBytes(cache, headDim) (vDim for V).
+   */
+  cache?: KvCacheType;
+  /**
+   * Between consecutive positions of the K and V caches: floats for an f32 cache (default
+   * nKv·headDim, nKv·vDim), bytes for a quantized one (default kvRowBytes(cache, nKv, headDim / vDim)).
+   */
   kStride?: number;
   vStride?: number;
   /**
@@ -87,19 +97,41 @@ export function attention(k: K, out: number, q: number, kCache: number, vCache: 
   checkInt('attention', 'qHeadStride', qHeadStride, D);
   const qRowStride = o.qRowStride ?? nHeads * qHeadStride;
   checkInt('attention', 'qRowStride', qRowStride, (nHeads - 1) * qHeadStride + D);
-  const kStride = o.kStride ?? nKv * D, vStride = o.vStride ?? nKv * Dv;
-  checkInt('attention', 'kStride', kStride, (nKv - 1) * D + D);
-  checkInt('attention', 'vStride', vStride, (nKv - 1) * Dv + Dv);
+  const cache = cacheType('attention', o.cache);
+  const { kStride, vStride, kBytes, vBytes } = cacheStrides('attention', cache, nKv, D, Dv, o);
   const slots = capacity > 0 ? capacity : kvLen;
   checkBuf(k, 'attention', 'out', out, T * nHeads * Dv * 4);
   checkBuf(k, 'attention', 'q', q, ((T - 1) * qRowStride + (nHeads - 1) * qHeadStride + D) * 4);
-  checkBuf(k, 'attention', 'kCache', kCache, ((slots - 1) * kStride + nKv * D) * 4);
-  checkBuf(k, 'attention', 'vCache', vCache, ((slots - 1) * vStride + nKv * Dv) * 4);
+  checkBuf(k, 'attention', 'kCache', kCache, (slots - 1) * kBytes + nKv * kvHeadBytes(cache, D));
+  checkBuf(k, 'attention', 'vCache', vCache, (slots - 1) * vBytes + nKv * kvHeadBytes(cache, Dv));
   if (o.sinks !== undefined && o.sinks !== 0) checkBuf(k, 'attention', 'sinks', o.sinks, nHeads * 4);
   const scratch = o.scratch ?? 0;
   if (scratch !== 0) checkBuf(k, 'attention', 'scratch', scratch, 8 * (T * nHeads + 4));
-  k.exports.attentionF32(out, q, kCache, vCache, T, qPos0, nHeads, nKv, D, Dv, o.scale, window, softcap, o.sinks ?? 0,
-    capacity, kvLen, causal ? 1 : 0, qHeadStride, qRowStride, kStride, vStride, scratch);
+  if (cache === 'f32') {
+    k.exports.attentionF32(out, q, kCache, vCache, T, qPos0, nHeads, nKv, D, Dv, o.scale, window, softcap, o.sinks ?? 0,
+      capacity, kvLen, causal ? 1 : 0, qHeadStride, qRowStride, kStride, vStride, scratch);
+  } else {
+    k.exports.attentionKvQ(KV_CODE[cache], out, q, kCache, vCache, T, qPos0, nHeads, nKv, D, Dv, o.scale, window, softcap, o.sinks ?? 0,
+      capacity, kvLen, causal ? 1 : 0, qHeadStride, qRowStride, kStride, vStride, scratch);
+  }
+}
+
+function cacheType(kernel: string, c: KvCacheType | undefined): KvCacheType {
+  const cache = c ?? 'f32';
+  if (cache !== 'f32' && cache !== 'q8_0' && cache !== 'q4_0') throw new KernelError(kernel, `cache must be f32, q8_0 or q4_0, got ${JSON.stringify(c)}`);
+  return cache;
+}
+
+/** Checked K / V strides in the cache's unit (floats or bytes), and in bytes. */
+function cacheStrides(kernel: string, cache: KvCacheType, nKv: number, D: number, Dv: number, o: { kStride?: number; vStride?: number }) {
+  const f32 = cache === 'f32';
+  const kStride = o.kStride ?? (f32 ? nKv * D : kvRowBytes(cache, nKv, D));
+  const vStride = o.vStride ?? (f32 ? nKv * Dv : kvRowBytes(cache, nKv, Dv));
+  checkInt(kernel, 'kStride', kStride, f32 ? nKv * D : nKv * kvHeadBytes(cache, D));
+  checkInt(kernel, 'vStride', vStride, f32 ? nKv * Dv : nKv * kvHeadBytes(cache, Dv));
+  if (!f32 && (kStride % 4 || vStride % 4)) throw new KernelError(kernel, `strides of a ${cache} cache must be multiples of 4 bytes, got ${kStride} and ${vStride}`);
+  if (!f32 && Math.max(D, Dv) > KV_QUANT_MAX_DIM) throw new KernelError(kernel, `a ${cache} cache takes head dimensions up to ${KV_QUANT_MAX_DIM}, got ${Math.max(D, Dv)}`);
+  return { kStride, vStride, kBytes: f32 ? kStride * 4 : kStride, vBytes: f32 ? vStride * 4 : vStride };
 }
 
 export interface SelectedOptions {
@@ -114,6 +146,8 @@ export interface SelectedOptions {
   /** 0 (default): one list for every head; else kv head g reads its m slots at idx + g·idxStride (i32). */
   idxStride?: number;
   qHeadStride?: number;
+  /** As in AttentionOptions. */
+  cache?: KvCacheType;
   kStride?: number;
   vStride?: number;
 }
@@ -135,9 +169,8 @@ export function attendSelected(k: K, out: number, q: number, kCache: number, vCa
   if (idxStride > 0 && idxStride < m) throw new KernelError('attendSelected', `idxStride ${idxStride} < m ${m}`);
   const qHeadStride = o.qHeadStride ?? D;
   checkInt('attendSelected', 'qHeadStride', qHeadStride, D);
-  const kStride = o.kStride ?? nKv * D, vStride = o.vStride ?? nKv * Dv;
-  checkInt('attendSelected', 'kStride', kStride, nKv * D);
-  checkInt('attendSelected', 'vStride', vStride, 1);
+  const cache = cacheType('attendSelected', o.cache);
+  const { kStride, vStride, kBytes, vBytes } = cacheStrides('attendSelected', cache, nKv, D, Dv, o);
   checkBuf(k, 'attendSelected', 'out', out, nHeads * Dv * 4);
   checkBuf(k, 'attendSelected', 'q', q, ((nHeads - 1) * qHeadStride + D) * 4);
   checkBuf(k, 'attendSelected', 'idx', idx, ((idxStride > 0 ? (nKv - 1) * idxStride : 0) + m) * 4);
@@ -150,10 +183,11 @@ export function attendSelected(k: K, out: number, q: number, kCache: number, vCa
       if (sl > maxSlot) maxSlot = sl;
     }
   }
-  checkBuf(k, 'attendSelected', 'kCache', kCache, (maxSlot * kStride + nKv * D) * 4);
-  checkBuf(k, 'attendSelected', 'vCache', vCache, (maxSlot * vStride + nKv * Dv) * 4);
+  checkBuf(k, 'attendSelected', 'kCache', kCache, maxSlot * kBytes + nKv * kvHeadBytes(cache, D));
+  checkBuf(k, 'attendSelected', 'vCache', vCache, maxSlot * vBytes + nKv * kvHeadBytes(cache, Dv));
   if (o.sinks !== undefined && o.sinks !== 0) checkBuf(k, 'attendSelected', 'sinks', o.sinks, nHeads * 4);
-  k.exports.attendSelectedF32(out, q, kCache, vCache, idx, m, idxStride, nHeads, nKv, D, Dv, o.scale, softcap, o.sinks ?? 0, qHeadStride, kStride, vStride);
+  if (cache === 'f32') k.exports.attendSelectedF32(out, q, kCache, vCache, idx, m, idxStride, nHeads, nKv, D, Dv, o.scale, softcap, o.sinks ?? 0, qHeadStride, kStride, vStride);
+  else k.exports.attendSelectedKvQ(KV_CODE[cache], out, q, kCache, vCache, idx, m, idxStride, nHeads, nKv, D, Dv, o.scale, softcap, o.sinks ?? 0, qHeadStride, kStride, vStride);
 }
 
 /**

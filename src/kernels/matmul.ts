@@ -77,6 +77,42 @@ export function reserveMatmulScratch(k: K, maxBatch: number, maxCols: number): v
 }
 
 /**
+ * Instances whose Q8_0/Q4_0 products give each row of X the same bits whatever other rows share the
+ * call (setBatchInvariant).
+ */
+const invariant = new WeakSet<K>();
+
+/**
+ * Makes the Q8_0/Q4_0 products of instance `k` batch-invariant, or back to the default. The kernels
+ * take X four rows at a time and the rows left over one at a time, and the two paths sum the block
+ * terms in different orders, so by default a row's last bits depend on how many rows share its call
+ * and where it sits among them. Batch-invariant, every row runs the one-row path, so its products
+ * are the ones it gets alone, in any batch (the step batcher's decode passes rely on it: see
+ * generate/batcher.ts). Float and K-quant weights are batch-invariant either way.
+ */
+export function setBatchInvariant(k: K, on: boolean): void {
+  if (on) invariant.add(k);
+  else invariant.delete(k);
+}
+
+/** Whether setBatchInvariant(k, true) is in force. */
+export function isBatchInvariant(k: K): boolean {
+  return invariant.has(k);
+}
+
+/**
+ * Batch-invariant Q8_0/Q4_0 product (batch ≥ 2): the kernels in calls of at most three X rows, so
+ * every row takes their one-row path, whose sums do not depend on the other rows of the call. A
+ * weight row stays in cache while the call's rows pass over it. (Calls of one row each over weight
+ * tiles, which stream the weights once for the whole batch, measured slower: the one-row path is
+ * bound by its arithmetic, not by memory.)
+ */
+function matmulInvariant(k: K, y: number, x: number, w: DenseWeight, batch: number, opts: MatmulOptions): void {
+  const { rows, cols } = w;
+  for (let b = 0; b < batch; b += 3) matmulChecked(k, y + b * rows * 4, x + b * cols * 4, w, Math.min(3, batch - b), opts);
+}
+
+/**
  * Y[batch, w.rows] = X[batch, w.cols] · Wᵀ. `y`, `x` are arena offsets of f32 (y must not overlap
  * x). Quantized weights by default quantize X per 32-block to int8 (d = amax/127, round half away
  * from zero) and take exact integer block dots, as llama.cpp does; `exact` multiplies the f32
@@ -95,6 +131,16 @@ export function matmul(k: K, y: number, x: number, w: Weight | KWeight, batch: n
   checkBuf(k, 'matmul', 'x', x, batch * cols * 4);
   checkBuf(k, 'matmul', 'y', y, batch * rows * 4);
   disjoint('matmul', 'y', y, batch * rows * 4, 'x', x, batch * cols * 4);
+  if (batch > 1 && invariant.has(k) && (w.dtype === 'q8_0' || w.dtype === 'q4_0')) {
+    matmulInvariant(k, y, x, w, batch, opts);
+    return;
+  }
+  matmulChecked(k, y, x, w, batch, opts);
+}
+
+/** matmul() of a dense weight after its checks: the kernel over every row at once (split over the pool when large). */
+function matmulChecked(k: K, y: number, x: number, w: DenseWeight, batch: number, opts: MatmulOptions): void {
+  const { rows, cols } = w;
   const work = rows * cols * batch;
   const pool = poolOf(k);
   // Decode-sized products call the kernel directly (no argument array).

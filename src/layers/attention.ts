@@ -1,9 +1,10 @@
 // Softmax attention with a KV cache: GQA/MQA, optional q/k RMSNorm, RoPE (full or partial),
 // sliding window (ring-buffer cache on WASM), logit soft-capping, learned sinks, and Qwen3-Next's
-// output gate. Keys are cached after RoPE at their absolute position.
+// output gate. Keys are cached after RoPE at their absolute position, as f32 or, with the load option
+// kvCache, as quantized rows (per head, blocks of 32; kernels/kvcache.ts) that attention reads in place.
 
 import type { Weight } from '../kernels/types';
-import type { RegionSpec } from '../runtime/state';
+import { kvCacheRegion, type RegionSpec } from '../runtime/state';
 import type { Graph, Tensor } from '../graph/graph';
 import { attention, clamp, copy, kvAppend, linear, mulSigmoid, norm, rope, type RopeSpec } from '../graph/ops';
 import type { Ctx, Mixer } from './context';
@@ -81,10 +82,9 @@ export class Attention implements Mixer {
       const { nKv, headDim, window } = this.cfg;
       const ring = !!window && window + this.ctx.maxChunk - 1 < maxContext;
       const capacity = window! + this.ctx.maxChunk - 1;
-      const cache = (name: string, perToken: number): RegionSpec =>
-        ring ? { name, kind: 'ring', perToken, capacity } : { name, kind: 'kv', perToken };
-      this.kState = cache(`${this.prefix}.k`, nKv * headDim);
-      this.vState = cache(`${this.prefix}.v`, nKv * this.vDim);
+      const type = this.ctx.kvCache;
+      this.kState = kvCacheRegion(`${this.prefix}.k`, nKv, headDim, type, ring ? capacity : undefined);
+      this.vState = kvCacheRegion(`${this.prefix}.v`, nKv, this.vDim, type, ring ? capacity : undefined);
       this.declaredFor = maxContext;
     }
     return [this.kState, this.vState];

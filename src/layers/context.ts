@@ -1,6 +1,7 @@
 // What every layer gets at construction (weights, options) and the interfaces of mixers and feed-forward
 // layers, whose forward passes are written against the graph (src/graph/graph.ts).
 
+import type { KvCacheType } from '../kernels/kvcache';
 import type { K } from '../kernels/types';
 import type { WeightStore } from '../runtime/weights';
 import type { RegionSpec } from '../runtime/state';
@@ -11,6 +12,8 @@ export interface NetOptions {
   exact: boolean;
   /** Most tokens one forward call processes (prefill is cut into chunks of this size). */
   maxChunk: number;
+  /** Element type of attention KV caches (f32, or quantized rows; kernels/kvcache.ts). */
+  kvCache: KvCacheType;
 }
 
 /** What a family's constructors get: the kernel instance (load-time weight preparation), the weights, options. */
@@ -21,6 +24,9 @@ export class Ctx {
   }
   get maxChunk(): number {
     return this.opts.maxChunk;
+  }
+  get kvCache(): KvCacheType {
+    return this.opts.kvCache;
   }
 }
 

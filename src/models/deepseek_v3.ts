@@ -8,7 +8,7 @@
 //   k_nope_h = W_UK_h c,  v_h = W_UV_h c                       (kv_b_proj rows per head: [k_nope | v])
 //   o_h = Σ_s softmax_s(scale · (q_nope_h·k_nope_h,s + q_rope_h·k_rope_s)) v_h,s
 // The cache holds only the latent [c | RoPE(k_rope)] per token (kv_lora_rank + qk_rope_head_dim floats
-// per layer, shared by every head). W_UK is absorbed into the query (q_nope_h·W_UK_h c = (W_UK_hᵀ q_nope_h)·c)
+// per layer, shared by every head; with kvCache q8_0 / q4_0, one quantized head of that width). W_UK is absorbed into the query (q_nope_h·W_UK_h c = (W_UK_hᵀ q_nope_h)·c)
 // and W_UV into the output (Σ_s p_s W_UV_h c_s = W_UV_h Σ_s p_s c_s), so attention runs as MQA with one
 // latent kv head: keys [c | k_rope], values c, queries [W_UK_hᵀ q_nope_h | q_rope_h].
 
@@ -25,7 +25,7 @@ import { bool, int, lmHead, num, rejectIf, ropeParams, ropeSpec, tiedEmbeddings,
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
 import type { Family, Net } from './net';
 import { expertWeights, keepKvbF32 } from './shared';
-import type { RegionSpec } from '../runtime/state';
+import { kvCacheRegion, type RegionSpec } from '../runtime/state';
 
 /** HF DeepseekV3RMSNorm(q_lora_rank) / (kv_lora_rank) are built without eps: the class default 1e-6. */
 export const LORA_NORM_EPS = 1e-6;
@@ -73,7 +73,7 @@ export class MlaAttention implements Mixer {
     const { hidden, nHeads: H, qLora, kvLora: R, dNope, dRope, dV } = cfg;
     const dQk = dNope + dRope;
     this.latentDim = R + dRope;
-    this.latentState = { name: `${prefix}.latent`, kind: 'kv', perToken: this.latentDim };
+    this.latentState = kvCacheRegion(`${prefix}.latent`, 1, this.latentDim, ctx.kvCache);
     if (qLora) {
       this.qa = ws.mat(`${prefix}.q_a_proj.weight`, qLora, hidden);
       this.qaBias = cfg.bias ? ws.vec(`${prefix}.q_a_proj.bias`, qLora) : 0;

@@ -8,6 +8,8 @@
 // A query at position p with p + 1 ≤ index_topk keeps every causal key (HF's top-k over the causally
 // masked scores then still contains them all); beyond that, MLA runs over the top-index_topk keys only
 // (the sparse mode of the latent attention op, src/graph/ops-mla.ts), in prefill and decode alike.
+// With kvCache q8_0 / q4_0 the latent cache is quantized; the indexer's key cache stays f32 (it ranks
+// positions, and its width is a fraction of the latent's).
 
 import type { Weight } from '../kernels/types';
 import type { Graph, Tensor } from '../graph/graph';

@@ -6,13 +6,14 @@ import { isKQuant } from '../formats/kquants';
 import { reserveKMatmulScratch } from '../kernels/kquant';
 import { reserveMatmulScratch } from '../kernels/matmul';
 import { instantiate, type BuildChoice, type WasmInstance } from '../kernels/runtime';
+import { KV_CACHE_TYPES, type KvCacheType } from '../kernels/kvcache';
 import { Ctx } from '../layers/context';
 import { WasmGraph } from '../graph/wasm';
 import '../graph/wasm-ops';
 import type { Net, Family } from './net';
 import { familyFor } from './registry';
 import { ConfigError } from '../formats/errors';
-import { crc32, readSnapshotHeader, restoreSnapshot, SeqState, SlotPool, StateLayout, writeSnapshot, SnapshotError, type SnapshotOptions } from '../runtime/state';
+import { checkSnapshotModel, crc32, readSnapshotHeader, restoreSnapshot, SeqState, SlotPool, StateLayout, writeSnapshot, type SnapshotOptions } from '../runtime/state';
 import { WeightStore, type LoadDType } from '../runtime/weights';
 import type { SequenceSession, SessionFactory } from '../runtime/session';
 
@@ -29,6 +30,11 @@ export interface ModelOptions {
   exact?: boolean;
   /** Most sessions alive at once. */
   maxSessions?: number;
+  /**
+   * Element type of attention KV caches: 'f32' (default), or 'q8_0' / 'q4_0' rows per head (blocks
+   * of 32 along the head dimension, 0.27× and 0.14× the bytes), which attention reads in place.
+   */
+  kvCache?: KvCacheType;
   onProgress?: (done: number, total: number, what: string) => void;
 }
 
@@ -44,6 +50,8 @@ export interface ModelInfo {
   /** Snapshot bytes at 0 tokens and per additional token (attention caches grow; recurrent state does not). */
   stateBytesFixed: number;
   stateBytesPerToken: number;
+  /** Element type of the attention KV caches. */
+  kvCache: KvCacheType;
   arenaBytes: number;
 }
 
@@ -81,14 +89,19 @@ export class Model implements SessionFactory {
     return this.ctx.maxChunk;
   }
 
+  /** Element type of the attention KV caches (the load option kvCache). */
+  get kvCache(): KvCacheType {
+    return this.layout.kvCache;
+  }
+
   newSession(): Session {
     return new Session(this, this.slots.acquire());
   }
 
-  /** A session resumed from snapshot bytes; refuses snapshots of another model or version. */
+  /** A session resumed from snapshot bytes; refuses snapshots of another model, version or KV cache type. */
   restore(bytes: Uint8Array): Session {
     const { header } = readSnapshotHeader(bytes);
-    if (header.modelHash !== this.hash) throw new SnapshotError(`snapshot belongs to another model (hash ${header.modelHash}, this model ${this.hash})`);
+    checkSnapshotModel(header, { modelHash: this.hash, kvCache: this.kvCache });
     const s = this.newSession();
     try {
       const h = restoreSnapshot(s.state, bytes, { modelHash: this.hash });
@@ -163,6 +176,7 @@ export class Model implements SessionFactory {
       maxContext: this.maxContext,
       stateBytesFixed: fixed,
       stateBytesPerToken: perTok,
+      kvCache: this.kvCache,
       arenaBytes: this.k.arena.top,
     };
   }
@@ -315,6 +329,8 @@ export class Session implements SequenceSession {
 export async function buildModel(ckpt: Checkpoint, opts: ModelOptions = {}): Promise<Model> {
   const config = ckpt.config;
   const family: Family = familyFor(config);
+  const kvCache = opts.kvCache ?? 'f32';
+  if (!KV_CACHE_TYPES.includes(kvCache)) throw new ConfigError('options.kvCache', `must be one of ${KV_CACHE_TYPES.join(', ')}, got ${JSON.stringify(opts.kvCache)}`);
   const k = await instantiate({ build: opts.build, budget: opts.memoryBudget });
   const ws = new WeightStore(k, ckpt);
   await ws.loadAll(
@@ -323,7 +339,7 @@ export async function buildModel(ckpt: Checkpoint, opts: ModelOptions = {}): Pro
     (name) => family.ignore?.(name, config) ?? false,
   );
   const maxChunk = opts.maxChunk ?? 64;
-  const ctx = new Ctx(k, ws, { exact: opts.exact ?? false, maxChunk });
+  const ctx = new Ctx(k, ws, { exact: opts.exact ?? false, maxChunk, kvCache });
   const net = family.build(ctx, family.parse(config));
   // The int8 activation scratch of quantized products is laid out now, so no forward grows memory.
   let maxCols = 32;
@@ -335,6 +351,9 @@ export async function buildModel(ckpt: Checkpoint, opts: ModelOptions = {}): Pro
   const maxContext = opts.maxContext ?? Math.min(cfgMax, 4096);
   if (positions > 0 && maxContext > positions) {
     throw new ConfigError('options.maxContext', `is ${maxContext}, but the model has ${positions} positions (config max_position_embeddings); use at most ${positions}`);
+  }
+  if (kvCache !== 'f32' && !net.specs(maxContext).some((r) => r.quant)) {
+    throw new ConfigError('options.kvCache', `'${kvCache}' quantizes attention KV caches, and model type ${config.model_type} has none (its layers are ${[...new Set(net.layerKinds)].join(', ')}, with constant-size state): use kvCache 'f32'`);
   }
   const graph = new WasmGraph(k, opts.exact ?? false, maxChunk, maxContext);
   graph.plan(net);

@@ -3,6 +3,8 @@
 // arena so that a session is one block to allocate, snapshot, restore and free.
 
 import { f16BytesToF32, f32ToF16Bytes } from '../formats/dtype';
+import { ConfigError } from '../formats/errors';
+import { KV_QUANT_MAX_DIM, kvRowBytes, type KvCacheType } from '../kernels/kvcache';
 import { KernelError, type Arena } from '../kernels/runtime';
 
 export type RegionKind =
@@ -13,22 +15,50 @@ export type RegionKind =
   /** Constant size whatever the context (recurrent state). */
   | 'fixed';
 
+/** How a quantized cache region encodes a position: `heads` heads of `dim` values as `type` rows (kernels/kvcache.ts). */
+export interface KvQuant {
+  type: Exclude<KvCacheType, 'f32'>;
+  heads: number;
+  dim: number;
+}
+
+/**
+ * A region's sizes count 32-bit words: floats, or for a quantized cache (`quant`) words of its
+ * rows' bytes (a row is a whole number of words). Quantized words are moved as they are, never as
+ * numbers.
+ */
 export interface RegionSpec {
   name: string;
   kind: RegionKind;
-  /** floats per position (kv, ring) */
+  /** words per position (kv, ring) */
   perToken?: number;
   /** positions held (ring) */
   capacity?: number;
-  /** floats (fixed) */
+  /** words (fixed) */
   floats?: number;
+  /** A KV cache held as quantized rows (kv, ring); absent: f32. */
+  quant?: KvQuant;
 }
 
 export interface Region extends RegionSpec {
   /** byte offset of the region inside the slot */
   offset: number;
-  /** floats the region occupies in the slot */
+  /** words the region occupies in the slot */
   size: number;
+}
+
+/**
+ * The region of a KV cache (keys or values) with `heads` heads of `dim` values per position, as
+ * f32 or as rows of a quantized type: a linear cache, or a ring of `ring` positions.
+ */
+export function kvCacheRegion(name: string, heads: number, dim: number, type: KvCacheType, ring?: number): RegionSpec {
+  if (type !== 'f32' && dim > KV_QUANT_MAX_DIM) {
+    throw new ConfigError('options.kvCache', `a ${type} cache holds heads of up to ${KV_QUANT_MAX_DIM} values, but ${name} has ${dim}; use kvCache 'f32'`);
+  }
+  const perToken = type === 'f32' ? heads * dim : kvRowBytes(type, heads, dim) / 4;
+  const s: RegionSpec = ring === undefined ? { name, kind: 'kv', perToken } : { name, kind: 'ring', perToken, capacity: ring };
+  if (type !== 'f32') s.quant = { type, heads, dim };
+  return s;
 }
 
 /**
@@ -42,10 +72,16 @@ export class StateLayout {
   readonly byName = new Map<string, Region>();
   private readonly bySpec = new Map<RegionSpec, Region>();
   readonly bytes: number;
+  /** The type of the layout's attention caches: that of its quantized regions, else f32. */
+  readonly kvCache: KvCacheType = 'f32';
   constructor(specs: RegionSpec[], readonly maxContext: number) {
     let off = 0;
     for (const s of specs) {
       if (this.byName.has(s.name)) throw new KernelError('state', `duplicate state region ${s.name}`);
+      if (s.quant) {
+        if (this.kvCache !== 'f32' && this.kvCache !== s.quant.type) throw new KernelError('state', `state region ${s.name} is ${s.quant.type}, others ${this.kvCache}`);
+        this.kvCache = s.quant.type;
+      }
       const size = s.kind === 'kv' ? s.perToken! * maxContext : s.kind === 'ring' ? s.perToken! * Math.min(s.capacity!, maxContext) : s.floats!;
       if (!Number.isInteger(size) || size < 0) throw new KernelError('state', `bad size for state region ${s.name}`);
       const r: Region = { ...s, capacity: s.kind === 'ring' ? Math.min(s.capacity!, maxContext) : s.capacity, offset: off, size };
@@ -116,8 +152,12 @@ export class SeqState {
 // The header names the model hash, model type, position, processed token ids and the payload dtype;
 // the payload holds each region in layout order, trimmed to the positions in use (kv, ring) or whole
 // (fixed), as f32 or — on request, at half the size — as f16 (the state is fp32 again once restored).
+// Version 2 adds quantized KV caches: the header's `kvCache` names their type, their regions are
+// listed as { name, words, kv } and stored as their bytes whatever the payload dtype. A state
+// without quantized regions is written as version 1, byte for byte as before; both are read.
 
-export const SNAPSHOT_VERSION = 1;
+export const SNAPSHOT_VERSION = 2;
+const SNAPSHOT_VERSIONS = [1, 2];
 const MAGIC = 'SPRWSNAP';
 
 export class SnapshotError extends Error {
@@ -144,15 +184,25 @@ export function crc32(bytes: Uint8Array, crc = 0): number {
   return ~c >>> 0;
 }
 
+/** A region of a snapshot: `floats` values (f32 or f16), or `words` of quantized cache rows of type `kv`. */
+export interface SnapshotRegion {
+  name: string;
+  floats?: number;
+  words?: number;
+  kv?: KvCacheType;
+}
+
 export interface SnapshotHeader {
   modelHash: string;
   modelType: string;
   pos: number;
   tokens: number[];
   maxContext: number;
-  regions: { name: string; floats: number }[];
+  regions: SnapshotRegion[];
   /** Payload element type; absent in snapshots that predate it (f32). */
   dtype?: 'f32' | 'f16';
+  /** Type of the attention caches (version 2); absent: f32. */
+  kvCache?: KvCacheType;
 }
 
 export interface SnapshotOptions {
@@ -169,42 +219,48 @@ export function snapshotRegionFloats(r: Region, pos: number): number {
  * Snapshot bytes of a state with this layout, whatever holds it: `read(r, n)` gives the first n floats
  * of region r in the layout's order (kv: positions 0 … pos−1; ring: slots 0 … n/perToken − 1; fixed: all).
  */
-export function encodeSnapshot(layout: StateLayout, header: Omit<SnapshotHeader, 'regions' | 'maxContext' | 'dtype'>, read: (r: Region, n: number) => Float32Array, opts: SnapshotOptions = {}): Uint8Array {
+export function encodeSnapshot(layout: StateLayout, header: Omit<SnapshotHeader, 'regions' | 'maxContext' | 'dtype' | 'kvCache'>, read: (r: Region, n: number) => Float32Array, opts: SnapshotOptions = {}): Uint8Array {
   const dtype = opts.dtype ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'f16') throw new SnapshotError(`snapshot dtype must be f32 or f16, got ${JSON.stringify(dtype)}`);
-  const elem = dtype === 'f16' ? 2 : 4;
   const pos = header.pos;
-  const regions = layout.regions.map((r) => ({ name: r.name, floats: snapshotRegionFloats(r, pos) }));
-  const head = new TextEncoder().encode(JSON.stringify({ ...header, maxContext: layout.maxContext, regions, dtype }));
-  const payloadFloats = regions.reduce((a, r) => a + r.floats, 0);
-  const out = new Uint8Array(8 + 8 + head.length + payloadFloats * elem + 4);
+  const quantized = layout.regions.some((r) => r.quant);
+  const regions: SnapshotRegion[] = layout.regions.map((r) => {
+    const n = snapshotRegionFloats(r, pos);
+    return r.quant ? { name: r.name, words: n, kv: r.quant.type } : { name: r.name, floats: n };
+  });
+  const head = new TextEncoder().encode(JSON.stringify(quantized
+    ? { ...header, maxContext: layout.maxContext, regions, dtype, kvCache: layout.kvCache }
+    : { ...header, maxContext: layout.maxContext, regions, dtype }));
+  const bytesOf = (r: Region, n: number) => (r.quant || dtype === 'f32' ? n * 4 : n * 2);
+  const payload = layout.regions.reduce((a, r, i) => a + bytesOf(r, regions[i].floats ?? regions[i].words!), 0);
+  const out = new Uint8Array(8 + 8 + head.length + payload + 4);
   const dv = new DataView(out.buffer);
   for (let i = 0; i < 8; i++) out[i] = MAGIC.charCodeAt(i);
-  dv.setUint32(8, SNAPSHOT_VERSION, true);
+  dv.setUint32(8, quantized ? 2 : 1, true);
   dv.setUint32(12, head.length, true);
   out.set(head, 16);
   let o = 16 + head.length;
   for (let i = 0; i < regions.length; i++) {
     const r = layout.regions[i];
-    const n = regions[i].floats;
+    const n = regions[i].floats ?? regions[i].words!;
     // A ring region is stored whole (slot order): positions wrap, so trimming by count would
     // only be valid before the first wrap.
     const v = read(r, n);
     if (v.length !== n) throw new SnapshotError(`state region ${r.name}: ${v.length} floats read, ${n} expected`);
-    if (dtype === 'f16') {
+    if (dtype === 'f16' && !r.quant) {
       for (let j = 0; j < n; j++) {
         if (!(Math.abs(v[j]) <= 65504)) throw new SnapshotError(`state region ${r.name} holds ${v[j]}, outside the f16 range: use an f32 snapshot`);
       }
       out.set(f32ToF16Bytes(v), o);
     }
     else out.set(new Uint8Array(v.buffer, v.byteOffset, n * 4), o);
-    o += n * elem;
+    o += bytesOf(r, n);
   }
   dv.setUint32(o, crc32(out.subarray(0, o)), true);
   return out;
 }
 
-export function writeSnapshot(state: SeqState, header: Omit<SnapshotHeader, 'regions' | 'maxContext' | 'dtype'>, opts: SnapshotOptions = {}): Uint8Array {
+export function writeSnapshot(state: SeqState, header: Omit<SnapshotHeader, 'regions' | 'maxContext' | 'dtype' | 'kvCache'>, opts: SnapshotOptions = {}): Uint8Array {
   const { layout, arena } = state;
   return encodeSnapshot(layout, header, (r, n) => arena.f32(state.base + r.offset, n), opts);
 }
@@ -214,7 +270,7 @@ export function readSnapshotHeader(bytes: Uint8Array): { header: SnapshotHeader;
   for (let i = 0; i < 8; i++) if (bytes[i] !== MAGIC.charCodeAt(i)) throw new SnapshotError('not a sparrow state snapshot (bad magic)');
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const version = dv.getUint32(8, true);
-  if (version !== SNAPSHOT_VERSION) throw new SnapshotError(`snapshot version ${version} is not supported (expected ${SNAPSHOT_VERSION})`);
+  if (!SNAPSHOT_VERSIONS.includes(version)) throw new SnapshotError(`snapshot version ${version} is not supported (expected ${SNAPSHOT_VERSIONS.join(' or ')})`);
   const hl = dv.getUint32(12, true);
   if (16 + hl + 4 > bytes.length) throw new SnapshotError('snapshot is truncated (header length beyond end)');
   const stored = dv.getUint32(bytes.length - 4, true);
@@ -229,29 +285,45 @@ export function readSnapshotHeader(bytes: Uint8Array): { header: SnapshotHeader;
 }
 
 /**
- * Checks snapshot bytes against a layout and hands over each region's floats (f32, whatever the
- * payload dtype): `clear()` once the header fits, then `write(r, data)` per region in layout order,
- * data being the region's first data.length floats (see encodeSnapshot).
+ * Refuses a snapshot of another model, or one whose attention caches are of another type than this
+ * model's (`kvCache` of the load options): the error names both types.
  */
-export function decodeSnapshot(layout: StateLayout, bytes: Uint8Array, expect: { modelHash: string }, sink: { clear(): void; write(r: Region, data: Float32Array): void }): SnapshotHeader {
-  const { header, payloadOffset } = readSnapshotHeader(bytes);
+export function checkSnapshotModel(header: SnapshotHeader, expect: { modelHash: string; kvCache: KvCacheType }): void {
   if (header.modelHash !== expect.modelHash) {
     throw new SnapshotError(`snapshot belongs to another model (hash ${header.modelHash}, this model ${expect.modelHash})`);
   }
+  const kv = header.kvCache ?? 'f32';
+  if (kv !== expect.kvCache) {
+    throw new SnapshotError(`snapshot's KV cache is ${kv}, this model's is ${expect.kvCache} (load option kvCache): restore it into a model loaded with kvCache '${kv}'`);
+  }
+}
+
+/**
+ * Checks snapshot bytes against a layout and hands over each region's words (f32 values whatever
+ * the payload dtype, or a quantized cache's bytes as they are): `clear()` once the header fits, then
+ * `write(r, data)` per region in layout order, data being the region's first data.length words (see
+ * encodeSnapshot).
+ */
+export function decodeSnapshot(layout: StateLayout, bytes: Uint8Array, expect: { modelHash: string }, sink: { clear(): void; write(r: Region, data: Float32Array): void }): SnapshotHeader {
+  const { header, payloadOffset } = readSnapshotHeader(bytes);
+  checkSnapshotModel(header, { modelHash: expect.modelHash, kvCache: layout.kvCache });
   if (header.pos > layout.maxContext) throw new SnapshotError(`snapshot holds ${header.pos} positions; this session allows ${layout.maxContext}`);
-  if (header.regions.length !== layout.regions.length) throw new SnapshotError('snapshot state layout differs from this model');
+  if (!Array.isArray(header.regions) || header.regions.length !== layout.regions.length) throw new SnapshotError('snapshot state layout differs from this model');
   const dtype = header.dtype ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'f16') throw new SnapshotError(`snapshot payload dtype ${JSON.stringify(dtype)} is not supported`);
-  const elem = dtype === 'f16' ? 2 : 4;
   sink.clear();
   let o = payloadOffset;
   for (let i = 0; i < layout.regions.length; i++) {
-    const r = layout.regions[i];
-    const n = header.regions[i].floats;
-    if (header.regions[i].name !== r.name || !Number.isInteger(n) || n < 0 || n > r.size) throw new SnapshotError(`snapshot region ${header.regions[i].name} does not fit region ${r.name}`);
-    if (o + n * elem > bytes.length - 4) throw new SnapshotError('snapshot is truncated (payload)');
-    sink.write(r, dtype === 'f16' ? f16BytesToF32(bytes.subarray(o, o + n * 2), n) : new Float32Array(bytes.slice(o, o + n * 4).buffer));
-    o += n * elem;
+    const r = layout.regions[i], e = header.regions[i];
+    const n = r.quant ? e.words : e.floats;
+    if (e.name !== r.name || (r.quant ? e.kv !== r.quant.type : e.kv !== undefined) || typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > r.size) {
+      throw new SnapshotError(`snapshot region ${e.name} does not fit region ${r.name}`);
+    }
+    const raw = r.quant || dtype === 'f32';
+    const len = raw ? n * 4 : n * 2;
+    if (o + len > bytes.length - 4) throw new SnapshotError('snapshot is truncated (payload)');
+    sink.write(r, raw ? new Float32Array(bytes.slice(o, o + len).buffer) : f16BytesToF32(bytes.subarray(o, o + len), n));
+    o += len;
   }
   if (o !== bytes.length - 4) throw new SnapshotError('snapshot has trailing bytes');
   return header;

@@ -49,6 +49,9 @@ G.set(LATENT_ATTENTION, (g, a) => {
   }
   g.checkActivations(`attention scratch for ${L} positions`);
   const { nHeads, dim, vDim, scale } = a;
+  // Keys are whole latent rows, values their first vDim values (in a quantized cache, its first blocks).
+  const qc = a.cache.quant;
+  const rows = qc ? { cache: qc.type, kStride: a.cache.perToken!, vStride: a.cache.perToken! } : { kStride: dim, vStride: dim };
   g.emit((b) => {
     const K = g.K, list: Dispatch[] = [];
     for (let t = 0; t < T; t++) {
@@ -59,7 +62,7 @@ G.set(LATENT_ATTENTION, (g, a) => {
         idx = { off: ix.idx, topk: sp.topk };
       }
       list.push(sparseAttention(K, b, a.y.off + t * a.y.width, a.q.off + t * a.q.width, cache, cache, {
-        nHeads, nKv: 1, headDim: dim, vDim, scale, kStride: dim, vStride: dim, scores, maxN: sel, idx, row: t,
+        nHeads, nKv: 1, headDim: dim, vDim, scale, scores, maxN: sel, idx, row: t, ...rows,
       }));
     }
     return list;

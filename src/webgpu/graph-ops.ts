@@ -5,7 +5,7 @@
 import { ADD_ROW, ATTENTION, BINARY, CAUSAL_CONV, COPY, EMBED, GATED_ACT, gatedFfn, KV_APPEND, MATMUL, matmul, MOE, NORM, ROPE, UNARY, type GatedWeights } from '../graph/ops';
 import { KernelError } from '../kernels/runtime';
 import { sameShape, type Tensor } from '../graph/graph';
-import { ATTN_MAX_HEAD_DIM, clamp, decodeAttention, ropeTables } from './dispatch/attention';
+import { ATTN_MAX_HEAD_DIM, clamp, decodeAttention, kvQuantize, ropeTables } from './dispatch/attention';
 import { ACT_OP, actOp, activation, route } from './dispatch/ffn';
 import { GPU_OPS as G, type GpuGraph } from './graph';
 import { EW, TOKENS_BASE, type Dispatch } from './ops';
@@ -86,9 +86,13 @@ G.set(ROPE, (g, a) => {
   g.emit((b) => [g.K.rope(b, a.x.off, a.x.rows, a.nHeads, a.headDim, r.rotaryDim, r.style, tables.cos, tables.sin, a.x.width)]);
 });
 
-// Row t goes to the cache row of position step.pos + t.
+// Row t goes to the cache row of position step.pos + t (a quantized cache's row as its blocks).
 G.set(KV_APPEND, (g, a) => {
-  const c = g.state(a.cache), per = a.cache.perToken!;
+  const c = g.state(a.cache), per = a.cache.perToken!, qc = a.cache.quant;
+  if (qc) {
+    g.emit((b) => [kvQuantize(g.K, b, qc.type, c, a.x.off, { heads: qc.heads, dim: qc.dim, rows: a.x.rows, xRow: a.x.width, rowWords: per })]);
+    return;
+  }
   g.emit((b) => [g.K.copy(b, c, a.x.off, 1, per, { posStride: per, toState: true, rows: a.x.rows, srcRow: a.x.width, dstRow: per })]);
 });
 
@@ -109,6 +113,7 @@ G.set(ATTENTION, (g, a) => {
       list.push(decodeAttention(g.K, b, a.y.off + r0 * a.y.width, a.q.off + r0 * a.q.width, kc, vc, {
         nHeads: a.nHeads, nKv: a.nKv, headDim: a.headDim, vDim: a.vDim, scale: a.scale, scores, maxN: L, window: a.window, softcap: a.softcap, sinks,
         rows: Math.min(per, T - r0), row0: r0, qRowStride: a.q.width, oRowStride: a.y.width,
+        ...(a.k.quant ? { cache: a.k.quant.type, kStride: a.k.perToken!, vStride: a.v.perToken! } : {}),
       }));
     }
     return list;

@@ -1,9 +1,12 @@
-// Attention dispatches: RoPE tables, attention of query rows over st-resident caches, clamping.
+// Attention dispatches: RoPE tables, attention of query rows over st-resident caches (f32 or
+// quantized rows), the append into quantized caches, clamping.
 
 import { KernelError } from '../../kernels/runtime';
 import type { GpuBuilder } from '../builder';
 import type { Dispatch, GpuBufs, GpuKernels } from '../ops';
 import { ATTN_MAX_HEAD_DIM, ATTN_PARAMS, attentionWgsl, CLAMP_PARAMS, clampWgsl } from '../kernels/attention.wgsl';
+import { KV_QUANT_PARAMS, KV_QUANT_WG, kvQuantizeWgsl, type KvQuantType } from '../kernels/kvcache.wgsl';
+import type { KvCacheType } from '../../kernels/kvcache';
 
 export { ATTN_MAX_HEAD_DIM };
 
@@ -55,6 +58,13 @@ export interface DecodeAttentionOptions {
   softcap?: number;
   /** Offset in `c` of nHeads sink logits (gpt-oss), joining the softmax denominator only. */
   sinks?: number;
+  /**
+   * The caches' element type (default f32). Quantized caches: kStride and vStride are the rows'
+   * words (required), kCache / vCache word offsets in `st`.
+   */
+  cache?: KvCacheType;
+  kStride?: number;
+  vStride?: number;
 }
 
 /**
@@ -68,13 +78,35 @@ export function decodeAttention(K: GpuKernels, b: GpuBufs, out: number, q: numbe
   const cap = o.softcap ?? 0;
   if (!(cap >= 0) || !Number.isFinite(cap)) throw new KernelError('webgpu', `attention: softcap must be ≥ 0, got ${cap}`);
   if (!Number.isFinite(o.scale)) throw new KernelError('webgpu', `attention: scale must be finite, got ${o.scale}`);
-  return K.dispatch('attention', attentionWgsl, ATTN_PARAMS, {
+  const cache = o.cache ?? 'f32';
+  if (cache !== 'f32' && (o.kStride === undefined || o.vStride === undefined)) throw new KernelError('webgpu', `attention: a ${cache} cache needs its row strides`);
+  return K.dispatch(cache === 'f32' ? 'attention' : `attention_${cache}`, attentionCode(cache), ATTN_PARAMS, {
     nHeads, nKv, headDim, vDim, qOff: q, oOff: out, kOff: kCache, vOff: vCache,
-    kStride: nKv * headDim, vStride: nKv * vDim, sOff: o.scores, maxN: o.maxN, scale: o.scale,
+    kStride: o.kStride ?? nKv * headDim, vStride: o.vStride ?? nKv * vDim, sOff: o.scores, maxN: o.maxN, scale: o.scale,
     window: o.window ?? 0, hasSinks: o.sinks === undefined ? 0 : 1, sinkOff: o.sinks ?? 0,
     softcap: cap, icap: cap > 0 ? Math.fround(1 / Math.fround(cap)) : 0,
     row0: o.row0 ?? 0, qRowStride: o.qRowStride ?? nHeads * headDim, oRowStride: o.oRowStride ?? nHeads * vDim,
   }, b, [nHeads, o.rows ?? 1, 1]);
+}
+
+const codes = new Map<KvCacheType, string>();
+/** The attention kernel's source for a cache type (built once). */
+function attentionCode(kv: KvCacheType): string {
+  let c = codes.get(kv);
+  if (c === undefined) codes.set(kv, (c = attentionWgsl(kv)));
+  return c;
+}
+
+/**
+ * Quantizes the `rows` rows at a[x …] (`xRow` floats apart; `heads` heads of `dim` values) into
+ * the rows of positions step.pos … step.pos + rows − 1 of the cache at word `cache` of `st`,
+ * rows of `rowWords` words (kernels/kvcache.ts).
+ */
+export function kvQuantize(K: GpuKernels, b: GpuBufs, kv: KvQuantType, cache: number, x: number, o: { heads: number; dim: number; rows: number; xRow: number; rowWords: number }): Dispatch {
+  const { nx, ny } = K.split(Math.ceil(o.rowWords / KV_QUANT_WG));
+  return K.dispatch(`kv_quantize_${kv}`, kvQuantizeWgsl(kv), KV_QUANT_PARAMS, {
+    heads: o.heads, dim: o.dim, xOff: x, xRow: o.xRow, cOff: cache, rowWords: o.rowWords, rows: o.rows, nx,
+  }, b, [nx, ny, o.rows]);
 }
 
 /** y[i] = min(max(x[i], −lim), lim) for i < n (offsets in `a`). */

@@ -3,6 +3,7 @@
 // listed positions or over every cached one). Offsets are in floats of `a` / `st`.
 
 import { KernelError } from '../../kernels/runtime';
+import type { KvCacheType } from '../../kernels/kvcache';
 import type { Dispatch, GpuBufs, GpuKernels, GpuWeight } from '../ops';
 import { HEAD_MM_PARAMS, headMatmulWgsl } from '../kernels/mla.wgsl';
 import { INDEXER_PARAMS, INDEXER_WG, indexerWgsl, SPARSE_ATTN_PARAMS, sparseAttentionWgsl, TOPK_PARAMS, topkWgsl } from '../kernels/sparse_attention.wgsl';
@@ -60,12 +61,19 @@ export interface SparseAttnOptions {
   idx?: { off: number; topk: number };
   /** The query's place in the pass (default 0): it sits at position step.pos + row and sees n = that + 1 positions. */
   row?: number;
+  /** The caches' element type (default f32); a quantized cache's strides are its rows' words. */
+  cache?: KvCacheType;
 }
+
+const sparseCodes = new Map<KvCacheType, string>();
 
 /** One query token's attention over st-resident caches: every position 0 … its own, or the listed ones. */
 export function sparseAttention(K: GpuKernels, b: GpuBufs, out: number, q: number, kCache: number, vCache: number, o: SparseAttnOptions): Dispatch {
   if (o.nHeads % o.nKv) throw new KernelError('webgpu', `sparseAttention: nHeads ${o.nHeads} is not a multiple of nKv ${o.nKv}`);
-  return K.dispatch('sparse_attention', sparseAttentionWgsl, SPARSE_ATTN_PARAMS, {
+  const cache = o.cache ?? 'f32';
+  let code = sparseCodes.get(cache);
+  if (code === undefined) sparseCodes.set(cache, (code = sparseAttentionWgsl(cache)));
+  return K.dispatch(cache === 'f32' ? 'sparse_attention' : `sparse_attention_${cache}`, code, SPARSE_ATTN_PARAMS, {
     nHeads: o.nHeads, nKv: o.nKv, headDim: o.headDim, vDim: o.vDim, qOff: q, qStride: o.qStride ?? o.headDim, oOff: out, kOff: kCache, vOff: vCache,
     kStride: o.kStride ?? o.nKv * o.headDim, vStride: o.vStride ?? o.nKv * o.vDim, sOff: o.scores, maxN: o.maxN,
     useIdx: o.idx ? 1 : 0, idxOff: o.idx?.off ?? 0, topk: o.idx?.topk ?? 0, scale: o.scale, row: o.row ?? 0,

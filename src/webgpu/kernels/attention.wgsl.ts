@@ -7,9 +7,13 @@
 // by position), then a max-subtracted softmax whose denominator optionally also holds a per-head
 // sink logit exp(c[sinkOff + h]) (gpt-oss), then the value mix per output dimension.
 //
+// Quantized caches (kvcache.wgsl.ts) are read in place, each value as q·d.
+//
 // clamp: y[i] = min(max(x[i], −lim), lim) over n floats of `a` (OLMoE clip_qkv).
 
+import type { KvCacheType } from '../../kernels/kvcache';
 import { kernelSource, reductions } from './common.wgsl';
+import { kvReader } from './kvcache.wgsl';
 
 export const ATTN_PARAMS = ['nHeads', 'nKv', 'headDim', 'vDim', 'qOff', 'oOff', 'kOff', 'vOff', 'kStride', 'vStride', 'sOff', 'maxN', 'scale:f',
   'window', 'hasSinks', 'sinkOff', 'softcap:f', 'icap:f', 'row0', 'qRowStride', 'oRowStride'];
@@ -37,7 +41,23 @@ fn tanhf(x: f32) -> f32 {
 }
 `;
 
-export const attentionWgsl = kernelSource(ATTN_PARAMS, ['p', 'a', 'st', 'c', 'step'], reductions(WG) + TANH + `
+/**
+ * The attention kernel over an f32 cache, or over quantized rows (kv q8_0 / q4_0: kOff, vOff,
+ * kStride and vStride in words, heads at whole blocks; values read as kvcache.wgsl.ts kvAt).
+ */
+export function attentionWgsl(kv: KvCacheType = 'f32'): string {
+  const f32 = kv === 'f32';
+  const key = f32
+    ? `let kb = p.kOff + j * p.kStride + kvh * p.headDim;
+    var d = 0.0;
+    for (var i = 0u; i < p.headDim; i++) { d += qs[i] * st[kb + i]; }`
+    : `let kb = (p.kOff + j * p.kStride) * 4u + kvh * kvHeadBytes(p.headDim);
+    var d = 0.0;
+    for (var i = 0u; i < p.headDim; i++) { d += qs[i] * kvAt(kb, i); }`;
+  const value = f32
+    ? 'st[p.vOff + j * p.vStride + kvh * p.vDim + d]'
+    : 'kvAt((p.vOff + j * p.vStride) * 4u + kvh * kvHeadBytes(p.vDim), d)';
+  return kernelSource(ATTN_PARAMS, ['p', 'a', f32 ? 'st' : 'stu', 'c', 'step'], reductions(WG) + TANH + (f32 ? '' : kvReader(kv)) + `
 var<workgroup> qs: array<f32, ${ATTN_MAX_HEAD_DIM}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
@@ -54,9 +74,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
   let sb = p.sOff + (r * p.nHeads + h) * p.maxN;
   var m = -3.4e38;
   for (var j = j0 + li; j < n; j += ${WG}u) {
-    let kb = p.kOff + j * p.kStride + kvh * p.headDim;
-    var d = 0.0;
-    for (var i = 0u; i < p.headDim; i++) { d += qs[i] * st[kb + i]; }
+    ${key}
     d = d * p.scale;
     if (p.softcap > 0.0) { d = tanhf(d * p.icap) * p.softcap; }
     a[sb + j] = d;
@@ -75,11 +93,12 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
   let ob = p.oOff + r * p.oRowStride + h * p.vDim;
   for (var d = li; d < p.vDim; d += ${WG}u) {
     var acc = 0.0;
-    for (var j = j0; j < n; j++) { acc += a[sb + j] * st[p.vOff + j * p.vStride + kvh * p.vDim + d]; }
+    for (var j = j0; j < n; j++) { acc += a[sb + j] * ${value}; }
     a[ob + d] = acc * inv;
   }
 }
 `);
+}
 
 export const CLAMP_PARAMS = ['n', 'xOff', 'yOff', 'nx', 'lim:f'];
 export const clampWgsl = kernelSource(CLAMP_PARAMS, ['p', 'a'], `

@@ -18,6 +18,8 @@ export const BIND = {
   p: '@group(0) @binding(0) var<uniform> p: P;',
   a: '@group(0) @binding(1) var<storage, read_write> a: array<f32>;',
   st: '@group(0) @binding(2) var<storage, read_write> st: array<f32>;',
+  /** `st` as words: quantized KV cache rows (kvcache.wgsl.ts). */
+  stu: '@group(0) @binding(2) var<storage, read_write> stu: array<u32>;',
   w: '@group(0) @binding(3) var<storage, read> w: array<u32>;',
   c: '@group(0) @binding(4) var<storage, read> c: array<f32>;',
   step: 'struct Step { tok: u32, pos: u32, n: u32, pad: u32 }\n@group(0) @binding(5) var<uniform> step: Step;',

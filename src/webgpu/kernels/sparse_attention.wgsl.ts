@@ -12,8 +12,11 @@
 // - attention of each query head over the listed positions (or over all n when useIdx is 0): scores
 //   to a per-head scratch row in `a` (maxN floats), max-subtracted softmax, value mix. Queries are
 //   read from `a` in place, so the head dimension is not bounded (MLA's absorbed heads are 576 wide).
+//   Quantized caches (kvcache.wgsl.ts) are read in place, each value as q·d.
 
+import type { KvCacheType } from '../../kernels/kvcache';
 import { kernelSource, reductions } from './common.wgsl';
+import { kvReader } from './kvcache.wgsl';
 
 export const INDEXER_PARAMS = ['Hi', 'Di', 'qOff', 'wOff', 'kOff', 'kStride', 'sOff', 'nx', 'scale:f', 'row'];
 export const INDEXER_WG = 64;
@@ -132,7 +135,20 @@ fn main(@builtin(local_invocation_index) li: u32) {
 export const SPARSE_ATTN_PARAMS = ['nHeads', 'nKv', 'headDim', 'vDim', 'qOff', 'qStride', 'oOff', 'kOff', 'vOff', 'kStride', 'vStride', 'sOff', 'maxN', 'useIdx', 'idxOff', 'topk', 'scale:f', 'row'];
 const WG = 64;
 
-export const sparseAttentionWgsl = kernelSource(SPARSE_ATTN_PARAMS, ['p', 'a', 'st', 'step'], reductions(WG) + `
+/** The attention over listed or all positions, over an f32 cache or quantized rows (as attentionWgsl). */
+export function sparseAttentionWgsl(kv: KvCacheType = 'f32'): string {
+  const f32 = kv === 'f32';
+  const key = f32
+    ? `let kb = p.kOff + slotOf(j) * p.kStride + kvh * p.headDim;
+    var d = 0.0;
+    for (var i = 0u; i < p.headDim; i++) { d += a[qb + i] * st[kb + i]; }`
+    : `let kb = (p.kOff + slotOf(j) * p.kStride) * 4u + kvh * kvHeadBytes(p.headDim);
+    var d = 0.0;
+    for (var i = 0u; i < p.headDim; i++) { d += a[qb + i] * kvAt(kb, i); }`;
+  const value = f32
+    ? 'st[p.vOff + slotOf(j) * p.vStride + kvh * p.vDim + d]'
+    : 'kvAt((p.vOff + slotOf(j) * p.vStride) * 4u + kvh * kvHeadBytes(p.vDim), d)';
+  return kernelSource(SPARSE_ATTN_PARAMS, ['p', 'a', f32 ? 'st' : 'stu', 'step'], reductions(WG) + (f32 ? '' : kvReader(kv)) + `
 fn slotOf(j: u32) -> u32 {
   if (p.useIdx != 0u) { return u32(a[p.idxOff + j]); }
   return j;
@@ -150,9 +166,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
   let sb = p.sOff + h * p.maxN;
   var mx = -3.4e38;
   for (var j = li; j < m; j += ${WG}u) {
-    let kb = p.kOff + slotOf(j) * p.kStride + kvh * p.headDim;
-    var d = 0.0;
-    for (var i = 0u; i < p.headDim; i++) { d += a[qb + i] * st[kb + i]; }
+    ${key}
     d = d * p.scale;
     a[sb + j] = d;
     mx = max(mx, d);
@@ -167,8 +181,9 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
   let ob = p.oOff + h * p.vDim;
   for (var d = li; d < p.vDim; d += ${WG}u) {
     var acc = 0.0;
-    for (var j = 0u; j < m; j++) { acc += a[sb + j] * st[p.vOff + slotOf(j) * p.vStride + kvh * p.vDim + d]; }
+    for (var j = 0u; j < m; j++) { acc += a[sb + j] * ${value}; }
     a[ob + d] = acc * inv;
   }
 }
 `);
+}
