@@ -23,6 +23,11 @@ import { FUSE_MADD } from './base';
 import { expV, tanhV, hmax, hsum, dot } from './vmath';
 import { kvHeadBytes, kvType, stage, STAGE_ROW, stageRows } from './kvcache';
 
+/** Staged row i of the n just widened; rows past n stand in as row 0 (their scores are masked). */
+@inline function staged(i: i32, n: i32): usize {
+  return i < n ? stage + <usize>i * STAGE_ROW : stage;
+}
+
 const NEG_BIG: f32 = -3.0e38;
 /** Lanes the static state area holds (m and l per lane, plus one pack of slack each). */
 const STATIC_LANES = 2040;
@@ -146,9 +151,7 @@ function attendLane<C>(o: usize, q: usize, kBase: usize, vBase: usize, kStrideB:
     if (!isFloat<C>()) {
       stageRows(k0, k1, k2, k3, n, D);
       k0 = stage;
-      k1 = n > 1 ? stage + STAGE_ROW : stage;
-      k2 = n > 2 ? stage + 2 * STAGE_ROW : stage;
-      k3 = n > 3 ? stage + 3 * STAGE_ROW : stage;
+      k1 = staged(1, n); k2 = staged(2, n); k3 = staged(3, n);
     }
     let s = f32x4.mul(dot4(q, k0, k1, k2, k3, D), scv);
     if (softcap > 0) s = f32x4.mul(tanhV(f32x4.mul(s, icapv)), capv);
@@ -170,9 +173,7 @@ function attendLane<C>(o: usize, q: usize, kBase: usize, vBase: usize, kStrideB:
     if (!isFloat<C>()) {
       stageRows(v0, v1, v2, v3, n, Dv);
       v0 = stage;
-      v1 = n > 1 ? stage + STAGE_ROW : stage;
-      v2 = n > 2 ? stage + 2 * STAGE_ROW : stage;
-      v3 = n > 3 ? stage + 3 * STAGE_ROW : stage;
+      v1 = staged(1, n); v2 = staged(2, n); v3 = staged(3, n);
     }
     fusedUpdate(o, v0, v1, v2, v3, r, e, Dv);
   }
