@@ -7,8 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel, type LanguageModel } from '../src/index';
-import { createApp, type AppOptions, type SparrowApp } from '../edge/app';
+import type { AppOptions, SparrowApp } from '../edge/app';
 import { DirSessionStore, MemorySessionStore, TieredSessionStore, decodeSessionFile, encodeSessionFile, type StoredSession } from '../edge/store';
+import { post, sse, testApp } from './app-helpers';
 import { ROOT } from './edge-helpers';
 import { fuzzBodies } from './edge-fuzz';
 
@@ -29,21 +30,7 @@ afterAll(async () => {
  * model, whose slot count (sessions_in_use) would otherwise include every app's cached sessions.
  */
 function makeApp(o: Partial<AppOptions> = {}): SparrowApp {
-  return createApp({
-    loadModel: async () => lm,
-    modelId: 'sparrow-mini',
-    store: new MemorySessionStore(),
-    maxConcurrent: 2,
-    maxQueue: 2,
-    maxBodyBytes: 64 * 1024,
-    log: () => {},
-    promptCache: 0,
-    ...o,
-  });
-}
-
-function post(app: SparrowApp, path: string, body: unknown, headers: Record<string, string> = {}) {
-  return app.request(path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+  return testApp(() => lm, { promptCache: 0, ...o });
 }
 
 /** A new session, as the server issues them. */
@@ -54,16 +41,6 @@ async function newSession(app: SparrowApp, headers: Record<string, string> = {})
   expect(b).toMatchObject({ object: 'session', tokens: 0, bytes: 0, busy: false });
   expect(res.headers.get('x-session-id')).toBe(b.id);
   return b.id;
-}
-
-async function sse(res: Response): Promise<any[]> {
-  const text = await res.text();
-  const events = text.split('\n\n').filter(Boolean);
-  expect(events[events.length - 1]).toBe('data: [DONE]');
-  return events.slice(0, -1).map((e) => {
-    expect(e.startsWith('data: ')).toBe(true);
-    return JSON.parse(e.slice(6));
-  });
 }
 
 function expectError(body: any, status: number, res: Response, param?: string | null, code?: string) {

@@ -5,11 +5,9 @@
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createApp, type AppOptions, type SparrowApp } from '../edge/app';
-import { MemorySessionStore } from '../edge/store';
-import { embed, LanguageModel, loadModel } from '../src/index';
-import type { Model } from '../src/models/model';
-import type { Net } from '../src/models/net';
+import type { AppOptions, SparrowApp } from '../edge/app';
+import { embed, type LanguageModel, loadModel } from '../src/index';
+import { logitsOnly, testApp } from './app-helpers';
 import { postJson, ROOT, startProcess, startWorker, stopAll, type RuntimeKind, type Server } from './edge-helpers';
 
 const MODEL_DIR = join(ROOT, 'models/sparrow-mini');
@@ -104,12 +102,8 @@ describe.each(['node', 'workers'] as const)('%s', (kind: Extract<RuntimeKind, 'n
 });
 
 describe('in-process', () => {
-  function makeApp(model: () => LanguageModel, o: Partial<AppOptions> = {}): SparrowApp {
-    return createApp({
-      loadModel: async () => model(),
-      modelId: 'sparrow-mini', store: new MemorySessionStore(), maxConcurrent: 1, maxQueue: 0, maxBodyBytes: 1 << 20, log: () => {}, ...o,
-    });
-  }
+  const makeApp = (model: () => LanguageModel, o: Partial<AppOptions> = {}): SparrowApp =>
+    testApp(model, { maxConcurrent: 1, maxQueue: 0, maxBodyBytes: 1 << 20, ...o });
   const post = (app: SparrowApp, body: unknown) => app.request('/v1/embeddings', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 
   it('inputs longer than the context, and more than 2048 inputs, are refused on input', async () => {
@@ -124,14 +118,7 @@ describe('in-process', () => {
   });
 
   it('a family without hidden-state output is a 400 unsupported_model naming the family', async () => {
-    const net = lm.model.net;
-    const logitsOnly: Net = {
-      vocabSize: net.vocabSize, hidden: net.hidden, layerKinds: net.layerKinds, hiddenOutput: false,
-      specs: (n) => net.specs(n),
-      forward: (g, all) => net.forward(g, all),
-    };
-    const model = Object.create(lm.model, { net: { value: logitsOnly }, modelType: { value: 'logits_only' } }) as Model;
-    const app = makeApp(() => new LanguageModel(model, lm.tokenizer, lm.chatTemplate));
+    const app = makeApp(() => logitsOnly(lm));
     const res = await post(app, { input: 'hello' });
     expect(res.status).toBe(400);
     const e = (await res.json()).error;

@@ -6,8 +6,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Grammar, loadModel, templateMessages, type LanguageModel } from '../src/index';
-import { createApp, type AppOptions, type SparrowApp } from '../edge/app';
-import { MemorySessionStore } from '../edge/store';
+import { post, sse, testApp } from './app-helpers';
 import { ROOT } from './edge-helpers';
 import { PET_SCHEMA, petProblem } from './structured-helpers';
 
@@ -25,32 +24,8 @@ afterAll(async () => {
   await toolLm?.dispose();
 });
 
-function makeApp(model: () => LanguageModel, o: Partial<AppOptions> = {}): SparrowApp {
-  return createApp({
-    loadModel: async () => model(),
-    modelId: 'sparrow-mini',
-    store: new MemorySessionStore(),
-    maxConcurrent: 2,
-    maxQueue: 2,
-    maxBodyBytes: 64 * 1024,
-    log: () => {},
-    ...o,
-  });
-}
-
-function post(app: SparrowApp, path: string, body: unknown) {
-  return app.request(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-}
-
-async function events(res: Response): Promise<any[]> {
-  const text = await res.text();
-  const evs = text.split('\n\n').filter(Boolean);
-  expect(evs[evs.length - 1]).toBe('data: [DONE]');
-  return evs.slice(0, -1).map((e) => JSON.parse(e.slice(6)));
-}
-
 describe('structured outputs', () => {
-  const app = makeApp(() => lm);
+  const app = testApp(() => lm);
   const rf = { type: 'json_schema', json_schema: { name: 'pet', schema: PET_SCHEMA, strict: true } };
 
   it('a JSON schema with nested objects, arrays, enums and required fields gives valid JSON over 50 seeds', async () => {
@@ -75,7 +50,7 @@ describe('structured outputs', () => {
     const text = b.choices[0].message.content;
     if (b.choices[0].finish_reason === 'stop') expect(typeof JSON.parse(text)).toBe('object');
     expect(text.startsWith('{')).toBe(true);
-    const chunks = await events(await post(app, '/v1/chat/completions', { ...body, stream: true }));
+    const chunks = await sse(await post(app, '/v1/chat/completions', { ...body, stream: true }));
     expect(chunks.map((c) => c.choices[0]?.delta?.content ?? '').join('')).toBe(text);
     const c = await (await post(app, '/v1/completions', { prompt: 'A pet:', response_format: rf, temperature: 0.7, seed: 9, max_tokens: 400 })).json();
     expect(petProblem(JSON.parse(c.choices[0].text))).toBeNull();
@@ -145,7 +120,7 @@ const WEATHER = {
 const TIME = { type: 'function', function: { name: 'get_time', parameters: { type: 'object', properties: { zone: { type: 'string', maxLength: 8 } }, required: ['zone'] } } };
 
 describe('tool calling', () => {
-  const app = makeApp(() => toolLm);
+  const app = testApp(() => toolLm);
   const ask = { messages: [{ role: 'user', content: 'What is the weather in Paris?' }], tools: [WEATHER, TIME], max_tokens: 200 };
 
   it('tool_choice required: the reply is tool calls whose arguments follow the schema, streamed and not alike', async () => {
@@ -166,7 +141,7 @@ describe('tool calling', () => {
           if ('unit' in args) expect(['c', 'f']).toContain(args.unit);
         } else expect(typeof args.zone).toBe('string');
       }
-      const chunks = await events(await post(app, '/v1/chat/completions', { ...body, stream: true }));
+      const chunks = await sse(await post(app, '/v1/chat/completions', { ...body, stream: true }));
       const deltas = chunks.flatMap((c) => c.choices[0]?.delta?.tool_calls ?? []);
       expect(deltas.map((d: any) => ({ index: d.index, name: d.function.name, arguments: d.function.arguments })))
         .toEqual(ch.message.tool_calls.map((c: any, i: number) => ({ index: i, name: c.function.name, arguments: c.function.arguments })));
@@ -206,7 +181,7 @@ describe('tool calling', () => {
   });
 
   it('tools for a model whose template renders none, bad tools and tool_choice are 400s naming the field', async () => {
-    const plainApp = makeApp(() => lm);
+    const plainApp = testApp(() => lm);
     const res = await post(plainApp, '/v1/chat/completions', { ...ask, tool_choice: 'required' });
     expect(res.status).toBe(400);
     expect((await res.json()).error.param).toBe('tools');

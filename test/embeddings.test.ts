@@ -6,9 +6,9 @@
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ContextLengthError, LanguageModel, RequestError, embed, loadModel, type ModelSession } from '../src/index';
+import { ContextLengthError, RequestError, embed, loadModel, type LanguageModel, type ModelSession } from '../src/index';
 import type { Model } from '../src/models/model';
-import type { Net } from '../src/models/net';
+import { logitsOnly } from './app-helpers';
 import { maxRelErr } from './helpers';
 import { tinyModelDir } from './tiny-models';
 
@@ -180,15 +180,9 @@ it('a family whose net has no hidden-state output is refused with a RequestError
   dirs.push(dir);
   const lm = await loadModel(dir, { build: 'simd', maxContext: 32 });
   try {
-    const net = lm.model.net;
     // The same net without the output, as a family with a forward of its own that ends in logits.
-    const logitsOnly: Net = {
-      vocabSize: net.vocabSize, hidden: net.hidden, layerKinds: net.layerKinds, hiddenOutput: false,
-      specs: (n) => net.specs(n),
-      forward: (g, all) => net.forward(g, all),
-    };
-    const model = Object.create(lm.model, { net: { value: logitsOnly }, modelType: { value: 'logits_only' } }) as Model;
-    const other = new LanguageModel(model, lm.tokenizer, null);
+    const other = logitsOnly(lm, null);
+    const model = other.model;
     const e = await embed(other, ['hello']).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(RequestError);
     expect((e as RequestError).field).toBe('model');

@@ -10,6 +10,7 @@ import { mulberry32 } from '../src/generate/sampler';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { concatBytes } from '../src/formats/source';
 import {
   BudgetError, ConfigError, FormatError, SparrowError,
   bufferSource, fileSource, urlSource, openSource,
@@ -549,7 +550,7 @@ describe('GGUF', () => {
     const whole = w.toUint8Array();
     const parts: Uint8Array[] = [];
     for await (const c of w.chunks()) parts.push(c);
-    expect(concat(parts)).toEqual(whole);
+    expect(concatBytes(parts)).toEqual(whole);
     const streamed = new Uint8Array(await new Response(w.toStream()).arrayBuffer());
     expect(streamed).toEqual(whole);
     const path = join(tmp, 'written.gguf');
@@ -561,15 +562,6 @@ describe('GGUF', () => {
   });
 });
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
 
 // ---------------------------------------------------------------------------------------------
 
