@@ -9,7 +9,7 @@ import {
   type ChatMessage, type GeneratedToken, type Generation, type LanguageModel, type ModelSession, type ToolCall,
 } from '../src/index';
 import { internalError, json, toApiError } from './errors';
-import { ApiError, badRequest, randomId, type ParsedRequest } from './openai';
+import { ApiError, badRequest, cachedGrammar, randomId, type ParsedRequest } from './openai';
 import { QueueAbortError } from './queue';
 import { RequestAbort, checkServing } from './request';
 import { ownedSession, requestSessionId } from './routes/sessions';
@@ -34,6 +34,8 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
   const limit = lm.maxContext - 1;
   /** The reply may hold tool calls: the tools are rendered into the prompt and the text is read for calls. */
   const useTools = r.kind === 'chat' && r.tools !== undefined && r.toolChoice !== 'none';
+  // Llama 3 and Mistral replies open their calls with a special token (<|python_tag|>, [TOOL_CALLS]): kept in the text for the parser.
+  const specialTokens = useTools && m.toolFormat !== 'hermes';
   const reqAbort = c.req.raw.signal;
   const batch = (r.prompts?.length ?? 1) > 1;
   try {
@@ -47,7 +49,8 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
       if (useTools && r.toolChoice !== 'auto') {
         // A reply that must be tool calls: the calls' format, the functions' names and their arguments' schemas as a grammar.
         const name = typeof r.toolChoice === 'object' ? r.toolChoice.name : undefined;
-        r.params.grammar = Grammar.fromGbnf(toolCallGbnf(m.toolFormat!, toolFunctions(r.tools!), { name, parallel: r.parallelToolCalls }));
+        const gbnf = toolCallGbnf(m.toolFormat!, toolFunctions(r.tools!), { name, parallel: r.parallelToolCalls });
+        r.params.grammar = cachedGrammar(`gbnf:${gbnf}`, () => Grammar.fromGbnf(gbnf));
       }
       r.params.stopTokenIds = m.chatStopIds;
       prompts.push({ ids, echo: '', param: 'messages' });
@@ -108,8 +111,6 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
     release = null;
   };
   abort.signal.addEventListener('abort', cleanup, { once: true });
-  const gone = () => abort.gone();
-  const stopTimer = () => abort.stopTimer();
 
   // Choices: n per prompt, numbered prompt by prompt. A prompt's choices run one after another on
   // one session, so the later ones find the prompt's state there (see ModelSession.reuse). Without
@@ -117,7 +118,6 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
   // goes back to it afterwards.
   const n = r.n;
   const choices: Choice[] = [];
-  const generations: Generation[] = [];
   const sessionFor = (p: Prompt): ModelSession => {
     const cache = state.promptCache;
     if (sid !== undefined) return cache.withSlot(() => resume(lm, prev, p.ids, opts.modelId, log) ?? lm.session());
@@ -128,10 +128,7 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
     const p = prompts[pi];
     if (j === 0) ms = sessionFor(p);
     const seed = r.params.seed === undefined ? undefined : r.params.seed + j;
-    // Llama 3 and Mistral replies open their calls with a special token (<|python_tag|>, [TOOL_CALLS]): kept in the text for the parser.
-    const specialTokens = useTools && m.toolFormat !== 'hermes';
     const gen = lm.generate(p.ids, { ...r.params, seed, session: ms!, signal: abort.signal, specialTokens });
-    generations.push(gen);
     const ch: Choice = { index: pi * n + j, prompt: p, gen, toks: [], first: j === 0, parser: useTools ? new ToolCallParser(m.toolFormat!) : null, content: '', calls: [] };
     choices.push(ch);
     return ch;
@@ -152,18 +149,18 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
     release = await queue.acquire(abort.signal);
     if (cleaned) {
       release();
-      return gone();
+      return abort.gone();
     }
     if (sid !== undefined) {
       prev = await opts.store.get(sid);
-      if (cleaned) return gone();
+      if (cleaned) return abort.gone();
       if (prev && (prev.owner ?? '') !== owner) throw new ApiError(404, `no session '${sid}'`, 'invalid_request_error', 'session', 'session_not_found');
     }
     // The first choice starts here, so that what the library refuses is an HTTP error, not an event.
     startChoice(0, 0);
   } catch (e) {
     cleanup();
-    if (e instanceof QueueAbortError) return gone();
+    if (e instanceof QueueAbortError) return abort.gone();
     throw e;
   }
 
@@ -189,7 +186,7 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
   };
 
   const promptTokens = () => prompts.reduce((a, p) => a + p.ids.length, 0);
-  const completionTokens = () => generations.reduce((a, g) => a + g.stats.generatedTokens, 0);
+  const completionTokens = () => choices.reduce((a, ch) => a + ch.gen.stats.generatedTokens, 0);
   const noteTokens = () => {
     if (opts.accessLog) c.set('note', `tokens=${promptTokens()}+${completionTokens()}${abort.timedOut ? ' timeout' : ''}`);
   };
@@ -244,17 +241,17 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
           for await (const t of ch.gen) ch.toks.push(t);
           if (ch.gen.finishReason === 'abort') {
             noteTokens();
-            return gone();
+            return abort.gone();
           }
           if (j === n - 1) {
             // Finished: the timeout no longer applies to storing the session.
-            if (sid !== undefined) stopTimer();
+            if (sid !== undefined) abort.stopTimer();
             await endPrompt(ch);
           }
         }
       }
       noteTokens();
-      stopTimer();
+      abort.stopTimer();
       if (r.kind === 'chat') {
         return json(200, {
           id, object: 'chat.completion', created: createdAt, model: opts.modelId, system_fingerprint: m.fingerprint,
@@ -342,14 +339,14 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
             return;
           }
           if (j === n - 1) {
-            if (sid !== undefined) stopTimer();
+            if (sid !== undefined) abort.stopTimer();
             await endPrompt(ch);
           }
           await send(chunk(ch.index, '', finish(ch.gen, ch)));
         }
       }
       noteTokens();
-      stopTimer();
+      abort.stopTimer();
       if (r.includeUsage) await send({ ...base, choices: [], usage: usage() });
       await send('[DONE]');
     } catch (e) {

@@ -127,10 +127,18 @@ function logitBias(b: Body): Record<number, number> | undefined {
   return out;
 }
 
-/** Grammars of recent JSON schemas, by their text: a schema sent again reuses the token masks already computed. */
-const schemaGrammars = new Map<string, Grammar>();
-const SCHEMA_GRAMMARS = 32;
-let jsonObject: Grammar | null = null;
+/** Recent grammars by what they were made from: one asked for again reuses the token masks already computed. */
+const grammars = new Map<string, Grammar>();
+const KEPT_GRAMMARS = 32;
+
+/** The grammar kept under `key`, or the one `make` gives, kept from now on (least recently used dropped first). */
+export function cachedGrammar(key: string, make: () => Grammar): Grammar {
+  const g = grammars.get(key) ?? make();
+  grammars.delete(key);
+  grammars.set(key, g);
+  while (grammars.size > KEPT_GRAMMARS) grammars.delete(grammars.keys().next().value!);
+  return g;
+}
 
 /**
  * `response_format`: `{type: "text"}` (no constraint), `{type: "json_object"}` (any JSON object) or
@@ -143,10 +151,7 @@ function responseFormat(b: Body): Grammar | null {
   if (typeof rf !== 'object' || Array.isArray(rf)) throw badRequest(`'response_format' must be an object`, 'response_format', 'invalid_type');
   const type = (rf as Body).type;
   if (type === 'text') return null;
-  if (type === 'json_object') {
-    jsonObject ??= Grammar.jsonObject();
-    return jsonObject;
-  }
+  if (type === 'json_object') return cachedGrammar('json_object', () => Grammar.jsonObject());
   if (type !== 'json_schema') throw badRequest(`'response_format.type' must be text, json_object or json_schema`, 'response_format.type', 'invalid_value');
   const js = (rf as Body).json_schema;
   if (typeof js !== 'object' || js === null || Array.isArray(js)) throw badRequest(`'response_format.json_schema' must be an object`, 'response_format.json_schema', 'invalid_type');
@@ -159,20 +164,12 @@ function responseFormat(b: Body): Grammar | null {
   if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) {
     throw badRequest(`'response_format.json_schema.schema' must be a JSON Schema object`, 'response_format.json_schema.schema', 'invalid_type');
   }
-  const key = JSON.stringify(schema);
-  let g = schemaGrammars.get(key);
-  if (g) schemaGrammars.delete(key);
-  else {
-    try {
-      g = Grammar.fromJsonSchema(schema);
-    } catch (e) {
-      if (e instanceof GrammarError) throw badRequest(`'response_format.json_schema.schema': ${e.message}`, 'response_format.json_schema.schema', 'unsupported_value');
-      throw e;
-    }
+  try {
+    return cachedGrammar(`schema:${JSON.stringify(schema)}`, () => Grammar.fromJsonSchema(schema));
+  } catch (e) {
+    if (e instanceof GrammarError) throw badRequest(`'response_format.json_schema.schema': ${e.message}`, 'response_format.json_schema.schema', 'unsupported_value');
+    throw e;
   }
-  schemaGrammars.set(key, g);
-  while (schemaGrammars.size > SCHEMA_GRAMMARS) schemaGrammars.delete(schemaGrammars.keys().next().value!);
-  return g;
 }
 
 /** `tools`, `tool_choice` and `parallel_tool_calls` of a chat request. */

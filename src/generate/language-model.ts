@@ -468,28 +468,32 @@ export class LanguageModel {
 
   private vocabulary: TokenVocabulary | null = null;
 
-  /** The grammar a generation's parameters ask for (one of grammar, jsonSchema, regex), or null. */
-  private grammarOf(p: GenerateParams): Grammar | null {
+  /** The grammar a generation's parameters ask for (one of grammar, jsonSchema, regex) and the parameter that gave it, or null. */
+  private grammarOf(p: GenerateParams): { grammar: Grammar; field: 'grammar' | 'jsonSchema' | 'regex' } | null {
     const given = (['grammar', 'jsonSchema', 'regex'] as const).filter((k) => p[k] !== undefined && p[k] !== false);
     if (!given.length) return null;
     if (given.length > 1) throw new RequestError(given[1], `give one of grammar, jsonSchema and regex, not ${given.join(' and ')}`);
     const field = given[0];
     if (!this.tokenizer) throw new RequestError(field, 'a constrained generation needs the tokenizer (tokenizer.json) to know what each token spells');
     try {
-      if (p.grammar instanceof Grammar) return p.grammar;
-      if (typeof p.grammar === 'string') return Grammar.fromGbnf(p.grammar);
-      if (p.grammar !== undefined) throw new RequestError('grammar', 'must be a Grammar or GBNF text');
-      if (p.jsonSchema === true) return Grammar.jsonObject();
-      if (p.jsonSchema !== undefined) {
-        if (typeof p.jsonSchema !== 'object' || p.jsonSchema === null || Array.isArray(p.jsonSchema)) throw new RequestError('jsonSchema', 'must be a JSON Schema object or true');
-        return Grammar.fromJsonSchema(p.jsonSchema);
-      }
-      if (typeof p.regex !== 'string') throw new RequestError('regex', 'must be a string');
-      return Grammar.fromRegex(p.regex);
+      return { grammar: this.compileGrammar(p), field };
     } catch (e) {
       if (e instanceof GrammarError) throw new RequestError(field, e.message);
       throw e;
     }
+  }
+
+  private compileGrammar(p: GenerateParams): Grammar {
+    if (p.grammar instanceof Grammar) return p.grammar;
+    if (typeof p.grammar === 'string') return Grammar.fromGbnf(p.grammar);
+    if (p.grammar !== undefined) throw new RequestError('grammar', 'must be a Grammar or GBNF text');
+    if (p.jsonSchema === true) return Grammar.jsonObject();
+    if (p.jsonSchema !== undefined) {
+      if (typeof p.jsonSchema !== 'object' || p.jsonSchema === null || Array.isArray(p.jsonSchema)) throw new RequestError('jsonSchema', 'must be a JSON Schema object or true');
+      return Grammar.fromJsonSchema(p.jsonSchema);
+    }
+    if (typeof p.regex !== 'string') throw new RequestError('regex', 'must be a string');
+    return Grammar.fromRegex(p.regex);
   }
 
   /** Every token's bytes as a trie, for grammar masks (built on first use). */
@@ -555,13 +559,13 @@ export class LanguageModel {
         g.stats.prefillMs = now() - t0;
         const sampler = new Sampler(sampling, ids);
         // A fresh constraint per generation (its grammar's cached masks are shared).
-        const constraint = grammar ? new GrammarConstraint(grammar, self.tokenVocabulary(), [...eos, ...stopIds]) : null;
+        const constraint = grammar ? new GrammarConstraint(grammar.grammar, self.tokenVocabulary(), [...eos, ...stopIds]) : null;
         /** The next token: sampled from the logits, among the tokens the grammar allows. */
         const pick = (logits: Float32Array): number => {
           const l = logits.slice();
           if (constraint) {
             constraint.apply(l);
-            if (!l.some((x) => x > -Infinity)) throw new RequestError(params.grammar !== undefined ? 'grammar' : params.jsonSchema !== undefined ? 'jsonSchema' : 'regex', 'no token of the vocabulary continues the text the grammar allows');
+            if (!l.some((x) => x > -Infinity)) throw new RequestError(grammar!.field, 'no token of the vocabulary continues the text the grammar allows');
           }
           return sampler.next(l);
         };
