@@ -547,7 +547,28 @@ def build_specs() -> list[Spec]:
                                    **rope_kwargs(C, rope(10000.0)))],
         expected_rotary_dims={16}, moe=True,
     ))
+    S.extend(extra_specs())
     return S
+
+
+def extra_specs() -> list[Spec]:
+    """Specs kept in tools/parity/specs/*.py, one module per family group, each defining specs(m) -> list[Spec]
+    where m is this module (Spec, common, rope, rope_kwargs, check_attr). Loaded in file-name order, after the
+    specs above, so that adding a module does not change the seeds of existing fixtures."""
+    import importlib.util
+
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "specs")
+    out: list[Spec] = []
+    if not os.path.isdir(here):
+        return out
+    for fname in sorted(os.listdir(here)):
+        if not fname.endswith(".py") or fname.startswith("_"):
+            continue
+        spec = importlib.util.spec_from_file_location(f"parity_specs_{fname[:-3]}", os.path.join(here, fname))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        out.extend(mod.specs(sys.modules[__name__]))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
