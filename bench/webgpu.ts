@@ -1,5 +1,5 @@
 // Decode speed, WebGPU vs WASM, on this machine.
-//   deno run -A --unstable-sloppy-imports bench/webgpu.ts [--synthetic-large] [--dtype q8_0|q4_0] [--tokens N] [--prefill N] [--runs N] [--profile] [--model DIR] [--tile RxT] [--gemm BMxBNxTMxTN,…|none] [--gemm-also G;G…]
+//   deno run -A --unstable-sloppy-imports bench/webgpu.ts [--synthetic-large] [--dtype q8_0|q4_0] [--tokens N] [--prefill N] [--runs N] [--profile] [--model DIR] [--tile RxT] [--gemm BMxBNxTMxTN,…[@S]|none] [--gemm-also G;G…]
 // Default: the embedded model (models/sparrow-mini). --synthetic-large: a Llama-style model of
 // ~333M parameters with random bf16 weights built in memory (no files), quantized to Q8_0 on load.
 // Both backends run the same prompt (--prefill N tokens, default 128) and greedy continuation. The
@@ -14,6 +14,7 @@ import { openCheckpoint } from '../src/formats/checkpoint';
 import { buildModel } from '../src/models/index';
 import { acquireGpu } from '../src/webgpu/device';
 import { gpuModel } from '../src/webgpu/model';
+import { parseGemmShape, type GemmShape } from '../src/webgpu/kernels/gemm.wgsl';
 
 const args = (globalThis as any).Deno?.args ?? (globalThis as any).process?.argv.slice(2) ?? [];
 const opt = (name: string, def: string) => {
@@ -133,14 +134,17 @@ try {
   const tile = tileArg ? { rows: Number(tileArg.split('x')[0]), tokens: Number(tileArg.split('x')[1]) } : undefined;
   // --gemm BMxBNxTMxTN, several comma-separated (tried in order), or none for the exact kernels alone.
   const gemmArg = opt('--gemm', '');
-  const parseGemm = (g: string) => {
-    const v = g.split('x').map(Number);
-    return { bm: v[0], bn: v[1], tm: v[2], tn: v[3] };
+  const parseGemm = parseGemmShape;
+  // A list may end in @S: split the columns of products towards S workgroups (@0: never split).
+  const parseGemms = (arg: string) => {
+    const [list, split] = arg.split('@');
+    return { shapes: list.split(',').map(parseGemm), split: split === undefined ? undefined : Number(split) };
   };
-  const gemm = gemmArg === 'none' ? null : gemmArg ? gemmArg.split(',').map(parseGemm) : undefined;
-  const gemmName = (g: readonly { bm: number; bn: number; tm: number; tn: number }[]) =>
-    g.map((s) => `${s.bm}×${s.bn} by ${s.tm}×${s.tn}`).join(', then ');
-  const gm = gpuModel(model, gpu, { matmulTile: tile, matmulGemm: gemm });
+  const gemmSpec = gemmArg && gemmArg !== 'none' ? parseGemms(gemmArg) : undefined;
+  const gemm = gemmArg === 'none' ? null : gemmSpec?.shapes;
+  const gemmName = (g: readonly GemmShape[], split?: number) =>
+    g.map((s) => `${s.vec ? 'vector ' : ''}${s.bm}×${s.bn} by ${s.tm}×${s.tn}`).join(', then ') + (split === undefined ? '' : split ? `, columns split towards ${split} workgroups` : ', columns not split');
+  const gm = gpuModel(model, gpu, { matmulTile: tile, matmulGemm: gemm, matmulGemmSplit: gemmSpec?.split });
   const tUp = secs(tu);
   // Warm-up: pipelines compile lazily on some drivers; the chunk recordings are made on first use.
   const warm = gm.newSession();
@@ -186,7 +190,7 @@ try {
   }
   // The T-token passes with the exact matrix products (one invocation per output; the tiled
   // kernel), same weights, same run.
-  const prefillWith = async (o: { matmulTile?: { rows: number; tokens: number } | null; matmulGemm?: ReturnType<typeof parseGemm>[] | null }) => {
+  const prefillWith = async (o: { matmulTile?: { rows: number; tokens: number } | null; matmulGemm?: ReturnType<typeof parseGemm>[] | null; matmulGemmSplit?: number }) => {
     const g2 = gpuModel(model, gpu, { matmulGemm: null, ...o });
     const ow = g2.newSession();
     await ow.forward(prompt);
@@ -206,8 +210,8 @@ try {
   // Other GEMM shapes (--gemm-also A;B, each as --gemm takes it), same run.
   const also: [string, number][] = [];
   for (const g of opt('--gemm-also', '').split(';').filter(Boolean)) {
-    const shapes = g.split(',').map(parseGemm);
-    also.push([gemmName(shapes), await prefillWith({ matmulGemm: shapes })]);
+    const { shapes, split } = parseGemms(g);
+    also.push([gemmName(shapes, split), await prefillWith({ matmulGemm: shapes, matmulGemmSplit: split })]);
   }
   // Decode reading back every token's logits (sampling on the host).
   const gs2 = gm.newSession();
@@ -318,7 +322,7 @@ try {
     ['prefill, one submission of T-token passes, products of one invocation per output (tokens/s)', wasmPrefill, gpuPrefillOut],
     ...(gm.K.gemm ? [['prefill, one submission of T-token passes, tiled exact products 4×8 (tokens/s)', wasmPrefill, gpuPrefillTile] as [string, number, number]] : []),
     ...also.map(([name, v]) => [`prefill, one submission of T-token passes, GEMM ${name} (tokens/s)`, wasmPrefill, v] as [string, number, number]),
-    [`prefill, one submission of T-token passes, ${gm.K.gemm ? `GEMM ${gemmName(gm.K.gemm)}` : gm.K.tile ? `tiled products ${gm.K.tile.rows}×${gm.K.tile.tokens}` : 'the same kernel'} (tokens/s)`, wasmPrefill, gpuPrefill], ['decode, greedy on the GPU (tokens/s)', wasmTps, gpuTps], ['decode, logits read back per token (tokens/s)', wasmTps, gpuLogitTps],
+    [`prefill, one submission of T-token passes, ${gm.K.gemm ? `GEMM ${gemmName(gm.K.gemm, gm.K.gemmSplit)}` : gm.K.tile ? `tiled products ${gm.K.tile.rows}×${gm.K.tile.tokens}` : 'the same kernel'} (tokens/s)`, wasmPrefill, gpuPrefill], ['decode, greedy on the GPU (tokens/s)', wasmTps, gpuTps], ['decode, logits read back per token (tokens/s)', wasmTps, gpuLogitTps],
   );
   const chunks = gm.info().chunkRecordings.map((r) => `T=${r.T}: ${r.dispatches} dispatches, ${(r.activationBytes / 2 ** 20).toFixed(1)} MiB activations`).join(', ');
   note = `webgpu: ${gpu.adapterName}; ${gm.info().dispatchesPerToken} dispatches/token; chunk recordings ${chunks || 'none'}; ${(gm.info().weightBytes / 2 ** 20).toFixed(0)} MiB uploaded in ${tUp.toFixed(1)} s; greedy tokens ${agree < 0 ? 'identical to WASM' : `diverge from WASM at step ${agree} (WASM uses int8 activation dots, GPU f32)`}`;

@@ -34,7 +34,9 @@ G.set(EMBED, (g, a) => {
 G.set(MATMUL, (g, a) => {
   sameRows(g, 'matmul', a.x, a.y);
   const w = g.B.weight(a.w, a.w.name ?? `${g.label}.matmul`);
-  g.emit((b) => [g.K.matmul(b, a.y.off, a.x.off, w, a.x.rows, { xStride: a.x.width, yStride: a.y.width, perOutput: a.x.rows > 1 })]);
+  const need = g.K.gemmPlan(w.rows, w.cols, a.x.rows, true)?.scratch ?? 0;
+  const scratch = need > 0 ? g.scratch('gemm-split', need) : -1;
+  g.emit((b) => g.K.product(b, a.y.off, a.x.off, w, a.x.rows, scratch, { xStride: a.x.width, yStride: a.y.width }));
 });
 
 G.set(ADD_ROW, (g, a) => {

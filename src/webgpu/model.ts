@@ -92,6 +92,11 @@ export interface GpuModelOptions {
    * Its sums equal the decode kernel's up to f32 rounding.
    */
   matmulGemm?: GemmShape | readonly GemmShape[] | null;
+  /**
+   * Workgroups a prefill product's GEMM is brought towards by splitting its columns into ranges
+   * (partial sums added afterwards; 0: never split). Default GEMM_SPLIT_TARGET.
+   */
+  matmulGemmSplit?: number;
 }
 
 /** A recording of the net for T tokens, its activation layout and the constants buffer it binds. */
@@ -160,7 +165,7 @@ export class GpuModel implements SessionFactory {
   readonly chunkErrors = new Map<number, string>();
 
   constructor(readonly model: Model, readonly gpu: GpuDevice, opts: GpuModelOptions = {}) {
-    this.K = new GpuKernels(gpu, { tile: opts.matmulTile, gemm: opts.matmulGemm });
+    this.K = new GpuKernels(gpu, { tile: opts.matmulTile, gemm: opts.matmulGemm, gemmSplit: opts.matmulGemmSplit });
     const net = model.net;
     const B = (this.builder = new GpuBuilder(model, this.K));
     this.vocab = net.vocabSize;

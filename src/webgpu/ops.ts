@@ -9,7 +9,7 @@ import type { GpuDevice } from './device';
 import { copyWgsl, COPY_PARAMS, elementwiseWgsl, EW_PARAMS } from './kernels/elementwise.wgsl';
 import { convWgsl, CONV_PARAMS } from './kernels/conv.wgsl';
 import { deltaWgsl, DELTA_PARAMS, gatesWgsl, GATES_PARAMS } from './kernels/linear_attention.wgsl';
-import { checkGemmShape, DEFAULT_GEMMS, GEMM_MIN_BATCH, GEMM_MIN_WORKGROUPS, gemmWgsl, type GemmShape } from './kernels/gemm.wgsl';
+import { checkGemmShape, DEFAULT_GEMMS, GEMM_BK, GEMM_MIN_BATCH, GEMM_MIN_WORKGROUPS, GEMM_PARAMS, GEMM_REDUCE_PARAMS, GEMM_REDUCE_WG, GEMM_SPLIT_MIN_STEPS, GEMM_SPLIT_TARGET, gemmReduceWgsl, gemmShapeName, gemmWgsl, type GemmShape } from './kernels/gemm.wgsl';
 import { embedWgsl, EMBED_PARAMS, matmulRowsWgsl, matmulTileWgsl, matmulWgsl, MATMUL_PARAMS, MATMUL_WG, weightBlock, weightRowStride, type GpuWeightDType, type MatmulTile } from './kernels/matmul.wgsl';
 import { combineWgsl, COMBINE_PARAMS } from './kernels/moe.wgsl';
 import { normWgsl, NORM_PARAMS } from './kernels/norm.wgsl';
@@ -39,6 +39,14 @@ export interface GpuBufs {
   c: GPUBuffer;
   ids: GPUBuffer;
   step: GPUBuffer;
+}
+
+/** How a GEMM runs: workgroup shape, column ranges of kLen (splits of them) and the scratch floats a split needs. */
+export interface GemmPlan {
+  shape: GemmShape;
+  kLen: number;
+  splits: number;
+  scratch: number;
 }
 
 export interface Dispatch {
@@ -88,7 +96,12 @@ export class GpuKernels {
    * stay bit-identical to token-by-token decoding).
    */
   readonly gemm: readonly GemmShape[] | null;
-  constructor(readonly gpu: GpuDevice, o: { tile?: MatmulTile | null; gemm?: GemmShape | readonly GemmShape[] | null } = {}) {
+  /**
+   * Workgroups a GEMM should reach by splitting its columns into ranges whose partial sums are added
+   * afterwards (products run through `product` only; 0: never split). Default GEMM_SPLIT_TARGET.
+   */
+  readonly gemmSplit: number;
+  constructor(readonly gpu: GpuDevice, o: { tile?: MatmulTile | null; gemm?: GemmShape | readonly GemmShape[] | null; gemmSplit?: number } = {}) {
     this.device = gpu.device;
     const tile = o.tile ?? null;
     if (tile && !(Number.isInteger(tile.rows) && Number.isInteger(tile.tokens) && tile.rows >= 1 && tile.tokens >= 1 && tile.rows * tile.tokens <= 32)) {
@@ -99,6 +112,9 @@ export class GpuKernels {
     if (gemm?.length === 0) throw new RangeError('gemm: give at least one workgroup shape, or null');
     gemm?.forEach(checkGemmShape);
     this.gemm = gemm;
+    const split = o.gemmSplit ?? GEMM_SPLIT_TARGET;
+    if (!(Number.isInteger(split) && split >= 0)) throw new RangeError(`gemmSplit ${split}: give a whole number of workgroups, or 0`);
+    this.gemmSplit = split;
     const S = ShaderStage.COMPUTE;
     this.layout = this.device.createBindGroupLayout({
       entries: [
@@ -220,10 +236,9 @@ export class GpuKernels {
       rows, cols: w.cols, nx, wOff: w.off + (o.rowOff ?? 0) * rowUnits, xOff: x, xStride: o.xStride ?? w.cols, yOff: y, yStride: o.yStride ?? rows,
       useIds: o.idsOff === undefined ? 0 : 1, idsOff: o.idsOff ?? 0, eStride: w.eStride, xDiv: o.xDiv ?? 1, batch,
     };
-    if (o.perOutput && this.gemm && o.idsOff === undefined && batch >= GEMM_MIN_BATCH) {
-      const g = this.gemm.find((s) => ceil(rows, s.bm) * ceil(batch, s.bn) >= GEMM_MIN_WORKGROUPS) ?? this.gemm[this.gemm.length - 1];
-      const t = this.split(ceil(rows, g.bm));
-      return this.dispatch(`gemm${g.bm}x${g.bn}_${g.tm}x${g.tn}_${w.dtype}`, gemmWgsl(w.dtype, g), MATMUL_PARAMS, { ...params, nx: t.nx }, b, [t.nx, t.ny, ceil(batch, g.bn)], w.buf);
+    if (o.perOutput && o.idsOff === undefined) {
+      const plan = this.gemmPlan(rows, w.cols, batch, false);
+      if (plan) return this.gemmDispatch(b, params, w, plan, -1);
     }
     if (o.perOutput && this.tile && o.idsOff === undefined) {
       const { rows: R, tokens: TT } = this.tile, t = this.split(ceil(rows, R));
@@ -231,6 +246,59 @@ export class GpuKernels {
     }
     if (o.perOutput) return this.dispatch(`matmul_rows_${w.dtype}`, matmulRowsWgsl(w.dtype), MATMUL_PARAMS, params, b, [nx, ny, ceil(batch, MATMUL_WG)], w.buf);
     return this.dispatch(`matmul_${w.dtype}`, matmulWgsl(w.dtype), MATMUL_PARAMS, params, b, [nx, ny, batch], w.buf);
+  }
+
+  /**
+   * The GEMM that a product of `rows` × `cols` over `batch` token rows runs (see `gemm`), or null
+   * where it runs another kernel: the first shape whose grid has GEMM_MIN_WORKGROUPS workgroups, or,
+   * with `split`, reaches that by cutting the columns into ranges (towards `gemmSplit` workgroups,
+   * each range at least GEMM_SPLIT_MIN_STEPS blocks of 32 columns); else the last shape, its columns
+   * split as far as that allows. `scratch`:
+   * the floats of partial sums the split needs.
+   */
+  gemmPlan(rows: number, cols: number, batch: number, split: boolean): GemmPlan | null {
+    if (!this.gemm || batch < GEMM_MIN_BATCH) return null;
+    const plan = (shape: GemmShape, n: number): GemmPlan => {
+      const kLen = ceil(ceil(cols, GEMM_BK), n) * GEMM_BK, splits = ceil(cols, kLen);
+      return { shape, kLen, splits, scratch: splits > 1 ? splits * batch * rows : 0 };
+    };
+    const ranges = (s: GemmShape) => {
+      const wgs = ceil(rows, s.bm) * ceil(batch, s.bn);
+      const n = split && this.gemmSplit > wgs ? Math.min(Math.floor(cols / (GEMM_BK * GEMM_SPLIT_MIN_STEPS)), ceil(this.gemmSplit, wgs)) : 1;
+      return { wgs, n: Math.max(1, n) };
+    };
+    for (const s of this.gemm) {
+      const { wgs, n } = ranges(s);
+      if (wgs >= GEMM_MIN_WORKGROUPS) return plan(s, 1);
+      if (n > 1 && wgs * n >= GEMM_MIN_WORKGROUPS) return plan(s, n);
+    }
+    const last = this.gemm[this.gemm.length - 1];
+    return plan(last, ranges(last).n);
+  }
+
+  /**
+   * matmul over `batch` token rows for a product that may split its columns (gemmPlan with split):
+   * `scratch` is an offset in `a` of at least gemmPlan(…).scratch floats, used only when it splits.
+   */
+  product(b: GpuBufs, y: number, x: number, w: GpuWeight, batch: number, scratch: number, o: { xStride?: number; yStride?: number } = {}): Dispatch[] {
+    const plan = scratch >= 0 ? this.gemmPlan(w.rows, w.cols, batch, true) : null;
+    if (!plan || plan.splits === 1) return [this.matmul(b, y, x, w, batch, { ...o, perOutput: batch > 1 })];
+    const rows = w.rows;
+    const params = {
+      rows, cols: w.cols, nx: 0, wOff: w.off, xOff: x, xStride: o.xStride ?? w.cols, yOff: y, yStride: o.yStride ?? rows,
+      useIds: 0, idsOff: 0, eStride: w.eStride, xDiv: 1, batch,
+    };
+    return [
+      this.gemmDispatch(b, params, w, plan, scratch),
+      this.dispatch('gemm_reduce', gemmReduceWgsl, GEMM_REDUCE_PARAMS, { rows, batch, splits: plan.splits, sOff: scratch, yOff: y, yStride: params.yStride }, b,
+        [ceil(rows, GEMM_REDUCE_WG), batch, 1]),
+    ];
+  }
+
+  private gemmDispatch(b: GpuBufs, params: Record<string, number>, w: GpuWeight, plan: GemmPlan, scratch: number): Dispatch {
+    const g = plan.shape, t = this.split(ceil(params.rows, g.bm)), nzb = ceil(params.batch, g.bn);
+    return this.dispatch(`gemm${gemmShapeName(g)}_${w.dtype}`, gemmWgsl(w.dtype, g), GEMM_PARAMS,
+      { ...params, nx: t.nx, kLen: plan.kLen, sOff: Math.max(scratch, 0), nzb, splits: plan.splits }, b, [t.nx, t.ny, nzb * plan.splits], w.buf);
   }
 
   /**

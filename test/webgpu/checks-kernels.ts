@@ -212,7 +212,7 @@ await withGpu(async (gpu) => {
   // On software adapters (llvmpipe) the GEMM shaders of q2_k, q4_1, q5_0 and q5_1 take 0.5–2 minutes
   // each to compile; those run where the adapter is hardware.
   const slowOnSoftware = ['q2_k', 'q4_1', 'q5_0', 'q5_1'];
-  const gemmShapes: GemmShape[] = [{ bm: 64, bn: 32, tm: 4, tn: 4 }, { bm: 32, bn: 32, tm: 4, tn: 4 }, { bm: 16, bn: 8, tm: 2, tn: 2 }, ...(gpu.software ? [] : DEFAULT_GEMMS)];
+  const gemmShapes: GemmShape[] = [{ bm: 64, bn: 32, tm: 4, tn: 4 }, { bm: 32, bn: 32, tm: 4, tn: 4 }, { bm: 16, bn: 8, tm: 2, tn: 2 }, { bm: 32, bn: 16, tm: 4, tn: 4, vec: true }, ...(gpu.software ? [] : DEFAULT_GEMMS)];
   const gemms = gemmShapes.map((gemm) => ({ gemm, Kg: new GpuKernels(gpu, { gemm }) }));
   for (const dt of (['f32', 'q8_0', 'q4_0', ...GPU_KQUANT_DTYPES] as const).filter((d) => !(gpu.software && slowOnSoftware.includes(d)))) {
     const block = dt === 'f32' ? 1 : dt === 'q8_0' || dt === 'q4_0' ? 32 : KQUANT_LAYOUT[dt].block;
@@ -239,7 +239,7 @@ await withGpu(async (gpu) => {
         const got = await run([Kg.matmul(b, Y, 0, Kg.weight(bytes, dt, rows, cols), batch, { perOutput: true, yStride })], b.a, Y, (batch + 1) * yStride);
         const rowsGot = Float32Array.from({ length: batch * rows }, (_, i) => got[Math.floor(i / rows) * yStride + (i % rows)]);
         const untouched = got.every((v, i) => (i % yStride < rows && i < batch * yStride) || Number.isNaN(v));
-        check(`gemm ${gemm.bm}x${gemm.bn} by ${gemm.tm}x${gemm.tn}, ${dt} ${rows}x${cols} batch ${batch} (gaps untouched: ${untouched})`, untouched ? rel(rowsGot, want) : Infinity, 1e-5);
+        check(`gemm ${gemm.vec ? 'vector ' : ''}${gemm.bm}x${gemm.bn} by ${gemm.tm}x${gemm.tn}, ${dt} ${rows}x${cols} batch ${batch} (gaps untouched: ${untouched})`, untouched ? rel(rowsGot, want) : Infinity, 1e-5);
       }
     }
   }
