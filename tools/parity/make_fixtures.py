@@ -931,11 +931,17 @@ def main():
     ap.add_argument("--device", default="cpu",
                     help="device for the reference forward/generate (default cpu: no optional fused kernels)")
     ap.add_argument("--list", action="store_true", help="print the fixtures and exit")
+    ap.add_argument("--extra", action="store_true", help="only the specs of tools/parity/specs/*.py (with --only: of those)")
     args = ap.parse_args()
 
     specs = build_specs()
+    if args.extra:
+        names = {s.name for s in extra_specs()}
+        specs_run = [s for s in specs if s.name in names]
+    else:
+        specs_run = specs
     if args.list:
-        for s in specs:
+        for s in specs_run:
             print(f"{s.name:28s} {s.family:18s} {s.model_class:30s} T={s.seq_len}")
         return 0
     if not args.out:
@@ -955,6 +961,8 @@ def main():
 
     summary = []
     for idx, spec in enumerate(specs):
+        if spec not in specs_run:
+            continue
         if wanted and spec.name not in wanted and spec.family not in wanted:
             continue
         print(f"== {spec.name} ({spec.family})")
