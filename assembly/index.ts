@@ -14,3 +14,4 @@ export * from './rnn';
 export * from './rwkv7';
 export * from './kquant';
 export { quantizeKvRows } from './kvcache';
+export * from './ternary';

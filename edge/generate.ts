@@ -26,6 +26,11 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
   if (sid !== undefined) await ownedSession(state, c, sid, 'session');
   const m = await state.model.get();
   const lm = m.lm;
+  if (lm.diffusion) {
+    // Canvases are denoised in fresh state each time: nothing to resume, and no autoregressive text to read calls from.
+    if (sid !== undefined) throw badRequest('block-diffusion models keep no sessions (the session option, x-session-id)', 'session', 'unsupported_model');
+    if (r.kind === 'chat' && r.tools !== undefined && r.toolChoice !== 'none') throw badRequest('block-diffusion models do not support tools', 'tools', 'unsupported_model');
+  }
 
   // Prompt tokens, and every check the library would make, before taking a place in the queue.
   // Text is encoded in steps that yield, and no further than the context: a prompt that cannot fit
@@ -126,9 +131,9 @@ export async function generate(state: AppState, c: Context<AppEnv>, r: ParsedReq
   /** Starts choice j of prompt p (its session taken when j is 0). */
   const startChoice = (pi: number, j: number): Choice => {
     const p = prompts[pi];
-    if (j === 0) ms = sessionFor(p);
+    if (j === 0 && !lm.diffusion) ms = sessionFor(p);
     const seed = r.params.seed === undefined ? undefined : r.params.seed + j;
-    const gen = lm.generate(p.ids, { ...r.params, seed, session: ms!, signal: abort.signal, specialTokens });
+    const gen = lm.generate(p.ids, { ...r.params, seed, session: lm.diffusion ? undefined : ms!, signal: abort.signal, specialTokens });
     const ch: Choice = { index: pi * n + j, prompt: p, gen, toks: [], first: j === 0, parser: useTools ? new ToolCallParser(m.toolFormat!) : null, content: '', calls: [] };
     choices.push(ch);
     return ch;

@@ -10,7 +10,7 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { ArgsError, optionsHelp, parseArgs, type OptionsSpec, type ParsedArgs } from '../src/args';
-import { ChatTemplate, KV_CACHE_TYPES, loadModel, type KvCacheType, type LanguageModel } from '../src/index';
+import { ChatTemplate, ConfigError, KV_CACHE_TYPES, loadModel, parseAttentionFlag, resolveAttention, type AttentionModeOptions, type KvCacheType, type LanguageModel } from '../src/index';
 import { resolveModelSource } from '../src/formats/hub';
 import type { BuildChoice } from '../src/kernels/runtime';
 import { BROWSER_BUNDLE_PATH, createApp, type BrowserFiles, type SparrowApp } from './app';
@@ -44,6 +44,8 @@ export interface LocalConfig {
   memoryBudget?: number;
   /** Element type of the attention KV caches (loadModel's kvCache). */
   kvCache: KvCacheType;
+  /** Attention at decode (loadModel's attention): dense, or sparse top-k pages. */
+  attention: AttentionModeOptions;
   /** The chat page's in-browser files: 'auto' serves them only when no API key is set. */
   browserFiles: BrowserFilesMode;
   keepUpOnLoadFailure: boolean;
@@ -104,6 +106,10 @@ const SERVER_OPTIONS = {
   'kv-cache': {
     type: 'string', arg: 'T', env: ['SPARROW_KV_CACHE'], choices: KV_CACHE_TYPES, default: 'f32',
     desc: 'attention KV cache type: q8_0 and q4_0 hold 0.27× and 0.14× the bytes of f32 per token (longer contexts, more sessions and cached prompts in the same memory), at a small logits error',
+  },
+  attention: {
+    type: 'string', arg: 'A', env: ['SPARROW_ATTENTION'], default: 'dense',
+    desc: 'attention at decode: dense, or topk[:pages=16,page=64,sinks=4,window=256] (sparse top-k KV pages for long contexts; prompts stay dense, shorter contexts are exact)',
   },
   'browser-files': {
     type: 'string', arg: 'W', env: ['SPARROW_BROWSER_FILES'], choices: ['auto', 'on', 'off'], default: 'auto',
@@ -202,6 +208,7 @@ export function localConfig(args: string[]): LocalConfig | 'help' {
     maxContext: v['max-context'],
     memoryBudget: v['memory-budget'],
     kvCache: v['kv-cache'] as KvCacheType,
+    attention: attentionSetting(v.attention),
     browserFiles: v['browser-files'] as BrowserFilesMode,
     keepUpOnLoadFailure: v['keep-up-on-load-failure'],
     accessLog: v['access-log'],
@@ -333,6 +340,21 @@ async function modelPath(model: string): Promise<string> {
   return path ?? model;
 }
 
+/** The --attention value, checked: a bad one is a SettingsError naming the flag. */
+function attentionSetting(text: string): AttentionModeOptions {
+  try {
+    const o = parseAttentionFlag(text);
+    resolveAttention(o);
+    return o;
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      const sub = e.field.replace(/^options\.attention\.?/, '');
+      throw new SettingsError(`--attention ${sub ? `${sub}: ` : ''}${e.detail}`);
+    }
+    throw e;
+  }
+}
+
 export function localApp(cfg: LocalConfig, browser?: BrowserFiles, store: SessionStore = localStore(cfg)): SparrowApp {
   return createApp({
     loadModel: async (): Promise<LanguageModel> => loadModel(await modelPath(cfg.model), {
@@ -340,6 +362,7 @@ export function localApp(cfg: LocalConfig, browser?: BrowserFiles, store: Sessio
       maxContext: cfg.maxContext,
       memoryBudget: cfg.memoryBudget,
       kvCache: cfg.kvCache,
+      attention: cfg.attention,
       // Sessions live in slots only while they generate; the queue bounds how many do.
       maxSessions: cfg.maxConcurrent + 1,
       chatTemplate: cfg.chatTemplate,

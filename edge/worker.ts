@@ -9,7 +9,7 @@
 
 import { DurableObject } from 'cloudflare:workers';
 import simd from '../build/simd.wasm';
-import { BudgetError, loadModel, type KvCacheType, type LanguageModel } from '../src/index';
+import { BudgetError, loadModel, parseAttentionFlag, type KvCacheType, type LanguageModel } from '../src/index';
 import { provideModule } from '../src/kernels/runtime';
 import { createApp, type SparrowApp } from './app';
 import type { SessionMeta, SessionStore, StoredSession } from './store';
@@ -38,6 +38,8 @@ export interface Env {
   MAX_CONTEXT?: string;
   /** Attention KV cache type: f32 (default), q8_0 or q4_0 (loadModel's kvCache). */
   KV_CACHE?: string;
+  /** Attention at decode: dense (default) or topk[:pages=16,page=64,sinks=4,window=256] (loadModel's attention). */
+  ATTENTION?: string;
   MAX_BODY_BYTES?: string;
   /** Batched decoding of concurrent generations: 'off' (or 0, false) turns it off; default on. */
   BATCH?: string;
@@ -115,7 +117,7 @@ async function workerModel(env: Env): Promise<LanguageModel> {
   const budget = checkPlan(plan);
   let lm: LanguageModel;
   try {
-    lm = await loadModel(source, { build: 'simd', memoryBudget: budget, maxContext, maxSessions: maxConcurrent + 1, chatTemplate: env.CHAT_TEMPLATE || undefined, kvCache: (env.KV_CACHE || undefined) as KvCacheType | undefined, batching: !/^(off|0|false|no)$/i.test(env.BATCH ?? '') });
+    lm = await loadModel(source, { build: 'simd', memoryBudget: budget, maxContext, maxSessions: maxConcurrent + 1, chatTemplate: env.CHAT_TEMPLATE || undefined, kvCache: (env.KV_CACHE || undefined) as KvCacheType | undefined, attention: env.ATTENTION ? parseAttentionFlag(env.ATTENTION, 'ATTENTION') : undefined, batching: !/^(off|0|false|no)$/i.test(env.BATCH ?? '') });
   } catch (e) {
     if (e instanceof BudgetError) throw new BudgetError(plan.fileBytes + plan.reserve + e.need, limit, 'model');
     throw e;

@@ -8,7 +8,7 @@
 import { existsSync, fstatSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ArgsError, optionsHelp, parseArgs, type OptionsSpec, type ParsedArgs } from './args';
-import { KV_CACHE_TYPES, loadModel, type LoadOptions } from './index';
+import { KV_CACHE_TYPES, loadModel, parseAttentionFlag, type LoadOptions } from './index';
 import { ConfigError } from './formats/errors';
 import type { ChatMessage } from './generate/chat-template';
 import { ChatTemplate } from './generate/chat-template';
@@ -45,6 +45,10 @@ const MODEL_OPTS: OptionsSpec = {
     type: 'string', arg: 'T', choices: KV_CACHE_TYPES, default: 'f32',
     desc: 'attention KV cache type: q8_0 and q4_0 hold 0.27× and 0.14× the bytes of f32 per token, for longer contexts or more sessions in the same memory, at a small logits error',
   },
+  attention: {
+    type: 'string', arg: 'A', default: 'dense',
+    desc: 'attention at decode: dense, or topk[:pages=16,page=64,sinks=4,window=256] — sparse top-k KV pages (Quest) for long contexts: each new token reads the first sinks positions, the last window and the pages best-scoring pages of page positions (prompts stay dense; shorter contexts are exact)',
+  },
 };
 
 const SAMPLING_OPTS: OptionsSpec = {
@@ -58,6 +62,8 @@ const SAMPLING_OPTS: OptionsSpec = {
   'frequency-penalty': { type: 'number', arg: 'X', desc: 'OpenAI frequency penalty' },
   seed: { type: 'int', arg: 'S', desc: 'seed of the sampler (same seed, same text; on every runtime with --build simd)' },
   stop: { type: 'list', arg: 'S', desc: 'stop string (repeatable); it is not printed' },
+  'diffusion-steps': { type: 'int', arg: 'N', desc: 'block-diffusion models: most denoising steps per canvas', defaultText: 'generation_config.json max_denoising_steps' },
+  'entropy-bound': { type: 'number', arg: 'X', desc: 'block-diffusion models: entropy bound of the tokens accepted per step', defaultText: 'generation_config.json' },
 };
 
 function helpText(name: string, c: Command): string {
@@ -148,6 +154,7 @@ async function load(opts: Record<string, any>, extra: LoadOptions = {}): Promise
       threads: opts.threads,
       backend: opts.backend,
       kvCache: opts['kv-cache'],
+      attention: opts.attention === undefined ? undefined : parseAttentionFlag(opts.attention),
       onNotice: (m) => stderr(m + '\n'),
       onProgress: (d, t, w) => bar.update(d, t, w),
       ...extra,
@@ -172,6 +179,7 @@ function samplingParams(o: Record<string, any>): GenerateParams {
     seed: o.seed,
     stop: o.stop,
   };
+  if (o['diffusion-steps'] !== undefined || o['entropy-bound'] !== undefined) p.diffusion = { steps: o['diffusion-steps'], entropyBound: o['entropy-bound'] };
   resolveSampling({ ...p, seed: p.seed ?? 0 });
   if (!(p.maxTokens! >= 1)) throw new RequestError('maxTokens', `must be an integer ≥ 1, got ${p.maxTokens}`);
   return p;
@@ -282,8 +290,14 @@ The prompt is echoed first when stdout is a terminal.`,
       stdout('\n');
       if (o.stats) {
         const s = gen.stats;
-        stderr(`[${s.promptTokens} prompt tokens (${s.cachedTokens} cached), ${s.generatedTokens} generated, finish ${gen.finishReason}, ` +
-          `prefill ${s.prefillMs.toFixed(1)} ms, decode ${(s.generatedTokens > 1 ? ((s.generatedTokens - 1) / s.decodeMs) * 1000 : 0).toFixed(1)} tok/s]\n`);
+        if (s.denoisingSteps !== undefined) {
+          const secs = (s.denoiseMs ?? 0) / 1000;
+          stderr(`[${s.promptTokens} prompt tokens, ${s.generatedTokens} generated in ${s.blocks} canvases, ${s.denoisingSteps} denoising steps, finish ${gen.finishReason}, ` +
+            `prefill ${s.prefillMs.toFixed(1)} ms, ${(secs ? s.generatedTokens / secs : 0).toFixed(1)} tok/s, ${(secs ? s.denoisingSteps / secs : 0).toFixed(1)} steps/s]\n`);
+        } else {
+          stderr(`[${s.promptTokens} prompt tokens (${s.cachedTokens} cached), ${s.generatedTokens} generated, finish ${gen.finishReason}, ` +
+            `prefill ${s.prefillMs.toFixed(1)} ms, decode ${(s.generatedTokens > 1 ? ((s.generatedTokens - 1) / s.decodeMs) * 1000 : 0).toFixed(1)} tok/s]\n`);
+        }
       }
     } finally {
       process.off('SIGINT', onInt);
@@ -479,30 +493,39 @@ const bench: Command = {
       };
       await once(prompt.slice(0, Math.min(promptLen, 16)), Math.min(genLen, 4));
       let best = { prefill: 0, decode: 0, ttft: Infinity, prefillMs: 0, decodeMs: 0 };
+      // Block-diffusion models: generated tokens and denoising steps per second of the denoising loop.
+      let diff: { tokPerS: number; stepsPerS: number; steps: number; tokens: number; blocks: number } | null = null;
       for (let r = 0; r < runs; r++) {
         const s = await once(prompt, genLen);
         const prefill = (promptLen / s.prefillMs) * 1000;
         const decode = genLen > 1 ? ((s.generatedTokens - 1) / s.decodeMs) * 1000 : 0;
         if (prefill > best.prefill) best = { ...best, prefill, prefillMs: s.prefillMs };
-        if (decode > best.decode) best = { ...best, decode, decodeMs: s.decodeMs };
+        if (s.denoisingSteps !== undefined) {
+          const secs = (s.denoiseMs ?? 0) / 1000;
+          const d = { tokPerS: secs ? s.generatedTokens / secs : 0, stepsPerS: secs ? s.denoisingSteps / secs : 0, steps: s.denoisingSteps, tokens: s.generatedTokens, blocks: s.blocks ?? 0 };
+          if (!diff || d.tokPerS > diff.tokPerS) diff = d;
+        } else if (decode > best.decode) best = { ...best, decode, decodeMs: s.decodeMs };
         best.ttft = Math.min(best.ttft, s.ttftMs);
       }
       const info = lm.info();
       const status = lm.status();
       const result = {
-        model: path, modelType: info.modelType, build: info.build, backend: info.backend, adapter: info.adapter, runtime: runtimeName(), dtype: o.dtype ?? 'auto', kvCache: o['kv-cache'],
+        model: path, modelType: info.modelType, build: info.build, backend: info.backend, adapter: info.adapter, runtime: runtimeName(), dtype: o.dtype ?? 'auto', kvCache: o['kv-cache'], attention: info.attention,
         params: info.params, promptTokens: promptLen, genTokens: genLen, loadMs: round(loadMs),
-        prefillTokPerS: round(best.prefill), decodeTokPerS: round(best.decode), ttftMs: round(best.ttft),
+        prefillTokPerS: round(best.prefill), decodeTokPerS: round(diff ? diff.tokPerS : best.decode), ttftMs: round(best.ttft),
         peakArenaBytes: status.arenaPeakBytes, wasmMemoryBytes: status.wasmBytes,
+        ...(diff ? { diffusion: { tokPerS: round(diff.tokPerS), stepsPerS: round(diff.stepsPerS), steps: diff.steps, tokens: diff.tokens, canvases: diff.blocks } } : {}),
       };
       if (o.json) stdout(JSON.stringify(result) + '\n');
       else {
         stdout(table([
           ['model', `${path} (${info.modelType}, ${fmtCount(info.params)} params)`],
-          ['runtime', `${result.runtime}, ${info.backend === 'webgpu' ? `WebGPU (${info.adapter})` : `${info.build} build`}, dtype ${result.dtype}, KV cache ${result.kvCache}`],
+          ['runtime', `${result.runtime}, ${info.backend === 'webgpu' ? `WebGPU (${info.adapter})` : `${info.build} build`}, dtype ${result.dtype}, KV cache ${result.kvCache}${result.attention === 'dense' ? '' : `, attention ${result.attention}`}`],
           ['load', `${result.loadMs} ms`],
           ['prefill', `${result.prefillTokPerS} tok/s  (${promptLen} tokens in ${round(best.prefillMs)} ms)`],
-          ['decode', `${result.decodeTokPerS} tok/s  (${genLen} tokens)`],
+          ...(diff
+            ? [['diffusion', `${round(diff.tokPerS)} tok/s, ${round(diff.stepsPerS)} steps/s  (${diff.tokens} tokens in ${diff.blocks} canvases, ${diff.steps} denoising steps)`] as [string, string]]
+            : [['decode', `${result.decodeTokPerS} tok/s  (${genLen} tokens)`] as [string, string]]),
           ['time to first token', `${result.ttftMs} ms`],
           ['peak arena', fmtBytes(status.arenaPeakBytes)],
         ]));
@@ -585,6 +608,7 @@ const info: Command = {
         ['vocab / hidden', `${i.vocabSize} / ${i.hidden}`],
         ['state', `${fmtBytes(i.stateBytesFixed)} fixed + ${fmtBytes(i.stateBytesPerToken)} per token${i.kvCache === 'f32' ? '' : ` (KV cache ${i.kvCache})`}`],
         ['max context', `${i.maxContext} (full state ${fmtBytes(i.stateBytesFixed + i.stateBytesPerToken * i.maxContext)})`],
+        ['attention', i.attention],
         ['kernel build', i.build],
         ['arena', fmtBytes(i.arenaBytes)],
         ['tokenizer', i.tokenizer ? `yes (EOS ${i.eosTokenIds.join(', ') || 'none'})` : 'no'],
@@ -673,8 +697,9 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     // A request parameter or load option named in the library's words becomes the flag that set it.
     if (e instanceof RequestError || (e instanceof ConfigError && e.field.startsWith('options.'))) {
-      const flag = e.field.replace(/^options\./, '').replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
-      if (flag in cmd.spec) throw new UsageError(`${name}: --${flag} ${e.detail}`);
+      const [top, ...sub] = e.field.replace(/^options\./, '').split('.');
+      const flag = top.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+      if (flag in cmd.spec) throw new UsageError(`${name}: --${flag} ${sub.length ? `${sub.join('.')}: ` : ''}${e.detail}`);
     }
     throw e;
   }

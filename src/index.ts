@@ -7,6 +7,7 @@ import { attachPool, createPool, type Pool } from './kernels/pool';
 import { buildModel, familyFor, type ModelOptions } from './models/index';
 import { LOAD_DTYPES, WeightStore, type LoadDType } from './runtime/weights';
 import { KV_CACHE_TYPES, type KvCacheType } from './kernels/kvcache';
+import { resolveAttention, type AttentionModeOptions } from './runtime/attention-mode';
 import { ChatTemplate } from './generate/chat-template';
 import { LanguageModel } from './generate/language-model';
 import { Tokenizer } from './generate/tokenizer';
@@ -58,6 +59,20 @@ export interface LoadOptions {
    * loaded with the same type.
    */
   kvCache?: KvCacheType;
+  /**
+   * Attention at decode. `{ mode: 'dense' }` (default): every position. `{ mode: 'topk', pageSize,
+   * pages, sinks, window }` (defaults 64, 16, 4, 256): training-free sparse attention for long
+   * contexts — a decode step (a forward call of one token) of a full-attention layer reads the first
+   * `sinks` positions, the last `window` and the `pages` KV pages of `pageSize` positions between
+   * whose key bounds score highest for the query (Quest); prompts (forward calls of several tokens)
+   * stay dense on every row, and a context of at most sinks + window + pages·pageSize positions is
+   * attended densely (the same logits as 'dense'). Works with every
+   * kvCache type and on both backends; sliding-window layers keep their window; a model without
+   * full-attention layers (recurrent, MLA / DSA only) refuses 'topk'. The default page count is
+   * lowered to what a short maxContext holds; `pages` given beyond it is refused. Bad settings are a
+   * ConfigError naming the field (options.attention.pageSize, …).
+   */
+  attention?: AttentionModeOptions;
   /** Batched decoding of concurrent generations (LanguageModel.batching); default false. */
   batching?: boolean;
   onProgress?: (done: number, total: number, what: string) => void;
@@ -75,6 +90,7 @@ function checkOptions(o: LoadOptions): void {
   if (o.memoryBudget !== undefined && !(o.memoryBudget > 0)) throw new ConfigError('options.memoryBudget', `must be a positive number of bytes, got ${JSON.stringify(o.memoryBudget)}`);
   if (o.maxContext !== undefined && (!Number.isInteger(o.maxContext) || o.maxContext < 1)) throw new ConfigError('options.maxContext', `must be an integer ≥ 1, got ${JSON.stringify(o.maxContext)}`);
   if (o.kvCache !== undefined && !KV_CACHE_TYPES.includes(o.kvCache)) throw new ConfigError('options.kvCache', `must be one of ${KV_CACHE_TYPES.join(', ')}, got ${JSON.stringify(o.kvCache)}`);
+  resolveAttention(o.attention);
 }
 
 /**
@@ -122,6 +138,7 @@ export async function loadModel(source: CheckpointSource, options: LoadOptions =
         maxSessions: options.maxSessions,
         exact: options.exact,
         kvCache: options.kvCache,
+        attention: options.attention,
         onProgress: options.onProgress,
       });
     } catch (e) {
@@ -213,3 +230,4 @@ export async function loadGpuModel(source: CheckpointInput, options: Omit<ModelO
 export type { ModelInfo } from './models/index';
 export type { LoadDType } from './runtime/weights';
 export { KV_CACHE_TYPES, type KvCacheType } from './kernels/kvcache';
+export { ATTENTION_MODES, TOPK_DEFAULTS, formatAttention, parseAttentionFlag, resolveAttention, type AttentionModeName, type AttentionModeOptions, type ResolvedAttention } from './runtime/attention-mode';

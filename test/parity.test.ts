@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { supportedModelTypes } from '../src/models/index';
 import { findFixtures, runFixture, TOLERANCE } from '../tools/parity-lib';
 
-const fixtures = [...(await findFixtures('test/fixtures/parity')), ...(await findFixtures('models'))];
+const fixtures = [...(await findFixtures('test/fixtures/parity', { diffusion: true })), ...(await findFixtures('models'))];
 
 describe('parity with transformers', () => {
   it('finds the committed fixtures', () => {

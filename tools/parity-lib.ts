@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import { openCheckpoint } from '../src/formats/checkpoint';
 import { buildModel, type Model } from '../src/models/index';
 import '../src/models/index';
+import { runDiffusionFixture, type DiffusionReference } from './parity-diffusion';
 
 export interface FixtureReference {
   family: string;
@@ -38,7 +39,12 @@ export interface ParityResult {
 
 export const TOLERANCE = 1e-4;
 
-export async function findFixtures(root: string): Promise<string[]> {
+/**
+ * Fixture directories under `root`. Diffusion fixtures (a denoiser trajectory instead of
+ * autoregressive logits: reference.json row kind "diffusion", marked by diffusion_logits.f32) are
+ * left out unless `o.diffusion`; the checks that feed input_ids to a model skip them that way.
+ */
+export async function findFixtures(root: string, o: { diffusion?: boolean } = {}): Promise<string[]> {
   const out: string[] = [];
   async function walk(d: string, depth: number) {
     let entries: Dirent[];
@@ -48,7 +54,7 @@ export async function findFixtures(root: string): Promise<string[]> {
       return;
     }
     if (entries.some((e) => e.isFile() && e.name === 'reference.json')) {
-      out.push(d);
+      if (o.diffusion || !entries.some((e) => e.isFile() && e.name === 'diffusion_logits.f32')) out.push(d);
       return;
     }
     if (depth > 3) return;
@@ -121,6 +127,7 @@ export async function runFixture(dir: string, opts: { quantized?: boolean; build
   } catch (e) {
     return { name, family: '?', prefillErr: NaN, decodeErr: NaN, greedyAgree: 0, greedyTotal: 0, pass: false, error: `reference.json: ${(e as Error).message}` };
   }
+  if ((ref as { diffusion?: unknown }).diffusion) return runDiffusionFixture(dir, name, ref as unknown as DiffusionReference, opts);
   const res: ParityResult = { name, family: ref.family ?? ref.model_type, prefillErr: NaN, decodeErr: NaN, greedyAgree: 0, greedyTotal: ref.greedy_tokens.length, pass: false };
   try {
     const buf = await readFile(join(dir, 'reference_logits.f32'));

@@ -32,7 +32,7 @@ for (const r of roots) {
     }
     continue;
   }
-  fixtures.push(...(await findFixtures(r)));
+  fixtures.push(...(await findFixtures(r, { diffusion: true })));
 }
 fixtures = [...new Set(fixtures)];
 if (!fixtures.length) {

@@ -2,6 +2,7 @@
 // (GET /v1/models, GET /v1/models/:id). Mounted at /.
 
 import { Hono } from 'hono';
+import { formatAttention } from '../../src/runtime/attention-mode';
 import { ApiError } from '../openai';
 import type { AppEnv, AppState } from '../state';
 
@@ -34,6 +35,7 @@ export function infoRoutes(state: AppState): Hono<AppEnv> {
       body.prompt_cache = { sessions: cached, max_sessions: state.promptCache.capacity };
       body.max_context = s.maxContext;
       body.kv_cache = lm.model.kvCache;
+      body.attention = formatAttention(lm.model.attention);
     }
     return c.json(body, lm ? 200 : 503);
   });

@@ -15,6 +15,8 @@ import { StopStrings, TextStream } from './stream';
 import { yieldToHost } from './host';
 import { batcherFor, batcherOf, forwardStep, setBatching } from './batcher';
 import { escapeRegExp, TokenLimitError, type AsyncEncodeOptions, type Tokenizer } from './tokenizer';
+import { isDiffusionNet } from '../models/diffusion_gemma';
+import { startDiffusion } from './diffusion-generation';
 
 export interface GenerateParams extends SamplingParams {
   /** Most tokens to generate. Default: generation_config max_new_tokens / max_length, else until the context is full. */
@@ -48,6 +50,25 @@ export interface GenerateParams extends SamplingParams {
   session?: ModelSession;
   /** For a text prompt: add BOS etc. as the tokenizer's post-processor does. Default true. */
   addSpecialTokens?: boolean;
+  /**
+   * Block-diffusion models only (generate/diffusion.ts): overrides of the generation_config knobs.
+   * There, temperature 0 takes the most probable token as each position's proposal (1 or unset: drawn).
+   */
+  diffusion?: DiffusionKnobs;
+}
+
+/** The knobs of a diffusion generation (generation_config.json names in comments). */
+export interface DiffusionKnobs {
+  /** max_denoising_steps */
+  steps?: number;
+  /** sampler_config.entropy_bound */
+  entropyBound?: number;
+  /** t_min, t_max (the linear temperature schedule) */
+  tMin?: number;
+  tMax?: number;
+  /** stability_threshold, confidence_threshold (adaptive stopping) */
+  stabilityThreshold?: number;
+  confidenceThreshold?: number;
 }
 
 export interface ChatParams extends GenerateParams, RenderOptions {
@@ -76,6 +97,13 @@ export interface GenerationStats {
   ttftMs: number;
   /** From the first token to the last. */
   decodeMs: number;
+  /**
+   * Block-diffusion models: denoising steps (denoiser passes) run, canvases committed, and the time
+   * from the end of the prompt's pass to the last committed canvas (denoising and canvas encoding).
+   */
+  denoisingSteps?: number;
+  blocks?: number;
+  denoiseMs?: number;
 }
 
 export interface GenerationResult {
@@ -300,6 +328,11 @@ export class LanguageModel {
 
   get maxContext(): number {
     return this.model.maxContext;
+  }
+
+  /** A block-diffusion model (generate/diffusion.ts): no sessions, log-probabilities, grammars or tools. */
+  get diffusion(): boolean {
+    return isDiffusionNet(this.model.net);
   }
 
   /** Token ids are below this. */
@@ -529,6 +562,8 @@ export class LanguageModel {
     if (!ids.length) throw new RequestError('prompt', 'is empty (no tokens)');
     for (const id of ids) if (!Number.isInteger(id) || id < 0 || id >= V) throw new RequestError('prompt', `token id ${id} is outside the vocabulary [0, ${V})`);
     if (ids.length > this.model.maxContext) throw new ContextLengthError('prompt', ids.length, this.model.maxContext, true);
+    if (isDiffusionNet(this.model.net)) return startDiffusion(this, ids, params);
+    if (params.diffusion !== undefined) throw new RequestError('diffusion', `applies to block-diffusion models only; model type ${this.model.modelType} is autoregressive`);
     const sampling = resolveSampling({ ...this.defaults(), ...definedOnly(params) });
     const maxTokens = this.maxTokensFor(ids.length, params);
     const top = params.topLogprobs;

@@ -50,6 +50,8 @@ export interface Graph {
   readonly T: number;
   /** Parity mode: quantized weights dequantized in the dot product. */
   readonly exact: boolean;
+  /** A planning pass (WASM): ops size their temporaries and compute nothing. */
+  readonly dry?: boolean;
   /** A temporary of `rows` (default T) rows of `width` floats, valid until its scope ends. */
   tmp(width: number, rows?: number): Tensor;
   /** Runs `fn` with `label` as the place named in errors and traces; its temporaries end with it. */

@@ -20,13 +20,15 @@ export interface DeltaRuleArgs extends DeltaHeads {
   y: Tensor;
   /** Packed rows [q (Hk·dk) | k (Hk·dk) | v (Hv·dv)], read only. */
   qkv: Tensor;
-  /** Log-decay g and write strength β [rows, Hv]. */
+  /** Log-decay g [rows, Hv] (per key channel, [rows, Hv·dk], with perChannel) and write strength β [rows, Hv]. */
   g: Tensor;
   beta: Tensor;
   /** Per value head state S [Hv, dk, dv]. */
   state: RegionSpec;
   /** Multiplies q (1/√dk). */
   scale: number;
+  /** Kimi Delta Attention: one log-decay per key channel, S ← Diag(exp(g)) S. */
+  perChannel?: boolean;
 }
 
 /** x ← SiLU(conv1d(x)) in place (taps w [C, W], no bias); `state` [C, W−1] holds the previous inputs, oldest first. */
@@ -34,6 +36,11 @@ export interface DeltaRuleArgs extends DeltaHeads {
 export const DELTA_GATES = defineOp<{ g: Tensor; beta: Tensor; ba: Tensor; aLog: number; dtBias: number }>('delta_gates');
 /** The gated delta rule over the pass's tokens, state S carried in `state` (see gatedDeltaRule). */
 export const DELTA_RULE = defineOp<DeltaRuleArgs>('gated_delta_rule', { perSequence: true });
+/**
+ * KDA forget gate in place on f [rows, H·dk]: g = −exp(A_log[h])·softplus(f + dt_bias) (softplus
+ * threshold 20), A_log one per head, dt_bias one per channel.
+ */
+export const KDA_GATES = defineOp<{ g: Tensor; aLog: number; dtBias: number; dk: number }>('kda_gates');
 /** y = RMSNorm(x)·w ⊙ SiLU(z) over every `dim` floats of each row (y may equal x, not z). */
 export const GATED_RMS_NORM = defineOp<{ y: Tensor; x: Tensor; z: Tensor; w: number; dim: number; eps: number }>('gated_rms_norm');
 
@@ -44,10 +51,15 @@ export function deltaGates(g: Graph, gate: Tensor, beta: Tensor, ba: Tensor, o: 
 
 /**
  * The gated delta rule over the pass's tokens, per value head h with q, k l2-normalised (eps 1e-6):
- *   S ← exp(g) S;  S ← S + k (β (v − Sᵀk))ᵀ;  o = Sᵀ (q · scale).
+ *   S ← exp(g) S  (perChannel: Diag(exp(g)) S);  S ← S + k (β (v − Sᵀk))ᵀ;  o = Sᵀ (q · scale).
  */
-export function gatedDeltaRule(g: Graph, y: Tensor, qkv: Tensor, gate: Tensor, beta: Tensor, o: DeltaHeads & { state: RegionSpec; scale: number }): void {
+export function gatedDeltaRule(g: Graph, y: Tensor, qkv: Tensor, gate: Tensor, beta: Tensor, o: DeltaHeads & { state: RegionSpec; scale: number; perChannel?: boolean }): void {
   g.run(DELTA_RULE, { y, qkv, g: gate, beta, ...o });
+}
+
+/** The per-channel log-decay of Kimi Delta Attention, in place on g (aLog: H floats, dtBias: H·dk floats). */
+export function kdaGates(g: Graph, gate: Tensor, o: { aLog: number; dtBias: number; dk: number }): void {
+  g.run(KDA_GATES, { g: gate, ...o });
 }
 
 /** y = RMSNorm(x) · w ⊙ SiLU(z), normalised per `dim` floats (w: arena vector of dim floats; y may equal x). */

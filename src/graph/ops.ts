@@ -54,6 +54,13 @@ export interface MoeSpec {
   shared?: { w: GatedWeights; act: GatedAct; gate?: Weight };
   /** Expert runs per expert (WASM; tests assert unselected experts are never touched). */
   calls?: Int32Array;
+  /** Pointer to f32[E]: each routing weight times its expert's scale, after top-k and renormalisation. */
+  expertScale?: number;
+  /**
+   * Non-gated experts (Nemotron-H): each expert is down(act(up·x + b_u)) + b_d, act 'relu2' or 'silu';
+   * `gate` of the expert weights is not read.
+   */
+  ungated?: boolean;
 }
 
 export interface AttentionArgs {
@@ -71,20 +78,51 @@ export interface AttentionArgs {
   softcap?: number;
   /** Arena pointer of nHeads sink logits (gpt-oss). */
   sinks?: number;
+  /** Sparse top-k attention at decode (load option attention, runtime/attention-mode.ts); absent: dense. */
+  pages?: AttentionPages;
+  /**
+   * Every query of the pass sees the keys up to the pass's last position (not only up to its own):
+   * bidirectional attention over the pass's tokens and what precedes them; with `window`, the keys
+   * after pos0 − window (the window counted back from the pass's first position). Dense only.
+   */
+  bidirectional?: boolean;
+}
+
+/**
+ * Quest-style pages of a linear key cache: the op keeps each page's key bounds as positions are
+ * appended (every pass), and a decode step (a one-token pass that is not part of a prompt: the
+ * executors' prompt flag) whose context exceeds sinks + window + pages·pageSize
+ * attends only the first `sinks` positions, the last `window` and the top `pages` pages between them
+ * (per kv head, scored Σ_d max(q_d·min_d, q_d·max_d) summed over the head's query group).
+ */
+export interface AttentionPages {
+  /** f32 [2, maxPages, nKv, headDim]: per page and kv head the element-wise key minimum, then maximum. */
+  bounds: RegionSpec;
+  /** Pages the bounds region holds (⌈maxContext / pageSize⌉). */
+  maxPages: number;
+  /** The pass's keys as appended [rows, nKv·headDim], f32 (before a quantized cache rounds them). */
+  keys: Tensor;
+  pageSize: number;
+  pages: number;
+  sinks: number;
+  window: number;
 }
 
 export const EMBED = defineOp<{ y: Tensor; table: Weight; scale: number }>('embed');
 export const MATMUL = defineOp<{ y: Tensor; x: Tensor; w: Weight }>('matmul');
 export const ADD_ROW = defineOp<{ y: Tensor; bias: number }>('add_row');
 export const BINARY = defineOp<{ op: 'add' | 'mul' | 'mul_sigmoid'; y: Tensor; a: Tensor; b: Tensor }>('binary');
-export const UNARY = defineOp<{ op: 'scale' | 'softcap' | 'sigmoid' | 'silu' | 'clamp'; y: Tensor; x: Tensor; s: number }>('unary');
+export const UNARY = defineOp<{ op: 'scale' | 'softcap' | 'sigmoid' | 'silu' | 'clamp' | 'relu2'; y: Tensor; x: Tensor; s: number }>('unary');
+/** y[t, i] *= v[i]: every row times an arena vector of y.width floats. */
+export const MUL_ROW = defineOp<{ y: Tensor; v: number }>('mul_row');
 export const NORM = defineOp<{ y: Tensor; x: Tensor; n: NormSpec; dim: number }>('norm');
 export const GATED_ACT = defineOp<{ y: Tensor; gate: Tensor; up: Tensor; act: GatedAct; alpha?: number; limit?: number }>('gated_act');
 export const COPY = defineOp<{ y: Tensor; x: Tensor; chunks: number; len: number; xOff: number; xStride: number; yOff: number; yStride: number }>('copy');
 export const ROPE = defineOp<{ x: Tensor; nHeads: number; headDim: number; rope: RopeSpec }>('rope');
 export const KV_APPEND = defineOp<{ cache: RegionSpec; x: Tensor }>('kv_append', { perSequence: true });
 export const ATTENTION = defineOp<AttentionArgs>('attention', { perSequence: true });
-export const MOE = defineOp<{ y: Tensor; x: Tensor; spec: MoeSpec }>('moe');
+/** `route`: the rows the router reads, when they differ from the experts' input x. */
+export const MOE = defineOp<{ y: Tensor; x: Tensor; spec: MoeSpec; route?: Tensor }>('moe');
 export const CAUSAL_CONV = defineOp<CausalConvArgs>('causal_conv', { perSequence: true });
 
 export interface CausalConvArgs {
@@ -141,6 +179,14 @@ export function sigmoid(g: Graph, y: Tensor, x: Tensor): void {
 export function silu(g: Graph, y: Tensor, x: Tensor): void {
   g.run(UNARY, { op: 'silu', y, x, s: 0 });
 }
+/** y = max(x, 0)² */
+export function relu2(g: Graph, y: Tensor, x: Tensor): void {
+  g.run(UNARY, { op: 'relu2', y, x, s: 0 });
+}
+/** y ⊙= v on every row (v: arena pointer of y.width floats, e.g. a norm weight after a per-group norm). */
+export function mulRow(g: Graph, y: Tensor, v: number): void {
+  g.run(MUL_ROW, { y, v });
+}
 /** y = min(max(x, −lim), lim) */
 export function clamp(g: Graph, y: Tensor, x: Tensor, lim: number): void {
   g.run(UNARY, { op: 'clamp', y, x, s: lim });
@@ -168,8 +214,8 @@ export function kvAppend(g: Graph, cache: RegionSpec, x: Tensor): void {
 export function attention(g: Graph, a: AttentionArgs): void {
   g.run(ATTENTION, a);
 }
-export function moe(g: Graph, y: Tensor, x: Tensor, spec: MoeSpec): void {
-  g.run(MOE, { y, x, spec });
+export function moe(g: Graph, y: Tensor, x: Tensor, spec: MoeSpec, route?: Tensor): void {
+  g.run(MOE, route ? { y, x, spec, route } : { y, x, spec });
 }
 
 /**
@@ -188,4 +234,16 @@ export function gatedFfn(g: Graph, w: GatedWeights, act: GatedAct, x: Tensor, y:
   linear(g, up, x, w.up, w.upBias);
   gatedAct(g, gt, gt, up, act, o);
   linear(g, y, gt, w.down, w.downBias);
+}
+
+/** Activations of non-gated feed-forward layers: y = down(act(up·x)). */
+export type UngatedAct = 'relu2' | 'silu';
+
+/** y = down(act(up·x + b_u)) + b_d (a non-gated MLP; `w.gate` is not read). */
+export function ungatedFfn(g: Graph, w: GatedWeights, act: UngatedAct, x: Tensor, y: Tensor): void {
+  const h = g.tmp(w.up.rows, x.rows);
+  linear(g, h, x, w.up, w.upBias);
+  if (act === 'relu2') relu2(g, h, h);
+  else silu(g, h, h);
+  linear(g, y, h, w.down, w.downBias);
 }

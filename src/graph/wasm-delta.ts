@@ -5,7 +5,7 @@ import { linearAttention, linearAttentionScratchBytes } from '../kernels/linear_
 import { l2Norm, rmsNorm } from '../kernels/norm';
 import { KernelError } from '../kernels/runtime';
 import { sameShape } from './graph';
-import { DELTA_GATES, DELTA_RULE, GATED_RMS_NORM } from './ops-delta';
+import { DELTA_GATES, DELTA_RULE, GATED_RMS_NORM, KDA_GATES } from './ops-delta';
 import { WASM_OPS as W } from './wasm';
 
 
@@ -32,13 +32,14 @@ W.set(DELTA_RULE, (g, a) => {
   const { y, qkv, Hk, Hv, dk, dv } = a;
   const T = qkv.rows, C = 2 * Hk * dk + Hv * dv;
   const q = g.tmp(Hv * dk, T), k = g.tmp(Hv * dk, T), v = g.tmp(Hv * dv, T);
-  const scan = g.tmp(Math.ceil(linearAttentionScratchBytes(g.k, { dk, dv, decay: 'scalar', delta: true }) / 4), 1);
+  const decay = a.perChannel ? 'vector' : 'scalar';
+  const scan = g.tmp(Math.ceil(linearAttentionScratchBytes(g.k, { dk, dv, decay, delta: true }) / 4), 1);
   if (g.dry) return;
   if (Hv % Hk) throw new KernelError('gated_delta_rule', `${g.label}: Hk ${Hk} does not divide Hv ${Hv}`);
-  if (qkv.width !== C || y.width !== Hv * dv || y.rows !== T || a.g.width !== Hv || a.g.rows !== T) {
+  const gw = a.perChannel ? Hv * dk : Hv;
+  if (qkv.width !== C || y.width !== Hv * dv || y.rows !== T || a.g.width !== gw || a.g.rows !== T || a.beta.width !== Hv || a.beta.rows !== T) {
     throw new KernelError('gated_delta_rule', `${g.label}: ${y.rows}×${y.width} from ${T}×${qkv.width} (Hk ${Hk}, Hv ${Hv}, dk ${dk}, dv ${dv})`);
   }
-  sameShape('gated_delta_rule', a.g, a.beta);
   const r = Hv / Hk;
   for (let t = 0; t < T; t++) {
     const row = qkv.off + t * C * 4;
@@ -52,8 +53,22 @@ W.set(DELTA_RULE, (g, a) => {
   l2Norm(g.k, q.off, q.off, T * Hv, dk, 1e-6);
   l2Norm(g.k, k.off, k.off, T * Hv, dk, 1e-6);
   linearAttention(g.k, y.off, g.state(a.state), q.off, k.off, v.off, {
-    T, H: Hv, dk, dv, decay: 'scalar', g: a.g.off, beta: a.beta.off, scale: a.scale, mode: 'auto', scratch: scan.off,
+    T, H: Hv, dk, dv, decay, g: a.g.off, beta: a.beta.off, scale: a.scale, mode: 'auto', scratch: scan.off,
   });
+});
+
+W.set(KDA_GATES, (g, a) => {
+  if (g.dry) return;
+  const { dk } = a, C = a.g.width;
+  if (C % dk) throw new KernelError('kda_gates', `${g.label}: width ${C} is not a multiple of dk ${dk}`);
+  const H = C / dk, gv = g.f32(a.g);
+  const aLog = g.k.arena.f32(a.aLog, H), dtBias = g.k.arena.f32(a.dtBias, C);
+  for (let t = 0; t < a.g.rows; t++) {
+    for (let c = 0; c < C; c++) {
+      const x = gv[t * C + c] + dtBias[c];
+      gv[t * C + c] = -Math.exp(aLog[Math.floor(c / dk)]) * (x > 20 ? x : Math.log1p(Math.exp(x)));
+    }
+  }
 });
 
 W.set(GATED_RMS_NORM, (g, a) => {

@@ -2,7 +2,7 @@
 // after allocating their temporaries, so the planning pass sees every allocation and runs nothing.
 
 import { add, geglu, mul, relu2, scale, sigmoid, silu, softcap, swiglu } from '../kernels/act';
-import { attention } from '../kernels/attention';
+import { attention, questAppendKeys, questAttend, questScratchBytes } from '../kernels/attention';
 import { quantizeKvRows } from '../kernels/kvcache';
 import { conv1d } from '../kernels/conv';
 import { route } from '../kernels/moe';
@@ -10,8 +10,8 @@ import { embedRows, matmul } from '../kernels/matmul';
 import { layerNorm, rmsNorm } from '../kernels/norm';
 import { rope } from '../kernels/rope';
 import { KernelError } from '../kernels/runtime';
-import { sameShape, type Tensor } from './graph';
-import { ADD_ROW, ATTENTION, BINARY, CAUSAL_CONV, COPY, EMBED, GATED_ACT, gatedFfn, KV_APPEND, linear, MATMUL, MOE, NORM, ROPE, UNARY, type MoeSpec } from './ops';
+import { sameShape, type Graph, type Tensor } from './graph';
+import { ADD_ROW, ATTENTION, BINARY, CAUSAL_CONV, COPY, EMBED, GATED_ACT, gatedFfn, KV_APPEND, linear, MATMUL, MOE, MUL_ROW, NORM, ROPE, UNARY, ungatedFfn, type GatedWeights, type MoeSpec, type UngatedAct } from './ops';
 import { WASM_OPS as W } from './wasm';
 // The ops of each layer area register with the core ones.
 import './wasm-ssm';
@@ -20,6 +20,11 @@ import './wasm-conv';
 import './wasm-delta';
 import './wasm-mla';
 import './wasm-rwkv7';
+import './wasm-mlstm';
+import './wasm-dma';
+import './wasm-bitnet';
+import './wasm-diffusion';
+import './wasm-zeromoe';
 
 const n = (t: Tensor) => t.rows * t.width;
 
@@ -41,6 +46,13 @@ W.set(ADD_ROW, (g, a) => {
   const { rows, width } = a.y;
   const b = g.k.arena.f32(a.bias, width), v = g.f32(a.y);
   for (let t = 0; t < rows; t++) for (let i = 0; i < width; i++) v[t * width + i] += b[i];
+});
+
+W.set(MUL_ROW, (g, a) => {
+  if (g.dry) return;
+  const { rows, width } = a.y;
+  const m = g.k.arena.f32(a.v, width), v = g.f32(a.y);
+  for (let t = 0; t < rows; t++) for (let i = 0; i < width; i++) v[t * width + i] *= m[i];
 });
 
 W.set(BINARY, (g, a) => {
@@ -65,6 +77,7 @@ W.set(UNARY, (g, a) => {
     case 'softcap': softcap(k, a.y.off, a.x.off, a.s, len); return;
     case 'sigmoid': sigmoid(k, a.y.off, a.x.off, len); return;
     case 'silu': silu(k, a.y.off, a.x.off, len); return;
+    case 'relu2': relu2(k, a.y.off, a.x.off, len); return;
     case 'clamp': {
       const x = g.f32(a.x), y = g.f32(a.y), c = a.s;
       for (let i = 0; i < len; i++) y[i] = Math.min(Math.max(x[i], -c), c);
@@ -153,9 +166,41 @@ W.set(KV_APPEND, (g, a) => {
 });
 
 W.set(ATTENTION, (g, a) => {
+  const pg = a.pages;
+  const scratch = pg ? g.tmp(questScratchBytes({ nKv: a.nKv, maxPages: pg.maxPages, pages: pg.pages, pageSize: pg.pageSize, sinkPositions: pg.sinks, window: pg.window }) / 4, 1) : null;
   if (g.dry) return;
   const cap = a.k.kind === 'ring' ? a.k.capacity! : 0;
   const q = a.k.quant;
+  if (pg) {
+    // Sparse top-k: page bounds follow every append; a one-token step (not a prompt chunk) attends the chosen pages.
+    if (cap) throw new KernelError('attention', `${g.label}: sparse top-k attention needs a linear cache`);
+    const W = a.nKv * a.headDim;
+    if (pg.keys.width !== W || pg.keys.rows !== g.T) throw new KernelError('attention', `${g.label}: page keys ${pg.keys.rows}×${pg.keys.width}, expected ${g.T}×${W}`);
+    const kMin = g.state(pg.bounds), kMax = kMin + 4 * pg.maxPages * W;
+    questAppendKeys(g.k, kMin, kMax, pg.keys.off, g.T, g.pos0, pg.pageSize, pg.maxPages, a.nKv, a.headDim);
+    if (g.T === 1 && !g.prompt) {
+      questAttend(g.k, a.y.off, a.q.off, g.state(a.k), g.state(a.v), kMin, kMax, scratch!.off, {
+        pos: g.pos0, nHeads: a.nHeads, nKv: a.nKv, headDim: a.headDim, vDim: a.vDim, scale: a.scale, softcap: a.softcap, sinks: a.sinks || undefined,
+        pageSize: pg.pageSize, pages: pg.pages, sinkPositions: pg.sinks, window: pg.window, maxPages: pg.maxPages,
+        ...(q ? { cache: q.type, kStride: a.k.perToken! * 4, vStride: a.v.perToken! * 4 } : {}),
+      });
+      return;
+    }
+  }
+  if (a.bidirectional) {
+    // Each row attends as the pass's last position does, over a window widened by the rows after its start.
+    if (pg) throw new KernelError('attention', `${g.label}: bidirectional attention is dense only`);
+    if (a.q.rows !== g.T) throw new KernelError('attention', `${g.label}: bidirectional attention over ${a.q.rows} rows of a ${g.T}-token pass`);
+    const qb = a.nHeads * a.headDim * 4, yb = a.nHeads * a.vDim * 4;
+    for (let t = 0; t < g.T; t++) {
+      attention(g.k, a.y.off + t * yb, a.q.off + t * qb, g.state(a.k), g.state(a.v), {
+        T: 1, qPos0: g.pos0 + g.T - 1, nHeads: a.nHeads, nKv: a.nKv, headDim: a.headDim, vDim: a.vDim, scale: a.scale,
+        window: a.window ? a.window + g.T - 1 : undefined, softcap: a.softcap, sinks: a.sinks || undefined, capacity: cap || undefined,
+        ...(q ? { cache: q.type, kStride: a.k.perToken! * 4, vStride: a.v.perToken! * 4 } : {}),
+      });
+    }
+    return;
+  }
   attention(g.k, a.y.off, a.q.off, g.state(a.k), g.state(a.v), {
     T: g.T, qPos0: g.pos0, nHeads: a.nHeads, nKv: a.nKv, headDim: a.headDim, vDim: a.vDim, scale: a.scale,
     window: a.window, softcap: a.softcap, sinks: a.sinks || undefined, capacity: cap || undefined,
@@ -174,6 +219,12 @@ function badRouting(spec: MoeSpec, lv: Float32Array, t: number): never {
   throw new KernelError('moe', `${spec.name}: ${detail}`);
 }
 
+/** One routed expert's feed-forward: gated, or down(act(up·x)) for non-gated experts. */
+function expertFfn(g: Graph, c: MoeSpec, w: GatedWeights, x: Tensor, y: Tensor, opts: { alpha?: number; limit?: number }): void {
+  if (c.ungated) ungatedFfn(g, w, c.act as UngatedAct, x, y);
+  else gatedFfn(g, w, c.act, x, y, opts);
+}
+
 /** Per MoE layer: scope labels and expert-FFN options, made once. */
 interface MoeHost {
   labels: string[];
@@ -185,6 +236,7 @@ function moeHost(c: MoeSpec): MoeHost {
   let h = moeHosts.get(c);
   if (!h) {
     h = { labels: Array.from({ length: c.nExperts }, (_, e) => `${c.name}.experts.${e}`), shared: `${c.name}.shared`, opts: { alpha: c.alpha, limit: c.limit } };
+    if (c.ungated && c.act !== 'relu2' && c.act !== 'silu') throw new KernelError('moe', `${c.name}: non-gated experts take relu2 or silu, not ${c.act}`);
     moeHosts.set(c, h);
   }
   return h;
@@ -199,7 +251,7 @@ W.set(MOE, (g, a) => {
   const h = moeHost(c);
   if (g.dry) {
     // The planning pass: the largest expert batch is every token of the chunk.
-    gatedFfn(g, c.expert(0), c.act, xs, ys, h.opts);
+    expertFfn(g, c, c.expert(0), xs, ys, h.opts);
     if (c.shared) {
       gatedFfn(g, c.shared.w, c.shared.act, x, ys);
       if (c.shared.gate) g.tmp(1, T);
@@ -207,7 +259,8 @@ W.set(MOE, (g, a) => {
     return;
   }
   const k = g.k;
-  linear(g, logits, x, c.router, c.routerBias);
+  if (a.route) sameShape('moe', a.route, x);
+  linear(g, logits, a.route ?? x, c.router, c.routerBias);
   // Top-k passes over NaN scores silently; non-finite router logits are an error, not a routing.
   const lv = g.f32(logits);
   for (let i = 0; i < T * E; i++) if (!Number.isFinite(lv[i])) badRouting(c, lv, Math.floor(i / E));
@@ -216,6 +269,10 @@ W.set(MOE, (g, a) => {
   const idv = g.i32(ids), wv = g.f32(w);
   for (let i = 0; i < TK; i++) {
     if (!(idv[i] >= 0 && idv[i] < E) || !Number.isFinite(wv[i])) badRouting(c, lv, Math.floor(i / K));
+  }
+  if (c.expertScale) {
+    const es = k.arena.f32(c.expertScale, E);
+    for (let i = 0; i < TK; i++) wv[i] *= es[idv[i]];
   }
   // Counting sort of the T·K selections by expert: order[start[e] … start[e + 1]) are expert e's.
   const host = g.hostInts(E + 1 + TK), start = host.subarray(0, E + 1), order = host.subarray(E + 1, E + 1 + TK);
@@ -233,7 +290,7 @@ W.set(MOE, (g, a) => {
     if (c.calls) c.calls[e]++;
     for (let j = 0; j < m; j++) g.move(xs.off + j * D * 4, x.off + Math.floor(order[s0 + j] / K) * D * 4, D);
     const xe = { off: xs.off, rows: m, width: D }, ye = { off: ys.off, rows: m, width: D };
-    g.scope(h.labels[e], () => gatedFfn(g, c.expert(e), c.act, xe, ye, h.opts));
+    g.scope(h.labels[e], () => expertFfn(g, c, c.expert(e), xe, ye, h.opts));
     for (let j = 0; j < m; j++) {
       const sel = order[s0 + j], o = Math.floor(sel / K) * D, wt = wv[sel];
       for (let d = 0; d < D; d++) ov[o + d] += wt * ysv[j * D + d];

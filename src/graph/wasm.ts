@@ -35,6 +35,7 @@ interface Segment {
   pos0: number;
   r0: number;
   T: number;
+  prompt: boolean;
 }
 
 /** A session's part of a batched pass. */
@@ -42,6 +43,8 @@ export interface BatchItem {
   seq: SeqState;
   ids: Int32Array;
   pos0: number;
+  /** The rows are part of a forward call of several tokens (see WasmGraph.prompt). */
+  prompt?: boolean;
 }
 
 const isTensor = (v: unknown): v is Tensor =>
@@ -75,6 +78,12 @@ export class WasmGraph implements Graph {
   dry = false;
   /** Token ids of the chunk. */
   ids: Int32Array = new Int32Array(0);
+  /**
+   * The pass is a chunk of a forward call of several tokens (a prompt), set by the caller around
+   * forward(); in a batched pass, per session. Ops that treat one-token decode steps apart (sparse
+   * top-k attention) run a prompt chunk as prefill, even a chunk of one token.
+   */
+  prompt = false;
   private seq: SeqState | null = null;
   /** The sessions of a batched pass (empty for a pass of one session). */
   private segs: Segment[] = [];
@@ -162,7 +171,15 @@ export class WasmGraph implements Graph {
    * pass; returns the logits tensor: each session's last row in item order, or every row with `all`.
    */
   forwardBatch(net: GraphNet, items: BatchItem[], all: boolean): Tensor {
-    if (items.length === 1) return this.forward(net, items[0].seq, items[0].ids, items[0].pos0, all);
+    if (items.length === 1) {
+      const prompt = this.prompt;
+      this.prompt = items[0].prompt ?? false;
+      try {
+        return this.forward(net, items[0].seq, items[0].ids, items[0].pos0, all);
+      } finally {
+        this.prompt = prompt;
+      }
+    }
     if (!this.base) throw new KernelError('wasm', 'the graph executor was not planned');
     let rows = 0;
     for (const it of items) {
@@ -178,7 +195,7 @@ export class WasmGraph implements Graph {
     for (const it of items) {
       ids.set(it.ids, r0);
       for (let t = 0; t < it.ids.length; t++) pv[r0 + t] = it.pos0 + t;
-      this.segs.push({ seq: it.seq, pos0: it.pos0, r0, T: it.ids.length });
+      this.segs.push({ seq: it.seq, pos0: it.pos0, r0, T: it.ids.length, prompt: it.prompt ?? false });
       r0 += it.ids.length;
     }
     this.T = rows;
@@ -243,13 +260,14 @@ export class WasmGraph implements Graph {
 
   /** Runs a per-sequence op once for each session of a batched pass, on that session's rows. */
   private perSequence<A>(fn: (g: WasmGraph, a: A) => void, args: A, mark: number): void {
-    const rows = this.T;
+    const rows = this.T, prompt = this.prompt;
     this.inSegment = true;
     try {
       for (const s of this.segs) {
         this.T = s.T;
         this.first = s.pos0;
         this.seq = s.seq;
+        this.prompt = s.prompt;
         fn(this, cutRows(args, rows, s.r0, s.T) as A);
         this.top = mark;
       }
@@ -257,6 +275,7 @@ export class WasmGraph implements Graph {
       this.T = rows;
       this.first = 0;
       this.seq = null;
+      this.prompt = prompt;
       this.inSegment = false;
     }
   }

@@ -108,3 +108,45 @@ export function dsaIndexerScoresRef(qI: ArrayLike<number>, wI: ArrayLike<number>
   }
   return out;
 }
+
+/** Page bounds from scratch: kMin / kMax [nPages, nKv, D] of keys K [n, nKv, D], pages of pageSize. */
+export function questBoundsRef(K: ArrayLike<number>, n: number, pageSize: number, nKv: number, D: number): { kMin: Float64Array; kMax: Float64Array } {
+  const nPages = Math.ceil(n / pageSize), W = nKv * D;
+  const kMin = new Float64Array(nPages * W).fill(Infinity), kMax = new Float64Array(nPages * W).fill(-Infinity);
+  for (let p = 0; p < n; p++) {
+    const b = Math.floor(p / pageSize) * W;
+    for (let i = 0; i < W; i++) {
+      kMin[b + i] = Math.min(kMin[b + i], K[p * W + i]);
+      kMax[b + i] = Math.max(kMax[b + i], K[p * W + i]);
+    }
+  }
+  return { kMin, kMax };
+}
+
+/**
+ * The positions sparse top-k attention reads for each kv head at query position pos (all of
+ * 0 … pos when pos + 1 ≤ sinks + window + pages·pageSize): sinks, the window, and the `pages`
+ * pages between with the highest group-summed Quest scores (from bounds of K recomputed here),
+ * clipped to the positions between. Sorted ascending.
+ */
+export function questSelectRef(q: ArrayLike<number>, K: ArrayLike<number>, pos: number, o: { nHeads: number; nKv: number; headDim: number; pageSize: number; pages: number; sinks: number; window: number }): number[][] {
+  const { nHeads, nKv, headDim: D, pageSize, pages, sinks, window } = o;
+  const n = pos + 1;
+  if (n <= sinks + window + pages * pageSize) return Array.from({ length: nKv }, () => Array.from({ length: n }, (_, i) => i));
+  const { kMin, kMax } = questBoundsRef(K, n, pageSize, nKv, D);
+  const nPages = Math.ceil(n / pageSize);
+  const scores = questPageScoresRef(q, kMin, kMax, nPages, nKv, D, nHeads);
+  const mEnd = n - window;
+  const lists: number[][] = [];
+  for (let g = 0; g < nKv; g++) {
+    const cand: number[] = [];
+    for (let p = 0; p < nPages; p++) if (p * pageSize < mEnd && (p + 1) * pageSize > sinks) cand.push(p);
+    const top = topkRef(cand.map((p) => scores[g * nPages + p]), pages).map((i) => cand[i]);
+    const set = new Set<number>();
+    for (let i = 0; i < sinks; i++) set.add(i);
+    for (const p of top) for (let i = Math.max(p * pageSize, sinks); i < Math.min((p + 1) * pageSize, mEnd); i++) set.add(i);
+    for (let i = mEnd; i < n; i++) set.add(i);
+    lists.push([...set].sort((a, b) => a - b));
+  }
+  return lists;
+}

@@ -1,6 +1,8 @@
 // Softmax attention over KV caches (dense causal, sliding window over a ring buffer, soft-capping,
-// learned sinks, GQA/MQA), attention over a selected set of cache slots, and the selection helpers
-// of sparse attention: exact top-k, Quest page bounds, DeepSeek-V3.2 lightning-indexer scores.
+// learned sinks, GQA/MQA), attention over a selected set of cache slots, the selection helpers
+// of sparse attention: exact top-k, Quest page bounds, DeepSeek-V3.2 lightning-indexer scores, and
+// Quest sparse decode (questAppendKeys keeps page bounds as keys are appended; questAttend attends
+// sinks ∪ top pages ∪ window per kv head).
 // The attention kernels read f32 caches or quantized ones (Q8_0 / Q4_0 rows, kvcache.ts) in place.
 import { checkBuf, checkInt } from './act';
 import { KV_CODE, KV_QUANT_MAX_DIM, kvHeadBytes, kvRowBytes, type KvCacheType } from './kvcache';
@@ -256,4 +258,126 @@ export function dsaIndexerScores(k: K, out: number, qI: number, wI: number, kICa
   checkBuf(k, 'dsaIndexerScores', 'wI', wI, Hi * 4);
   checkBuf(k, 'dsaIndexerScores', 'kICache', kICache, ((n - 1) * kStride + Di) * 4);
   k.exports.dsaIndexerScoresF32(out, qI, wI, kICache, n, Hi, Di, scale, kStride);
+}
+
+/**
+ * Folds T keys (keys: T rows of nKv·D f32, keyStride floats apart) at positions pos0 … pos0+T−1
+ * into Quest page bounds (kMin, kMax [maxPages, nKv, D]): a position that starts a page sets its
+ * page's bounds to its key, any other position widens them element-wise. A page entered mid-way
+ * (after a rewind) keeps the bounds it had, which still bound its keys.
+ */
+export function questAppendKeys(k: K, kMin: number, kMax: number, keys: number, T: number, pos0: number, pageSize: number, maxPages: number, nKv: number, D: number, keyStride = nKv * D): void {
+  checkInt('questAppendKeys', 'T', T);
+  checkInt('questAppendKeys', 'pos0', pos0, 0);
+  checkInt('questAppendKeys', 'pageSize', pageSize);
+  checkInt('questAppendKeys', 'maxPages', maxPages);
+  checkInt('questAppendKeys', 'nKv', nKv);
+  checkInt('questAppendKeys', 'D', D);
+  const W = nKv * D;
+  checkInt('questAppendKeys', 'keyStride', keyStride, W);
+  const lastPage = Math.floor((pos0 + T - 1) / pageSize);
+  if (lastPage >= maxPages) throw new KernelError('questAppendKeys', `position ${pos0 + T - 1} is past the ${maxPages} pages of ${pageSize}`);
+  checkBuf(k, 'questAppendKeys', 'kMin', kMin, maxPages * W * 4);
+  checkBuf(k, 'questAppendKeys', 'kMax', kMax, maxPages * W * 4);
+  checkBuf(k, 'questAppendKeys', 'keys', keys, ((T - 1) * keyStride + W) * 4);
+  const mn = k.arena.f32(kMin, maxPages * W), mx = k.arena.f32(kMax, maxPages * W);
+  const kv = k.arena.f32(keys, (T - 1) * keyStride + W);
+  for (let t = 0; t < T; t++) {
+    const pos = pos0 + t, b = Math.floor(pos / pageSize) * W, r = t * keyStride;
+    if (pos % pageSize === 0) {
+      for (let i = 0; i < W; i++) mn[b + i] = mx[b + i] = kv[r + i];
+      continue;
+    }
+    for (let i = 0; i < W; i++) {
+      const x = kv[r + i];
+      if (x < mn[b + i]) mn[b + i] = x;
+      if (x > mx[b + i]) mx[b + i] = x;
+    }
+  }
+}
+
+export interface QuestAttendOptions extends SelectedOptions {
+  /** The query's position: keys 0 … pos are in the (linear) caches. */
+  pos: number;
+  pageSize: number;
+  /** Pages chosen per kv head. */
+  pages: number;
+  /** Positions [0, sinkPositions) are always attended (attention sinks). */
+  sinkPositions: number;
+  /** Positions (pos − window, pos] are always attended (≥ 1). */
+  window: number;
+  /** Pages the bounds arrays hold. */
+  maxPages: number;
+}
+
+/** Bytes of the scratch area questAttend takes. */
+export function questScratchBytes(o: { nKv: number; maxPages: number; pages: number; pageSize: number; sinkPositions: number; window: number }): number {
+  return 4 * (o.nKv * o.maxPages + o.pages + o.sinkPositions + o.window + o.pages * o.pageSize);
+}
+
+/**
+ * Sparse top-k attention of one query (q [nHeads, headDim], contiguous heads) at position `pos`
+ * over linear caches holding keys 0 … pos. With pos + 1 ≤ sinkPositions + window + pages·pageSize
+ * it is the dense causal `attention` (same kernel, same result). Otherwise each kv head g attends
+ *   [0, sinkPositions) ∪ (the top `pages` pages, clipped to M) ∪ [pos − window + 1, pos],
+ * M = [sinkPositions, pos − window + 1) the positions between, candidate pages those meeting M, a page's
+ * score Σ_{h in group g} Σ_d max(q_hd·kMin[p,g,d], q_hd·kMax[p,g,d]) (questPageScores; ties to the
+ * lower page). kMin / kMax [maxPages, nKv, D] (questAppendKeys). scratch: questScratchBytes(o).
+ */
+export function questAttend(k: K, out: number, q: number, kCache: number, vCache: number, kMin: number, kMax: number, scratch: number, o: QuestAttendOptions): void {
+  const { pos, pageSize, pages, sinkPositions: sinks, window, maxPages, nHeads, nKv, headDim: D, vDim: Dv } = o;
+  checkInt('questAttend', 'pos', pos, 0);
+  checkInt('questAttend', 'pageSize', pageSize);
+  checkInt('questAttend', 'pages', pages);
+  checkInt('questAttend', 'sinkPositions', sinks, 0);
+  checkInt('questAttend', 'window', window);
+  checkInt('questAttend', 'maxPages', maxPages);
+  checkHeads('questAttend', nHeads, nKv, D, Dv);
+  if ((o.qHeadStride ?? D) !== D) throw new KernelError('questAttend', 'query heads must be contiguous (qHeadStride = headDim)');
+  if (o.idxStride) throw new KernelError('questAttend', 'idxStride is not an option of questAttend');
+  const kvLen = pos + 1;
+  if (kvLen <= sinks + window + pages * pageSize) {
+    attention(k, out, q, kCache, vCache, {
+      T: 1, qPos0: pos, nHeads, nKv, headDim: D, vDim: Dv, scale: o.scale, softcap: o.softcap, sinks: o.sinks,
+      cache: o.cache, kStride: o.kStride, vStride: o.vStride,
+    });
+    return;
+  }
+  if (Math.ceil(kvLen / pageSize) > maxPages) throw new KernelError('questAttend', `position ${pos} is past the ${maxPages} pages of ${pageSize}`);
+  checkBuf(k, 'questAttend', 'scratch', scratch, questScratchBytes(o));
+  const mEnd = kvLen - window;
+  const pLo = Math.floor(sinks / pageSize), pHi = Math.ceil(mEnd / pageSize), nCand = pHi - pLo;
+  const W = nKv * D;
+  const scores = scratch, sel = scratch + 4 * nKv * maxPages, list = sel + 4 * pages;
+  questPageScores(k, scores, q, kMin + 4 * pLo * W, kMax + 4 * pLo * W, nCand, nKv, D, nHeads);
+  const cache = cacheType('questAttend', o.cache);
+  const { kStride, vStride, kBytes, vBytes } = cacheStrides('questAttend', cache, nKv, D, Dv, o);
+  const f32 = cache === 'f32';
+  // Head g of a cache row starts g·(head bytes) in; quantized heads need not be word-aligned, which
+  // the kernels take (WebAssembly loads have no alignment requirement), so they are called directly.
+  const hk = f32 ? 4 * D : kvHeadBytes(cache, D), hv = f32 ? 4 * Dv : kvHeadBytes(cache, Dv);
+  checkBuf(k, 'questAttend', 'out', out, nHeads * Dv * 4);
+  checkBuf(k, 'questAttend', 'kCache', kCache, pos * kBytes + nKv * hk);
+  checkBuf(k, 'questAttend', 'vCache', vCache, pos * vBytes + nKv * hv);
+  const softcap = o.softcap ?? 0;
+  if (!(softcap >= 0)) throw new KernelError('questAttend', `softcap must be ≥ 0, got ${softcap}`);
+  if (!Number.isFinite(o.scale)) throw new KernelError('questAttend', `scale must be finite, got ${o.scale}`);
+  const sinkPtr = o.sinks ?? 0;
+  if (sinkPtr !== 0) checkBuf(k, 'questAttend', 'sinks', sinkPtr, nHeads * 4);
+  const G = nHeads / nKv;
+  const selV = k.arena.i32(sel, pages), listV = k.arena.i32(list, sinks + window + pages * pageSize);
+  for (let g = 0; g < nKv; g++) {
+    const got = topkSelect(k, sel, scores + 4 * g * nCand, nCand, pages);
+    let m = 0;
+    for (let i = 0; i < sinks; i++) listV[m++] = i;
+    for (let j = 0; j < got; j++) {
+      const p = pLo + selV[j];
+      const a = Math.max(p * pageSize, sinks), b = Math.min((p + 1) * pageSize, mEnd);
+      for (let i = a; i < b; i++) listV[m++] = i;
+    }
+    for (let i = mEnd; i < kvLen; i++) listV[m++] = i;
+    const args = [out + 4 * g * G * Dv, q + 4 * g * G * D, kCache + g * hk, vCache + g * hv, list, m, 0, G, 1, D, Dv, o.scale, softcap, sinkPtr ? sinkPtr + 4 * g * G : 0, D] as const;
+    if (f32) k.exports.attendSelectedF32(...args, kStride, vStride);
+    else k.exports.attendSelectedKvQ(KV_CODE[cache], ...args, kStride, vStride);
+  }
 }

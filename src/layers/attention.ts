@@ -2,14 +2,46 @@
 // sliding window (ring-buffer cache on WASM), logit soft-capping, learned sinks, and Qwen3-Next's
 // output gate. Keys are cached after RoPE at their absolute position, as f32 or, with the load option
 // kvCache, as quantized rows (per head, blocks of 32; kernels/kvcache.ts) that attention reads in place.
+// With the load option attention { mode: 'topk' } a layer without a sliding window also keeps the
+// key bounds of each KV page (region `<prefix>.kpages.<pageSize>x<pages held>`, so that a snapshot
+// restores only into the same layout) and attends sparsely at decode (ops.ts AttentionPages).
 
 import type { Weight } from '../kernels/types';
 import { kvCacheRegion, type RegionSpec } from '../runtime/state';
 import type { Graph, Tensor } from '../graph/graph';
-import { attention, clamp, copy, kvAppend, linear, mulSigmoid, norm, rope, type RopeSpec } from '../graph/ops';
+import { attention, clamp, copy, kvAppend, linear, mulSigmoid, norm, rope, type AttentionPages, type RopeSpec } from '../graph/ops';
 import type { Ctx, Mixer } from './context';
 
 export type { RopeSpec };
+
+/** Whether a state region holds a layer's page key bounds (sparse top-k attention). */
+export const isPageBounds = (name: string) => /\.kpages\.\d+x\d+$/.test(name);
+
+/** A mixer's page-bounds state (sparse top-k attention). */
+export interface PageState {
+  spec: RegionSpec;
+  maxPages: number;
+}
+
+/**
+ * The page-bounds region of a mixer's linear key cache under the load option attention
+ * { mode: 'topk' } (null in dense mode, or for a sliding-window layer, which keeps its window). A
+ * mixer with its own attention code opts in by listing `spec` in specs() and passing
+ * attentionPages(…) as the `pages` argument of the attention op.
+ */
+export function pageBoundsState(ctx: Ctx, prefix: string, nKv: number, headDim: number, maxContext: number, window?: number): PageState | null {
+  const mode = ctx.attention;
+  if (mode.mode !== 'topk' || window) return null;
+  const maxPages = Math.ceil(maxContext / mode.pageSize);
+  return { spec: { name: `${prefix}.kpages.${mode.pageSize}x${maxPages}`, kind: 'fixed', floats: 2 * maxPages * nKv * headDim }, maxPages };
+}
+
+/** The attention op's `pages` argument for the pass's keys [rows, nKv·headDim] (f32, as appended); undefined when dense. */
+export function attentionPages(ctx: Ctx, state: PageState | null, keys: Tensor): AttentionPages | undefined {
+  const mode = ctx.attention;
+  if (!state || mode.mode !== 'topk') return undefined;
+  return { bounds: state.spec, maxPages: state.maxPages, keys, pageSize: mode.pageSize, pages: mode.pages, sinks: mode.sinks, window: mode.window };
+}
 
 export interface AttentionConfig {
   hidden: number;
@@ -55,6 +87,8 @@ export class Attention implements Mixer {
   /** Session state: the key and value caches (rings for a sliding window shorter than the context). */
   kState!: RegionSpec;
   vState!: RegionSpec;
+  /** Session state of sparse top-k attention: the key bounds of each page (null: dense). */
+  pageState: PageState | null = null;
   /** The context the caches were declared for. */
   private declaredFor = -1;
 
@@ -85,9 +119,10 @@ export class Attention implements Mixer {
       const type = this.ctx.kvCache;
       this.kState = kvCacheRegion(`${this.prefix}.k`, nKv, headDim, type, ring ? capacity : undefined);
       this.vState = kvCacheRegion(`${this.prefix}.v`, nKv, this.vDim, type, ring ? capacity : undefined);
+      this.pageState = pageBoundsState(this.ctx, this.prefix, nKv, headDim, maxContext, window);
       this.declaredFor = maxContext;
     }
-    return [this.kState, this.vState];
+    return this.pageState ? [this.kState, this.vState, this.pageState.spec] : [this.kState, this.vState];
   }
 
   forward(g: Graph, x: Tensor, out: Tensor): void {
@@ -125,9 +160,10 @@ export class Attention implements Mixer {
     }
     kvAppend(g, this.kState, kk);
     kvAppend(g, this.vState, v);
+    const pages = attentionPages(this.ctx, this.pageState, kk);
     attention(g, {
       y: ao, q, k: this.kState, v: this.vState, nHeads, nKv, headDim, vDim: this.vDim, scale: cfg.scale,
-      window: cfg.window, softcap: cfg.softcap, sinks: this.sinks || undefined,
+      window: cfg.window, softcap: cfg.softcap, sinks: this.sinks || undefined, ...(pages ? { pages } : {}),
     });
     if (gate) mulSigmoid(g, ao, ao, gate);
     linear(g, out, ao, this.o, this.bo);

@@ -2,6 +2,7 @@
 // layers, whose forward passes are written against the graph (src/graph/graph.ts).
 
 import type { KvCacheType } from '../kernels/kvcache';
+import type { ResolvedAttention } from '../runtime/attention-mode';
 import type { K } from '../kernels/types';
 import type { WeightStore } from '../runtime/weights';
 import type { RegionSpec } from '../runtime/state';
@@ -14,6 +15,8 @@ export interface NetOptions {
   maxChunk: number;
   /** Element type of attention KV caches (f32, or quantized rows; kernels/kvcache.ts). */
   kvCache: KvCacheType;
+  /** Attention at decode: dense (default) or sparse top-k pages (runtime/attention-mode.ts). */
+  attention?: ResolvedAttention;
 }
 
 /** What a family's constructors get: the kernel instance (load-time weight preparation), the weights, options. */
@@ -27,6 +30,9 @@ export class Ctx {
   }
   get kvCache(): KvCacheType {
     return this.opts.kvCache;
+  }
+  get attention(): ResolvedAttention {
+    return this.opts.attention ?? { mode: 'dense' };
   }
 }
 

@@ -15,6 +15,8 @@ import { familyFor } from './registry';
 import { ConfigError } from '../formats/errors';
 import { checkSnapshotModel, crc32, readSnapshotHeader, restoreSnapshot, SeqState, SlotPool, StateLayout, writeSnapshot, type SnapshotOptions } from '../runtime/state';
 import { WeightStore, type LoadDType } from '../runtime/weights';
+import { fitAttention, formatAttention, resolveAttention, type AttentionModeOptions, type ResolvedAttention } from '../runtime/attention-mode';
+import { isPageBounds } from '../layers/attention';
 import type { SequenceSession, SessionFactory } from '../runtime/session';
 
 export interface ModelOptions {
@@ -35,6 +37,8 @@ export interface ModelOptions {
    * of 32 along the head dimension, 0.27× and 0.14× the bytes), which attention reads in place.
    */
   kvCache?: KvCacheType;
+  /** Attention at decode: dense (default) or sparse top-k pages (runtime/attention-mode.ts). */
+  attention?: AttentionModeOptions;
   onProgress?: (done: number, total: number, what: string) => void;
 }
 
@@ -52,6 +56,8 @@ export interface ModelInfo {
   stateBytesPerToken: number;
   /** Element type of the attention KV caches. */
   kvCache: KvCacheType;
+  /** The attention setting, in the `--attention` form (dense, or topk:pages=…,page=…,sinks=…,window=…). */
+  attention: string;
   arenaBytes: number;
 }
 
@@ -92,6 +98,11 @@ export class Model implements SessionFactory {
   /** Element type of the attention KV caches (the load option kvCache). */
   get kvCache(): KvCacheType {
     return this.layout.kvCache;
+  }
+
+  /** The attention setting (load option attention). */
+  get attention(): ResolvedAttention {
+    return this.ctx.attention;
   }
 
   newSession(): Session {
@@ -142,7 +153,7 @@ export class Model implements SessionFactory {
       });
       if (!part.length) return outs;
       const batch = part.map(({ i, n }) => ({
-        seq: items[i].session.state, pos0: items[i].session.pos,
+        seq: items[i].session.state, pos0: items[i].session.pos, prompt: items[i].ids.length > 1,
         ids: Int32Array.from(Array.prototype.slice.call(items[i].ids, done[i], done[i] + n) as number[]),
       }));
       const p = this.graph.forwardBatch(this.net, batch, all).off;
@@ -177,6 +188,7 @@ export class Model implements SessionFactory {
       stateBytesFixed: fixed,
       stateBytesPerToken: perTok,
       kvCache: this.kvCache,
+      attention: formatAttention(this.attention),
       arenaBytes: this.k.arena.top,
     };
   }
@@ -270,13 +282,19 @@ export class Session implements SequenceSession {
     const V = m.net.vocabSize;
     const n = ids.length;
     const out = new Float32Array(all ? n * V : V);
-    for (let i = 0; i < n; i += m.maxChunk) {
-      const chunk = Int32Array.from(Array.prototype.slice.call(ids, i, Math.min(n, i + m.maxChunk)));
-      const last = i + chunk.length === n;
-      const p = m.graph.forward(m.net, this.state, chunk, this.pos, all).off;
-      if (all) out.set(m.k.arena.f32(p, chunk.length * V), i * V);
-      else if (last) out.set(m.k.arena.f32(p, V));
-      for (let j = 0; j < chunk.length; j++) this.tokens.push(chunk[j]);
+    // Several tokens are a prompt: every chunk of it runs as prefill (WasmGraph.prompt).
+    m.graph.prompt = n > 1;
+    try {
+      for (let i = 0; i < n; i += m.maxChunk) {
+        const chunk = Int32Array.from(Array.prototype.slice.call(ids, i, Math.min(n, i + m.maxChunk)));
+        const last = i + chunk.length === n;
+        const p = m.graph.forward(m.net, this.state, chunk, this.pos, all).off;
+        if (all) out.set(m.k.arena.f32(p, chunk.length * V), i * V);
+        else if (last) out.set(m.k.arena.f32(p, V));
+        for (let j = 0; j < chunk.length; j++) this.tokens.push(chunk[j]);
+      }
+    } finally {
+      m.graph.prompt = false;
     }
     return out;
   }
@@ -292,12 +310,17 @@ export class Session implements SequenceSession {
     const H = m.net.hidden;
     const n = ids.length;
     const out = new Float32Array(n * H);
-    for (let i = 0; i < n; i += m.maxChunk) {
-      const chunk = Int32Array.from(Array.prototype.slice.call(ids, i, Math.min(n, i + m.maxChunk)));
-      const t = m.graph.forward(m.net, this.state, chunk, this.pos, true, 'hidden');
-      if (t.width !== H || t.rows !== chunk.length) throw new Error(`hidden states of ${t.rows}×${t.width}, expected ${chunk.length}×${H}`);
-      out.set(m.k.arena.f32(t.off, chunk.length * H), i * H);
-      for (let j = 0; j < chunk.length; j++) this.tokens.push(chunk[j]);
+    m.graph.prompt = n > 1;
+    try {
+      for (let i = 0; i < n; i += m.maxChunk) {
+        const chunk = Int32Array.from(Array.prototype.slice.call(ids, i, Math.min(n, i + m.maxChunk)));
+        const t = m.graph.forward(m.net, this.state, chunk, this.pos, true, 'hidden');
+        if (t.width !== H || t.rows !== chunk.length) throw new Error(`hidden states of ${t.rows}×${t.width}, expected ${chunk.length}×${H}`);
+        out.set(m.k.arena.f32(t.off, chunk.length * H), i * H);
+        for (let j = 0; j < chunk.length; j++) this.tokens.push(chunk[j]);
+      }
+    } finally {
+      m.graph.prompt = false;
     }
     return out;
   }
@@ -331,6 +354,7 @@ export async function buildModel(ckpt: Checkpoint, opts: ModelOptions = {}): Pro
   const family: Family = familyFor(config);
   const kvCache = opts.kvCache ?? 'f32';
   if (!KV_CACHE_TYPES.includes(kvCache)) throw new ConfigError('options.kvCache', `must be one of ${KV_CACHE_TYPES.join(', ')}, got ${JSON.stringify(opts.kvCache)}`);
+  const attention = resolveAttention(opts.attention);
   const k = await instantiate({ build: opts.build, budget: opts.memoryBudget });
   const ws = new WeightStore(k, ckpt);
   await ws.loadAll(
@@ -338,8 +362,8 @@ export async function buildModel(ckpt: Checkpoint, opts: ModelOptions = {}): Pro
     (name) => family.keepF32?.(name, config) ?? false,
     (name) => family.ignore?.(name, config) ?? false,
   );
-  const maxChunk = opts.maxChunk ?? 64;
-  const ctx = new Ctx(k, ws, { exact: opts.exact ?? false, maxChunk, kvCache });
+  const maxChunk = opts.maxChunk ?? Math.max(64, family.minChunk?.(config) ?? 0);
+  const ctx = new Ctx(k, ws, { exact: opts.exact ?? false, maxChunk, kvCache, attention });
   const net = family.build(ctx, family.parse(config));
   // The int8 activation scratch of quantized products is laid out now, so no forward grows memory.
   let maxCols = 32;
@@ -352,8 +376,13 @@ export async function buildModel(ckpt: Checkpoint, opts: ModelOptions = {}): Pro
   if (positions > 0 && maxContext > positions) {
     throw new ConfigError('options.maxContext', `is ${maxContext}, but the model has ${positions} positions (config max_position_embeddings); use at most ${positions}`);
   }
+  // Layers declare their state (page bounds included) from the first specs() call on.
+  ctx.opts.attention = fitAttention(attention, opts.attention, maxContext);
   if (kvCache !== 'f32' && !net.specs(maxContext).some((r) => r.quant)) {
     throw new ConfigError('options.kvCache', `'${kvCache}' quantizes attention KV caches, and model type ${config.model_type} has none (its layers are ${[...new Set(net.layerKinds)].join(', ')}, with constant-size state): use kvCache 'f32'`);
+  }
+  if (attention.mode === 'topk' && !net.specs(maxContext).some((r) => isPageBounds(r.name))) {
+    throw new ConfigError('options.attention.mode', `'topk' selects KV pages of full-attention layers, and model type ${config.model_type} has none (its layers are ${[...new Set(net.layerKinds)].join(', ')}; sliding-window, MLA and DSA attention keep their own): use attention mode 'dense'`);
   }
   const graph = new WasmGraph(k, opts.exact ?? false, maxChunk, maxContext);
   graph.plan(net);

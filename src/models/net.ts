@@ -37,6 +37,8 @@ export interface Family<C = unknown> {
   keepF32?: (name: string, config: RawConfig) => boolean;
   /** Tensor names present in checkpoints but never used (e.g. tied lm_head copies, rotary caches). */
   ignore?: (name: string, config: RawConfig) => boolean;
+  /** The smallest maxChunk the family runs with (a pass it cannot split); the load default is raised to it. */
+  minChunk?: (config: RawConfig) => number;
   parse(config: Record<string, unknown>): C;
   build(ctx: Ctx, c: C): Net;
 }

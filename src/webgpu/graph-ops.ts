@@ -2,13 +2,14 @@
 // recording's rows (one position, or the T positions of a prompt chunk). Parameters (weights, norm
 // vectors, biases, RoPE tables) are uploaded once, when first recorded.
 
-import { ADD_ROW, ATTENTION, BINARY, CAUSAL_CONV, COPY, EMBED, GATED_ACT, gatedFfn, KV_APPEND, MATMUL, matmul, MOE, NORM, ROPE, UNARY, type GatedWeights } from '../graph/ops';
+import { ADD_ROW, ATTENTION, BINARY, CAUSAL_CONV, COPY, EMBED, GATED_ACT, gatedFfn, KV_APPEND, MATMUL, matmul, MOE, MUL_ROW, NORM, ROPE, UNARY, type GatedWeights } from '../graph/ops';
 import { KernelError } from '../kernels/runtime';
 import { sameShape, type Tensor } from '../graph/graph';
 import { ATTN_MAX_HEAD_DIM, clamp, decodeAttention, kvQuantize, ropeTables } from './dispatch/attention';
 import { ACT_OP, actOp, activation, route } from './dispatch/ffn';
+import { questAppend, questDecode, questScratchFloats } from './dispatch/quest';
 import { GPU_OPS as G, type GpuGraph } from './graph';
-import { EW, TOKENS_BASE, type Dispatch } from './ops';
+import { EW, TOKENS_BASE, type Dispatch, type GpuBufs } from './ops';
 // The ops of each layer area register with the core ones.
 import './graph-ssm';
 import './graph-recurrent';
@@ -16,6 +17,10 @@ import './graph-conv';
 import './graph-delta';
 import './graph-mla';
 import './graph-rwkv7';
+import './graph-mlstm';
+import './graph-dma';
+import './graph-bitnet';
+import './graph-zeromoe';
 
 const n = (t: Tensor) => t.rows * t.width;
 
@@ -44,12 +49,28 @@ G.set(ADD_ROW, (g, a) => {
   g.emit((b) => [g.K.elementwise(b, EW.addConst, a.y.off, a.y.off, bias, n(a.y), { period: a.y.width })]);
 });
 
+G.set(MUL_ROW, (g, a) => {
+  const v = g.B.vec(a.v, a.y.width);
+  g.emit((b) => [g.K.elementwise(b, EW.mulConst, a.y.off, a.y.off, v, n(a.y), { period: a.y.width })]);
+});
+
+/** Two dispatches writing 1.0 into n floats at y: y = 0·src (src: finite floats), then y + c[one]. */
+function ones(g: GpuGraph, b: GpuBufs, y: number, src: number, nf: number, one: number): Dispatch[] {
+  return [g.K.elementwise(b, EW.scale, y, src, 0, nf, { s: 0 }), g.K.elementwise(b, EW.addConst, y, y, one, nf, { period: 1 })];
+}
+
 G.set(BINARY, (g, a) => {
   const op = a.op === 'add' ? EW.add : a.op === 'mul' ? EW.mul : EW.mulSigmoid;
   g.emit((b) => [g.K.elementwise(b, op, a.y.off, a.a.off, a.b.off, n(a.y))]);
 });
 
 G.set(UNARY, (g, a) => {
+  if (a.op === 'relu2') {
+    // relu²(x)·1 through the gated-activation kernel, with a row of ones as its up input.
+    const u = g.tmp(a.x.width, a.x.rows).off, one = g.B.constant(new Float32Array([1]));
+    g.emit((b) => [...ones(g, b, u, a.x.off, n(a.x), one), activation(g.K, b, ACT_OP.relu2glu, a.y.off, a.x.off, u, n(a.y))]);
+    return;
+  }
   if (a.op === 'clamp') {
     g.emit((b) => [clamp(g.K, b, a.y.off, a.x.off, n(a.y), a.s)]);
     return;
@@ -101,10 +122,31 @@ G.set(KV_APPEND, (g, a) => {
 // Query row t (position step.pos + t) attends positions 0 … step.pos + t; the cache already holds
 // every row of the pass. Rows share one score scratch, so a pass of many rows runs as several
 // dispatches of at most SCORE_FLOATS scratch floats each.
+// Sparse top-k (a.pages): every pass folds its keys into the page bounds; a one-row pass runs the
+// Quest dispatches (dispatch/quest.ts), which attend densely while the context is within the budget
+// and on the rows of a prompt fed position by position (step.prompt).
 G.set(ATTENTION, (g, a) => {
   sameRows(g, 'attention', a.q, a.y);
   if (a.headDim > ATTN_MAX_HEAD_DIM) throw new KernelError('webgpu', `${g.label}: attention headDim ${a.headDim} > ${ATTN_MAX_HEAD_DIM} is not supported on WebGPU (use backend 'wasm')`);
+  if (a.bidirectional) throw new KernelError('webgpu', `${g.label}: bidirectional attention has no WebGPU path yet (use backend 'wasm')`);
   const L = g.B.maxContext, kc = g.state(a.k), vc = g.state(a.v), T = a.q.rows;
+  const pg = a.pages;
+  if (pg) {
+    if (a.k.kind === 'ring') throw new KernelError('webgpu', `${g.label}: sparse top-k attention needs a linear cache`);
+    const shape = { nHeads: a.nHeads, nKv: a.nKv, headDim: a.headDim, vDim: a.vDim, pageSize: pg.pageSize, pages: pg.pages, sinks: pg.sinks, window: pg.window, maxPages: pg.maxPages };
+    if (pg.keys.rows !== T || pg.keys.width !== a.nKv * a.headDim) throw new KernelError('webgpu', `${g.label}: page keys ${pg.keys.rows}×${pg.keys.width}, expected ${T}×${a.nKv * a.headDim}`);
+    const bounds = g.state(pg.bounds);
+    g.emit((b) => [questAppend(g.K, b, bounds, pg.keys.off, T, pg.keys.width, shape)]);
+    if (T === 1) {
+      const scratch = g.tmp(questScratchFloats(shape), 1).off;
+      const scores = g.scratch('attention scores', a.nHeads * L);
+      g.checkActivations(`attention scratch for ${L} positions`);
+      const sinkLogits = a.sinks ? g.B.vec(a.sinks, a.nHeads) : undefined;
+      const quant = a.k.quant ? { cache: a.k.quant.type, kStride: a.k.perToken!, vStride: a.v.perToken! } : {};
+      g.emit((b) => questDecode(g.K, b, a.y.off, a.q.off, kc, vc, bounds, scratch, { ...shape, scale: a.scale, scores, maxN: L, softcap: a.softcap, sinkLogits, ...quant }));
+      return;
+    }
+  }
   const per = Math.max(1, Math.min(T, Math.floor(SCORE_FLOATS / (a.nHeads * L))));
   const scores = g.scratch('attention scores', per * a.nHeads * L);
   g.checkActivations(`attention scratch for ${L} positions`);
@@ -138,14 +180,20 @@ function stackedBias(g: GpuGraph, ptrs: (number | undefined)[], len: number): nu
 G.set(MOE, (g, a) => {
   sameShape('moe', a.x, a.y);
   const c = a.spec, where = c.name, D = c.hidden;
+  if (a.route) sameShape('moe', a.route, a.x);
   const op = actOp(c.act);
   const E = c.nExperts, Kk = c.topk, I = c.inter;
   const B = g.B, T = a.x.rows;
   const router = B.weight(c.router, `${where}.router`);
   const routerBias = c.routerBias ? B.vec(c.routerBias, E) : undefined;
   const rBias = c.routing.bias ? B.vec(c.routing.bias, E) : undefined;
+  const eScale = c.expertScale ? B.vec(c.expertScale, E) : undefined;
   const experts: GatedWeights[] = Array.from({ length: E }, (_, e) => c.expert(e));
-  const eg = B.stack(experts.map((w) => w.gate), `${where}.experts.gate`);
+  // Non-gated experts (c.ungated): act(up·x)·1, the up product in the activation's gate input.
+  const ungated = c.ungated ?? false;
+  if (ungated && c.act !== 'relu2' && c.act !== 'silu') throw new KernelError('webgpu', `${where}: non-gated experts take relu2 or silu, not ${c.act}`);
+  const one = ungated ? B.constant(new Float32Array([1])) : 0;
+  const eg = ungated ? null : B.stack(experts.map((w) => w.gate), `${where}.experts.gate`);
   const eu = B.stack(experts.map((w) => w.up), `${where}.experts.up`);
   const ed = B.stack(experts.map((w) => w.down), `${where}.experts.down`);
   const gb = stackedBias(g, experts.map((w) => w.gateBias), I);
@@ -171,15 +219,25 @@ G.set(MOE, (g, a) => {
     const K = g.K, list: Dispatch[] = [];
     for (let r0 = 0; r0 < T; r0 += R) {
       const rows = Math.min(R, T - r0), x = a.x.off + r0 * D, out = a.y.off + r0 * D, slots = rows * Kk;
-      list.push(K.matmul(b, logits, x, router, rows, { xStride: D, perOutput }));
+      // The router reads `route` rows where given (the same row count and width as x).
+      const rx = a.route ? a.route.off + r0 * D : x;
+      list.push(K.matmul(b, logits, rx, router, rows, { xStride: D, perOutput }));
       if (routerBias !== undefined) list.push(K.elementwise(b, EW.addConst, logits, logits, routerBias, rows * E, { period: E }));
-      list.push(
-        route(K, b, 0, rw, logits, rows, E, Kk, { ...c.routing, bias: rBias }),
-        K.matmul(b, yg, x, eg, slots, { idsOff: 0, xStride: D, xDiv: Kk, yStride: I, perOutput }),
-        K.matmul(b, yu, x, eu, slots, { idsOff: 0, xStride: D, xDiv: Kk, yStride: I, perOutput }),
-        activation(K, b, op, yg, yg, yu, slots * I, { gBias: gb, uBias: ub, len: I, idsOff: 0, ...CLAMPED(c) }),
-        K.matmul(b, yd, yg, ed, slots, { idsOff: 0, xStride: I, yStride: D, perOutput }),
-      );
+      list.push(route(K, b, 0, rw, logits, rows, E, Kk, { ...c.routing, bias: rBias, expertScale: eScale }));
+      if (eg) {
+        list.push(
+          K.matmul(b, yg, x, eg, slots, { idsOff: 0, xStride: D, xDiv: Kk, yStride: I, perOutput }),
+          K.matmul(b, yu, x, eu, slots, { idsOff: 0, xStride: D, xDiv: Kk, yStride: I, perOutput }),
+          activation(K, b, op, yg, yg, yu, slots * I, { gBias: gb, uBias: ub, len: I, idsOff: 0, ...CLAMPED(c) }),
+        );
+      } else {
+        list.push(
+          K.matmul(b, yu, x, eu, slots, { idsOff: 0, xStride: D, xDiv: Kk, yStride: I, perOutput }),
+          ...ones(g, b, yg, yu, slots * I, one),
+          activation(K, b, op, yg, yu, yg, slots * I, { gBias: ub, len: I, idsOff: 0 }),
+        );
+      }
+      list.push(K.matmul(b, yd, yg, ed, slots, { idsOff: 0, xStride: I, yStride: D, perOutput }));
       if (db !== undefined) list.push(activation(K, b, ACT_OP.bias, yd, yd, yd, slots * D, { gBias: db, len: D, idsOff: 0 }));
       const sh = shared && { y: shared.y + r0 * D, gate: shared.gate === undefined ? undefined : shared.gate + r0 };
       list.push(K.moeCombine(b, out, yd, rw, D, Kk, sh, rows));

@@ -423,15 +423,16 @@ export class GpuSession implements SequenceSession {
   /**
    * Queues the step records of positions from … from+n−1 (n > 1) into the `steps` buffer, from which
    * copies put record t in the step uniform; one position's record goes straight to the uniform.
+   * `prompt` marks them as the positions of a forward call of several tokens (step.prompt).
    */
-  private writeSteps(from: number, n: number): void {
+  private writeSteps(from: number, n: number, prompt = false): void {
     const dev = this.device;
     if (n === 1) {
-      writeStep(dev, this.bufs.step, 0, from);
+      writeStep(dev, this.bufs.step, 0, from, prompt);
       return;
     }
     const rec = new Uint32Array(n * 4);
-    for (let t = 0; t < n; t++) rec.set([0, from + t, from + t + 1, 0], t * 4);
+    for (let t = 0; t < n; t++) rec.set([0, from + t, from + t + 1, prompt ? 1 : 0], t * 4);
     if (!this.steps || this.steps.size < rec.byteLength) {
       this.steps?.destroy();
       this.steps = dev.createBuffer({ size: Math.max(rec.byteLength, 4096), usage: BufferUsage.COPY_SRC | BufferUsage.COPY_DST, label: 'step records' });
@@ -518,7 +519,7 @@ export class GpuSession implements SequenceSession {
     this.pos += n;
     for (let i = 0; i < n; i++) this.tokens.push(ids[i]);
     const encode = (enc: GPUCommandEncoder) => {
-      this.writeSteps(start, n);
+      this.writeSteps(start, n, n > 1);
       let t = 0;
       for (const { T, run } of parts) {
         if (run) {

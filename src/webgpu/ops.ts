@@ -435,6 +435,6 @@ export class GpuKernels {
 }
 
 /** Step uniform: token id and position of the step being run. */
-export function writeStep(device: GPUDevice, step: GPUBuffer, tok: number, pos: number): void {
-  device.queue.writeBuffer(step, 0, new Uint32Array([tok, pos, pos + 1, 0]));
+export function writeStep(device: GPUDevice, step: GPUBuffer, tok: number, pos: number, prompt = false): void {
+  device.queue.writeBuffer(step, 0, new Uint32Array([tok, pos, pos + 1, prompt ? 1 : 0]));
 }

@@ -15,6 +15,8 @@ import { Checks, rel, withGpu } from './harness';
 
 const N = 150;
 const checks = new Checks();
+/** Fixtures whose random weights amplify f32 rounding differences of the GEMM (see below). */
+const GEMM_AMPLIFIES = new Set(['qwen3next-hybrid', 'qwen35-dense', 'gemma4-ple-kvshare']);
 await withGpu(async (gpu) => {
   for (const dir of await findFixtures('test/fixtures/parity')) {
     const name = dir.split('/').pop()!;
@@ -33,9 +35,10 @@ await withGpu(async (gpu) => {
     if (!gm.K.gemm) {
       // The passes with their products as the tiled GEMM (the default on hardware adapters only).
       const gg = gpuModel(model, gpu, { matmulGemm: DEFAULT_GEMMS }), gs = gg.newSession();
-      // Its sums differ from the decode kernel's by f32 rounding; qwen3next-hybrid's random weights
-      // amplify that (0.4 % noise on its embeddings moves its logits by 20 %): 1.9e-5 there.
-      const tol = name === 'qwen3next-hybrid' ? 5e-5 : 1e-5;
+      // Its sums differ from the decode kernel's by f32 rounding; the random weights of the gated
+      // delta rule hybrids and of gemma4-ple-kvshare amplify that (0.4 % noise on qwen3next-hybrid's
+      // embeddings moves its logits by 20 %): 1.1e-5 to 1.9e-5 there.
+      const tol = GEMM_AMPLIFIES.has(name) ? 5e-5 : 1e-5;
       checks.check(`${name}: ${N}-token prompt in chunks, products as the GEMM = position by position, every position (max rel)`, rel(await gs.forward(prompt, true), want), tol);
       gs.dispose();
     }
@@ -43,7 +46,7 @@ await withGpu(async (gpu) => {
       // The GEMM in small blocks with the columns of every product split as far as they go (partial
       // sums in the recording's shared scratch).
       const gg = gpuModel(model, gpu, { matmulGemm: [{ bm: 16, bn: 8, tm: 2, tn: 2 }], matmulGemmSplit: 1 << 20 }), gs = gg.newSession();
-      const tol = name === 'qwen3next-hybrid' ? 5e-5 : 1e-5;
+      const tol = GEMM_AMPLIFIES.has(name) ? 5e-5 : 1e-5;
       checks.check(`${name}: ${N}-token prompt in chunks, products as the GEMM with split columns = position by position, every position (max rel)`, rel(await gs.forward(prompt, true), want), tol);
       gs.dispose();
     }

@@ -54,6 +54,8 @@ export interface RouteSpec {
   topkGroup?: number;
   routedScaling?: number;
   maskFill?: number;
+  /** Offset in `c` of per-expert scales multiplying each pick's final weight. */
+  expertScale?: number;
 }
 
 const MODES = { softmax_topk: 0, topk_softmax: 1, sigmoid: 2 } as const;
@@ -69,5 +71,6 @@ export function route(K: GpuKernels, b: GpuBufs, idsOff: number, w: number, logi
     E, K: topk, mode: MODES[r.mode], renorm: r.renormalize ? 1 : 0, logitsOff: logits, wOff: w, idsOff,
     biasOff: Math.max(r.bias ?? 0, 0), hasBias: r.bias !== undefined && r.mode === 'sigmoid' ? 1 : 0,
     nGroup, topkGroup: r.topkGroup ?? nGroup, scaling: r.routedScaling ?? 1, fill,
+    esOff: r.expertScale ?? 0, hasEs: r.expertScale === undefined ? 0 : 1,
   }, b, [T, 1, 1]);
 }

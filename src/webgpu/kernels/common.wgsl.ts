@@ -22,7 +22,8 @@ export const BIND = {
   stu: '@group(0) @binding(2) var<storage, read_write> stu: array<u32>;',
   w: '@group(0) @binding(3) var<storage, read> w: array<u32>;',
   c: '@group(0) @binding(4) var<storage, read> c: array<f32>;',
-  step: 'struct Step { tok: u32, pos: u32, n: u32, pad: u32 }\n@group(0) @binding(5) var<uniform> step: Step;',
+  /** prompt: 1 for the positions of a forward call of several tokens (kernels that treat decode steps apart run them as prefill). */
+  step: 'struct Step { tok: u32, pos: u32, n: u32, prompt: u32 }\n@group(0) @binding(5) var<uniform> step: Step;',
   ids: '@group(0) @binding(6) var<storage, read_write> ids: array<u32>;',
 };
 

@@ -29,9 +29,10 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 //   mode 2 sigmoid: s = σ(l); choice = s + bias (hasBias); with nGroup > 1 only the topkGroup groups with the
 //     largest sum of their two best choices keep their values, the rest select with `fill`; top k of
 //     choice; w = s[pick], / (Σ w + 1e-20) when renorm; picks re-ordered by w (desc, id asc).
-//   Every mode multiplies w by `scaling`. Ties go to the lowest index (groups too). Ids go to
-//   ids[idsOff + t·K …], weights to a[wOff + t·K …]. K ≤ 64, nGroup ≤ 64.
-export const ROUTER_PARAMS = ['E', 'K', 'mode', 'renorm', 'logitsOff', 'wOff', 'idsOff', 'biasOff', 'hasBias', 'nGroup', 'topkGroup', 'scaling:f', 'fill:f'];
+//   Every mode multiplies w by `scaling`, then (hasEs) by c[esOff + pick], the picked expert's scale.
+//   Ties go to the lowest index (groups too). Ids go to ids[idsOff + t·K …], weights to a[wOff + t·K …].
+//   K ≤ 64, nGroup ≤ 64.
+export const ROUTER_PARAMS = ['E', 'K', 'mode', 'renorm', 'logitsOff', 'wOff', 'idsOff', 'biasOff', 'hasBias', 'nGroup', 'topkGroup', 'scaling:f', 'fill:f', 'esOff', 'hasEs'];
 export const routerWgsl = kernelSource(ROUTER_PARAMS, ['p', 'a', 'c', 'ids'], `
 var<workgroup> rv: array<f32, 64>;
 var<workgroup> ri: array<i32, 64>;
@@ -164,7 +165,9 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
   }
   for (var j = 0u; j < p.K; j++) {
     ids[p.idsOff + ob + j] = u32(sel[j]);
-    a[p.wOff + ob + j] = a[p.wOff + ob + j] * p.scaling;
+    var ws = a[p.wOff + ob + j] * p.scaling;
+    if (p.hasEs != 0u) { ws *= c[p.esOff + u32(sel[j])]; }
+    a[p.wOff + ob + j] = ws;
   }
 }
 `);
