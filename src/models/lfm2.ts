@@ -11,7 +11,7 @@ import type { Graph, Tensor } from '../graph/graph';
 import { causalConv, linear, mul } from '../graph/ops';
 import type { Weight } from '../kernels/types';
 import { Attention } from '../layers/attention';
-import type { Ctx, Mixer } from '../layers/context';
+import type { Ctx, Ffn, Mixer } from '../layers/context';
 import { GatedFfn, rowsOf } from '../layers/mlp';
 import { attentionShape, bool, int, layerTypes, lmHead, num, obj, rejectIf, ropeParams, ropeSpec, type AttentionShape, type RawConfig, type RopeParams } from './common';
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
@@ -81,7 +81,8 @@ export function lfm2FfnDim(c: RawConfig): number {
 
 export type Lfm2LayerType = 'conv' | 'full_attention';
 
-export interface Lfm2Config {
+/** The fields of an LFM2-style config (LFM2, LFM2-MoE) that its decoder is built from. */
+export interface Lfm2Shape {
   hidden: number;
   nLayers: number;
   vocab: number;
@@ -92,10 +93,13 @@ export interface Lfm2Config {
   convL: number;
   convBias: boolean;
   layerTypes: Lfm2LayerType[];
-  /** Feed-forward width (lfm2FfnDim). */
-  inter: number;
   rope: RopeParams;
   tieEmbeddings: boolean;
+}
+
+export interface Lfm2Config extends Lfm2Shape {
+  /** Feed-forward width (lfm2FfnDim). */
+  inter: number;
 }
 
 export function parseLfm2(c: RawConfig): Lfm2Config {
@@ -115,12 +119,7 @@ export function parseLfm2(c: RawConfig): Lfm2Config {
   };
   const types = layerTypes<Lfm2LayerType>(c, nLayers, ['conv', 'full_attention'], (i) => (fullAttn().includes(i) ? 'full_attention' : 'conv'));
   const inter = lfm2FfnDim(c);
-  // The default RoPE here rotates the whole head whatever partial_rotary_factor says; the scaled types
-  // would build partial tables that HF's full-head apply_rotary_pos_emb cannot take.
-  const rp = obj(c.rope_parameters), rs = obj(c.rope_scaling);
-  const ropeType = rp.rope_type ?? rs.rope_type ?? rs.type ?? 'default';
-  const prf = rp.partial_rotary_factor ?? c.partial_rotary_factor ?? 1;
-  rejectIf(ropeType !== 'default' && prf !== 1, 'rope_parameters.partial_rotary_factor', `${prf} is not supported with rope_type ${JSON.stringify(ropeType)}`);
+  rejectPartialScaledRope(c);
   return {
     hidden, nLayers, vocab, attn, eps, convL, convBias, layerTypes: types, inter, rope: ropeParams(c),
     // Lfm2Config: a tie_embedding key overrides tie_word_embeddings (default true).
@@ -128,9 +127,26 @@ export function parseLfm2(c: RawConfig): Lfm2Config {
   };
 }
 
-export function buildLfm2(ctx: Ctx, c: Lfm2Config): Net {
+/**
+ * Rejects a partial_rotary_factor other than 1 with a scaled rope_type: the default RoPE here rotates
+ * the whole head whatever partial_rotary_factor says; the scaled types would build partial tables that
+ * HF's full-head apply_rotary_pos_emb cannot take.
+ */
+export function rejectPartialScaledRope(c: RawConfig): void {
+  const rp = obj(c.rope_parameters), rs = obj(c.rope_scaling);
+  const ropeType = rp.rope_type ?? rs.rope_type ?? rs.type ?? 'default';
+  const prf = rp.partial_rotary_factor ?? c.partial_rotary_factor ?? 1;
+  rejectIf(ropeType !== 'default' && prf !== 1, 'rope_parameters.partial_rotary_factor', `${prf} is not supported with rope_type ${JSON.stringify(ropeType)}`);
+}
+
+/**
+ * Builds an LFM2-style decoder: per layer a short convolution or GQA attention with per-head q/k
+ * RMSNorm, then the feed-forward `ffnAt(layer, prefix)` gives for `${prefix}` = the layer's
+ * `feed_forward`, in pre-norm blocks; the final norm is `embedding_norm`.
+ */
+export function buildLfm2Net(ctx: Ctx, c: Lfm2Shape, ffnAt: (layer: number, prefix: string) => Ffn): Net {
   const { ws } = ctx;
-  const { hidden, nLayers, vocab, eps, convL: L, convBias, inter } = c;
+  const { hidden, nLayers, vocab, eps, convL: L, convBias } = c;
   const { nHeads, nKv, headDim } = c.attn;
   const rope = ropeSpec(c.rope, headDim);
   const blocks: Block[] = [];
@@ -146,7 +162,7 @@ export function buildLfm2(ctx: Ctx, c: Lfm2Config): Net {
       });
     blocks.push(new PreNormBlock(ctx, {
       kind: conv ? 'short_conv' : 'attention', hidden, mixer,
-      ffn: lfm2Mlp(ctx, `${p}.feed_forward`, hidden, inter),
+      ffn: ffnAt(i, `${p}.feed_forward`),
       preMixer: { w: ws.vec(`${p}.operator_norm.weight`, hidden), eps },
       preFfn: { w: ws.vec(`${p}.ffn_norm.weight`, hidden), eps },
     }));
@@ -158,6 +174,10 @@ export function buildLfm2(ctx: Ctx, c: Lfm2Config): Net {
   });
 }
 
+export function buildLfm2(ctx: Ctx, c: Lfm2Config): Net {
+  return buildLfm2Net(ctx, c, (_, p) => lfm2Mlp(ctx, p, c.hidden, c.inter));
+}
+
 export const lfm2: Family<Lfm2Config> = {
   types: ['lfm2'],
   keepF32: (name) => name.endsWith('.conv.conv.weight'),
@@ -166,7 +186,7 @@ export const lfm2: Family<Lfm2Config> = {
 };
 
 /** Lfm2MLP: w1 (gate), w3 (up), w2 (down), SiLU. */
-function lfm2Mlp(ctx: Ctx, prefix: string, hidden: number, inter: number): GatedFfn {
+export function lfm2Mlp(ctx: Ctx, prefix: string, hidden: number, inter: number): GatedFfn {
   const { ws } = ctx;
   return new GatedFfn({
     gate: ws.mat(`${prefix}.w1.weight`, inter, hidden),

@@ -13,13 +13,10 @@
 
 import { ConfigError } from '../formats/errors';
 import type { RouteOptions } from '../kernels/moe';
-import { Attention } from '../layers/attention';
-import type { Ctx, Ffn, Mixer } from '../layers/context';
-import { GatedFfn } from '../layers/mlp';
+import type { Ctx, Ffn } from '../layers/context';
 import { Moe } from '../layers/moe';
-import { attentionShape, bool, int, layerTypes, lmHead, num, obj, rejectIf, ropeParams, ropeSpec, type AttentionShape, type RawConfig, type RopeParams } from './common';
-import { DecoderNet, PreNormBlock, type Block } from './decoder';
-import { ShortConv, type Lfm2LayerType } from './lfm2';
+import { attentionShape, bool, int, layerTypes, num, rejectIf, ropeParams, type RawConfig } from './common';
+import { buildLfm2Net, lfm2Mlp, rejectPartialScaledRope, type Lfm2LayerType, type Lfm2Shape } from './lfm2';
 import type { Family, Net } from './net';
 import { expertWeights } from './shared';
 
@@ -36,24 +33,12 @@ export interface Lfm2MoeRouting {
   routedScaling: number;
 }
 
-export interface Lfm2MoeConfig {
-  hidden: number;
-  nLayers: number;
-  vocab: number;
-  attn: AttentionShape;
-  /** norm_eps */
-  eps: number;
-  /** conv_L_cache: the short convolution's kernel width */
-  convL: number;
-  convBias: boolean;
-  layerTypes: Lfm2LayerType[];
+export interface Lfm2MoeConfig extends Lfm2Shape {
   /** The first num_dense_layers layers have a dense MLP of denseInter (intermediate_size). */
   nDense: number;
   denseInter: number;
   /** null when every layer is dense. */
   moe: Lfm2MoeRouting | null;
-  rope: RopeParams;
-  tieEmbeddings: boolean;
 }
 
 export function parseLfm2Moe(c: RawConfig): Lfm2MoeConfig {
@@ -82,10 +67,7 @@ export function parseLfm2Moe(c: RawConfig): Lfm2MoeConfig {
     };
   }
   // LLaMA-style RoPE over the whole head; the scaled types would build partial tables for a partial factor.
-  const rp = obj(c.rope_parameters), rs = obj(c.rope_scaling);
-  const ropeType = rp.rope_type ?? rs.rope_type ?? rs.type ?? 'default';
-  const prf = rp.partial_rotary_factor ?? c.partial_rotary_factor ?? 1;
-  rejectIf(ropeType !== 'default' && prf !== 1, 'rope_parameters.partial_rotary_factor', `${prf} is not supported with rope_type ${JSON.stringify(ropeType)}`);
+  rejectPartialScaledRope(c);
   return {
     hidden, nLayers, vocab, attn, eps: num(c, 'norm_eps', 1e-5), convL, convBias: bool(c, 'conv_bias', false),
     layerTypes: types, nDense, denseInter: nDense > 0 ? int(c, 'intermediate_size', 7168) : 0, moe,
@@ -116,40 +98,7 @@ function lfm2MoeBlock(ctx: Ctx, p: string, hidden: number, m: Lfm2MoeRouting): F
 }
 
 export function buildLfm2Moe(ctx: Ctx, c: Lfm2MoeConfig): Net {
-  const { ws } = ctx;
-  const { hidden, nLayers, vocab, eps, convL: L, convBias } = c;
-  const { nHeads, nKv, headDim } = c.attn;
-  const rope = ropeSpec(c.rope, headDim);
-  const blocks: Block[] = [];
-  for (let i = 0; i < nLayers; i++) {
-    const p = `model.layers.${i}`;
-    const conv = c.layerTypes[i] === 'conv';
-    const mixer: Mixer = conv
-      ? new ShortConv(ctx, `${p}.conv`, hidden, L, convBias)
-      : new Attention(ctx, `${p}.self_attn`, {
-        hidden, nHeads, nKv, headDim, qkvBias: false, oBias: false,
-        qkNorm: { eps, addOne: false }, rope, scale: 1 / Math.sqrt(headDim),
-        names: { o: 'out_proj', qNorm: 'q_layernorm', kNorm: 'k_layernorm' },
-      });
-    const fp = `${p}.feed_forward`;
-    const ffn: Ffn = i < c.nDense || !c.moe
-      ? new GatedFfn({
-        gate: ws.mat(`${fp}.w1.weight`, c.denseInter, hidden),
-        up: ws.mat(`${fp}.w3.weight`, c.denseInter, hidden),
-        down: ws.mat(`${fp}.w2.weight`, hidden, c.denseInter),
-      }, 'silu')
-      : lfm2MoeBlock(ctx, fp, hidden, c.moe);
-    blocks.push(new PreNormBlock(ctx, {
-      kind: conv ? 'short_conv' : 'attention', hidden, mixer, ffn,
-      preMixer: { w: ws.vec(`${p}.operator_norm.weight`, hidden), eps },
-      preFfn: { w: ws.vec(`${p}.ffn_norm.weight`, hidden), eps },
-    }));
-  }
-  return new DecoderNet(ctx, {
-    hidden, vocab, embed: ws.mat('model.embed_tokens.weight', vocab, hidden), blocks,
-    finalNorm: { w: ws.vec('model.embedding_norm.weight', hidden), eps },
-    lmHead: lmHead(ws, c.tieEmbeddings, vocab, hidden),
-  });
+  return buildLfm2Net(ctx, c, (i, p) => (i < c.nDense || !c.moe ? lfm2Mlp(ctx, p, c.hidden, c.denseInter) : lfm2MoeBlock(ctx, p, c.hidden, c.moe)));
 }
 
 export const lfm2Moe: Family<Lfm2MoeConfig> = {

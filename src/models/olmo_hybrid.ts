@@ -23,15 +23,14 @@
 import { ConfigError } from '../formats/errors';
 import type { Weight } from '../kernels/types';
 import type { Graph, Tensor } from '../graph/graph';
-import { add, causalConv, copy, matmul, norm, scale, type NormSpec } from '../graph/ops';
-import { deltaGates, gatedDeltaRule, gatedRmsNorm } from '../graph/ops-delta';
+import { add, copy, matmul, norm, scale, type NormSpec } from '../graph/ops';
 import { Attention } from '../layers/attention';
 import type { Ctx, Ffn, Mixer } from '../layers/context';
 import { GatedMlp, parseActivation, type Activation } from '../layers/mlp';
 import { attentionShape, bool, int, layerTypes, lmHead, num, obj, rejectIf, ropeParams, ropeSpec, tiedEmbeddings, type AttentionShape, type RawConfig, type RopeParams } from './common';
 import { DecoderNet, PreNormBlock, type Block } from './decoder';
 import type { Family, Net } from './net';
-import type { GatedDeltaNetConfig } from './qwen3_next';
+import { GatedDeltaCore, gatedDeltaConvDim, type GatedDeltaNetConfig } from './qwen3_next';
 import type { RegionSpec } from '../runtime/state';
 
 /** FLA's FusedRMSNormGated default, which the gated output norm keeps whatever rms_norm_eps says. */
@@ -43,52 +42,28 @@ export interface OlmoHybridDeltaConfig extends GatedDeltaNetConfig {
 }
 
 /** OLMo Hybrid's Gated DeltaNet over separate q/k/v/a/b/g projections (see the file header). */
-export class OlmoHybridDeltaNet implements Mixer {
-  readonly convDim: number;
+export class OlmoHybridDeltaNet extends GatedDeltaCore {
   readonly q: Weight;
   readonly k: Weight;
   readonly v: Weight;
   readonly a: Weight;
   readonly b: Weight;
   readonly gate: Weight;
-  readonly convW: number;
-  readonly aLog: number;
-  readonly dtBias: number;
-  readonly normW: number;
-  readonly out: Weight;
-  /** Session state: the conv window of q, k, v. */
-  readonly convState: RegionSpec;
-  /** Session state: the gated delta rule state [Hv, dk, dv]. */
-  readonly deltaState: RegionSpec;
 
-  constructor(readonly ctx: Ctx, readonly prefix: string, readonly cfg: OlmoHybridDeltaConfig) {
+  constructor(ctx: Ctx, prefix: string, readonly delta: OlmoHybridDeltaConfig) {
+    super(ctx, prefix, delta, { norm: 'o_norm', out: 'o_proj' }, convTaps(ctx, prefix, gatedDeltaConvDim(delta), delta.convK));
     const { ws } = ctx;
-    const { hidden, Hk, Hv, dk, dv, convK } = cfg;
-    this.convDim = 2 * Hk * dk + Hv * dv;
+    const { hidden, Hk, Hv, dk, dv } = delta;
     this.q = ws.mat(`${prefix}.q_proj.weight`, Hk * dk, hidden);
     this.k = ws.mat(`${prefix}.k_proj.weight`, Hk * dk, hidden);
     this.v = ws.mat(`${prefix}.v_proj.weight`, Hv * dv, hidden);
     this.a = ws.mat(`${prefix}.a_proj.weight`, Hv, hidden);
     this.b = ws.mat(`${prefix}.b_proj.weight`, Hv, hidden);
     this.gate = ws.mat(`${prefix}.g_proj.weight`, Hv * dv, hidden);
-    this.convW = convTaps(ctx, prefix, this.convDim, convK);
-    this.aLog = ws.vec(`${prefix}.A_log`, Hv);
-    this.dtBias = ws.vec(`${prefix}.dt_bias`, Hv);
-    this.normW = ws.vec(`${prefix}.o_norm.weight`, dv);
-    this.out = ws.mat(`${prefix}.o_proj.weight`, hidden, Hv * dv);
-    this.convState = { name: `${prefix}.conv`, kind: 'fixed', floats: this.convDim * (convK - 1) };
-    this.deltaState = { name: `${prefix}.S`, kind: 'fixed', floats: Hv * dk * dv };
   }
 
-  specs(): RegionSpec[] {
-    return [this.convState, this.deltaState];
-  }
-
-  forward(g: Graph, x: Tensor, out: Tensor): void {
-    const { cfg, convDim } = this;
-    const { Hk, Hv, dk, dv, convK } = cfg;
-    const mixed = g.tmp(convDim), z = g.tmp(Hv * dv), ba = g.tmp(2 * Hv);
-    const gate = g.tmp(Hv), beta = g.tmp(Hv), o = g.tmp(Hv * dv);
+  protected project(g: Graph, x: Tensor, mixed: Tensor, z: Tensor, ba: Tensor): void {
+    const { Hv } = this.cfg;
     // The packed rows [q | k | v] and [b | a] the conv and the gates read, from the separate projections
     // (each may be held in its own dtype).
     let off = 0;
@@ -104,12 +79,11 @@ export class OlmoHybridDeltaNet implements Mixer {
     copy(g, ba, bt, { chunks: 1, len: Hv });
     copy(g, ba, at, { chunks: 1, len: Hv, yOff: Hv });
     matmul(g, z, x, this.gate);
-    causalConv(g, mixed, mixed, { w: this.convW, state: this.convState, W: convK, act: 'silu' });
-    deltaGates(g, gate, beta, ba, { aLog: this.aLog, dtBias: this.dtBias });
-    if (cfg.negEigval) scale(g, beta, beta, 2);
-    gatedDeltaRule(g, o, mixed, gate, beta, { Hk, Hv, dk, dv, state: this.deltaState, scale: 1 / Math.sqrt(dk) });
-    gatedRmsNorm(g, o, o, z, { w: this.normW, dim: dv, eps: GATED_NORM_EPS });
-    matmul(g, out, o, this.out);
+  }
+
+  protected gates(g: Graph, gate: Tensor, beta: Tensor, ba: Tensor): void {
+    super.gates(g, gate, beta, ba);
+    if (this.delta.negEigval) scale(g, beta, beta, 2);
   }
 }
 

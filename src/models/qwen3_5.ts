@@ -20,20 +20,12 @@
 
 import type { Weight } from '../kernels/types';
 import { rowBytes } from '../kernels/types';
-import type { Graph, Tensor } from '../graph/graph';
-import { causalConv, matmul } from '../graph/ops';
-import { deltaGates, gatedDeltaRule, gatedRmsNorm } from '../graph/ops-delta';
 import { ConfigError } from '../formats/errors';
-import { Attention } from '../layers/attention';
-import type { Ctx, Ffn, Mixer } from '../layers/context';
-import { GatedMlp, parseActivation, type Activation } from '../layers/mlp';
-import { Moe } from '../layers/moe';
-import { attentionShape, bool, int, layerTypes, lmHead, num, obj, rejectIf, ropeParams, ropeSpec, type AttentionShape, type RawConfig, type RopeParams } from './common';
-import { DecoderNet, PreNormBlock, type Block } from './decoder';
+import type { Ctx } from '../layers/context';
+import { parseActivation } from '../layers/mlp';
+import { attentionShape, bool, int, layerTypes, num, obj, rejectIf, ropeParams, type RawConfig } from './common';
 import type { Family, Net } from './net';
-import type { GatedDeltaNetConfig, Qwen3NextLayerType } from './qwen3_next';
-import { expertWeights } from './shared';
-import type { RegionSpec } from '../runtime/state';
+import { buildQwenHybrid, GatedDeltaProjected, parseGatedDelta, type GatedDeltaNetConfig, type Qwen3NextLayerType, type Qwen3NextMoeConfig, type QwenHybridShape } from './qwen3_next';
 
 /**
  * The language model's fields of a config: `text_config` of a multimodal (…ForConditionalGeneration)
@@ -47,27 +39,16 @@ export function textConfig(c: RawConfig): RawConfig {
 }
 
 /** Qwen3.5's Gated DeltaNet: the Qwen3-Next mixer over separate in_proj_qkv / in_proj_z / in_proj_b / in_proj_a. */
-export class Qwen35GatedDeltaNet implements Mixer {
-  readonly convDim: number;
+export class Qwen35GatedDeltaNet extends GatedDeltaProjected {
   readonly qkv: Weight;
   readonly z: Weight;
   /** in_proj_b and in_proj_a stacked as rows [b (Hv) | a (Hv)] (a copy made at load). */
   readonly ba: Weight;
-  readonly convW: number;
-  /** Arena vectors of Hv floats (A_log, dt_bias) and dv floats (the gated norm's weight). */
-  readonly aLog: number;
-  readonly dtBias: number;
-  readonly normW: number;
-  readonly out: Weight;
-  /** Session state: the conv window of q, k, v. */
-  readonly convState: RegionSpec;
-  /** Session state: the gated delta rule state [Hv, dk, dv]. */
-  readonly deltaState: RegionSpec;
 
-  constructor(readonly ctx: Ctx, readonly prefix: string, readonly cfg: GatedDeltaNetConfig) {
+  constructor(ctx: Ctx, prefix: string, cfg: GatedDeltaNetConfig) {
+    super(ctx, prefix, cfg);
     const { ws } = ctx;
-    const { hidden, Hk, Hv, dk, dv, convK } = cfg;
-    this.convDim = 2 * Hk * dk + Hv * dv;
+    const { hidden, Hv, dv } = cfg;
     this.qkv = ws.mat(`${prefix}.in_proj_qkv.weight`, this.convDim, hidden);
     this.z = ws.mat(`${prefix}.in_proj_z.weight`, Hv * dv, hidden);
     const b = ws.mat(`${prefix}.in_proj_b.weight`, Hv, hidden);
@@ -78,65 +59,15 @@ export class Qwen35GatedDeltaNet implements Mixer {
     bytes.set(arena.u8(b.ptr, Hv * rb), 0);
     bytes.set(arena.u8(a.ptr, Hv * rb), Hv * rb);
     this.ba = { name: `${prefix}.in_proj_b+in_proj_a`, ptr: arena.put(bytes), dtype: b.dtype, rows: 2 * Hv, cols: hidden };
-    this.convW = ws.vec(`${prefix}.conv1d.weight`, this.convDim * convK);
-    this.aLog = ws.vec(`${prefix}.A_log`, Hv);
-    this.dtBias = ws.vec(`${prefix}.dt_bias`, Hv);
-    this.normW = ws.vec(`${prefix}.norm.weight`, dv);
-    this.out = ws.mat(`${prefix}.out_proj.weight`, hidden, Hv * dv);
-    this.convState = { name: `${prefix}.conv`, kind: 'fixed', floats: this.convDim * (convK - 1) };
-    this.deltaState = { name: `${prefix}.S`, kind: 'fixed', floats: Hv * dk * dv };
-  }
-
-  specs(): RegionSpec[] {
-    return [this.convState, this.deltaState];
-  }
-
-  forward(g: Graph, x: Tensor, out: Tensor): void {
-    const { cfg, convDim } = this;
-    const { Hk, Hv, dk, dv, convK } = cfg;
-    const mixed = g.tmp(convDim), z = g.tmp(Hv * dv), ba = g.tmp(2 * Hv);
-    const gate = g.tmp(Hv), beta = g.tmp(Hv), o = g.tmp(Hv * dv);
-    matmul(g, mixed, x, this.qkv);
-    matmul(g, z, x, this.z);
-    matmul(g, ba, x, this.ba);
-    causalConv(g, mixed, mixed, { w: this.convW, state: this.convState, W: convK, act: 'silu' });
-    deltaGates(g, gate, beta, ba, { aLog: this.aLog, dtBias: this.dtBias });
-    gatedDeltaRule(g, o, mixed, gate, beta, { Hk, Hv, dk, dv, state: this.deltaState, scale: 1 / Math.sqrt(dk) });
-    // Qwen3_5RMSNormGated: norm, plain weight, then ⊙ SiLU(z), per value head.
-    gatedRmsNorm(g, o, o, z, { w: this.normW, dim: dv, eps: cfg.eps });
-    matmul(g, out, o, this.out);
   }
 }
 
-/** The sparse MoE of Qwen3.5-MoE layers: routed experts plus a sigmoid-gated shared expert. */
-export interface Qwen35MoeConfig {
-  nExperts: number;
-  topk: number;
-  /** moe_intermediate_size */
-  inter: number;
-  /** shared_expert_intermediate_size */
-  sharedInter: number;
-}
+/** The sparse MoE of Qwen3.5-MoE layers: routed experts plus a sigmoid-gated shared expert, always renormalised. */
+export type Qwen35MoeConfig = Omit<Qwen3NextMoeConfig, 'renormalize'>;
 
-export interface Qwen35Config {
-  hidden: number;
-  nLayers: number;
-  vocab: number;
-  attn: AttentionShape;
-  /** rms_norm_eps */
-  eps: number;
-  act: Activation;
-  gdn: GatedDeltaNetConfig;
-  layerTypes: Qwen3NextLayerType[];
-  /** int(head_dim · partial_rotary_factor) */
-  rotaryDim: number;
-  rope: RopeParams;
-  attnBias: boolean;
-  /** Every layer's feed-forward: the MoE (qwen3_5_moe), else null and a dense MLP of denseInter. */
+export interface Qwen35Config extends QwenHybridShape {
+  /** Every layer's feed-forward: the MoE (qwen3_5_moe), else null and a dense MLP of denseInter (qwen3_5). */
   moe: Qwen35MoeConfig | null;
-  /** intermediate_size of the dense MLPs (qwen3_5); null for the MoE variant. */
-  denseInter: number | null;
-  tieEmbeddings: boolean;
 }
 
 /** Reads a Qwen3.5 config (or the text_config of a multimodal one); `sparse` for the MoE variant. */
@@ -162,17 +93,7 @@ function parseText(c: RawConfig, t: RawConfig, sparse: boolean): Qwen35Config {
   const act = parseActivation(actName);
   // The conv activation is ACT2FN[hidden_act]; the conv kernel implements SiLU.
   rejectIf(act !== 'silu', 'hidden_act', `${JSON.stringify(actName)} is not supported (Qwen3.5 uses silu for its MLPs and convolutions)`);
-  const gdn: GatedDeltaNetConfig = {
-    hidden,
-    Hk: int(t, 'linear_num_key_heads', 16),
-    Hv: int(t, 'linear_num_value_heads', 32),
-    dk: int(t, 'linear_key_head_dim', 128),
-    dv: int(t, 'linear_value_head_dim', 128),
-    convK: int(t, 'linear_conv_kernel_dim', 4),
-    eps,
-  };
-  rejectIf(gdn.Hk < 1 || gdn.Hv % gdn.Hk !== 0, 'linear_num_value_heads', `${gdn.Hv} is not a multiple of linear_num_key_heads ${gdn.Hk}`);
-  rejectIf(gdn.convK < 2 || gdn.convK > 4, 'linear_conv_kernel_dim', `${gdn.convK} is not supported (2 … 4)`);
+  const gdn = parseGatedDelta(t, hidden, eps);
   const interval = int(t, 'full_attention_interval', 4);
   rejectIf(interval < 1, 'full_attention_interval', 'must be ≥ 1');
   const types = layerTypes<Qwen3NextLayerType>(t, nLayers, ['linear_attention', 'full_attention'], (i) => ((i + 1) % interval ? 'linear_attention' : 'full_attention'));
@@ -197,56 +118,11 @@ function parseText(c: RawConfig, t: RawConfig, sparse: boolean): Qwen35Config {
 }
 
 export function buildQwen35(ctx: Ctx, c: Qwen35Config): Net {
-  const { ws } = ctx;
-  const { hidden, nLayers, vocab, eps, act, gdn, attnBias } = c;
-  const { nHeads, nKv, headDim } = c.attn;
-  const rope = ropeSpec(c.rope, headDim, c.rotaryDim);
   // Language-model weights: `model.` (…ForCausalLM) or `model.language_model.` (…ForConditionalGeneration).
-  const m = ws.has('model.language_model.embed_tokens.weight') ? 'model.language_model' : 'model';
-
-  const blocks: Block[] = [];
-  for (let i = 0; i < nLayers; i++) {
-    const p = `${m}.layers.${i}`;
-    const linear = c.layerTypes[i] === 'linear_attention';
-    const mixer: Mixer = linear
-      ? new Qwen35GatedDeltaNet(ctx, `${p}.linear_attn`, gdn)
-      : new Attention(ctx, `${p}.self_attn`, {
-        hidden, nHeads, nKv, headDim, qkvBias: attnBias, oBias: attnBias,
-        qkNorm: { eps, addOne: true }, rope, scale: 1 / Math.sqrt(headDim), gated: true,
-      });
-    let ffn: Ffn;
-    if (c.moe) {
-      const mp = `${p}.mlp`;
-      const { nExperts, topk, inter: I, sharedInter: sharedI } = c.moe;
-      ffn = new Moe(ctx, {
-        hidden, nExperts, topk, inter: I, act,
-        routing: { mode: 'softmax_topk', renormalize: true },
-        router: ws.mat(`${mp}.gate.weight`, nExperts, hidden),
-        expert: expertWeights(ws, mp, nExperts, I, hidden),
-        shared: {
-          inter: sharedI,
-          w: {
-            gate: ws.mat(`${mp}.shared_expert.gate_proj.weight`, sharedI, hidden),
-            up: ws.mat(`${mp}.shared_expert.up_proj.weight`, sharedI, hidden),
-            down: ws.mat(`${mp}.shared_expert.down_proj.weight`, hidden, sharedI),
-          },
-          gate: ws.mat(`${mp}.shared_expert_gate.weight`, 1, hidden),
-        },
-      });
-    } else {
-      ffn = new GatedMlp(ctx, `${p}.mlp`, hidden, c.denseInter!, act);
-    }
-    blocks.push(new PreNormBlock(ctx, {
-      kind: linear ? 'linear_attention' : 'attention', hidden, mixer, ffn,
-      preMixer: { w: ws.vec(`${p}.input_layernorm.weight`, hidden), eps, addOne: true },
-      preFfn: { w: ws.vec(`${p}.post_attention_layernorm.weight`, hidden), eps, addOne: true },
-    }));
-  }
-  return new DecoderNet(ctx, {
-    hidden, vocab, embed: ws.mat(`${m}.embed_tokens.weight`, vocab, hidden), blocks,
-    finalNorm: { w: ws.vec(`${m}.norm.weight`, hidden), eps, addOne: true },
-    lmHead: lmHead(ws, c.tieEmbeddings, vocab, hidden, `${m}.embed_tokens.weight`),
-  });
+  const m = ctx.ws.has('model.language_model.embed_tokens.weight') ? 'model.language_model' : 'model';
+  // Qwen3.5-MoE renormalises the top-k weights always.
+  const moe = c.moe ? { ...c.moe, renormalize: true } : null;
+  return buildQwenHybrid(ctx, c, m, (p) => new Qwen35GatedDeltaNet(ctx, p, c.gdn), () => moe);
 }
 
 const keepF32 = (name: string): boolean => name.endsWith('.conv1d.weight') || name.endsWith('.A_log') || name.endsWith('.dt_bias');

@@ -50,8 +50,88 @@ export function permuteRows(ctx: Ctx, w: Weight, order: Int32Array): void {
   for (let i = 0; i < order.length; i++) mem.set(old.subarray(order[i] * rb, (order[i] + 1) * rb), i * rb);
 }
 
-export class GatedDeltaNet implements Mixer {
+/**
+ * The part of a Gated DeltaNet mixer that does not depend on how a checkpoint holds the input
+ * projections: conv taps, A_log, dt_bias, the gated output norm, the output projection, the session
+ * state, and the forward pass from the packed rows [q | k | v], z and [b | a] on. A subclass loads its
+ * projections and writes those rows in `project`.
+ */
+export abstract class GatedDeltaCore implements Mixer {
   readonly convDim: number;
+  readonly convW: number;
+  /** Arena vectors of Hv floats (A_log, dt_bias) and dv floats (the gated norm's weight). */
+  readonly aLog: number;
+  readonly dtBias: number;
+  readonly normW: number;
+  readonly out: Weight;
+  /** Session state: the conv window of q, k, v. */
+  readonly convState: RegionSpec;
+  /** Session state: the gated delta rule state [Hv, dk, dv]. */
+  readonly deltaState: RegionSpec;
+
+  /**
+   * `names` gives the gated norm's and the output projection's module names (default norm, out_proj);
+   * `convW` the arena pointer of the conv taps when they are not `${prefix}.conv1d.weight`.
+   */
+  constructor(readonly ctx: Ctx, readonly prefix: string, readonly cfg: GatedDeltaNetConfig, names: { norm: string; out: string } = { norm: 'norm', out: 'out_proj' }, convW?: number) {
+    const { ws } = ctx;
+    const { hidden, Hv, dk, dv, convK } = cfg;
+    this.convDim = gatedDeltaConvDim(cfg);
+    this.convW = convW ?? ws.vec(`${prefix}.conv1d.weight`, this.convDim * convK);
+    this.aLog = ws.vec(`${prefix}.A_log`, Hv);
+    this.dtBias = ws.vec(`${prefix}.dt_bias`, Hv);
+    this.normW = ws.vec(`${prefix}.${names.norm}.weight`, dv);
+    this.out = ws.mat(`${prefix}.${names.out}.weight`, hidden, Hv * dv);
+    this.convState = { name: `${prefix}.conv`, kind: 'fixed', floats: this.convDim * (convK - 1) };
+    this.deltaState = { name: `${prefix}.S`, kind: 'fixed', floats: Hv * dk * dv };
+  }
+
+  specs(): RegionSpec[] {
+    return [this.convState, this.deltaState];
+  }
+
+  /** Writes the rows [q | k | v] into `mixed`, z into `z` and [b | a] into `ba`. */
+  protected abstract project(g: Graph, x: Tensor, mixed: Tensor, z: Tensor, ba: Tensor): void;
+
+  /** Computes the decay `gate` and `beta` from [b | a]. */
+  protected gates(g: Graph, gate: Tensor, beta: Tensor, ba: Tensor): void {
+    deltaGates(g, gate, beta, ba, { aLog: this.aLog, dtBias: this.dtBias });
+  }
+
+  forward(g: Graph, x: Tensor, out: Tensor): void {
+    const { cfg, convDim } = this;
+    const { Hk, Hv, dk, dv, convK } = cfg;
+    const mixed = g.tmp(convDim), z = g.tmp(Hv * dv), ba = g.tmp(2 * Hv);
+    const gate = g.tmp(Hv), beta = g.tmp(Hv), o = g.tmp(Hv * dv);
+    this.project(g, x, mixed, z, ba);
+    causalConv(g, mixed, mixed, { w: this.convW, state: this.convState, W: convK, act: 'silu' });
+    this.gates(g, gate, beta, ba);
+    gatedDeltaRule(g, o, mixed, gate, beta, { Hk, Hv, dk, dv, state: this.deltaState, scale: 1 / Math.sqrt(dk) });
+    // The gated RMSNorm: norm per value head, plain weight, then ⊙ SiLU(z).
+    gatedRmsNorm(g, o, o, z, { w: this.normW, dim: dv, eps: cfg.eps });
+    matmul(g, out, o, this.out);
+  }
+}
+
+/** The width of the conv rows [q (Hk·dk) | k (Hk·dk) | v (Hv·dv)]. */
+export function gatedDeltaConvDim(cfg: GatedDeltaNetConfig): number {
+  return 2 * cfg.Hk * cfg.dk + cfg.Hv * cfg.dv;
+}
+
+/** A Gated DeltaNet whose inputs are three products: [q | k | v], z and [b | a]. */
+export abstract class GatedDeltaProjected extends GatedDeltaCore {
+  abstract readonly qkv: Weight;
+  abstract readonly z: Weight;
+  abstract readonly ba: Weight;
+
+  protected project(g: Graph, x: Tensor, mixed: Tensor, z: Tensor, ba: Tensor): void {
+    matmul(g, mixed, x, this.qkv);
+    matmul(g, z, x, this.z);
+    matmul(g, ba, x, this.ba);
+  }
+}
+
+export class GatedDeltaNet extends GatedDeltaProjected {
   /** in_proj_qkvz with rows regrouped to [q (Hk·dk) | k (Hk·dk) | v (Hv·dv) | z (Hv·dv)]. */
   readonly qkvz: Weight;
   /** in_proj_ba with rows regrouped to [b (Hv) | a (Hv)]. */
@@ -59,23 +139,12 @@ export class GatedDeltaNet implements Mixer {
   /** The q, k, v rows and the z rows of qkvz. */
   readonly qkv: Weight;
   readonly z: Weight;
-  readonly convW: number;
-  /** Arena vectors of Hv floats. */
-  readonly aLog: number;
-  readonly dtBias: number;
-  readonly normW: number;
-  readonly out: Weight;
 
-  /** Session state: the conv window of q, k, v. */
-  readonly convState: RegionSpec;
-  /** Session state: the gated delta rule state [Hv, dk, dv]. */
-  readonly deltaState: RegionSpec;
-
-  constructor(readonly ctx: Ctx, readonly prefix: string, readonly cfg: GatedDeltaNetConfig) {
+  constructor(ctx: Ctx, prefix: string, cfg: GatedDeltaNetConfig) {
+    super(ctx, prefix, cfg);
     const { ws } = ctx;
-    const { hidden, Hk, Hv, dk, dv, convK } = cfg;
+    const { hidden, Hk, Hv, dk, dv } = cfg;
     const r = Hv / Hk;
-    this.convDim = 2 * Hk * dk + Hv * dv;
     const qkvzRows = 2 * Hk * dk + 2 * Hv * dv;
     this.qkvz = ws.mat(`${prefix}.in_proj_qkvz.weight`, qkvzRows, hidden);
     this.ba = ws.mat(`${prefix}.in_proj_ba.weight`, 2 * Hv, hidden);
@@ -98,36 +167,26 @@ export class GatedDeltaNet implements Mixer {
     permuteRows(ctx, this.ba, orderBa);
     this.qkv = { ...rowsOf(this.qkvz, 0, this.convDim), name: `${prefix}.in_proj_qkvz.qkv` };
     this.z = { ...rowsOf(this.qkvz, this.convDim, Hv * dv), name: `${prefix}.in_proj_qkvz.z` };
-
-    this.convW = ws.vec(`${prefix}.conv1d.weight`, this.convDim * convK);
-    this.aLog = ws.vec(`${prefix}.A_log`, Hv);
-    this.dtBias = ws.vec(`${prefix}.dt_bias`, Hv);
-    this.normW = ws.vec(`${prefix}.norm.weight`, dv);
-    this.out = ws.mat(`${prefix}.out_proj.weight`, hidden, Hv * dv);
-
-    this.convState = { name: `${this.prefix}.conv`, kind: 'fixed', floats: this.convDim * (this.cfg.convK - 1) };
-    this.deltaState = { name: `${this.prefix}.S`, kind: 'fixed', floats: this.cfg.Hv * this.cfg.dk * this.cfg.dv };
   }
+}
 
-  specs(): RegionSpec[] {
-    return [this.convState, this.deltaState];
-  }
-
-  forward(g: Graph, x: Tensor, out: Tensor): void {
-    const { cfg, convDim } = this;
-    const { Hk, Hv, dk, dv, convK } = cfg;
-    const mixed = g.tmp(convDim), z = g.tmp(Hv * dv), ba = g.tmp(2 * Hv);
-    const gate = g.tmp(Hv), beta = g.tmp(Hv), o = g.tmp(Hv * dv);
-    matmul(g, mixed, x, this.qkv);
-    matmul(g, z, x, this.z);
-    matmul(g, ba, x, this.ba);
-    causalConv(g, mixed, mixed, { w: this.convW, state: this.convState, W: convK, act: 'silu' });
-    deltaGates(g, gate, beta, ba, { aLog: this.aLog, dtBias: this.dtBias });
-    gatedDeltaRule(g, o, mixed, gate, beta, { Hk, Hv, dk, dv, state: this.deltaState, scale: 1 / Math.sqrt(dk) });
-    // Qwen3NextRMSNormGated: norm before gate, plain weight.
-    gatedRmsNorm(g, o, o, z, { w: this.normW, dim: dv, eps: cfg.eps });
-    matmul(g, out, o, this.out);
-  }
+/**
+ * The Gated DeltaNet config fields every Qwen-style hybrid reads the same way (linear_* heads, dims and
+ * conv width), with their checks; `eps` is the gated norm's.
+ */
+export function parseGatedDelta(c: RawConfig, hidden: number, eps: number): GatedDeltaNetConfig {
+  const gdn: GatedDeltaNetConfig = {
+    hidden,
+    Hk: int(c, 'linear_num_key_heads', 16),
+    Hv: int(c, 'linear_num_value_heads', 32),
+    dk: int(c, 'linear_key_head_dim', 128),
+    dv: int(c, 'linear_value_head_dim', 128),
+    convK: int(c, 'linear_conv_kernel_dim', 4),
+    eps,
+  };
+  rejectIf(gdn.Hk < 1 || gdn.Hv % gdn.Hk !== 0, 'linear_num_value_heads', `${gdn.Hv} is not a multiple of linear_num_key_heads ${gdn.Hk}`);
+  rejectIf(gdn.convK < 2 || gdn.convK > 4, 'linear_conv_kernel_dim', `${gdn.convK} is not supported (2 … 4)`);
+  return gdn;
 }
 
 export type Qwen3NextLayerType = 'linear_attention' | 'full_attention';
@@ -144,7 +203,8 @@ export interface Qwen3NextMoeConfig {
   renormalize: boolean;
 }
 
-export interface Qwen3NextConfig {
+/** The fields of a Qwen-style hybrid config (Qwen3-Next, Qwen3.5) that its decoder is built from. */
+export interface QwenHybridShape {
   hidden: number;
   nLayers: number;
   vocab: number;
@@ -159,13 +219,16 @@ export interface Qwen3NextConfig {
   rotaryDim: number;
   rope: RopeParams;
   attnBias: boolean;
+  /** intermediate_size of the dense layers; null when every layer is sparse. */
+  denseInter: number | null;
+  tieEmbeddings: boolean;
+}
+
+export interface Qwen3NextConfig extends QwenHybridShape {
   /** Whether each layer's feed-forward is the MoE (else a dense MLP of denseInter). */
   sparse: boolean[];
   /** null when no layer is sparse. */
   moe: Qwen3NextMoeConfig | null;
-  /** intermediate_size of the dense layers; null when every layer is sparse. */
-  denseInter: number | null;
-  tieEmbeddings: boolean;
 }
 
 export function parseQwen3Next(c: RawConfig): Qwen3NextConfig {
@@ -178,17 +241,7 @@ export function parseQwen3Next(c: RawConfig): Qwen3NextConfig {
   const act = parseActivation(actName);
   // The conv activation is ACT2FN[hidden_act]; the conv kernel implements SiLU.
   rejectIf(act !== 'silu', 'hidden_act', `${JSON.stringify(actName)} is not supported (Qwen3-Next uses silu for its MLPs and convolutions)`);
-  const gdn: GatedDeltaNetConfig = {
-    hidden,
-    Hk: int(c, 'linear_num_key_heads', 16),
-    Hv: int(c, 'linear_num_value_heads', 32),
-    dk: int(c, 'linear_key_head_dim', 128),
-    dv: int(c, 'linear_value_head_dim', 128),
-    convK: int(c, 'linear_conv_kernel_dim', 4),
-    eps,
-  };
-  rejectIf(gdn.Hk < 1 || gdn.Hv % gdn.Hk !== 0, 'linear_num_value_heads', `${gdn.Hv} is not a multiple of linear_num_key_heads ${gdn.Hk}`);
-  rejectIf(gdn.convK < 2 || gdn.convK > 4, 'linear_conv_kernel_dim', `${gdn.convK} is not supported (2 … 4)`);
+  const gdn = parseGatedDelta(c, hidden, eps);
   const interval = int(c, 'full_attention_interval', 4);
   const types = layerTypes<Qwen3NextLayerType>(c, nLayers, ['linear_attention', 'full_attention'], (i) => ((i + 1) % interval ? 'linear_attention' : 'full_attention'));
   const prf = num(obj(c.rope_parameters), 'partial_rotary_factor', num(c, 'partial_rotary_factor', 0.25));
@@ -214,55 +267,67 @@ export function parseQwen3Next(c: RawConfig): Qwen3NextConfig {
   };
 }
 
-export function buildQwen3Next(ctx: Ctx, c: Qwen3NextConfig): Net {
+/** The sparse MoE of a Qwen-style hybrid layer: softmax top-k routed experts plus a sigmoid-gated shared expert. */
+export function qwenSharedExpertMoe(ctx: Ctx, moe: string, hidden: number, act: Activation, m: Qwen3NextMoeConfig): Moe {
   const { ws } = ctx;
-  const { hidden, nLayers, vocab, eps, act, gdn, attnBias } = c;
+  const { nExperts, topk, inter: I, sharedInter: sharedI } = m;
+  return new Moe(ctx, {
+    hidden, nExperts, topk, inter: I, act,
+    routing: { mode: 'softmax_topk', renormalize: m.renormalize },
+    router: ws.mat(`${moe}.gate.weight`, nExperts, hidden),
+    expert: expertWeights(ws, moe, nExperts, I, hidden),
+    shared: {
+      inter: sharedI,
+      w: {
+        gate: ws.mat(`${moe}.shared_expert.gate_proj.weight`, sharedI, hidden),
+        up: ws.mat(`${moe}.shared_expert.up_proj.weight`, sharedI, hidden),
+        down: ws.mat(`${moe}.shared_expert.down_proj.weight`, hidden, sharedI),
+      },
+      gate: ws.mat(`${moe}.shared_expert_gate.weight`, 1, hidden),
+    },
+  });
+}
+
+/**
+ * Builds a Qwen-style hybrid decoder: per layer the `linear` mixer or gated attention with zero-centred
+ * q/k norms, then the MoE that `moeAt(i)` gives (else a dense MLP of denseInter), in zero-centred
+ * pre-norm blocks. `m` is the prefix of the language model's weights.
+ */
+export function buildQwenHybrid(ctx: Ctx, c: QwenHybridShape, m: string, linear: (prefix: string) => Mixer, moeAt: (layer: number) => Qwen3NextMoeConfig | null): Net {
+  const { ws } = ctx;
+  const { hidden, nLayers, vocab, eps, act, attnBias } = c;
   const { nHeads, nKv, headDim } = c.attn;
   const rope = ropeSpec(c.rope, headDim, c.rotaryDim);
 
   const blocks: Block[] = [];
   for (let i = 0; i < nLayers; i++) {
-    const p = `model.layers.${i}`;
-    const linear = c.layerTypes[i] === 'linear_attention';
-    const mixer: Mixer = linear
-      ? new GatedDeltaNet(ctx, `${p}.linear_attn`, gdn)
+    const p = `${m}.layers.${i}`;
+    const isLinear = c.layerTypes[i] === 'linear_attention';
+    const mixer: Mixer = isLinear
+      ? linear(`${p}.linear_attn`)
       : new Attention(ctx, `${p}.self_attn`, {
         hidden, nHeads, nKv, headDim, qkvBias: attnBias, oBias: attnBias,
         qkNorm: { eps, addOne: true }, rope, scale: 1 / Math.sqrt(headDim), gated: true,
       });
-    let ffn: Ffn;
-    if (c.sparse[i] && c.moe) {
-      const moe = `${p}.mlp`;
-      const { nExperts, topk, inter: I, sharedInter: sharedI } = c.moe;
-      ffn = new Moe(ctx, {
-        hidden, nExperts, topk, inter: I, act,
-        routing: { mode: 'softmax_topk', renormalize: c.moe.renormalize },
-        router: ws.mat(`${moe}.gate.weight`, nExperts, hidden),
-        expert: expertWeights(ws, moe, nExperts, I, hidden),
-        shared: {
-          inter: sharedI,
-          w: {
-            gate: ws.mat(`${moe}.shared_expert.gate_proj.weight`, sharedI, hidden),
-            up: ws.mat(`${moe}.shared_expert.up_proj.weight`, sharedI, hidden),
-            down: ws.mat(`${moe}.shared_expert.down_proj.weight`, hidden, sharedI),
-          },
-          gate: ws.mat(`${moe}.shared_expert_gate.weight`, 1, hidden),
-        },
-      });
-    } else {
-      ffn = new GatedMlp(ctx, `${p}.mlp`, hidden, c.denseInter!, act);
-    }
+    const moe = moeAt(i);
+    const ffn: Ffn = moe
+      ? qwenSharedExpertMoe(ctx, `${p}.mlp`, hidden, act, moe)
+      : new GatedMlp(ctx, `${p}.mlp`, hidden, c.denseInter!, act);
     blocks.push(new PreNormBlock(ctx, {
-      kind: linear ? 'linear_attention' : 'attention', hidden, mixer, ffn,
+      kind: isLinear ? 'linear_attention' : 'attention', hidden, mixer, ffn,
       preMixer: { w: ws.vec(`${p}.input_layernorm.weight`, hidden), eps, addOne: true },
       preFfn: { w: ws.vec(`${p}.post_attention_layernorm.weight`, hidden), eps, addOne: true },
     }));
   }
   return new DecoderNet(ctx, {
-    hidden, vocab, embed: ws.mat('model.embed_tokens.weight', vocab, hidden), blocks,
-    finalNorm: { w: ws.vec('model.norm.weight', hidden), eps, addOne: true },
-    lmHead: lmHead(ws, c.tieEmbeddings, vocab, hidden),
+    hidden, vocab, embed: ws.mat(`${m}.embed_tokens.weight`, vocab, hidden), blocks,
+    finalNorm: { w: ws.vec(`${m}.norm.weight`, hidden), eps, addOne: true },
+    lmHead: lmHead(ws, c.tieEmbeddings, vocab, hidden, `${m}.embed_tokens.weight`),
   });
+}
+
+export function buildQwen3Next(ctx: Ctx, c: Qwen3NextConfig): Net {
+  return buildQwenHybrid(ctx, c, 'model', (p) => new GatedDeltaNet(ctx, p, c.gdn), (i) => (c.sparse[i] ? c.moe : null));
 }
 
 export const qwen3Next: Family<Qwen3NextConfig> = {
