@@ -5,66 +5,20 @@
 // test/parity.test.ts.
 
 import { describe, expect, it } from 'vitest';
-import { openCheckpoint } from '../src/formats/checkpoint';
 import { ConfigError } from '../src/formats/errors';
-import { buildModel, type Model } from '../src/models/index';
 import { parseRwkv7 } from '../src/models/rwkv7';
-import { readSnapshotHeader } from '../src/runtime/state';
-import { maxRelErr, rng } from './helpers';
+import { expectChunkedPrefillComposes, expectSnapshotRestores, fixtureTokens, loadExact } from './recurrent-checks';
 
 const FIXTURES = ['test/fixtures/parity/rwkv7-goose', 'test/fixtures/parity/rwkv7-vdim-tied'];
 
-async function load(dir: string, maxChunk: number): Promise<Model> {
-  return buildModel(await openCheckpoint(dir), { exact: true, maxChunk, maxContext: 256, dtype: 'f32' });
-}
-
-function tokens(n: number, V: number, seed: number): number[] {
-  const r = rng(seed);
-  return Array.from({ length: n }, () => 3 + Math.floor(r() * (V - 3)));
-}
-
-/** The f32 payload of a snapshot (every region, layout order). */
-function payload(snap: Uint8Array): Float32Array {
-  const { payloadOffset } = readSnapshotHeader(snap);
-  const bytes = snap.slice(payloadOffset, snap.length - 4);
-  return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
-}
-
 describe.each(FIXTURES)('rwkv7 on %s', (dir) => {
   it('chunked prefill equals token-by-token decode (logits and state), and prefill pieces compose', async () => {
-    const chunked = await load(dir, 64), stepwise = await load(dir, 1);
-    const V = chunked.net.vocabSize;
-    const ids = tokens(90, V, 3);
-    const a = chunked.newSession(), b = stepwise.newSession(), c = chunked.newSession();
-    const la = a.forward(ids, true);
-    const lb = new Float32Array(la.length);
-    for (let t = 0; t < ids.length; t++) lb.set(b.forward([ids[t]]), t * V);
-    // Matrix products over 64 rows and over one row accumulate in different orders; the WKV kernel
-    // itself is bit-identical across splits (test/kernels.rwkv7.test.ts).
-    expect(maxRelErr(la, lb)).toBeLessThan(1e-5);
-    expect(maxRelErr(payload(a.snapshot()), payload(b.snapshot()))).toBeLessThan(1e-5);
-    const lc = new Float32Array(la.length);
-    let t = 0;
-    for (const n of [5, 17, 1, 67]) {
-      lc.set(c.forward(ids.slice(t, t + n), true), t * V);
-      t += n;
-    }
-    expect(maxRelErr(lc, la)).toBeLessThan(1e-5);
-    expect(maxRelErr(payload(c.snapshot()), payload(a.snapshot()))).toBeLessThan(1e-5);
+    // The WKV kernel itself is bit-identical across splits (test/kernels.rwkv7.test.ts).
+    await expectChunkedPrefillComposes(dir);
   });
 
   it('snapshot → restore into a fresh model gives identical next-token logits; the state is constant-size', async () => {
-    const m1 = await load(dir, 16);
-    const V = m1.net.vocabSize;
-    const ids = tokens(31, V, 9);
-    const s = m1.newSession();
-    s.forward(ids.slice(0, 30));
-    const snap = s.snapshot();
-    const next = s.forward([ids[30]]);
-    const m2 = await load(dir, 16);
-    const r = m2.restore(snap);
-    expect(r.pos).toBe(30);
-    expect(Array.from(r.forward([ids[30]]))).toEqual(Array.from(next));
+    const m1 = await expectSnapshotRestores(dir);
     expect(m1.info().stateBytesPerToken).toBe(0);
     const c = parseRwkv7(JSON.parse(await (await import('node:fs/promises')).readFile(`${dir}/config.json`, 'utf8')));
     // Per layer: two token-shift vectors and the WKV state [H, dk, dv].
@@ -73,14 +27,14 @@ describe.each(FIXTURES)('rwkv7 on %s', (dir) => {
   });
 
   it('a reset session forgets the previous sequence', async () => {
-    const m = await load(dir, 16);
+    const m = await loadExact(dir, 16);
     const V = m.net.vocabSize;
     const s = m.newSession();
-    const first = s.forward(tokens(10, V, 1), true);
+    const first = s.forward(fixtureTokens(10, V, 1), true);
     s.reset();
-    s.forward(tokens(7, V, 2));
+    s.forward(fixtureTokens(7, V, 2));
     s.reset();
-    expect(Array.from(s.forward(tokens(10, V, 1), true))).toEqual(Array.from(first));
+    expect(Array.from(s.forward(fixtureTokens(10, V, 1), true))).toEqual(Array.from(first));
   });
 });
 
